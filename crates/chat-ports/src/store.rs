@@ -1,0 +1,427 @@
+//! The storage ports, one per area of the model. Every method is one use case's worth of
+//! work and MUST be atomic: it happens entirely or not at all, and concurrent calls behave
+//! as if they ran one after the other.
+
+use async_trait::async_trait;
+use chat_domain::{
+    ConversationDetails, ConversationId, ConversationType, Emoji, GroupName, Message, MessageBody,
+    MessageContent, MessageId, MessageView, Participant, PostingId, ReactionSummary, Receipt, Role,
+    Seq, Timestamp, UserId, ValidationError,
+};
+
+use crate::StoreError;
+
+/// A page size: 1 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(u8);
+
+impl PageLimit {
+    /// The largest page.
+    pub const MAX: PageLimit = PageLimit(100);
+
+    /// Parses a page size.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `limit` outside 1..=100.
+    pub fn new(value: i64) -> Result<Self, ValidationError> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| (1..=100).contains(v))
+            .map(Self)
+            .ok_or_else(|| ValidationError::new("limit", "must be between 1 and 100"))
+    }
+
+    /// The size.
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A message to append (a user's, or a SYSTEM record of the service).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Its id, chosen by the service (UUIDv7).
+    pub id: MessageId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The sender (for SYSTEM records: the acting user).
+    pub sender_id: UserId,
+    /// What it says.
+    pub body: MessageBody,
+    /// The live message of the same conversation it replies to.
+    pub reply_to_id: Option<MessageId>,
+    /// The sender's idempotency key.
+    pub client_message_id: Option<chat_domain::ClientMessageId>,
+    /// When it is sent.
+    pub created_at: Timestamp,
+}
+
+/// A GROUP or POST_LINKED conversation to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConversation {
+    /// Its id, chosen by the service.
+    pub id: ConversationId,
+    /// GROUP or POST_LINKED.
+    pub kind: ConversationType,
+    /// The name.
+    pub name: Option<GroupName>,
+    /// The posting (POST_LINKED).
+    pub posting_id: Option<PostingId>,
+    /// The creator, who becomes its ADMIN.
+    pub created_by: UserId,
+    /// The other participants, distinct, creator excluded; they become MEMBERs.
+    pub members: Vec<UserId>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// A change to a conversation or its membership.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConversationChange {
+    /// Set the name.
+    Rename(GroupName),
+    /// Make it read-only.
+    Archive,
+    /// Make it writable again.
+    Unarchive,
+    /// Add users as MEMBERs, reactivating those who had left.
+    AddParticipants(Vec<UserId>),
+    /// Mark a participant as left (they left, or were removed).
+    RemoveParticipant(UserId),
+    /// Set a participant's role.
+    ChangeRole {
+        /// The participant.
+        user_id: UserId,
+        /// The new role.
+        role: Role,
+    },
+}
+
+/// What a membership change did, beyond the change itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipChange {
+    /// The conversation after the change.
+    pub details: ConversationDetails,
+    /// A member promoted to ADMIN because the last admin left.
+    pub promoted: Option<UserId>,
+    /// The SYSTEM record appended with the change, when one was given.
+    pub record: Option<MessageView>,
+}
+
+/// The outcome of appending a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The stored message (the original one on a repeated `client_message_id`).
+    pub view: MessageView,
+    /// False when an earlier message with the same `client_message_id` was returned.
+    pub created: bool,
+}
+
+/// Which page of history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The newest messages, newest first.
+    Latest(PageLimit),
+    /// Messages with `seq` below the given one, newest first.
+    Before(Seq, PageLimit),
+    /// Messages with `seq` above the given one, oldest first.
+    After(Seq, PageLimit),
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    /// Live messages with their reactions, in the query's order.
+    pub items: Vec<MessageView>,
+    /// Whether more live messages lie beyond the page in the same direction.
+    pub has_more: bool,
+}
+
+/// The outcome of adding or removing a reaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReactionChange {
+    /// Whether anything changed (false when the reaction was already there, or not).
+    pub changed: bool,
+    /// The message's reactions afterwards.
+    pub reactions: Vec<ReactionSummary>,
+}
+
+/// A participant's read state after marking read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadState {
+    /// The newest `seq` read.
+    pub last_read_seq: Seq,
+    /// When the marker last moved.
+    pub last_read_at: Option<Timestamp>,
+    /// Messages still unread.
+    pub unread_count: u64,
+    /// Whether the marker moved.
+    pub moved: bool,
+}
+
+/// Which conversations the inbox lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchivedFilter {
+    /// Only those not archived.
+    Active,
+    /// Only archived ones.
+    Archived,
+    /// Both.
+    Any,
+}
+
+/// Where a page of the inbox resumes: after this activity time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxCursor {
+    /// The last item's activity time (`last_message_at`, else `created_at`).
+    pub activity_at: Timestamp,
+    /// The last item's id (ties broken by id, descending).
+    pub conversation_id: ConversationId,
+}
+
+/// A page request for the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxQuery {
+    /// Page size.
+    pub limit: PageLimit,
+    /// Resume after this item.
+    pub after: Option<InboxCursor>,
+    /// Archived filter.
+    pub archived: ArchivedFilter,
+}
+
+/// One conversation as its participant sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    /// The conversation and its participants.
+    pub details: ConversationDetails,
+    /// The caller's membership.
+    pub membership: Participant,
+    /// Unread messages: from others, live, not SYSTEM, above the caller's marker.
+    pub unread_count: u64,
+    /// The newest live message.
+    pub last_message: Option<MessageView>,
+}
+
+/// A page of the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    /// Most recent activity first.
+    pub items: Vec<InboxItem>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<InboxCursor>,
+}
+
+/// The unread count of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadConversation {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Its unread messages.
+    pub unread_count: u64,
+    /// Whether the caller muted it (muted ones are left out of the total).
+    pub is_muted: bool,
+}
+
+/// A user's unread badge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadSummary {
+    /// Unread messages over all active, unmuted conversations.
+    pub total: u64,
+    /// Every active conversation with unread messages, muted ones included.
+    pub conversations: Vec<UnreadConversation>,
+}
+
+/// Conversations and memberships.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Creates a GROUP or POST_LINKED conversation: the creator as ADMIN, the members as
+    /// MEMBER, and `announcement` (a SYSTEM message) as its first message (`seq` 1), all
+    /// in one step.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails; nothing is then stored.
+    async fn create_conversation(
+        &self,
+        new: NewConversation,
+        announcement: NewMessage,
+    ) -> Result<ConversationDetails, StoreError>;
+
+    /// Returns the DIRECT conversation between `a` and `b` (in either order; `a == b` is a
+    /// conversation with oneself), creating it with id `id` when there is none. Both are
+    /// MEMBERs. Exactly one conversation MUST exist per pair, also when calls race. The
+    /// flag tells whether this call created it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn get_or_create_direct(
+        &self,
+        id: ConversationId,
+        a: UserId,
+        b: UserId,
+        at: Timestamp,
+    ) -> Result<(ConversationDetails, bool), StoreError>;
+
+    /// The conversation with every participant it ever had, or `None`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn conversation_details(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationDetails>, StoreError>;
+
+    /// Applies `change` and, when given, appends `record` (a SYSTEM message) in the same
+    /// step. It MUST:
+    /// - add participants as MEMBER with their read marker at the conversation's newest
+    ///   `seq`, reactivating (as MEMBER, with a new `joined_at`) those who had left, and
+    ///   refuse with [`StoreConflict::ConversationArchived`](crate::StoreConflict) when the
+    ///   conversation is archived;
+    /// - on removal, when no active admin remains but active members do, promote the
+    ///   earliest-joined active member to ADMIN and report it in `promoted`;
+    /// - refuse a role change that leaves no active admin with
+    ///   [`StoreConflict::LastAdmin`](crate::StoreConflict).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation, or for a participant to
+    /// remove or change who is not active; [`StoreError::Conflict`] as above;
+    /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
+    async fn change_conversation(
+        &self,
+        id: ConversationId,
+        change: ConversationChange,
+        at: Timestamp,
+        record: Option<NewMessage>,
+    ) -> Result<MembershipChange, StoreError>;
+}
+
+/// Messages and reactions.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Appends a message. In one step it MUST: return the sender's earlier message with
+    /// the same `client_message_id` in this conversation unchanged (`created: false`) if
+    /// there is one, also when such calls race; otherwise give the message the next `seq`
+    /// of the conversation (so history order is commit order), store it, set the
+    /// conversation's `last_message_at`, and move the sender's read marker to it
+    /// (recording receipts as [`ReadStateStore::mark_read`] does).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::Conflict`] with `ConversationArchived` when it is archived;
+    /// [`StoreError::Unavailable`] when the store fails (nothing is then stored).
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;
+
+    /// The message, deleted or not, with its sender's name and reactions.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError>;
+
+    /// Replaces a live message's content and sets `edited_at`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when it does not exist or is deleted;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: MessageContent,
+        at: Timestamp,
+    ) -> Result<MessageView, StoreError>;
+
+    /// Soft-deletes a live message. Of racing deletes, exactly one succeeds.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when it does not exist or is already deleted;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError>;
+
+    /// A page of a conversation's live messages, with reactions, fetched by `seq` keyset
+    /// (never by offset).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError>;
+
+    /// Puts (`present`) or takes off a user's reaction. Idempotent both ways; different
+    /// emoji are always different reactions (compared code point by code point).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the message does not exist or is deleted;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn set_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+        present: bool,
+        at: Timestamp,
+    ) -> Result<ReactionChange, StoreError>;
+
+    /// Who has read the message and when, earliest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError>;
+}
+
+/// Read markers, mutes, unread counts and the inbox.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ReadStateStore: Send + Sync {
+    /// Moves `user`'s read marker in `conversation` to `up_to` (default: the newest
+    /// message). The marker MUST only move forward; receipts MUST be recorded for the
+    /// others' live messages it passes.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the user is not an active participant;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        up_to: Option<Seq>,
+        at: Timestamp,
+    ) -> Result<ReadState, StoreError>;
+
+    /// Mutes or unmutes the conversation for `user`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the user is not an active participant;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn set_muted(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        muted: bool,
+    ) -> Result<Participant, StoreError>;
+
+    /// One conversation as `user` sees it, or `None` when they are not an active
+    /// participant.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn inbox_item(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<Option<InboxItem>, StoreError>;
+
+    /// A page of `user`'s active conversations, most recent activity first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError>;
+
+    /// `user`'s unread badge.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn unread_summary(&self, user: UserId) -> Result<UnreadSummary, StoreError>;
+}

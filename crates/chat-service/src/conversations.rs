@@ -1,0 +1,510 @@
+//! Use cases on conversations and their membership: create, open a DIRECT conversation,
+//! list, show, rename, archive, add, remove, leave and change roles.
+
+use std::collections::HashSet;
+
+use chat_domain::{
+    ChatEvent, ConversationDetails, ConversationId, ConversationType, GroupName, MessageId,
+    PostingId, Role, UserId,
+};
+use chat_ports::{
+    ConversationChange, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
+};
+
+use crate::records::Record;
+use crate::{ChatService, ServiceError};
+
+/// A GROUP or POST_LINKED conversation to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateConversation {
+    /// GROUP or POST_LINKED (DIRECT conversations are opened with
+    /// [`ChatService::open_direct`]).
+    pub kind: ConversationType,
+    /// The name: required for GROUP, optional for POST_LINKED.
+    pub name: Option<GroupName>,
+    /// The posting: required for POST_LINKED, refused otherwise.
+    pub posting_id: Option<PostingId>,
+    /// The other participants; duplicates and the creator collapse.
+    pub participant_ids: Vec<UserId>,
+}
+
+/// Changes to a conversation's settings; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConversationUpdate {
+    /// A new name.
+    pub name: Option<GroupName>,
+    /// Archive (true) or unarchive (false).
+    pub is_archived: Option<bool>,
+}
+
+impl ChatService {
+    /// Creates a GROUP or POST_LINKED conversation: the creator is ADMIN, the listed
+    /// participants MEMBER, and a SYSTEM message records the creation.
+    ///
+    /// # Errors
+    /// `Invalid` for DIRECT, a GROUP without a name, a POST_LINKED without an existing
+    /// posting, a posting on a GROUP, unknown participants or more than the participant
+    /// limit; `Unavailable` when the store fails.
+    pub async fn create_conversation(
+        &self,
+        actor: UserId,
+        request: CreateConversation,
+    ) -> Result<InboxItem, ServiceError> {
+        match request.kind {
+            ConversationType::Direct => {
+                return Err(ServiceError::invalid(
+                    "type",
+                    "must be GROUP or POST_LINKED; open DIRECT conversations with /conversations/direct",
+                ));
+            }
+            ConversationType::Group => {
+                if request.name.is_none() {
+                    return Err(ServiceError::invalid("name", "is required for GROUP"));
+                }
+                if request.posting_id.is_some() {
+                    return Err(ServiceError::invalid(
+                        "posting_id",
+                        "is only for POST_LINKED conversations",
+                    ));
+                }
+            }
+            ConversationType::PostLinked => {
+                let posting = request.posting_id.ok_or_else(|| {
+                    ServiceError::invalid("posting_id", "is required for POST_LINKED")
+                })?;
+                if !self.ports.postings.posting_exists(posting).await? {
+                    return Err(ServiceError::invalid("posting_id", "no such posting"));
+                }
+            }
+        }
+        let members = distinct_except(&request.participant_ids, actor);
+        if members.len() + 1 > self.limits.max_participants {
+            return Err(ServiceError::invalid(
+                "participant_ids",
+                format!(
+                    "a conversation has at most {} participants",
+                    self.limits.max_participants
+                ),
+            ));
+        }
+        self.require_existing_users("participant_ids", &members)
+            .await?;
+
+        let now = self.now();
+        let id = ConversationId::new();
+        let announcement = NewMessage {
+            id: MessageId::new(),
+            conversation_id: id,
+            sender_id: actor,
+            body: Record::GroupCreated {
+                name: request.name.as_ref().map(GroupName::as_str),
+            }
+            .body(actor),
+            reply_to_id: None,
+            client_message_id: None,
+            created_at: now,
+        };
+        let details = self
+            .ports
+            .conversations
+            .create_conversation(
+                NewConversation {
+                    id,
+                    kind: request.kind,
+                    name: request.name,
+                    posting_id: request.posting_id,
+                    created_by: actor,
+                    members,
+                    created_at: now,
+                },
+                announcement,
+            )
+            .await?;
+        let recipients = details.active_user_ids();
+        self.publish(ChatEvent::ConversationCreated(details), recipients)
+            .await;
+        self.conversation(actor, id).await
+    }
+
+    /// Opens the DIRECT conversation between the caller and `other` (the caller themself
+    /// for notes to self), creating it when there is none. The flag is true when this
+    /// call created it.
+    ///
+    /// # Errors
+    /// `Invalid` when `other` does not exist; `Unavailable` when the store fails.
+    pub async fn open_direct(
+        &self,
+        actor: UserId,
+        other: UserId,
+    ) -> Result<(InboxItem, bool), ServiceError> {
+        if other != actor {
+            let missing = self.ports.users.missing_users(&[other]).await?;
+            if !missing.is_empty() {
+                return Err(ServiceError::invalid("user_id", "no such user"));
+            }
+        }
+        let (details, created) = self
+            .ports
+            .conversations
+            .get_or_create_direct(ConversationId::new(), actor, other, self.now())
+            .await?;
+        let id = details.conversation.id;
+        if created {
+            let recipients = details.active_user_ids();
+            self.publish(ChatEvent::ConversationCreated(details), recipients)
+                .await;
+        }
+        Ok((self.conversation(actor, id).await?, created))
+    }
+
+    /// A page of the caller's conversations, most recent activity first.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    pub async fn list_conversations(
+        &self,
+        actor: UserId,
+        query: InboxQuery,
+    ) -> Result<InboxPage, ServiceError> {
+        Ok(self.ports.read_state.inbox(actor, query).await?)
+    }
+
+    /// One conversation as the caller sees it.
+    ///
+    /// # Errors
+    /// `NotFound` unless the caller is an active participant; `Unavailable` when the store
+    /// fails.
+    pub async fn conversation(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+    ) -> Result<InboxItem, ServiceError> {
+        self.ports
+            .read_state
+            .inbox_item(id, actor)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// Renames, archives or unarchives. Admins only; in a DIRECT conversation either side
+    /// may archive, nobody may rename. Each actual change is recorded by a SYSTEM message.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Forbidden` for members and for renaming a DIRECT
+    /// conversation; `Unavailable` when the store fails.
+    pub async fn update_conversation(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        update: ConversationUpdate,
+    ) -> Result<InboxItem, ServiceError> {
+        let (details, membership) = self.member_view(id, actor).await?;
+        let direct = details.conversation.kind == ConversationType::Direct;
+        if update.name.is_some() && direct {
+            return Err(ServiceError::Forbidden("a DIRECT conversation has no name"));
+        }
+        if !direct && membership.role != Role::Admin {
+            return Err(ServiceError::Forbidden(
+                "only admins may change the conversation",
+            ));
+        }
+        if let Some(name) = update.name {
+            if details.conversation.name.as_deref() != Some(name.as_str()) {
+                let record = Record::Renamed(name.as_str()).body(actor);
+                self.apply(actor, id, ConversationChange::Rename(name), record)
+                    .await?;
+            }
+        }
+        if let Some(archive) = update.is_archived {
+            if archive != details.conversation.is_archived {
+                let (change, record) = if archive {
+                    (ConversationChange::Archive, Record::Archived)
+                } else {
+                    (ConversationChange::Unarchive, Record::Unarchived)
+                };
+                self.apply(actor, id, change, record.body(actor)).await?;
+            }
+        }
+        self.conversation(actor, id).await
+    }
+
+    /// Adds users as MEMBERs (re-activating those who had left). Admins only; never in a
+    /// DIRECT or archived conversation.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Forbidden` for members and DIRECT conversations;
+    /// `Conflict(conversation_archived)`; `Invalid` for unknown users or too many
+    /// participants; `Unavailable` when the store fails.
+    pub async fn add_participants(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        user_ids: Vec<UserId>,
+    ) -> Result<InboxItem, ServiceError> {
+        let (details, membership) = self.member_view(id, actor).await?;
+        require_group_admin(&details, membership.role)?;
+        if details.conversation.is_archived {
+            return Err(ServiceError::archived());
+        }
+        if user_ids.is_empty() {
+            return Err(ServiceError::invalid("user_ids", "must not be empty"));
+        }
+        let new: Vec<UserId> = distinct_except(&user_ids, actor)
+            .into_iter()
+            .filter(|u| details.active_participant(*u).is_none())
+            .collect();
+        if details.active_participants().count() + new.len() > self.limits.max_participants {
+            return Err(ServiceError::invalid(
+                "user_ids",
+                format!(
+                    "a conversation has at most {} participants",
+                    self.limits.max_participants
+                ),
+            ));
+        }
+        self.require_existing_users("user_ids", &new).await?;
+        if !new.is_empty() {
+            let record = Record::ParticipantsAdded(&new).body(actor);
+            let change = self
+                .apply(
+                    actor,
+                    id,
+                    ConversationChange::AddParticipants(new.clone()),
+                    record,
+                )
+                .await?;
+            let recipients = change.active_user_ids();
+            for user in new {
+                self.publish(
+                    ChatEvent::ParticipantAdded {
+                        conversation_id: id,
+                        user_id: user,
+                        role: Role::Member,
+                    },
+                    recipients.clone(),
+                )
+                .await;
+            }
+        }
+        self.conversation(actor, id).await
+    }
+
+    /// Removes a participant, or, when `user` is the caller, leaves. Removing others is for
+    /// admins; anyone may leave a GROUP or POST_LINKED conversation; nobody leaves a
+    /// DIRECT one. When the last admin goes, the earliest-joined member becomes ADMIN.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants and for a `user` who is not an active participant;
+    /// `Forbidden` for members removing others and for DIRECT conversations;
+    /// `Unavailable` when the store fails.
+    pub async fn remove_participant(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        user: UserId,
+    ) -> Result<(), ServiceError> {
+        let (details, membership) = self.member_view(id, actor).await?;
+        if details.conversation.kind == ConversationType::Direct {
+            return Err(ServiceError::Forbidden(
+                "nobody joins or leaves a DIRECT conversation",
+            ));
+        }
+        let record = if user == actor {
+            Record::ParticipantLeft
+        } else {
+            if membership.role != Role::Admin {
+                return Err(ServiceError::Forbidden(
+                    "only admins may remove participants",
+                ));
+            }
+            if details.active_participant(user).is_none() {
+                return Err(ServiceError::NotFound);
+            }
+            Record::ParticipantRemoved(user)
+        };
+        let recipients_before = details.active_user_ids();
+        let change = self
+            .ports
+            .conversations
+            .change_conversation(
+                id,
+                ConversationChange::RemoveParticipant(user),
+                self.now(),
+                Some(self.record(actor, id, record.body(actor))),
+            )
+            .await?;
+        if let Some(view) = change.record {
+            self.publish(
+                ChatEvent::MessageCreated(view),
+                change.details.active_user_ids(),
+            )
+            .await;
+        }
+        self.publish(
+            ChatEvent::ParticipantRemoved {
+                conversation_id: id,
+                user_id: user,
+            },
+            recipients_before,
+        )
+        .await;
+        if let Some(promoted) = change.promoted {
+            self.publish(
+                ChatEvent::ParticipantUpdated {
+                    conversation_id: id,
+                    user_id: promoted,
+                    role: Some(Role::Admin),
+                },
+                change.details.active_user_ids(),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Changes a participant's role. Admins only, GROUP and POST_LINKED only; demoting the
+    /// last admin is refused.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants and for a `user` who is not active; `Forbidden`
+    /// for members and DIRECT conversations; `Conflict(last_admin)`; `Unavailable` when
+    /// the store fails.
+    pub async fn change_role(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+    ) -> Result<InboxItem, ServiceError> {
+        let (details, membership) = self.member_view(id, actor).await?;
+        require_group_admin(&details, membership.role)?;
+        let target = details
+            .active_participant(user)
+            .ok_or(ServiceError::NotFound)?;
+        if target.role != role {
+            if target.role == Role::Admin && details.active_admin_count() <= 1 {
+                return Err(ServiceError::Conflict {
+                    code: crate::ConflictCode::LastAdmin,
+                });
+            }
+            let record = Record::RoleChanged(user, role).body(actor);
+            let recipients = self
+                .apply(
+                    actor,
+                    id,
+                    ConversationChange::ChangeRole {
+                        user_id: user,
+                        role,
+                    },
+                    record,
+                )
+                .await?
+                .active_user_ids();
+            self.publish(
+                ChatEvent::ParticipantUpdated {
+                    conversation_id: id,
+                    user_id: user,
+                    role: Some(role),
+                },
+                recipients,
+            )
+            .await;
+        }
+        self.conversation(actor, id).await
+    }
+
+    /// Applies a change with its SYSTEM record and publishes the record and, for settings,
+    /// `conversation.updated`.
+    async fn apply(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        change: ConversationChange,
+        body: chat_domain::MessageBody,
+    ) -> Result<ConversationDetails, ServiceError> {
+        let settings = matches!(
+            change,
+            ConversationChange::Rename(_)
+                | ConversationChange::Archive
+                | ConversationChange::Unarchive
+        );
+        let outcome = self
+            .ports
+            .conversations
+            .change_conversation(id, change, self.now(), Some(self.record(actor, id, body)))
+            .await?;
+        let recipients = outcome.details.active_user_ids();
+        if let Some(view) = outcome.record {
+            self.publish(ChatEvent::MessageCreated(view), recipients.clone())
+                .await;
+        }
+        if settings {
+            self.publish(
+                ChatEvent::ConversationUpdated(outcome.details.clone()),
+                recipients,
+            )
+            .await;
+        }
+        Ok(outcome.details)
+    }
+
+    fn record(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        body: chat_domain::MessageBody,
+    ) -> NewMessage {
+        NewMessage {
+            id: MessageId::new(),
+            conversation_id: id,
+            sender_id: actor,
+            body,
+            reply_to_id: None,
+            client_message_id: None,
+            created_at: self.now(),
+        }
+    }
+
+    async fn require_existing_users(
+        &self,
+        field: &'static str,
+        users: &[UserId],
+    ) -> Result<(), ServiceError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let missing = self.ports.users.missing_users(users).await?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            Err(ServiceError::invalid(
+                field,
+                format!("unknown users: {}", ids.join(", ")),
+            ))
+        }
+    }
+}
+
+/// Admin actions exist only in GROUP and POST_LINKED conversations, and only for admins.
+fn require_group_admin(details: &ConversationDetails, role: Role) -> Result<(), ServiceError> {
+    if details.conversation.kind == ConversationType::Direct {
+        return Err(ServiceError::Forbidden(
+            "a DIRECT conversation has no admin actions",
+        ));
+    }
+    if role != Role::Admin {
+        return Err(ServiceError::Forbidden("only admins may do this"));
+    }
+    Ok(())
+}
+
+/// `users` without duplicates and without `except`, in first-seen order.
+fn distinct_except(users: &[UserId], except: UserId) -> Vec<UserId> {
+    let mut seen = HashSet::new();
+    users
+        .iter()
+        .copied()
+        .filter(|u| *u != except && seen.insert(*u))
+        .collect()
+}

@@ -1,0 +1,24 @@
+//! The chat service's use cases. [`ChatService`] has one method per use case; each takes
+//! the acting user, enforces every business rule, changes the store through the ports in
+//! one atomic step, and publishes an event for every change.
+//!
+//! Visibility rule: for anyone who is not an active participant, a conversation and
+//! everything in it does not exist ([`ServiceError::NotFound`], never `Forbidden`).
+
+mod conversations;
+mod error;
+mod messages;
+mod read_state;
+mod records;
+mod service;
+
+pub use conversations::{ConversationUpdate, CreateConversation};
+pub use error::{ConflictCode, ServiceError};
+pub use messages::SendMessage;
+pub use service::{ChatService, Limits, Ports};
+
+/// Re-exported so embedders need only this crate and `chat-domain` to call the service.
+pub use chat_ports::{
+    ArchivedFilter, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery,
+    PageLimit, ReadState, UnreadConversation, UnreadSummary,
+};

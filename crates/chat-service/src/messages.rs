@@ -1,0 +1,249 @@
+//! Use cases on messages: send (idempotent), read one, history, edit, delete, reactions
+//! and receipts.
+
+use chat_domain::{
+    ChatEvent, ClientMessageId, ConversationId, ConversationType, Emoji, MessageBody,
+    MessageContent, MessageId, MessageView, ReactionSummary, Receipt, Role, UserId,
+};
+use chat_ports::{HistoryPage, HistoryQuery, NewMessage};
+
+use crate::{ChatService, ServiceError};
+
+/// A message a user sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendMessage {
+    /// What it says.
+    pub body: MessageBody,
+    /// The live message of the same conversation it replies to.
+    pub reply_to_id: Option<MessageId>,
+    /// The sender's idempotency key.
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+impl ChatService {
+    /// Sends a message: it gets the next `seq` of the conversation, marks the conversation
+    /// read for the sender, and reaches every participant. A repeated `client_message_id`
+    /// returns the original message (flag false) and changes nothing.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Conflict(conversation_archived)`; `Invalid` for a
+    /// SYSTEM body or a `reply_to_id` that is not a live message of this conversation;
+    /// `RateLimited`; `Unavailable` when the store fails.
+    pub async fn send_message(
+        &self,
+        actor: UserId,
+        conversation: ConversationId,
+        request: SendMessage,
+    ) -> Result<(MessageView, bool), ServiceError> {
+        if request.body.is_system() {
+            return Err(ServiceError::invalid(
+                "message_type",
+                "SYSTEM messages are written by the service only",
+            ));
+        }
+        let (details, _) = self.member_view(conversation, actor).await?;
+        if details.conversation.is_archived {
+            return Err(ServiceError::archived());
+        }
+        if let Some(reply_to) = request.reply_to_id {
+            let target = self.ports.messages.find_message(reply_to).await?;
+            let valid = target.is_some_and(|t| {
+                t.message.conversation_id == conversation && !t.message.is_deleted()
+            });
+            if !valid {
+                return Err(ServiceError::invalid(
+                    "reply_to_id",
+                    "must be a live message of this conversation",
+                ));
+            }
+        }
+        self.check_send_rate(actor)?;
+        let appended = self
+            .ports
+            .messages
+            .append_message(NewMessage {
+                id: MessageId::new(),
+                conversation_id: conversation,
+                sender_id: actor,
+                body: request.body,
+                reply_to_id: request.reply_to_id,
+                client_message_id: request.client_message_id,
+                created_at: self.now(),
+            })
+            .await?;
+        if appended.created {
+            self.publish(
+                ChatEvent::MessageCreated(appended.view.clone()),
+                details.active_user_ids(),
+            )
+            .await;
+        }
+        Ok((appended.view, appended.created))
+    }
+
+    /// One live message of a conversation the caller takes part in.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist, is deleted, or the caller is not an active
+    /// participant; `Unavailable` when the store fails.
+    pub async fn message(&self, actor: UserId, id: MessageId) -> Result<MessageView, ServiceError> {
+        let view = self.visible_message(actor, id).await?.0;
+        Ok(view)
+    }
+
+    /// A page of history, by `seq` keyset.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Unavailable` when the store fails.
+    pub async fn history(
+        &self,
+        actor: UserId,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, ServiceError> {
+        self.member_view(conversation, actor).await?;
+        Ok(self.ports.messages.history(conversation, query).await?)
+    }
+
+    /// Edits a message's content. Only its sender, never a SYSTEM or deleted message,
+    /// never in an archived conversation.
+    ///
+    /// # Errors
+    /// `NotFound`; `Forbidden` for anyone but the sender and for SYSTEM messages;
+    /// `Conflict(conversation_archived)`; `Unavailable` when the store fails.
+    pub async fn edit_message(
+        &self,
+        actor: UserId,
+        id: MessageId,
+        content: MessageContent,
+    ) -> Result<MessageView, ServiceError> {
+        let (view, details) = self.visible_message(actor, id).await?;
+        if view.message.sender_id != actor {
+            return Err(ServiceError::Forbidden(
+                "only the sender may edit a message",
+            ));
+        }
+        if view.message.is_system_message {
+            return Err(ServiceError::Forbidden("SYSTEM messages cannot be edited"));
+        }
+        if details.conversation.is_archived {
+            return Err(ServiceError::archived());
+        }
+        let edited = self
+            .ports
+            .messages
+            .edit_message(id, content, self.now())
+            .await?;
+        self.publish(
+            ChatEvent::MessageUpdated(edited.clone()),
+            details.active_user_ids(),
+        )
+        .await;
+        Ok(edited)
+    }
+
+    /// Soft-deletes a message: by its sender, or by an admin of a GROUP or POST_LINKED
+    /// conversation. Deleting again is `NotFound`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Forbidden` for anyone else; `Unavailable` when the store fails.
+    pub async fn delete_message(&self, actor: UserId, id: MessageId) -> Result<(), ServiceError> {
+        let (view, details) = self.visible_message(actor, id).await?;
+        let is_admin = details.conversation.kind != ConversationType::Direct
+            && details
+                .active_participant(actor)
+                .is_some_and(|p| p.role == Role::Admin);
+        if view.message.sender_id != actor && !is_admin {
+            return Err(ServiceError::Forbidden(
+                "only the sender or an admin may delete a message",
+            ));
+        }
+        let deleted = self.ports.messages.delete_message(id, self.now()).await?;
+        self.publish(
+            ChatEvent::MessageDeleted {
+                conversation_id: deleted.conversation_id,
+                message_id: deleted.id,
+                seq: deleted.seq,
+            },
+            details.active_user_ids(),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Puts (`present`) or takes off the caller's reaction; idempotent both ways. Returns
+    /// the message's reactions afterwards.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict(conversation_archived)`; `Unavailable` when the store fails.
+    pub async fn set_reaction(
+        &self,
+        actor: UserId,
+        id: MessageId,
+        emoji: Emoji,
+        present: bool,
+    ) -> Result<Vec<ReactionSummary>, ServiceError> {
+        let (view, details) = self.visible_message(actor, id).await?;
+        if details.conversation.is_archived {
+            return Err(ServiceError::archived());
+        }
+        let text = emoji.as_str().to_owned();
+        let change = self
+            .ports
+            .messages
+            .set_reaction(id, actor, emoji, present, self.now())
+            .await?;
+        if change.changed {
+            let conversation_id = view.message.conversation_id;
+            let event = if present {
+                ChatEvent::ReactionAdded {
+                    conversation_id,
+                    message_id: id,
+                    emoji: text,
+                    user_id: actor,
+                }
+            } else {
+                ChatEvent::ReactionRemoved {
+                    conversation_id,
+                    message_id: id,
+                    emoji: text,
+                    user_id: actor,
+                }
+            };
+            self.publish(event, details.active_user_ids()).await;
+        }
+        Ok(change.reactions)
+    }
+
+    /// Who has read a live message, and when.
+    ///
+    /// # Errors
+    /// `NotFound`; `Unavailable` when the store fails.
+    pub async fn receipts(
+        &self,
+        actor: UserId,
+        id: MessageId,
+    ) -> Result<Vec<Receipt>, ServiceError> {
+        self.visible_message(actor, id).await?;
+        Ok(self.ports.messages.receipts(id).await?)
+    }
+
+    /// A live message and its conversation, when the caller is an active participant.
+    async fn visible_message(
+        &self,
+        actor: UserId,
+        id: MessageId,
+    ) -> Result<(MessageView, chat_domain::ConversationDetails), ServiceError> {
+        let view = self
+            .ports
+            .messages
+            .find_message(id)
+            .await?
+            .filter(|v| !v.message.is_deleted())
+            .ok_or(ServiceError::NotFound)?;
+        let (details, _) = self
+            .member_view(view.message.conversation_id, actor)
+            .await?;
+        Ok((view, details))
+    }
+}

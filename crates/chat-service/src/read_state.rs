@@ -1,0 +1,117 @@
+//! Use cases on read state: marking read, muting, the unread badge and typing
+//! indicators.
+
+use chat_domain::{ChatEvent, ConversationId, MessageId, UserId};
+use chat_ports::{InboxItem, ReadState, UnreadSummary};
+
+use crate::{ChatService, ServiceError};
+
+impl ChatService {
+    /// Moves the caller's read marker up to a message (default: the newest). The marker
+    /// only moves forward; receipts are recorded for the others' messages it passes.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Invalid` when `up_to` is not a message of this
+    /// conversation; `Unavailable` when the store fails.
+    pub async fn mark_read(
+        &self,
+        actor: UserId,
+        conversation: ConversationId,
+        up_to: Option<MessageId>,
+    ) -> Result<ReadState, ServiceError> {
+        let (details, _) = self.member_view(conversation, actor).await?;
+        let up_to_seq = match up_to {
+            None => None,
+            Some(id) => {
+                let target = self
+                    .ports
+                    .messages
+                    .find_message(id)
+                    .await?
+                    .filter(|v| v.message.conversation_id == conversation)
+                    .ok_or_else(|| {
+                        ServiceError::invalid(
+                            "up_to_message_id",
+                            "must be a message of this conversation",
+                        )
+                    })?;
+                Some(target.message.seq)
+            }
+        };
+        let state = self
+            .ports
+            .read_state
+            .mark_read(conversation, actor, up_to_seq, self.now())
+            .await?;
+        if state.moved {
+            if let Some(at) = state.last_read_at {
+                self.publish(
+                    ChatEvent::ConversationRead {
+                        conversation_id: conversation,
+                        user_id: actor,
+                        last_read_seq: state.last_read_seq,
+                        last_read_at: at,
+                    },
+                    details.active_user_ids(),
+                )
+                .await;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Mutes or unmutes a conversation for the caller.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Unavailable` when the store fails.
+    pub async fn set_muted(
+        &self,
+        actor: UserId,
+        conversation: ConversationId,
+        muted: bool,
+    ) -> Result<InboxItem, ServiceError> {
+        self.ports
+            .read_state
+            .set_muted(conversation, actor, muted)
+            .await?;
+        self.conversation(actor, conversation).await
+    }
+
+    /// The caller's unread badge: the total over unmuted conversations, and each
+    /// conversation with unread messages.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    pub async fn unread(&self, actor: UserId) -> Result<UnreadSummary, ServiceError> {
+        Ok(self.ports.read_state.unread_summary(actor).await?)
+    }
+
+    /// Tells the other participants that the caller started or stopped typing. Nothing is
+    /// stored.
+    ///
+    /// # Errors
+    /// `NotFound` for non-participants; `Unavailable` when the store fails.
+    pub async fn typing(
+        &self,
+        actor: UserId,
+        conversation: ConversationId,
+        is_typing: bool,
+    ) -> Result<(), ServiceError> {
+        let (details, _) = self.member_view(conversation, actor).await?;
+        let others: Vec<UserId> = details
+            .active_user_ids()
+            .into_iter()
+            .filter(|u| *u != actor)
+            .collect();
+        self.publish(
+            ChatEvent::Typing {
+                conversation_id: conversation,
+                user_id: actor,
+                is_typing,
+            },
+            others,
+        )
+        .await;
+        Ok(())
+    }
+}
