@@ -1,0 +1,88 @@
+//! `cargo xtask`: developer automation for the chat workspace.
+//!
+//! The `xtask` alias in `.cargo/config.toml` runs this binary, so every task
+//! is available as `cargo xtask <task>` without installing anything. Tasks
+//! live in their own modules; `main` only parses the task name and dispatches.
+//! To add a task (for example `bench`), create `src/<task>.rs` with a `run`
+//! function, declare the module below, add a match arm and a line to [`HELP`].
+
+mod cmd;
+mod services;
+mod test;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+
+/// Text printed by `cargo xtask help`.
+const HELP: &str = "\
+Usage: cargo xtask <TASK> [ARGS...]
+
+Tasks:
+  test [ARGS...]  Full gate: rustfmt check, clippy (-D warnings), MySQL/Redis
+                  preparation, then the workspace tests (cargo nextest if
+                  installed, plus doctests; cargo test otherwise). ARGS are
+                  passed to the test runner, e.g. `cargo xtask test -p chat-domain`.
+  ci [ARGS...]    Same as `test` (what .ci/run executes).
+  fmt [ARGS...]   Format the whole workspace (`cargo fmt --all [ARGS]`).
+  help            Show this message.
+
+Environment used by `test`:
+  DATABASE_URL    MySQL/MariaDB server (default mysql://root@127.0.0.1:3306).
+                  If nothing answers there and `mariadbd` is installed, a
+                  throwaway server is started under target/mariadb.
+  REDIS_URL       Redis server (default redis://127.0.0.1:6379). If nothing
+                  answers and `redis-server` is installed, a throwaway server
+                  is started under target/redis.
+  CI=true         A missing MySQL or Redis becomes a hard failure instead of a
+                  skip, and CHAT_REQUIRE_MYSQL=1 / CHAT_REQUIRE_REDIS=1 are
+                  passed to the tests.
+";
+
+fn main() -> ExitCode {
+    match dispatch() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!();
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the task name and runs the matching task.
+fn dispatch() -> Result<()> {
+    let mut args = Vec::new();
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg
+            .into_string()
+            .map_err(|raw| anyhow::anyhow!("argument is not valid UTF-8: {raw:?}"))?;
+        args.push(arg);
+    }
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => {
+            eprint!("{HELP}");
+            bail!("no task given");
+        }
+    };
+    match task {
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        "test" | "ci" => test::run(rest),
+        "fmt" => fmt(rest),
+        other => {
+            eprint!("{HELP}");
+            bail!("unknown task `{other}`");
+        }
+    }
+}
+
+/// `cargo xtask fmt`: formats every package of the workspace.
+fn fmt(extra: &[String]) -> Result<()> {
+    let mut command = cmd::cargo();
+    command.args(["fmt", "--all"]).args(extra);
+    cmd::run(&mut command).context("formatting failed")
+}

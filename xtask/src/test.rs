@@ -1,0 +1,176 @@
+//! `cargo xtask test` (and `cargo xtask ci`): the full quality gate.
+//!
+//! Steps, in order, stopping at the first failure:
+//!
+//! 1. `cargo fmt --all -- --check`
+//! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
+//! 3. MySQL and Redis preparation (see [`crate::services`])
+//! 4. `cargo nextest run --workspace --all-features [ARGS]` when cargo-nextest
+//!    is installed, else `cargo test --workspace --all-features [ARGS]`
+//! 5. with nextest only: `cargo test --workspace --doc --all-features`, since
+//!    nextest does not run doctests
+//!
+//! Extra arguments go to the test runner of step 4. If they select packages
+//! (`-p`/`--package`), `--workspace` is dropped and the same selection is
+//! applied to the doctests of step 5.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::cmd::{self, Steps};
+use crate::services::Services;
+
+/// Runs the gate; `extra` is passed to the test runner.
+pub(crate) fn run(extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let result = run_steps(extra);
+    let took = cmd::elapsed(started.elapsed());
+    match &result {
+        Ok(()) => cmd::banner(&format!("cargo xtask test: all steps passed in {took}")),
+        Err(_) => cmd::banner(&format!("cargo xtask test: FAILED after {took}")),
+    }
+    result
+}
+
+/// The steps themselves; servers started in step 3 stop when this returns.
+fn run_steps(extra: &[String]) -> Result<()> {
+    let nextest = cmd::succeeds(cmd::cargo().args(["nextest", "--version"]));
+    let mut steps = Steps::new(if nextest { 5 } else { 4 });
+
+    steps.step("cargo fmt --all -- --check", || {
+        cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+
+    steps.step(
+        "cargo clippy --workspace --all-targets --all-features -- -D warnings",
+        || {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        },
+    )?;
+
+    let services = steps.step("MySQL and Redis", Services::prepare)?;
+
+    let selection = package_selection(extra);
+    let scope: &[&str] = if selection.picks_packages {
+        &[]
+    } else {
+        &["--workspace"]
+    };
+
+    let runner = if nextest {
+        "cargo nextest run"
+    } else {
+        "cargo test"
+    };
+    steps.step(&format!("{runner} (all features)"), || {
+        let mut command = cmd::cargo();
+        if nextest {
+            command.args(["nextest", "run"]);
+        } else {
+            command.arg("test");
+        }
+        command.args(scope).arg("--all-features").args(extra);
+        run_with(&services, &mut command)
+    })?;
+
+    if nextest {
+        steps.step("cargo test --doc (doctests; nextest skips them)", || {
+            let mut command = cmd::cargo();
+            command
+                .arg("test")
+                .args(scope)
+                .args(&selection.args)
+                .args(["--doc", "--all-features"]);
+            run_with(&services, &mut command)
+        })?;
+    }
+
+    drop(services);
+    Ok(())
+}
+
+/// Runs a test command with the MySQL/Redis environment applied.
+fn run_with(services: &Services, command: &mut Command) -> Result<()> {
+    services.apply(command);
+    cmd::run(command)
+}
+
+/// The package-selection part of the extra arguments.
+struct PackageSelection {
+    /// Whether `-p`/`--package` was given (then `--workspace` is left out).
+    picks_packages: bool,
+    /// The `-p`, `--package` and `--exclude` arguments, with their values.
+    args: Vec<String>,
+}
+
+/// Extracts `-p X`, `-pX`, `--package X`, `--package=X`, `--exclude X` and
+/// `--exclude=X` from the cargo part of `extra` (before any `--`).
+fn package_selection(extra: &[String]) -> PackageSelection {
+    let mut selection = PackageSelection {
+        picks_packages: false,
+        args: Vec::new(),
+    };
+    let mut args = extra.iter().take_while(|arg| arg.as_str() != "--");
+    while let Some(arg) = args.next() {
+        let (takes_value, picks) = match arg.as_str() {
+            "-p" | "--package" => (true, true),
+            "--exclude" => (true, false),
+            other if other.starts_with("--package=") => (false, true),
+            other if other.starts_with("--exclude=") => (false, false),
+            other if other.starts_with("-p") => (false, true),
+            _ => continue,
+        };
+        selection.picks_packages |= picks;
+        selection.args.push(arg.clone());
+        if takes_value {
+            if let Some(value) = args.next() {
+                selection.args.push(value.clone());
+            }
+        }
+    }
+    selection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_selection;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn finds_package_selection() {
+        let selection = package_selection(&strings(&[
+            "-p",
+            "chat-domain",
+            "--package=chat-mysql",
+            "--no-fail-fast",
+            "--",
+            "-p",
+            "x",
+        ]));
+        assert!(selection.picks_packages);
+        assert_eq!(
+            selection.args,
+            strings(&["-p", "chat-domain", "--package=chat-mysql"])
+        );
+    }
+
+    #[test]
+    fn exclude_keeps_workspace() {
+        let selection = package_selection(&strings(&["--exclude", "chat-http", "some_filter"]));
+        assert!(!selection.picks_packages);
+        assert_eq!(selection.args, strings(&["--exclude", "chat-http"]));
+    }
+}
