@@ -1,0 +1,1083 @@
+//! The contract cases. Each takes fresh, empty ports and checks one part of the port
+//! contracts written on the traits of `chat-ports`.
+
+use std::collections::HashSet;
+
+use chat_domain::{ConversationId, Emoji, GroupName, MessageContent, PostingId, Role, Seq, UserId};
+use chat_ports::{
+    ArchivedFilter, ConversationChange, HistoryQuery, InboxQuery, PageLimit, StoreConflict,
+    StoreError,
+};
+use futures::future::join_all;
+
+use crate::Ports;
+use crate::fixtures::{at, new_message, system, text, user, with_client_id};
+
+fn limit(n: i64) -> PageLimit {
+    PageLimit::new(n).unwrap()
+}
+
+fn seqs(items: &[chat_domain::MessageView]) -> Vec<i64> {
+    items.iter().map(|v| v.message.seq.get()).collect()
+}
+
+pub async fn direct_conversation_is_found_in_either_direction(ports: Ports) {
+    ports.users_up_to(3).await;
+    let (first, created) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(2), at(0))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(
+        first.conversation.kind,
+        chat_domain::ConversationType::Direct
+    );
+    let (again, created_again) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(2), user(1), at(5))
+        .await
+        .unwrap();
+    assert!(!created_again);
+    assert_eq!(again.conversation.id, first.conversation.id);
+    let mut members = again.active_user_ids();
+    members.sort();
+    assert_eq!(members, vec![user(1), user(2)]);
+    let (other, created_other) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(3), at(6))
+        .await
+        .unwrap();
+    assert!(created_other);
+    assert_ne!(other.conversation.id, first.conversation.id);
+}
+
+pub async fn direct_get_or_create_race_creates_exactly_one(ports: Ports) {
+    ports.users_up_to(2).await;
+    let calls = (0..20).map(|i| {
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            let (a, b) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
+            ports
+                .conversations
+                .get_or_create_direct(ConversationId::new(), user(a), user(b), at(i))
+                .await
+                .unwrap()
+        })
+    });
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ids: HashSet<ConversationId> = results.iter().map(|(d, _)| d.conversation.id).collect();
+    assert_eq!(ids.len(), 1, "one conversation for the pair");
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+}
+
+pub async fn direct_with_oneself_is_its_own_conversation(ports: Ports) {
+    ports.users_up_to(2).await;
+    let (notes, created) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(1), at(0))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(notes.active_user_ids(), vec![user(1)]);
+    let (again, _) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(1), at(1))
+        .await
+        .unwrap();
+    assert_eq!(again.conversation.id, notes.conversation.id);
+    let (pair, _) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(2), at(2))
+        .await
+        .unwrap();
+    assert_ne!(pair.conversation.id, notes.conversation.id);
+}
+
+pub async fn group_creation_stores_roles_and_announcement(ports: Ports) {
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    assert_eq!(group.conversation.name.as_deref(), Some("Crew 🚀"));
+    assert_eq!(group.participant(user(1)).unwrap().role, Role::Admin);
+    assert_eq!(group.participant(user(2)).unwrap().role, Role::Member);
+    assert_eq!(group.participant(user(3)).unwrap().role, Role::Member);
+    let names: Vec<Option<String>> = group
+        .participants
+        .iter()
+        .map(|p| p.display_name.clone())
+        .collect();
+    assert!(names.contains(&Some("User 2".to_owned())));
+    let page = ports
+        .messages
+        .history(group.conversation.id, HistoryQuery::Latest(limit(10)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page.items), vec![1]);
+    assert!(page.items[0].message.is_system_message);
+    assert_eq!(
+        page.items[0].message.media_metadata.as_deref(),
+        Some(r#"{"event":"test"}"#)
+    );
+    let stored = ports
+        .conversations
+        .conversation_details(group.conversation.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.conversation.last_message_at, Some(at(0)));
+    assert!(
+        ports
+            .conversations
+            .conversation_details(ConversationId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn append_assigns_consecutive_seq_in_commit_order(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    // All within the same second: order must still be commit order.
+    for i in 0..200 {
+        let sender = if i % 3 == 0 { 2 } else { 1 };
+        let appended = ports.say(id, sender, &format!("msg {i} 🎉"), at(1)).await;
+        assert!(appended.created);
+        assert_eq!(appended.view.message.seq.get(), i + 2);
+        assert_eq!(appended.view.message.content, format!("msg {i} 🎉"));
+    }
+    let mut forward = Vec::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let page = ports
+            .messages
+            .history(id, HistoryQuery::After(after, limit(100)))
+            .await
+            .unwrap();
+        forward.extend(page.items.iter().map(|v| v.message.content.clone()));
+        after = page.items.last().unwrap().message.seq;
+        if !page.has_more {
+            break;
+        }
+    }
+    let expected: Vec<String> = std::iter::once("created".to_owned())
+        .chain((0..200).map(|i| format!("msg {i} 🎉")))
+        .collect();
+    assert_eq!(forward, expected);
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.conversation.last_message_at, Some(at(1)));
+}
+
+pub async fn concurrent_appends_get_gap_free_unique_seqs(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2, 3, 4], at(0)).await;
+    let id = group.conversation.id;
+    let tasks = (1..=4).map(|sender| {
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let appended = ports.say(id, sender, &format!("{sender}/{i}"), at(1)).await;
+                seqs.push(appended.view.message.seq.get());
+            }
+            seqs
+        })
+    });
+    let mut all: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (2..=101).collect::<Vec<i64>>());
+}
+
+pub async fn append_is_idempotent_per_sender_and_client_message_id(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let first = ports
+        .messages
+        .append_message(with_client_id(
+            new_message(id, user(1), text("once"), at(1)),
+            "key-1",
+        ))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let again = ports
+        .messages
+        .append_message(with_client_id(
+            new_message(id, user(1), text("twice?"), at(2)),
+            "key-1",
+        ))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.view.message.id, first.view.message.id);
+    assert_eq!(again.view.message.content, "once");
+    assert_eq!(
+        again.view.message.client_message_id.as_deref(),
+        Some("key-1")
+    );
+    // Another sender may use the same key.
+    let other = ports
+        .messages
+        .append_message(with_client_id(
+            new_message(id, user(2), text("mine"), at(3)),
+            "key-1",
+        ))
+        .await
+        .unwrap();
+    assert!(other.created);
+    let page = ports
+        .messages
+        .history(id, HistoryQuery::Latest(limit(10)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page.items), vec![3, 2, 1]);
+}
+
+pub async fn idempotent_append_race_stores_one_message(ports: Ports) {
+    ports.users_up_to(1).await;
+    let group = ports.group(1, &[], at(0)).await;
+    let id = group.conversation.id;
+    let calls = (0..20).map(|i| {
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            ports
+                .messages
+                .append_message(with_client_id(
+                    new_message(id, user(1), text(&format!("try {i}")), at(1)),
+                    "same",
+                ))
+                .await
+                .unwrap()
+        })
+    });
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ids: HashSet<_> = results.iter().map(|a| a.view.message.id).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(results.iter().filter(|a| a.created).count(), 1);
+    let page = ports
+        .messages
+        .history(id, HistoryQuery::Latest(limit(100)))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2, "the announcement and one message");
+}
+
+pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    ports
+        .conversations
+        .change_conversation(id, ConversationChange::Archive, at(1), None)
+        .await
+        .unwrap();
+    let refused = ports
+        .messages
+        .append_message(new_message(id, user(2), text("hello?"), at(2)))
+        .await;
+    assert_eq!(
+        refused.unwrap_err(),
+        StoreError::Conflict(StoreConflict::ConversationArchived)
+    );
+    let unknown = ports
+        .messages
+        .append_message(new_message(
+            ConversationId::new(),
+            user(2),
+            text("x"),
+            at(2),
+        ))
+        .await;
+    assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
+    ports
+        .conversations
+        .change_conversation(id, ConversationChange::Unarchive, at(3), None)
+        .await
+        .unwrap();
+    assert!(ports.say(id, 2, "back", at(4)).await.created);
+}
+
+pub async fn sending_marks_read_for_the_sender(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let from_two = ports.say(id, 2, "hi", at(1)).await;
+    let item = ports
+        .read_state
+        .inbox_item(id, user(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.unread_count, 1);
+    let reply = ports.say(id, 1, "hello", at(2)).await;
+    let item = ports
+        .read_state
+        .inbox_item(id, user(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.unread_count, 0);
+    assert_eq!(item.membership.last_read_seq, reply.view.message.seq);
+    assert_eq!(item.membership.last_read_at, Some(at(2)));
+    // Sending passed user 2's message: a receipt for user 1.
+    let receipts = ports
+        .messages
+        .receipts(from_two.view.message.id)
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].user_id, user(1));
+    let theirs = ports
+        .read_state
+        .inbox_item(id, user(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.unread_count, 1);
+}
+
+pub async fn history_pages_by_seq_and_skips_deleted(ports: Ports) {
+    ports.users_up_to(1).await;
+    let group = ports.group(1, &[], at(0)).await;
+    let id = group.conversation.id;
+    let mut ids = Vec::new();
+    for i in 2..=11 {
+        ids.push(
+            ports
+                .say(id, 1, &format!("m{i}"), at(i))
+                .await
+                .view
+                .message
+                .id,
+        );
+    }
+    // seq 6 (ids[4]) is deleted.
+    ports.messages.delete_message(ids[4], at(20)).await.unwrap();
+    let newest = ports
+        .messages
+        .history(id, HistoryQuery::Latest(limit(3)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&newest.items), vec![11, 10, 9]);
+    assert!(newest.has_more);
+    let older = ports
+        .messages
+        .history(id, HistoryQuery::Before(Seq::new(9).unwrap(), limit(3)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&older.items), vec![8, 7, 5]);
+    assert!(older.has_more);
+    let oldest = ports
+        .messages
+        .history(id, HistoryQuery::Before(Seq::new(3).unwrap(), limit(3)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&oldest.items), vec![2, 1]);
+    assert!(!oldest.has_more);
+    let forward = ports
+        .messages
+        .history(id, HistoryQuery::After(Seq::new(4).unwrap(), limit(3)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&forward.items), vec![5, 7, 8]);
+    assert!(forward.has_more);
+    let tail = ports
+        .messages
+        .history(id, HistoryQuery::After(Seq::new(9).unwrap(), limit(5)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&tail.items), vec![10, 11]);
+    assert!(!tail.has_more);
+    let nothing = ports
+        .messages
+        .history(id, HistoryQuery::After(Seq::new(11).unwrap(), limit(5)))
+        .await
+        .unwrap();
+    assert!(nothing.items.is_empty() && !nothing.has_more);
+}
+
+pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
+    ports.users_up_to(1).await;
+    let group = ports.group(1, &[], at(0)).await;
+    let id = group.conversation.id;
+    let sent = ports.say(id, 1, "draft", at(1)).await.view.message;
+    let edited = ports
+        .messages
+        .edit_message(sent.id, MessageContent::parse("final ✅").unwrap(), at(2))
+        .await
+        .unwrap();
+    assert_eq!(edited.message.content, "final ✅");
+    assert_eq!(edited.message.edited_at, Some(at(2)));
+    assert_eq!(edited.message.seq, sent.seq);
+    let deleted = ports.messages.delete_message(sent.id, at(3)).await.unwrap();
+    assert_eq!(deleted.id, sent.id);
+    assert_eq!(deleted.seq, sent.seq);
+    let found = ports.messages.find_message(sent.id).await.unwrap().unwrap();
+    assert_eq!(found.message.deleted_at, Some(at(3)));
+    assert_eq!(
+        ports
+            .messages
+            .delete_message(sent.id, at(4))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        ports
+            .messages
+            .edit_message(sent.id, MessageContent::parse("again").unwrap(), at(4))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(
+        ports
+            .messages
+            .find_message(chat_domain::MessageId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn reactions_are_idempotent_and_distinct_per_emoji(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let message = ports
+        .say(group.conversation.id, 1, "lunch?", at(1))
+        .await
+        .view
+        .message
+        .id;
+    let clock = std::sync::atomic::AtomicI64::new(2);
+    let react = |u: i64, e: &str, present: bool| {
+        let ports = ports.clone();
+        let emoji = Emoji::parse(e).unwrap();
+        let when = at(clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        async move {
+            ports
+                .messages
+                .set_reaction(message, user(u), emoji, present, when)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(react(1, "🍣", true).await.changed);
+    assert!(
+        react(1, "🍺", true).await.changed,
+        "a different emoji is a different reaction"
+    );
+    assert!(
+        !react(1, "🍣", true).await.changed,
+        "adding twice changes nothing"
+    );
+    assert!(react(2, "🍣", true).await.changed);
+    assert!(react(2, "👍🏿", true).await.changed);
+    let last = react(2, "👍", true).await;
+    assert!(last.changed, "skin tones are different emoji");
+    let summary: Vec<(String, u32, Vec<UserId>)> = last
+        .reactions
+        .iter()
+        .map(|r| (r.emoji.clone(), r.count, r.user_ids.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("🍣".to_owned(), 2, vec![user(1), user(2)]),
+            ("🍺".to_owned(), 1, vec![user(1)]),
+            ("👍🏿".to_owned(), 1, vec![user(2)]),
+            ("👍".to_owned(), 1, vec![user(2)]),
+        ]
+    );
+    let removed = react(1, "🍣", false).await;
+    assert!(removed.changed);
+    assert!(
+        !react(1, "🍣", false).await.changed,
+        "removing twice changes nothing"
+    );
+    // Order of first use among the reactions that remain: 🍺 (user 1) now precedes 🍣,
+    // whose first remaining use is user 2's.
+    let order: Vec<&str> = removed.reactions.iter().map(|r| r.emoji.as_str()).collect();
+    assert_eq!(order, vec!["🍺", "🍣", "👍🏿", "👍"]);
+    assert_eq!(removed.reactions[1].user_ids, vec![user(2)]);
+    let view = ports.messages.find_message(message).await.unwrap().unwrap();
+    assert_eq!(view.reactions, removed.reactions);
+    let page = ports
+        .messages
+        .history(group.conversation.id, HistoryQuery::Latest(limit(1)))
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].reactions, removed.reactions);
+}
+
+pub async fn reactions_on_deleted_messages_are_not_found(ports: Ports) {
+    ports.users_up_to(1).await;
+    let group = ports.group(1, &[], at(0)).await;
+    let message = ports
+        .say(group.conversation.id, 1, "gone soon", at(1))
+        .await
+        .view
+        .message
+        .id;
+    ports.messages.delete_message(message, at(2)).await.unwrap();
+    let result = ports
+        .messages
+        .set_reaction(message, user(1), Emoji::parse("👀").unwrap(), true, at(3))
+        .await;
+    assert_eq!(result.unwrap_err(), StoreError::NotFound);
+}
+
+pub async fn mark_read_moves_forward_only_and_records_receipts(ports: Ports) {
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    let id = group.conversation.id;
+    let m2 = ports.say(id, 1, "one", at(1)).await.view.message;
+    let m3 = ports.say(id, 3, "two", at(2)).await.view.message;
+    let m4 = ports.say(id, 1, "three", at(3)).await.view.message;
+    let state = ports
+        .read_state
+        .mark_read(id, user(2), Some(m3.seq), at(10))
+        .await
+        .unwrap();
+    assert!(state.moved);
+    assert_eq!(state.last_read_seq, m3.seq);
+    assert_eq!(state.last_read_at, Some(at(10)));
+    assert_eq!(state.unread_count, 1);
+    let back = ports
+        .read_state
+        .mark_read(id, user(2), Some(m2.seq), at(11))
+        .await
+        .unwrap();
+    assert!(!back.moved, "the marker never moves back");
+    assert_eq!(back.last_read_seq, m3.seq);
+    assert_eq!(back.last_read_at, Some(at(10)));
+    let receipts = ports.messages.receipts(m2.id).await.unwrap();
+    let readers: Vec<UserId> = receipts.iter().map(|r| r.user_id).collect();
+    assert!(readers.contains(&user(2)));
+    assert!(readers.contains(&user(3)), "user 3 passed it by sending");
+    assert!(
+        ports
+            .messages
+            .receipts(m4.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.user_id != user(2))
+    );
+    let newest = ports
+        .read_state
+        .mark_read(id, user(2), None, at(12))
+        .await
+        .unwrap();
+    assert_eq!(newest.last_read_seq, m4.seq);
+    assert_eq!(newest.unread_count, 0);
+    let r4 = ports.messages.receipts(m4.id).await.unwrap();
+    assert_eq!(r4.iter().filter(|r| r.user_id == user(2)).count(), 1);
+    assert_eq!(
+        r4.iter().find(|r| r.user_id == user(2)).unwrap().read_at,
+        at(12)
+    );
+    assert_eq!(
+        ports
+            .read_state
+            .mark_read(id, user(9), None, at(13))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    ports.say(id, 1, "a", at(1)).await;
+    let doomed = ports.say(id, 1, "b", at(2)).await.view.message.id;
+    ports.say(id, 1, "c", at(3)).await;
+    ports.say(id, 2, "mine", at(4)).await;
+    ports
+        .messages
+        .append_message(new_message(id, user(1), system("a record"), at(5)))
+        .await
+        .unwrap();
+    let item = ports
+        .read_state
+        .inbox_item(id, user(2))
+        .await
+        .unwrap()
+        .unwrap();
+    // user 2's own message moved their marker past a, b, c.
+    assert_eq!(item.unread_count, 0);
+    ports.say(id, 1, "d", at(6)).await;
+    let doomed_later = ports.say(id, 1, "e", at(7)).await.view.message.id;
+    ports.messages.delete_message(doomed, at(8)).await.unwrap();
+    ports
+        .messages
+        .delete_message(doomed_later, at(8))
+        .await
+        .unwrap();
+    let item = ports
+        .read_state
+        .inbox_item(id, user(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        item.unread_count, 1,
+        "only d: e is deleted, the record is SYSTEM"
+    );
+    let badge = ports.read_state.unread_summary(user(2)).await.unwrap();
+    assert_eq!(badge.total, 1);
+    assert_eq!(badge.conversations.len(), 1);
+    assert_eq!(badge.conversations[0].conversation_id, id);
+    assert_eq!(
+        item.last_message.unwrap().message.content,
+        "d",
+        "the newest live message"
+    );
+}
+
+pub async fn muted_conversations_leave_the_badge_total(ports: Ports) {
+    ports.users_up_to(2).await;
+    let loud = ports.group(1, &[2], at(0)).await.conversation.id;
+    let quiet = ports.group(1, &[2], at(0)).await.conversation.id;
+    ports.say(loud, 1, "x", at(1)).await;
+    ports.say(quiet, 1, "y", at(1)).await;
+    ports.say(quiet, 1, "z", at(2)).await;
+    let muted = ports
+        .read_state
+        .set_muted(quiet, user(2), true)
+        .await
+        .unwrap();
+    assert!(muted.is_muted);
+    let badge = ports.read_state.unread_summary(user(2)).await.unwrap();
+    assert_eq!(badge.total, 1);
+    let quiet_entry = badge
+        .conversations
+        .iter()
+        .find(|c| c.conversation_id == quiet)
+        .unwrap();
+    assert_eq!((quiet_entry.unread_count, quiet_entry.is_muted), (2, true));
+    ports
+        .read_state
+        .set_muted(quiet, user(2), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        ports
+            .read_state
+            .unread_summary(user(2))
+            .await
+            .unwrap()
+            .total,
+        3
+    );
+    assert_eq!(
+        ports
+            .read_state
+            .set_muted(quiet, user(7), true)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+pub async fn inbox_orders_by_activity_and_paginates(ports: Ports) {
+    ports.users_up_to(2).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(ports.group(1, &[2], at(i)).await.conversation.id);
+    }
+    // Activity: ids[1] newest (message at 100), then ids[4] (created 4 / announcement),
+    // ids[3], ids[2], ids[0].
+    ports.say(ids[1], 2, "bump", at(100)).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ports
+            .read_state
+            .inbox(
+                user(1),
+                InboxQuery {
+                    limit: limit(2),
+                    after,
+                    archived: ArchivedFilter::Active,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|i| i.details.conversation.id));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![ids[1], ids[4], ids[3], ids[2], ids[0]]);
+    let first = ports
+        .read_state
+        .inbox(
+            user(1),
+            InboxQuery {
+                limit: limit(1),
+                after: None,
+                archived: ArchivedFilter::Any,
+            },
+        )
+        .await
+        .unwrap();
+    let item = &first.items[0];
+    assert_eq!(item.unread_count, 1);
+    assert_eq!(item.membership.role, Role::Admin);
+    assert_eq!(item.last_message.as_ref().unwrap().message.content, "bump");
+    assert_eq!(
+        item.last_message.as_ref().unwrap().sender_name.as_deref(),
+        Some("User 2")
+    );
+}
+
+pub async fn inbox_filters_archived_and_hides_left_conversations(ports: Ports) {
+    ports.users_up_to(3).await;
+    let kept = ports.group(1, &[2], at(0)).await.conversation.id;
+    let archived = ports.group(1, &[2], at(1)).await.conversation.id;
+    let left = ports.group(3, &[2], at(2)).await.conversation.id;
+    ports
+        .conversations
+        .change_conversation(archived, ConversationChange::Archive, at(3), None)
+        .await
+        .unwrap();
+    ports
+        .conversations
+        .change_conversation(
+            left,
+            ConversationChange::RemoveParticipant(user(2)),
+            at(4),
+            None,
+        )
+        .await
+        .unwrap();
+    let list = |filter| {
+        let ports = ports.clone();
+        async move {
+            ports
+                .read_state
+                .inbox(
+                    user(2),
+                    InboxQuery {
+                        limit: limit(10),
+                        after: None,
+                        archived: filter,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|i| i.details.conversation.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(ArchivedFilter::Active).await, vec![kept]);
+    assert_eq!(list(ArchivedFilter::Archived).await, vec![archived]);
+    assert_eq!(list(ArchivedFilter::Any).await, vec![archived, kept]);
+    assert!(
+        ports
+            .read_state
+            .inbox_item(left, user(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        ports
+            .read_state
+            .inbox_item(left, user(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let badge = ports.read_state.unread_summary(user(2)).await.unwrap();
+    assert!(
+        badge
+            .conversations
+            .iter()
+            .all(|c| c.conversation_id != left)
+    );
+}
+
+pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    ports.say(id, 1, "before 3 joins", at(1)).await;
+    ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::RemoveParticipant(user(2)),
+            at(2),
+            None,
+        )
+        .await
+        .unwrap();
+    let change = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::AddParticipants(vec![user(2), user(3)]),
+            at(3),
+            None,
+        )
+        .await
+        .unwrap();
+    let back = change.details.participant(user(2)).unwrap();
+    assert!(back.is_active());
+    assert_eq!(back.role, Role::Member);
+    assert_eq!(back.joined_at, at(3));
+    assert_eq!(
+        change
+            .details
+            .participants
+            .iter()
+            .filter(|p| p.participant.user_id == user(2))
+            .count(),
+        1,
+        "re-adding reactivates the same membership"
+    );
+    let newcomer = ports
+        .read_state
+        .inbox_item(id, user(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        newcomer.unread_count, 0,
+        "history before joining is not unread"
+    );
+    ports
+        .conversations
+        .change_conversation(id, ConversationChange::Archive, at(4), None)
+        .await
+        .unwrap();
+    let refused = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::AddParticipants(vec![user(4)]),
+            at(5),
+            None,
+        )
+        .await;
+    assert_eq!(
+        refused.unwrap_err(),
+        StoreError::Conflict(StoreConflict::ConversationArchived)
+    );
+}
+
+pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::AddParticipants(vec![user(3)]),
+            at(5),
+            None,
+        )
+        .await
+        .unwrap();
+    let change = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::RemoveParticipant(user(1)),
+            at(6),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(change.promoted, Some(user(2)));
+    assert_eq!(
+        change.details.participant(user(2)).unwrap().role,
+        Role::Admin
+    );
+    assert_eq!(
+        change.details.participant(user(3)).unwrap().role,
+        Role::Member
+    );
+    assert!(!change.details.participant(user(1)).unwrap().is_active());
+    let again = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::RemoveParticipant(user(3)),
+            at(7),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.promoted, None, "an admin remains");
+    assert_eq!(
+        ports
+            .conversations
+            .change_conversation(
+                id,
+                ConversationChange::RemoveParticipant(user(3)),
+                at(8),
+                None
+            )
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+pub async fn demoting_the_last_admin_is_refused(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let demote = |u: i64| ConversationChange::ChangeRole {
+        user_id: user(u),
+        role: Role::Member,
+    };
+    assert_eq!(
+        ports
+            .conversations
+            .change_conversation(id, demote(1), at(1), None)
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(StoreConflict::LastAdmin)
+    );
+    ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::ChangeRole {
+                user_id: user(2),
+                role: Role::Admin,
+            },
+            at(2),
+            None,
+        )
+        .await
+        .unwrap();
+    let change = ports
+        .conversations
+        .change_conversation(id, demote(1), at(3), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        change.details.participant(user(1)).unwrap().role,
+        Role::Member
+    );
+    assert_eq!(change.details.active_admin_count(), 1);
+}
+
+pub async fn records_are_appended_with_changes(ports: Ports) {
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let change = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::Rename(GroupName::parse("  New name ").unwrap()),
+            at(1),
+            Some(new_message(id, user(1), system("renamed"), at(1))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        change.details.conversation.name.as_deref(),
+        Some("New name")
+    );
+    let record = change.record.unwrap();
+    assert_eq!(record.message.seq.get(), 2);
+    assert!(record.message.is_system_message);
+    let archived = ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::Archive,
+            at(2),
+            Some(new_message(id, user(1), system("archived"), at(2))),
+        )
+        .await
+        .unwrap();
+    assert!(archived.details.conversation.is_archived);
+    assert_eq!(archived.details.conversation.archived_at, Some(at(2)));
+    assert_eq!(
+        archived.record.unwrap().message.seq.get(),
+        3,
+        "records go in even when archiving"
+    );
+    let unknown = ports
+        .conversations
+        .change_conversation(
+            ConversationId::new(),
+            ConversationChange::Archive,
+            at(3),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
+}
+
+pub async fn user_and_posting_directories(ports: Ports) {
+    ports.users_up_to(2).await;
+    let missing = ports
+        .users
+        .missing_users(&[user(1), user(5), user(2), user(5), user(6)])
+        .await
+        .unwrap();
+    assert_eq!(missing, vec![user(5), user(6)]);
+    ports.users.upsert_user(user(5), None).await.unwrap();
+    ports
+        .users
+        .upsert_user(
+            user(1),
+            Some(chat_domain::DisplayName::parse("Ada 🦀").unwrap()),
+        )
+        .await
+        .unwrap();
+    ports.users.upsert_user(user(1), None).await.unwrap();
+    let names = ports
+        .users
+        .display_names(&[user(1), user(5)])
+        .await
+        .unwrap();
+    assert_eq!(names.get(&user(1)).map(String::as_str), Some("Ada 🦀"));
+    assert!(
+        ports
+            .users
+            .missing_users(&[user(5)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let posting = PostingId::new();
+    assert!(!ports.postings.posting_exists(posting).await.unwrap());
+    ports.fixtures.add_posting(posting).await;
+    assert!(ports.postings.posting_exists(posting).await.unwrap());
+}

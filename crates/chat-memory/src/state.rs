@@ -1,0 +1,261 @@
+//! The data held in memory and the synchronous operations on it. Every function here runs
+//! under the store's lock, so each is atomic.
+
+use std::collections::{HashMap, HashSet};
+
+use chat_domain::{
+    Conversation, ConversationDetails, ConversationId, Message, MessageId, MessageView,
+    Participant, ParticipantView, PostingId, ReactionSummary, Receipt, Role, Seq, Timestamp,
+    UserId,
+};
+use chat_ports::{Appended, NewMessage, StoreConflict, StoreError};
+
+/// Everything the store holds.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) users: HashMap<UserId, Option<String>>,
+    pub(crate) postings: HashSet<PostingId>,
+    pub(crate) conversations: HashMap<ConversationId, ConversationRecord>,
+    pub(crate) direct_pairs: HashMap<(UserId, UserId), ConversationId>,
+    pub(crate) messages: HashMap<MessageId, MessageRecord>,
+    /// Every conversation a user ever took part in.
+    pub(crate) memberships: HashMap<UserId, HashSet<ConversationId>>,
+}
+
+/// A conversation, its participants in joining order, and its messages by `seq`.
+pub(crate) struct ConversationRecord {
+    pub(crate) conversation: Conversation,
+    pub(crate) participants: Vec<Participant>,
+    /// `by_seq[i]` holds the message with `seq` i + 1.
+    pub(crate) by_seq: Vec<MessageId>,
+    /// (sender, client message id) → message, for idempotent sends.
+    pub(crate) client_ids: HashMap<(UserId, String), MessageId>,
+}
+
+impl ConversationRecord {
+    pub(crate) fn last_seq(&self) -> Seq {
+        Seq::new(i64::try_from(self.by_seq.len()).unwrap_or(i64::MAX)).unwrap_or(Seq::ZERO)
+    }
+
+    pub(crate) fn participant_mut(&mut self, user: UserId) -> Option<&mut Participant> {
+        self.participants.iter_mut().find(|p| p.user_id == user)
+    }
+
+    pub(crate) fn active_participant(&self, user: UserId) -> Option<&Participant> {
+        self.participants
+            .iter()
+            .find(|p| p.user_id == user && p.is_active())
+    }
+}
+
+/// A message with its reactions (in order of reaction) and receipts.
+pub(crate) struct MessageRecord {
+    pub(crate) message: Message,
+    pub(crate) reactions: Vec<(String, UserId)>,
+    pub(crate) receipts: Vec<Receipt>,
+}
+
+impl State {
+    pub(crate) fn display_name(&self, user: UserId) -> Option<String> {
+        self.users.get(&user).cloned().flatten()
+    }
+
+    pub(crate) fn details(&self, id: ConversationId) -> Option<ConversationDetails> {
+        let record = self.conversations.get(&id)?;
+        Some(ConversationDetails {
+            conversation: record.conversation.clone(),
+            participants: record
+                .participants
+                .iter()
+                .map(|p| ParticipantView {
+                    participant: p.clone(),
+                    display_name: self.display_name(p.user_id),
+                })
+                .collect(),
+        })
+    }
+
+    pub(crate) fn view(&self, id: MessageId) -> Option<MessageView> {
+        let record = self.messages.get(&id)?;
+        Some(MessageView {
+            message: record.message.clone(),
+            sender_name: self.display_name(record.message.sender_id),
+            reactions: aggregate(&record.reactions),
+        })
+    }
+
+    /// Messages from others, live, not SYSTEM, above `user`'s marker.
+    pub(crate) fn unread_count(
+        &self,
+        record: &ConversationRecord,
+        participant: &Participant,
+    ) -> u64 {
+        let from = usize::try_from(participant.last_read_seq.get()).unwrap_or(usize::MAX);
+        record
+            .by_seq
+            .iter()
+            .skip(from)
+            .filter_map(|id| self.messages.get(id))
+            .filter(|m| {
+                let m = &m.message;
+                m.sender_id != participant.user_id && !m.is_deleted() && !m.is_system_message
+            })
+            .count() as u64
+    }
+
+    /// The newest live message of a conversation.
+    pub(crate) fn last_live_message(&self, record: &ConversationRecord) -> Option<MessageView> {
+        record
+            .by_seq
+            .iter()
+            .rev()
+            .find(|id| {
+                self.messages
+                    .get(id)
+                    .is_some_and(|m| !m.message.is_deleted())
+            })
+            .and_then(|id| self.view(*id))
+    }
+
+    /// Appends a message under the lock: idempotency, `seq`, `last_message_at`, and the
+    /// sender's read marker. `check_archived` is false for SYSTEM records of a change.
+    pub(crate) fn append(
+        &mut self,
+        new: NewMessage,
+        check_archived: bool,
+    ) -> Result<Appended, StoreError> {
+        let record = self
+            .conversations
+            .get_mut(&new.conversation_id)
+            .ok_or(StoreError::NotFound)?;
+        let client_key = new
+            .client_message_id
+            .as_ref()
+            .map(|c| (new.sender_id, c.as_str().to_owned()));
+        if let Some(existing) = client_key.as_ref().and_then(|k| record.client_ids.get(k)) {
+            let existing = *existing;
+            let view = self.view(existing).ok_or(StoreError::NotFound)?;
+            return Ok(Appended {
+                view,
+                created: false,
+            });
+        }
+        if check_archived && record.conversation.is_archived {
+            return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
+        }
+        let seq = record.last_seq().next();
+        let body = new.body;
+        let message = Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            content: body.content().as_str().to_owned(),
+            message_type: body.message_type(),
+            media_url: body.media_url().map(|u| u.as_str().to_owned()),
+            media_metadata: body.media_metadata().map(|m| m.as_json().to_owned()),
+            reply_to_id: new.reply_to_id,
+            client_message_id: new.client_message_id.map(|c| c.as_str().to_owned()),
+            created_at: new.created_at,
+            edited_at: None,
+            deleted_at: None,
+            is_system_message: body.is_system(),
+        };
+        record.by_seq.push(message.id);
+        if let Some(key) = client_key {
+            record.client_ids.insert(key, message.id);
+        }
+        record.conversation.last_message_at = Some(new.created_at);
+        self.messages.insert(
+            message.id,
+            MessageRecord {
+                message,
+                reactions: Vec::new(),
+                receipts: Vec::new(),
+            },
+        );
+        self.advance_marker(new.conversation_id, new.sender_id, seq, new.created_at);
+        let view = self.view(new.id).ok_or(StoreError::NotFound)?;
+        Ok(Appended {
+            view,
+            created: true,
+        })
+    }
+
+    /// Moves `user`'s marker forward to `up_to` (never back), recording receipts for the
+    /// others' live messages it passes. Returns whether it moved.
+    pub(crate) fn advance_marker(
+        &mut self,
+        conversation: ConversationId,
+        user: UserId,
+        up_to: Seq,
+        at: Timestamp,
+    ) -> bool {
+        let Some(record) = self.conversations.get_mut(&conversation) else {
+            return false;
+        };
+        let up_to = up_to.min(record.last_seq());
+        let Some(participant) = record.participant_mut(user) else {
+            return false;
+        };
+        if up_to <= participant.last_read_seq {
+            return false;
+        }
+        let from = usize::try_from(participant.last_read_seq.get()).unwrap_or(usize::MAX);
+        let to = usize::try_from(up_to.get()).unwrap_or(usize::MAX);
+        participant.last_read_seq = up_to;
+        participant.last_read_at = Some(at);
+        let passed: Vec<MessageId> = record
+            .by_seq
+            .get(from..to)
+            .map(<[MessageId]>::to_vec)
+            .unwrap_or_default();
+        for id in passed {
+            if let Some(m) = self.messages.get_mut(&id) {
+                let live_from_other = m.message.sender_id != user && !m.message.is_deleted();
+                if live_from_other && !m.receipts.iter().any(|r| r.user_id == user) {
+                    m.receipts.push(Receipt {
+                        user_id: user,
+                        read_at: at,
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    /// When no active admin remains but active members do, promotes the earliest-joined
+    /// active member.
+    pub(crate) fn promote_if_no_admin(record: &mut ConversationRecord) -> Option<UserId> {
+        let has_admin = record.participants.iter().any(Participant::is_active_admin);
+        if has_admin {
+            return None;
+        }
+        let next = record
+            .participants
+            .iter_mut()
+            .filter(|p| p.is_active())
+            .min_by_key(|p| p.joined_at)?;
+        next.role = Role::Admin;
+        Some(next.user_id)
+    }
+}
+
+/// Reactions grouped per emoji in order of first use, users in order of reaction.
+pub(crate) fn aggregate(reactions: &[(String, UserId)]) -> Vec<ReactionSummary> {
+    let mut summaries: Vec<ReactionSummary> = Vec::new();
+    for (emoji, user) in reactions {
+        match summaries.iter_mut().find(|s| &s.emoji == emoji) {
+            Some(summary) => {
+                summary.count += 1;
+                summary.user_ids.push(*user);
+            }
+            None => summaries.push(ReactionSummary {
+                emoji: emoji.clone(),
+                count: 1,
+                user_ids: vec![*user],
+            }),
+        }
+    }
+    summaries
+}

@@ -1,0 +1,594 @@
+//! [`MemoryStore`]: the port implementations, each one lock-hold of the shared state.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chat_domain::{
+    Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
+    Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt, Role, Seq,
+    Timestamp, UserId,
+};
+use chat_ports::{
+    Appended, ArchivedFilter, ConversationChange, ConversationStore, HistoryPage, HistoryQuery,
+    InboxCursor, InboxItem, InboxPage, InboxQuery, MembershipChange, MessageStore, NewConversation,
+    NewMessage, PostingDirectory, ReactionChange, ReadState, ReadStateStore, StoreConflict,
+    StoreError, UnreadConversation, UnreadSummary, UserDirectory,
+};
+
+use crate::state::{ConversationRecord, State, aggregate};
+
+/// The in-memory store. Cheap to create; share it as `Arc<MemoryStore>`.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a posting of the platform (the in-memory stand-in for `POSTINGS`).
+    pub async fn add_posting(&self, id: PostingId) {
+        self.lock().postings.insert(id);
+    }
+
+    /// The state, even if a panicking thread poisoned the lock: every operation leaves
+    /// the state consistent before it can panic, so the data is still sound.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn participant(
+    conversation: ConversationId,
+    user: UserId,
+    role: Role,
+    at: Timestamp,
+    last_read_seq: Seq,
+) -> Participant {
+    Participant {
+        conversation_id: conversation,
+        user_id: user,
+        role,
+        joined_at: at,
+        left_at: None,
+        last_read_at: None,
+        last_read_seq,
+        is_muted: false,
+    }
+}
+
+fn insert_conversation(
+    state: &mut State,
+    conversation: Conversation,
+    participants: Vec<Participant>,
+) {
+    for p in &participants {
+        state
+            .memberships
+            .entry(p.user_id)
+            .or_default()
+            .insert(conversation.id);
+    }
+    state.conversations.insert(
+        conversation.id,
+        ConversationRecord {
+            conversation,
+            participants,
+            by_seq: Vec::new(),
+            client_ids: HashMap::new(),
+        },
+    );
+}
+
+#[async_trait]
+impl ConversationStore for MemoryStore {
+    async fn create_conversation(
+        &self,
+        new: NewConversation,
+        announcement: NewMessage,
+    ) -> Result<ConversationDetails, StoreError> {
+        let mut state = self.lock();
+        let conversation = Conversation {
+            id: new.id,
+            kind: new.kind,
+            name: new.name.map(|n| n.as_str().to_owned()),
+            posting_id: new.posting_id,
+            created_by: new.created_by,
+            created_at: new.created_at,
+            last_message_at: None,
+            is_archived: false,
+            archived_at: None,
+        };
+        let mut participants = vec![participant(
+            new.id,
+            new.created_by,
+            Role::Admin,
+            new.created_at,
+            Seq::ZERO,
+        )];
+        participants.extend(
+            new.members
+                .iter()
+                .filter(|u| **u != new.created_by)
+                .map(|u| participant(new.id, *u, Role::Member, new.created_at, Seq::ZERO)),
+        );
+        insert_conversation(&mut state, conversation, participants);
+        state.append(announcement, false)?;
+        state.details(new.id).ok_or(StoreError::NotFound)
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        id: ConversationId,
+        a: UserId,
+        b: UserId,
+        at: Timestamp,
+    ) -> Result<(ConversationDetails, bool), StoreError> {
+        let mut state = self.lock();
+        let pair = (a.min(b), a.max(b));
+        if let Some(existing) = state.direct_pairs.get(&pair).copied() {
+            return Ok((state.details(existing).ok_or(StoreError::NotFound)?, false));
+        }
+        let conversation = Conversation {
+            id,
+            kind: ConversationType::Direct,
+            name: None,
+            posting_id: None,
+            created_by: a,
+            created_at: at,
+            last_message_at: None,
+            is_archived: false,
+            archived_at: None,
+        };
+        let mut participants = vec![participant(id, pair.0, Role::Member, at, Seq::ZERO)];
+        if pair.1 != pair.0 {
+            participants.push(participant(id, pair.1, Role::Member, at, Seq::ZERO));
+        }
+        insert_conversation(&mut state, conversation, participants);
+        state.direct_pairs.insert(pair, id);
+        Ok((state.details(id).ok_or(StoreError::NotFound)?, true))
+    }
+
+    async fn conversation_details(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationDetails>, StoreError> {
+        Ok(self.lock().details(id))
+    }
+
+    async fn change_conversation(
+        &self,
+        id: ConversationId,
+        change: ConversationChange,
+        at: Timestamp,
+        record: Option<NewMessage>,
+    ) -> Result<MembershipChange, StoreError> {
+        let mut state = self.lock();
+        let conversation = state
+            .conversations
+            .get_mut(&id)
+            .ok_or(StoreError::NotFound)?;
+        let mut promoted = None;
+        let mut joined = Vec::new();
+        match change {
+            ConversationChange::Rename(name) => {
+                conversation.conversation.name = Some(name.as_str().to_owned());
+            }
+            ConversationChange::Archive => {
+                conversation.conversation.is_archived = true;
+                conversation.conversation.archived_at = Some(at);
+            }
+            ConversationChange::Unarchive => {
+                conversation.conversation.is_archived = false;
+                conversation.conversation.archived_at = None;
+            }
+            ConversationChange::AddParticipants(users) => {
+                if conversation.conversation.is_archived {
+                    return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
+                }
+                for user in users {
+                    match conversation.participant_mut(user) {
+                        Some(p) if p.is_active() => {}
+                        Some(p) => {
+                            p.role = Role::Member;
+                            p.joined_at = at;
+                            p.left_at = None;
+                            joined.push(user);
+                        }
+                        None => {
+                            conversation.participants.push(participant(
+                                id,
+                                user,
+                                Role::Member,
+                                at,
+                                Seq::ZERO,
+                            ));
+                            joined.push(user);
+                        }
+                    }
+                }
+            }
+            ConversationChange::RemoveParticipant(user) => {
+                let p = conversation
+                    .participant_mut(user)
+                    .filter(|p| p.is_active())
+                    .ok_or(StoreError::NotFound)?;
+                p.left_at = Some(at);
+                promoted = State::promote_if_no_admin(conversation);
+            }
+            ConversationChange::ChangeRole { user_id, role } => {
+                let admins = conversation
+                    .participants
+                    .iter()
+                    .filter(|p| p.is_active_admin())
+                    .count();
+                let p = conversation
+                    .participant_mut(user_id)
+                    .filter(|p| p.is_active())
+                    .ok_or(StoreError::NotFound)?;
+                if p.role == Role::Admin && role != Role::Admin && admins <= 1 {
+                    return Err(StoreError::Conflict(StoreConflict::LastAdmin));
+                }
+                p.role = role;
+            }
+        }
+        for user in &joined {
+            state.memberships.entry(*user).or_default().insert(id);
+        }
+        let record = match record {
+            Some(new) => Some(state.append(new, false)?.view),
+            None => None,
+        };
+        // Joiners start with everything up to now read, the record of their joining
+        // included.
+        if let Some(conversation) = state.conversations.get_mut(&id) {
+            let last = conversation.last_seq();
+            for user in &joined {
+                if let Some(p) = conversation.participant_mut(*user) {
+                    p.last_read_seq = p.last_read_seq.max(last);
+                }
+            }
+        }
+        Ok(MembershipChange {
+            details: state.details(id).ok_or(StoreError::NotFound)?,
+            promoted,
+            record,
+        })
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        self.lock().append(new, true)
+    }
+
+    async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        Ok(self.lock().view(id))
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: MessageContent,
+        at: Timestamp,
+    ) -> Result<MessageView, StoreError> {
+        let mut state = self.lock();
+        let record = state
+            .messages
+            .get_mut(&id)
+            .filter(|m| !m.message.is_deleted())
+            .ok_or(StoreError::NotFound)?;
+        record.message.content = content.into_inner();
+        record.message.edited_at = Some(at);
+        state.view(id).ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
+        let mut state = self.lock();
+        let record = state
+            .messages
+            .get_mut(&id)
+            .filter(|m| !m.message.is_deleted())
+            .ok_or(StoreError::NotFound)?;
+        record.message.deleted_at = Some(at);
+        Ok(record.message.clone())
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        let state = self.lock();
+        let record = state
+            .conversations
+            .get(&conversation)
+            .ok_or(StoreError::NotFound)?;
+        let live = |id: &&MessageId| {
+            state
+                .messages
+                .get(*id)
+                .is_some_and(|m| !m.message.is_deleted())
+        };
+        let (ids, limit): (Vec<MessageId>, usize) = match query {
+            HistoryQuery::Latest(limit) => (
+                record
+                    .by_seq
+                    .iter()
+                    .rev()
+                    .filter(live)
+                    .take(limit.get() + 1)
+                    .copied()
+                    .collect(),
+                limit.get(),
+            ),
+            HistoryQuery::Before(seq, limit) => {
+                let end = usize::try_from(seq.get().saturating_sub(1))
+                    .unwrap_or(0)
+                    .min(record.by_seq.len());
+                (
+                    record.by_seq[..end]
+                        .iter()
+                        .rev()
+                        .filter(live)
+                        .take(limit.get() + 1)
+                        .copied()
+                        .collect(),
+                    limit.get(),
+                )
+            }
+            HistoryQuery::After(seq, limit) => {
+                let start = usize::try_from(seq.get())
+                    .unwrap_or(usize::MAX)
+                    .min(record.by_seq.len());
+                (
+                    record.by_seq[start..]
+                        .iter()
+                        .filter(live)
+                        .take(limit.get() + 1)
+                        .copied()
+                        .collect(),
+                    limit.get(),
+                )
+            }
+        };
+        let has_more = ids.len() > limit;
+        let items = ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| state.view(id))
+            .collect();
+        Ok(HistoryPage { items, has_more })
+    }
+
+    async fn set_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+        present: bool,
+        _at: Timestamp,
+    ) -> Result<ReactionChange, StoreError> {
+        let mut state = self.lock();
+        let record = state
+            .messages
+            .get_mut(&message)
+            .filter(|m| !m.message.is_deleted())
+            .ok_or(StoreError::NotFound)?;
+        let position = record
+            .reactions
+            .iter()
+            .position(|(e, u)| e == emoji.as_str() && *u == user);
+        let changed = match (present, position) {
+            (true, None) => {
+                record.reactions.push((emoji.as_str().to_owned(), user));
+                true
+            }
+            (false, Some(index)) => {
+                record.reactions.remove(index);
+                true
+            }
+            _ => false,
+        };
+        Ok(ReactionChange {
+            changed,
+            reactions: aggregate(&record.reactions),
+        })
+    }
+
+    async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {
+        let state = self.lock();
+        let mut receipts = state
+            .messages
+            .get(&message)
+            .map(|m| m.receipts.clone())
+            .unwrap_or_default();
+        receipts.sort_by_key(|r| (r.read_at, r.user_id));
+        Ok(receipts)
+    }
+}
+
+impl State {
+    fn inbox_item(&self, id: ConversationId, user: UserId) -> Option<InboxItem> {
+        let record = self.conversations.get(&id)?;
+        let membership = record.active_participant(user)?.clone();
+        Some(InboxItem {
+            details: self.details(id)?,
+            unread_count: self.unread_count(record, &membership),
+            last_message: self.last_live_message(record),
+            membership,
+        })
+    }
+}
+
+#[async_trait]
+impl ReadStateStore for MemoryStore {
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        up_to: Option<Seq>,
+        at: Timestamp,
+    ) -> Result<ReadState, StoreError> {
+        let mut state = self.lock();
+        let last = state
+            .conversations
+            .get(&conversation)
+            .filter(|c| c.active_participant(user).is_some())
+            .ok_or(StoreError::NotFound)?
+            .last_seq();
+        let moved = state.advance_marker(conversation, user, up_to.unwrap_or(last), at);
+        let record = state
+            .conversations
+            .get(&conversation)
+            .ok_or(StoreError::NotFound)?;
+        let participant = record
+            .active_participant(user)
+            .ok_or(StoreError::NotFound)?;
+        Ok(ReadState {
+            last_read_seq: participant.last_read_seq,
+            last_read_at: participant.last_read_at,
+            unread_count: state.unread_count(record, participant),
+            moved,
+        })
+    }
+
+    async fn set_muted(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        muted: bool,
+    ) -> Result<Participant, StoreError> {
+        let mut state = self.lock();
+        let participant = state
+            .conversations
+            .get_mut(&conversation)
+            .and_then(|c| c.participant_mut(user))
+            .filter(|p| p.is_active())
+            .ok_or(StoreError::NotFound)?;
+        participant.is_muted = muted;
+        Ok(participant.clone())
+    }
+
+    async fn inbox_item(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<Option<InboxItem>, StoreError> {
+        Ok(self.lock().inbox_item(conversation, user))
+    }
+
+    async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
+        let state = self.lock();
+        let mut candidates: Vec<(Timestamp, ConversationId)> = state
+            .memberships
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.conversations.get(id))
+            .filter(|c| c.active_participant(user).is_some())
+            .filter(|c| match query.archived {
+                ArchivedFilter::Active => !c.conversation.is_archived,
+                ArchivedFilter::Archived => c.conversation.is_archived,
+                ArchivedFilter::Any => true,
+            })
+            .map(|c| (c.conversation.activity_at(), c.conversation.id))
+            .filter(|key| match query.after {
+                None => true,
+                Some(cursor) => *key < (cursor.activity_at, cursor.conversation_id),
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        let limit = query.limit.get();
+        let has_more = candidates.len() > limit;
+        let items: Vec<InboxItem> = candidates
+            .iter()
+            .take(limit)
+            .filter_map(|(_, id)| state.inbox_item(*id, user))
+            .collect();
+        let next_cursor = if has_more {
+            items.last().map(|item| InboxCursor {
+                activity_at: item.details.conversation.activity_at(),
+                conversation_id: item.details.conversation.id,
+            })
+        } else {
+            None
+        };
+        Ok(InboxPage { items, next_cursor })
+    }
+
+    async fn unread_summary(&self, user: UserId) -> Result<UnreadSummary, StoreError> {
+        let state = self.lock();
+        let mut conversations: Vec<UnreadConversation> = state
+            .memberships
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.conversations.get(id))
+            .filter_map(|record| {
+                let p = record.active_participant(user)?;
+                let unread_count = state.unread_count(record, p);
+                (unread_count > 0).then_some(UnreadConversation {
+                    conversation_id: record.conversation.id,
+                    unread_count,
+                    is_muted: p.is_muted,
+                })
+            })
+            .collect();
+        conversations.sort_by_key(|c| c.conversation_id);
+        let total = conversations
+            .iter()
+            .filter(|c| !c.is_muted)
+            .map(|c| c.unread_count)
+            .sum();
+        Ok(UnreadSummary {
+            total,
+            conversations,
+        })
+    }
+}
+
+#[async_trait]
+impl UserDirectory for MemoryStore {
+    async fn missing_users(&self, users: &[UserId]) -> Result<Vec<UserId>, StoreError> {
+        let state = self.lock();
+        let mut missing: Vec<UserId> = Vec::new();
+        for user in users {
+            if !state.users.contains_key(user) && !missing.contains(user) {
+                missing.push(*user);
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn display_names(&self, users: &[UserId]) -> Result<HashMap<UserId, String>, StoreError> {
+        let state = self.lock();
+        Ok(users
+            .iter()
+            .filter_map(|u| state.display_name(*u).map(|n| (*u, n)))
+            .collect())
+    }
+
+    async fn upsert_user(&self, user: UserId, name: Option<DisplayName>) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let entry = state.users.entry(user).or_insert(None);
+        if let Some(name) = name {
+            *entry = Some(name.as_str().to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PostingDirectory for MemoryStore {
+    async fn posting_exists(&self, posting: PostingId) -> Result<bool, StoreError> {
+        Ok(self.lock().postings.contains(&posting))
+    }
+}
