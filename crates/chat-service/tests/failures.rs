@@ -1,0 +1,150 @@
+//! Failure paths, injected with `mockall`: a storage failure becomes `Unavailable` and
+//! leaves nothing half-written; a failing event publisher never loses a stored message.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns assert by unwrapping too
+
+mod support;
+
+use std::sync::Arc;
+
+use chat_domain::{ConversationId, MessageId};
+use chat_ports::{
+    MessageStore, MockConversationStore, MockEventPublisher, MockMessageStore, PublishError,
+    StoreError,
+};
+use chat_service::{ChatService, HistoryQuery, PageLimit, ServiceError};
+use support::{app, ports, text, uid};
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("connection reset".to_owned())
+}
+
+#[tokio::test]
+async fn a_failing_append_is_unavailable_and_stores_and_announces_nothing() {
+    let app = app().await;
+    let id = app.group(1, &[2]).await;
+    let mut failing = MockMessageStore::new();
+    failing
+        .expect_append_message()
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    let mut silent = MockEventPublisher::new();
+    silent.expect_publish().never();
+    let mut wired = ports(app.store.clone(), Arc::new(silent));
+    wired.messages = Arc::new(failing);
+    let service = ChatService::new(wired);
+
+    let err = service
+        .send_message(uid(1), id, text("lost?"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ServiceError::Unavailable);
+    let page = app
+        .store
+        .history(id, HistoryQuery::Latest(PageLimit::new(10).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        1,
+        "only the creation record, no half-written message"
+    );
+    assert_eq!(app.unread(2, id).await, 0);
+}
+
+#[tokio::test]
+async fn a_failing_publisher_never_loses_a_stored_message() {
+    let app = app().await;
+    let id = app.group(1, &[2]).await;
+    let mut broken = MockEventPublisher::new();
+    broken
+        .expect_publish()
+        .times(1)
+        .returning(|_| Err(PublishError("redis is down".to_owned())));
+    let service = ChatService::new(ports(app.store.clone(), Arc::new(broken)));
+
+    let (sent, created) = service
+        .send_message(uid(1), id, text("kept"))
+        .await
+        .unwrap();
+    assert!(created);
+    let page = service
+        .history(
+            uid(2),
+            id,
+            HistoryQuery::Latest(PageLimit::new(10).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].message.id, sent.message.id);
+    assert_eq!(app.unread(2, id).await, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_makes_every_read_unavailable() {
+    let app = app().await;
+    let mut down = MockConversationStore::new();
+    down.expect_conversation_details()
+        .returning(|_| Err(unavailable()));
+    let mut wired = ports(app.store.clone(), app.events.clone());
+    wired.conversations = Arc::new(down);
+    let service = ChatService::new(wired);
+    let id = ConversationId::new();
+    assert_eq!(
+        service
+            .history(uid(1), id, HistoryQuery::Latest(PageLimit::new(5).unwrap()))
+            .await
+            .unwrap_err(),
+        ServiceError::Unavailable
+    );
+    assert_eq!(
+        service
+            .send_message(uid(1), id, text("x"))
+            .await
+            .unwrap_err(),
+        ServiceError::Unavailable
+    );
+    assert_eq!(
+        service.typing(uid(1), id, true).await.unwrap_err(),
+        ServiceError::Unavailable
+    );
+    assert!(app.events.take().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_delete_changes_nothing() {
+    let app = app().await;
+    let id = app.group(1, &[2]).await;
+    let message = app.send_id(1, id, "stays").await;
+    let store = app.store.clone();
+    let mut failing = MockMessageStore::new();
+    failing
+        .expect_find_message()
+        .returning(move |m: MessageId| {
+            let store = store.clone();
+            futures::executor::block_on(async move { store.find_message(m).await })
+        });
+    failing
+        .expect_delete_message()
+        .returning(|_, _| Err(unavailable()));
+    let mut wired = ports(app.store.clone(), app.events.clone());
+    wired.messages = Arc::new(failing);
+    let service = ChatService::new(wired);
+    app.events.take();
+    assert_eq!(
+        service.delete_message(uid(1), message).await.unwrap_err(),
+        ServiceError::Unavailable
+    );
+    assert!(
+        app.events.take().is_empty(),
+        "no event for a change that did not happen"
+    );
+    assert_eq!(
+        app.service
+            .message(uid(2), message)
+            .await
+            .unwrap()
+            .message
+            .content,
+        "stays"
+    );
+}
