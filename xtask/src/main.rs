@@ -6,6 +6,7 @@
 //! To add a task (for example `bench`), create `src/<task>.rs` with a `run`
 //! function, declare the module below, add a match arm and a line to [`HELP`].
 
+mod bench;
 mod cmd;
 mod services;
 mod test;
@@ -24,6 +25,10 @@ Tasks:
                   installed, plus doctests; cargo test otherwise). ARGS are
                   passed to the test runner, e.g. `cargo xtask test -p chat-domain`.
   ci [ARGS...]    Same as `test` (what .ci/run executes).
+  bench [--quick|--full]
+                  Build chatd and chat-bench in release mode and run the
+                  benchmark scenarios against the in-memory store and MySQL;
+                  results in target/bench/results.{json,md}.
   fmt [ARGS...]   Format the whole workspace (`cargo fmt --all [ARGS]`).
   help            Show this message.
 
@@ -72,6 +77,7 @@ fn dispatch() -> Result<()> {
             Ok(())
         }
         "test" | "ci" => test::run(rest),
+        "bench" => bench::run(rest),
         "fmt" => fmt(rest),
         other => {
             eprint!("{HELP}");

@@ -1,0 +1,258 @@
+//! `chat-bench`: the load generator behind `cargo xtask bench`. It starts the real
+//! `chatd` binary (on the in-memory store and on MySQL), drives it over HTTP and
+//! WebSocket, measures the machine's own limits in the same run, and writes
+//! `results.json` and `results.md`.
+//!
+//! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL] [--out DIR]`.
+
+mod api;
+mod limits;
+mod report;
+mod scenarios;
+mod server;
+mod stats;
+mod ws;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::server::{Server, Store};
+
+/// How big each scenario is.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) mode: &'static str,
+    pub(crate) concurrency: usize,
+    pub(crate) send_seconds: u64,
+    pub(crate) send_groups: i64,
+    pub(crate) fanout_sizes: Vec<usize>,
+    pub(crate) fanout_messages: usize,
+    pub(crate) fanout_rate: f64,
+    pub(crate) history_messages: usize,
+    pub(crate) inbox_conversations: usize,
+    pub(crate) samples: usize,
+    pub(crate) idle_connections: usize,
+}
+
+impl Plan {
+    fn quick() -> Self {
+        Self {
+            mode: "quick",
+            concurrency: 32,
+            send_seconds: 5,
+            send_groups: 64,
+            fanout_sizes: vec![100, 1000],
+            fanout_messages: 40,
+            fanout_rate: 20.0,
+            history_messages: 5_000,
+            inbox_conversations: 1_000,
+            samples: 200,
+            idle_connections: 1_000,
+        }
+    }
+
+    fn full() -> Self {
+        Self {
+            mode: "full",
+            send_seconds: 20,
+            fanout_messages: 200,
+            history_messages: 100_000,
+            samples: 1_000,
+            idle_connections: 5_000,
+            ..Self::quick()
+        }
+    }
+}
+
+struct Args {
+    plan: Plan,
+    chatd: PathBuf,
+    database_url: Option<String>,
+    out: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut plan = Plan::quick();
+    let mut chatd = None;
+    let mut database_url = std::env::var("DATABASE_URL").ok();
+    let mut out = PathBuf::from("target/bench");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => plan = Plan::quick(),
+            "--full" => plan = Plan::full(),
+            "--chatd" => chatd = args.next().map(PathBuf::from),
+            "--database-url" => database_url = args.next(),
+            "--no-mysql" => database_url = None,
+            "--out" => {
+                out = args
+                    .next()
+                    .map(PathBuf::from)
+                    .context("--out needs a folder")?
+            }
+            other => bail!("unknown argument {other}; see the module docs"),
+        }
+    }
+    Ok(Args {
+        plan,
+        chatd: chatd.context("--chatd PATH is required")?,
+        database_url,
+        out,
+    })
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory": memory,
+    })
+}
+
+/// A fresh database for one scenario's server.
+async fn fresh_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(server_url)
+        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+        .execute(&pool)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    ))
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(format!("{}/{name}", server_url.trim_end_matches('/')))
+}
+
+async fn with_server<F, Fut>(
+    args: &Args,
+    store: &Store,
+    scenario: &str,
+    run: F,
+) -> anyhow::Result<Value>
+where
+    F: FnOnce(Server) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Value, Server)>>,
+{
+    let store = match store {
+        Store::Memory => Store::Memory,
+        Store::MySql { url } => Store::MySql {
+            url: fresh_database(url, &format!("chat_bench_{scenario}")).await?,
+        },
+    };
+    eprintln!("  {} / {scenario} …", store.label());
+    let began = Instant::now();
+    let server = Server::start(&args.chatd, &store, &args.out).await?;
+    let (value, server) = run(server).await?;
+    server.stop().await;
+    eprintln!(
+        "  {} / {scenario} done in {:.1} s",
+        store.label(),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(value)
+}
+
+async fn run_store(args: &Args, store: &Store) -> anyhow::Result<Value> {
+    let plan = &args.plan;
+    let send = with_server(args, store, "send", |s| async move {
+        Ok((scenarios::durable_send(&s, plan).await?, s))
+    })
+    .await?;
+    let mut fanout = serde_json::Map::new();
+    for members in &plan.fanout_sizes {
+        let value = with_server(args, store, &format!("fanout{members}"), |s| async move {
+            Ok((scenarios::fanout(&s, plan, *members).await?, s))
+        })
+        .await?;
+        fanout.insert(members.to_string(), value);
+    }
+    let history = with_server(args, store, "history", |s| async move {
+        Ok((scenarios::history(&s, plan).await?, s))
+    })
+    .await?;
+    let inbox = with_server(args, store, "inbox", |s| async move {
+        Ok((scenarios::inbox(&s, plan).await?, s))
+    })
+    .await?;
+    let connections = with_server(args, store, "connections", |s| async move {
+        Ok((scenarios::connections(&s, plan).await?, s))
+    })
+    .await?;
+    Ok(
+        json!({ "send": send, "fanout": fanout, "history": history, "inbox": inbox, "connections": connections }),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    std::fs::create_dir_all(&args.out)?;
+    let began = Instant::now();
+    eprintln!("chat-bench {} run", args.plan.mode);
+
+    eprintln!("limits:");
+    let raw_insert = match &args.database_url {
+        Some(url) => Some(limits::raw_insert(url, &args.plan).await?),
+        None => None,
+    };
+    let mut broadcast = serde_json::Map::new();
+    for members in &args.plan.fanout_sizes {
+        broadcast.insert(
+            members.to_string(),
+            limits::bare_broadcast(&args.plan, *members).await?,
+        );
+    }
+
+    eprintln!("scenarios:");
+    let mut stores = serde_json::Map::new();
+    stores.insert("memory".into(), run_store(&args, &Store::Memory).await?);
+    if let Some(url) = &args.database_url {
+        stores.insert(
+            "mysql".into(),
+            run_store(&args, &Store::MySql { url: url.clone() }).await?,
+        );
+    }
+
+    let results = json!({
+        "mode": args.plan.mode,
+        "plan": format!("{:?}", args.plan),
+        "machine": machine(),
+        "limits": { "raw_insert": raw_insert, "bare_broadcast": broadcast },
+        "stores": stores,
+        "seconds": stats::round(began.elapsed().as_secs_f64()),
+    });
+    let results = report::with_targets(results);
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    let markdown = report::markdown(&results);
+    std::fs::write(args.out.join("results.md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!(
+        "wrote {}/results.json and results.md in {:.0} s",
+        args.out.display(),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
