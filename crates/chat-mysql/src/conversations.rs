@@ -1,0 +1,421 @@
+//! [`ConversationStore`] on MySQL: creation with the announcement in one transaction, the
+//! DIRECT get-or-create race settled by the unique `direct_key`, and membership changes
+//! serialised by the conversation's row lock.
+
+use async_trait::async_trait;
+use chat_domain::{ConversationDetails, ConversationId, Role, Timestamp, UserId};
+use chat_ports::{
+    ConversationChange, ConversationStore, MembershipChange, NewConversation, NewMessage,
+    StoreConflict, StoreError,
+};
+use sqlx::{MySqlConnection, Row};
+
+use crate::MySqlStore;
+use crate::error::{Failure, Outcome, is_duplicate_of};
+use crate::messages::{insert_locked, lock_conversation};
+use crate::rows::{
+    self, db_time, details, direct_key, existing_details, find_view, new_row_id, uuid_order,
+};
+
+/// The unique key of the DIRECT pair.
+const DIRECT_KEY: &str = "uq_conversations_direct_key";
+
+/// Inserts participants (`role` each) in one statement.
+async fn insert_participants(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+    members: &[(UserId, Role, i64)],
+    at: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut builder = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        "INSERT INTO CONVERSATION_PARTICIPANTS \
+         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted) ",
+    );
+    builder.push_values(members, |mut row, (user, role, marker)| {
+        row.push_bind(new_row_id())
+            .push_bind(conversation.to_string())
+            .push_bind(user.get())
+            .push_bind(role.as_str())
+            .push_bind(at)
+            .push_bind(*marker)
+            .push_bind(false);
+    });
+    builder.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The active participants, earliest joined first, with their roles.
+async fn active_roles(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+) -> Outcome<Vec<(UserId, Role)>> {
+    let sql = format!(
+        "SELECT p.user_id, p.role FROM CONVERSATION_PARTICIPANTS p \
+         WHERE p.conversation_id = ? AND p.left_at IS NULL ORDER BY p.joined_at, {}",
+        uuid_order("p.id")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(conversation.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let role: Option<String> = row.try_get("role")?;
+            let role = match role {
+                Some(r) => Role::parse(&r).map_err(|_| Failure::corrupt("role"))?,
+                None => Role::Member,
+            };
+            Ok((rows::user_id(row.try_get("user_id")?)?, role))
+        })
+        .collect()
+}
+
+async fn set_role(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+    user: UserId,
+    role: Role,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE CONVERSATION_PARTICIPANTS SET role = ? \
+         WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
+    )
+    .bind(role.as_str())
+    .bind(conversation.to_string())
+    .bind(user.get())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl MySqlStore {
+    async fn try_create(
+        &self,
+        new: &NewConversation,
+        announcement: &NewMessage,
+    ) -> Outcome<ConversationDetails> {
+        let at = db_time(new.created_at);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO CONVERSATIONS (id, type, name, posting_id, created_by, created_at, \
+             is_archived, last_seq) VALUES (?, ?, ?, ?, ?, ?, FALSE, 0)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.kind.as_str())
+        .bind(new.name.as_ref().map(|n| n.as_str()))
+        .bind(new.posting_id.map(|p| p.to_string()))
+        .bind(new.created_by.get())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let mut members = vec![(new.created_by, Role::Admin, 0)];
+        members.extend(
+            new.members
+                .iter()
+                .filter(|m| **m != new.created_by)
+                .map(|m| (*m, Role::Member, 0)),
+        );
+        insert_participants(&mut tx, new.id, &members, at).await?;
+        // The creator is the announcement's sender: their marker moves to it, like any send.
+        let announcement = NewMessage {
+            conversation_id: new.id,
+            ..announcement.clone()
+        };
+        insert_locked(&mut tx, &announcement, 1, Some(0)).await?;
+        let details = existing_details(&mut tx, new.id).await?;
+        tx.commit().await?;
+        Ok(details)
+    }
+
+    async fn find_direct(&self, key: &str) -> Outcome<Option<ConversationDetails>> {
+        let mut conn = self.pool.acquire().await?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM CONVERSATIONS WHERE direct_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match id {
+            Some(id) => details(&mut conn, rows::conversation_id(&id)?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A DIRECT conversation of the pair written by the previous system after the
+    /// migration (so without `direct_key`) is adopted: it gets the key, unless a racing
+    /// call keyed another one first.
+    async fn adopt_legacy_direct(&self, a: UserId, b: UserId, key: &str) -> Outcome<bool> {
+        let legacy: Option<String> = sqlx::query_scalar(
+            "SELECT c.id FROM CONVERSATIONS c \
+             JOIN CONVERSATION_PARTICIPANTS p1 ON p1.conversation_id = c.id AND p1.user_id = ? \
+             JOIN CONVERSATION_PARTICIPANTS p2 ON p2.conversation_id = c.id AND p2.user_id = ? \
+             WHERE c.type = 'DIRECT' AND c.direct_key IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM CONVERSATION_PARTICIPANTS px \
+                 WHERE px.conversation_id = c.id AND px.user_id NOT IN (?, ?)) \
+             ORDER BY c.created_at, c.id LIMIT 1",
+        )
+        .bind(a.get())
+        .bind(b.get())
+        .bind(a.get())
+        .bind(b.get())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(legacy) = legacy else {
+            return Ok(false);
+        };
+        let adopted = sqlx::query(
+            "UPDATE CONVERSATIONS SET direct_key = ? WHERE id = ? AND direct_key IS NULL",
+        )
+        .bind(key)
+        .bind(legacy)
+        .execute(&self.pool)
+        .await;
+        match adopted {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_of(&e, DIRECT_KEY) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn try_get_or_create_direct(
+        &self,
+        id: ConversationId,
+        a: UserId,
+        b: UserId,
+        at: Timestamp,
+    ) -> Outcome<(ConversationDetails, bool)> {
+        let key = direct_key(a, b);
+        if let Some(found) = self.find_direct(&key).await? {
+            return Ok((found, false));
+        }
+        if self.adopt_legacy_direct(a, b, &key).await? {
+            if let Some(found) = self.find_direct(&key).await? {
+                return Ok((found, false));
+            }
+        }
+        let at = db_time(at);
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO CONVERSATIONS (id, type, created_by, created_at, is_archived, \
+             last_seq, direct_key) VALUES (?, 'DIRECT', ?, ?, FALSE, 0, ?)",
+        )
+        .bind(id.to_string())
+        .bind(a.get())
+        .bind(at)
+        .bind(&key)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_duplicate_of(&e, DIRECT_KEY) => {
+                // Another call created the pair's conversation first (we waited on its
+                // uncommitted key, then lost): serve the winner.
+                tx.rollback().await?;
+                let winner = self
+                    .find_direct(&key)
+                    .await?
+                    .ok_or(StoreError::Unavailable(
+                        "direct conversation vanished".into(),
+                    ))?;
+                return Ok((winner, false));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut members = vec![(a, Role::Member, 0)];
+        if b != a {
+            members.push((b, Role::Member, 0));
+        }
+        insert_participants(&mut tx, id, &members, at).await?;
+        let created = existing_details(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok((created, true))
+    }
+
+    async fn try_change(
+        &self,
+        id: ConversationId,
+        change: &ConversationChange,
+        at: Timestamp,
+        record: Option<&NewMessage>,
+    ) -> Outcome<MembershipChange> {
+        let at = db_time(at);
+        let mut tx = self.pool.begin().await?;
+        let locked = lock_conversation(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut promoted = None;
+        // Joiners start with everything read, the record of their joining included.
+        let newest_after = locked.last_seq + i64::from(record.is_some());
+        match change {
+            ConversationChange::Rename(name) => {
+                sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
+                    .bind(name.as_str())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            ConversationChange::Archive => {
+                sqlx::query(
+                    "UPDATE CONVERSATIONS SET is_archived = TRUE, archived_at = ? WHERE id = ?",
+                )
+                .bind(at)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            ConversationChange::Unarchive => {
+                sqlx::query(
+                    "UPDATE CONVERSATIONS SET is_archived = FALSE, archived_at = NULL \
+                     WHERE id = ?",
+                )
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            ConversationChange::AddParticipants(users) => {
+                if locked.is_archived {
+                    return Err(StoreConflict::ConversationArchived.into());
+                }
+                for user in users {
+                    // New: a MEMBER whose marker is at the newest seq. Left: reactivated as
+                    // MEMBER with a new joined_at and marker. Active: unchanged. (Assignments
+                    // run left to right, so left_at is cleared last.)
+                    sqlx::query(
+                        "INSERT INTO CONVERSATION_PARTICIPANTS \
+                         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted) \
+                         VALUES (?, ?, ?, 'MEMBER', ?, ?, FALSE) \
+                         ON DUPLICATE KEY UPDATE \
+                           role = IF(left_at IS NULL, role, 'MEMBER'), \
+                           joined_at = IF(left_at IS NULL, joined_at, VALUES(joined_at)), \
+                           last_read_seq = IF(left_at IS NULL, last_read_seq, \
+                                              GREATEST(last_read_seq, VALUES(last_read_seq))), \
+                           left_at = NULL",
+                    )
+                    .bind(new_row_id())
+                    .bind(id.to_string())
+                    .bind(user.get())
+                    .bind(at)
+                    .bind(newest_after)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            ConversationChange::RemoveParticipant(user) => {
+                let removed = sqlx::query(
+                    "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
+                     WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
+                )
+                .bind(at)
+                .bind(id.to_string())
+                .bind(user.get())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if removed == 0 {
+                    return Err(StoreError::NotFound.into());
+                }
+                let active = active_roles(&mut tx, id).await?;
+                if !active.iter().any(|(_, role)| *role == Role::Admin) {
+                    if let Some((heir, _)) = active.first() {
+                        set_role(&mut tx, id, *heir, Role::Admin).await?;
+                        promoted = Some(*heir);
+                    }
+                }
+            }
+            ConversationChange::ChangeRole { user_id, role } => {
+                let active = active_roles(&mut tx, id).await?;
+                let Some((_, current)) = active.iter().find(|(u, _)| u == user_id) else {
+                    return Err(StoreError::NotFound.into());
+                };
+                let admins_after = active
+                    .iter()
+                    .filter(|(u, r)| {
+                        if u == user_id {
+                            *role == Role::Admin
+                        } else {
+                            *r == Role::Admin
+                        }
+                    })
+                    .count();
+                if *current == Role::Admin && admins_after == 0 {
+                    return Err(StoreConflict::LastAdmin.into());
+                }
+                set_role(&mut tx, id, *user_id, *role).await?;
+            }
+        }
+        let record = match record {
+            Some(record) => {
+                let record = NewMessage {
+                    conversation_id: id,
+                    ..record.clone()
+                };
+                let marker: Option<i64> = sqlx::query_scalar(
+                    "SELECT last_read_seq FROM CONVERSATION_PARTICIPANTS \
+                     WHERE conversation_id = ? AND user_id = ?",
+                )
+                .bind(id.to_string())
+                .bind(record.sender_id.get())
+                .fetch_optional(&mut *tx)
+                .await?;
+                insert_locked(&mut tx, &record, newest_after, marker).await?;
+                Some(
+                    find_view(&mut tx, record.id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?,
+                )
+            }
+            None => None,
+        };
+        let details = existing_details(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(MembershipChange {
+            details,
+            promoted,
+            record,
+        })
+    }
+}
+
+#[async_trait]
+impl ConversationStore for MySqlStore {
+    async fn create_conversation(
+        &self,
+        new: NewConversation,
+        announcement: NewMessage,
+    ) -> Result<ConversationDetails, StoreError> {
+        crate::retrying!(self.try_create(&new, &announcement))
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        id: ConversationId,
+        a: UserId,
+        b: UserId,
+        at: Timestamp,
+    ) -> Result<(ConversationDetails, bool), StoreError> {
+        crate::retrying!(self.try_get_or_create_direct(id, a, b, at))
+    }
+
+    async fn conversation_details(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationDetails>, StoreError> {
+        let load = async {
+            let mut conn = self.pool.acquire().await?;
+            details(&mut conn, id).await
+        };
+        load.await.map_err(Failure::into_store)
+    }
+
+    async fn change_conversation(
+        &self,
+        id: ConversationId,
+        change: ConversationChange,
+        at: Timestamp,
+        record: Option<NewMessage>,
+    ) -> Result<MembershipChange, StoreError> {
+        crate::retrying!(self.try_change(id, &change, at, record.as_ref()))
+    }
+}

@@ -1,0 +1,458 @@
+//! [`MessageStore`] on MySQL: appending with gap-free `seq` under the conversation's row
+//! lock, idempotent sends by unique key, keyset history, and reactions compared by their
+//! bytes.
+
+use async_trait::async_trait;
+use chat_domain::{
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Seq, Timestamp,
+};
+use chat_ports::{
+    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
+    StoreError,
+};
+use sqlx::{MySqlConnection, Row};
+
+use crate::MySqlStore;
+use crate::error::{Failure, Outcome, is_duplicate_of};
+use crate::rows::{
+    self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
+    uuid_order, with_reactions,
+};
+
+/// The unique key of the idempotency key.
+const CLIENT_ID_KEY: &str = "uq_messages_client_message_id";
+
+/// The state of a conversation read under its row lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockedConversation {
+    /// The newest seq handed out.
+    pub(crate) last_seq: i64,
+    /// Whether it is archived.
+    pub(crate) is_archived: bool,
+}
+
+/// Locks the conversation row (`FOR UPDATE`): every writer of `seq` and of the membership
+/// takes this lock first, so they run one after the other per conversation.
+pub(crate) async fn lock_conversation(
+    conn: &mut MySqlConnection,
+    id: ConversationId,
+) -> Outcome<Option<LockedConversation>> {
+    let row = sqlx::query(
+        "SELECT c.last_seq, c.is_archived FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(LockedConversation {
+            last_seq: row.try_get("last_seq")?,
+            is_archived: row
+                .try_get::<Option<bool>, _>("is_archived")?
+                .unwrap_or(false),
+        })
+    })
+    .transpose()
+}
+
+/// Stores `new` as message `seq` of a conversation whose row the caller holds locked with
+/// `last_seq = seq - 1`: inserts it, advances the conversation, moves the sender's read
+/// marker (from `sender_marker`, when known) and records the receipts it passes.
+pub(crate) async fn insert_locked(
+    conn: &mut MySqlConnection,
+    new: &NewMessage,
+    seq: i64,
+    sender_marker: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let body = &new.body;
+    let created_at = db_time(new.created_at);
+    sqlx::query(
+        "INSERT INTO MESSAGES (id, conversation_id, seq, sender_id, content, message_type, \
+         media_url, media_metadata, reply_to_id, client_message_id, created_at, \
+         is_system_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id.to_string())
+    .bind(new.conversation_id.to_string())
+    .bind(seq)
+    .bind(new.sender_id.get())
+    .bind(body.content().as_str())
+    .bind(body.message_type().as_str())
+    .bind(body.media_url().map(|u| u.as_str()))
+    .bind(body.media_metadata().map(|m| m.as_json()))
+    .bind(new.reply_to_id.map(|r| r.to_string()))
+    .bind(
+        new.client_message_id
+            .as_ref()
+            .map(|c| c.as_str().as_bytes()),
+    )
+    .bind(created_at)
+    .bind(body.is_system())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ? WHERE id = ?")
+        .bind(seq)
+        .bind(created_at)
+        .bind(new.conversation_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if let Some(marker) = sender_marker {
+        // Receipts for what the sender passes by answering: the others' messages between
+        // their marker and this one.
+        record_receipts(
+            conn,
+            new.conversation_id,
+            new.sender_id,
+            marker,
+            seq - 1,
+            created_at,
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE CONVERSATION_PARTICIPANTS SET last_read_seq = GREATEST(last_read_seq, ?), \
+             last_read_at = ? WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(seq)
+        .bind(created_at)
+        .bind(new.conversation_id.to_string())
+        .bind(new.sender_id.get())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The view of a message just stored by [`insert_locked`], built without reading it back.
+pub(crate) fn stored_view(new: &NewMessage, seq: i64, sender_name: Option<String>) -> MessageView {
+    let body = &new.body;
+    MessageView {
+        message: Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            seq: Seq::new(seq).unwrap_or(Seq::ZERO),
+            sender_id: new.sender_id,
+            content: body.content().as_str().to_owned(),
+            message_type: body.message_type(),
+            media_url: body.media_url().map(|u| u.as_str().to_owned()),
+            media_metadata: body.media_metadata().map(|m| m.as_json().to_owned()),
+            reply_to_id: new.reply_to_id,
+            client_message_id: new
+                .client_message_id
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            created_at: db_time(new.created_at),
+            edited_at: None,
+            deleted_at: None,
+            is_system_message: body.is_system(),
+        },
+        sender_name,
+        reactions: Vec::new(),
+    }
+}
+
+/// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
+/// `uq_messages_conversation_seq` at any depth.
+pub(crate) fn history_sql(condition: &str, order: &str) -> String {
+    format!(
+        "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id \
+         WHERE m.conversation_id = ? AND m.seq IS NOT NULL {condition} \
+           AND m.deleted_at IS NULL \
+         ORDER BY m.seq {order} LIMIT ?",
+        message_columns()
+    )
+}
+
+impl MySqlStore {
+    async fn try_append(&self, new: &NewMessage) -> Outcome<Appended> {
+        let mut tx = self.pool.begin().await?;
+        // One round trip: the lock, the idempotency probe, the sender's marker and name. The
+        // subqueries are plain reads (they take no locks).
+        let sql = format!(
+            "SELECT c.last_seq, c.is_archived, \
+               (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = c.id \
+                  AND m.sender_id = ? AND m.client_message_id = ?) AS existing_id, \
+               (SELECT p.last_read_seq FROM CONVERSATION_PARTICIPANTS p \
+                  WHERE p.conversation_id = c.id AND p.user_id = ?) AS sender_marker, \
+               (SELECT {NAME_EXPR} FROM app_users u WHERE u.id = ?) AS sender_name \
+             FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE"
+        );
+        let row = sqlx::query(&sql)
+            .bind(new.sender_id.get())
+            .bind(
+                new.client_message_id
+                    .as_ref()
+                    .map(|c| c.as_str().as_bytes()),
+            )
+            .bind(new.sender_id.get())
+            .bind(new.sender_id.get())
+            .bind(new.conversation_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let existing: Option<String> = row.try_get("existing_id")?;
+        if let Some(existing) = existing {
+            tx.rollback().await?;
+            return self.original(rows::message_id(&existing)?).await;
+        }
+        if row
+            .try_get::<Option<bool>, _>("is_archived")?
+            .unwrap_or(false)
+        {
+            return Err(StoreConflict::ConversationArchived.into());
+        }
+        let seq = row.try_get::<i64, _>("last_seq")? + 1;
+        let marker: Option<i64> = row.try_get("sender_marker")?;
+        let sender_name: Option<String> = row.try_get("sender_name")?;
+        match insert_locked(&mut tx, new, seq, marker).await {
+            Ok(()) => {}
+            Err(e) if is_duplicate_of(&e, CLIENT_ID_KEY) => {
+                // A racing send with the same key committed after our probe.
+                tx.rollback().await?;
+                let original = self.original_by_client_id(new).await?;
+                return self.original(original).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(Appended {
+            view: stored_view(new, seq, sender_name),
+            created: true,
+        })
+    }
+
+    async fn original(&self, id: MessageId) -> Outcome<Appended> {
+        let mut conn = self.pool.acquire().await?;
+        let view = find_view(&mut conn, id)
+            .await?
+            .ok_or(StoreError::Unavailable(
+                "idempotent original vanished".into(),
+            ))?;
+        Ok(Appended {
+            view,
+            created: false,
+        })
+    }
+
+    async fn original_by_client_id(&self, new: &NewMessage) -> Outcome<MessageId> {
+        let id: String = sqlx::query_scalar(
+            "SELECT m.id FROM MESSAGES m WHERE m.conversation_id = ? AND m.sender_id = ? \
+             AND m.client_message_id = ?",
+        )
+        .bind(new.conversation_id.to_string())
+        .bind(new.sender_id.get())
+        .bind(
+            new.client_message_id
+                .as_ref()
+                .map(|c| c.as_str().as_bytes()),
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        rows::message_id(&id)
+    }
+
+    /// Locks a message row; `NotFound` when it does not exist or is deleted.
+    async fn lock_live_message(conn: &mut MySqlConnection, id: MessageId) -> Outcome<()> {
+        let deleted: Option<Option<time::OffsetDateTime>> =
+            sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match deleted {
+            Some(None) => Ok(()),
+            _ => Err(StoreError::NotFound.into()),
+        }
+    }
+
+    async fn try_edit(
+        &self,
+        id: MessageId,
+        content: &MessageContent,
+        at: Timestamp,
+    ) -> Outcome<MessageView> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_live_message(&mut tx, id).await?;
+        sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
+            .bind(content.as_str())
+            .bind(db_time(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_live_message(&mut tx, id).await?;
+        sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
+            .bind(db_time(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(view.message)
+    }
+
+    async fn try_history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Outcome<HistoryPage> {
+        let (condition, order, bound, limit) = match query {
+            HistoryQuery::Latest(limit) => ("", "DESC", None, limit),
+            HistoryQuery::Before(seq, limit) => ("AND m.seq < ?", "DESC", Some(seq), limit),
+            HistoryQuery::After(seq, limit) => ("AND m.seq > ?", "ASC", Some(seq), limit),
+        };
+        let sql = history_sql(condition, order);
+        let mut q = sqlx::query(&sql).bind(conversation.to_string());
+        if let Some(seq) = bound {
+            q = q.bind(seq.get());
+        }
+        let page = limit.get();
+        let fetch = i64::try_from(page + 1).unwrap_or(i64::MAX);
+        let mut conn = self.pool.acquire().await?;
+        let rows = q.bind(fetch).fetch_all(&mut *conn).await?;
+        let has_more = rows.len() > page;
+        let views = rows
+            .iter()
+            .take(page)
+            .map(rows::message_view)
+            .collect::<Outcome<Vec<_>>>()?;
+        let items = with_reactions(&mut conn, views).await?;
+        Ok(HistoryPage { items, has_more })
+    }
+
+    async fn try_set_reaction(
+        &self,
+        message: MessageId,
+        user: chat_domain::UserId,
+        emoji: &Emoji,
+        present: bool,
+        at: Timestamp,
+    ) -> Outcome<ReactionChange> {
+        let mut tx = self.pool.begin().await?;
+        // A shared lock: reactions may race each other, but not a delete.
+        let deleted: Option<Option<time::OffsetDateTime>> =
+            sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? LOCK IN SHARE MODE")
+                .bind(message.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if !matches!(deleted, Some(None)) {
+            return Err(StoreError::NotFound.into());
+        }
+        let changed = if present {
+            let inserted = sqlx::query(
+                "INSERT INTO MESSAGE_REACTIONS (id, message_id, user_id, emoji, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(rows::new_row_id())
+            .bind(message.to_string())
+            .bind(user.get())
+            .bind(emoji.as_str())
+            .bind(db_time(at))
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => true,
+                // Already there: the unique key compares the emoji's bytes.
+                Err(e) if is_duplicate_of(&e, "uq_reactions_message_user_emoji_bin") => false,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            sqlx::query(
+                "DELETE FROM MESSAGE_REACTIONS \
+                 WHERE message_id = ? AND user_id = ? AND emoji_bin = ?",
+            )
+            .bind(message.to_string())
+            .bind(user.get())
+            .bind(emoji.as_str().as_bytes())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0
+        };
+        let reactions = reactions_of(&mut tx, &[message])
+            .await?
+            .remove(&message)
+            .unwrap_or_default();
+        tx.commit().await?;
+        Ok(ReactionChange { changed, reactions })
+    }
+
+    async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
+        let sql = format!(
+            "SELECT r.user_id, r.read_at FROM MESSAGE_READ_RECEIPTS r WHERE r.message_id = ? \
+             ORDER BY r.read_at, {}",
+            uuid_order("r.id")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(message.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Receipt {
+                    user_id: rows::user_id(row.try_get("user_id")?)?,
+                    read_at: row
+                        .try_get::<Option<time::OffsetDateTime>, _>("read_at")?
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl MessageStore for MySqlStore {
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        crate::retrying!(self.try_append(&new))
+    }
+
+    async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        let find = async {
+            let mut conn = self.pool.acquire().await?;
+            find_view(&mut conn, id).await
+        };
+        find.await.map_err(Failure::into_store)
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: MessageContent,
+        at: Timestamp,
+    ) -> Result<MessageView, StoreError> {
+        crate::retrying!(self.try_edit(id, &content, at))
+    }
+
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
+        crate::retrying!(self.try_delete(id, at))
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        self.try_history(conversation, query)
+            .await
+            .map_err(Failure::into_store)
+    }
+
+    async fn set_reaction(
+        &self,
+        message: MessageId,
+        user: chat_domain::UserId,
+        emoji: Emoji,
+        present: bool,
+        at: Timestamp,
+    ) -> Result<ReactionChange, StoreError> {
+        crate::retrying!(self.try_set_reaction(message, user, &emoji, present, at))
+    }
+
+    async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {
+        self.try_receipts(message)
+            .await
+            .map_err(Failure::into_store)
+    }
+}

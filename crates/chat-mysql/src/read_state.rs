@@ -1,0 +1,374 @@
+//! [`ReadStateStore`] on MySQL: forward-only read markers under the participant's row lock,
+//! and the inbox and unread badge, whose counts come from `idx_messages_unread` alone.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chat_domain::{ConversationId, MessageId, Participant, Seq, Timestamp, UserId};
+use chat_ports::{
+    ArchivedFilter, InboxCursor, InboxItem, InboxPage, InboxQuery, ReadState, ReadStateStore,
+    StoreError, UnreadConversation, UnreadSummary,
+};
+use sqlx::{MySqlConnection, Row};
+
+use crate::MySqlStore;
+use crate::error::{Failure, Outcome};
+use crate::rows::{
+    self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
+    message_columns, participants_of, placeholders, record_receipts, with_reactions,
+};
+
+/// Which rows of the caller's memberships the inbox query returns.
+enum InboxScope {
+    /// A page.
+    Page(InboxQuery),
+    /// One conversation.
+    One(ConversationId),
+}
+
+/// The unread count of the membership `p` (`COUNT` over `idx_messages_unread`).
+const UNREAD_SUBQUERY: &str = "(SELECT COUNT(*) FROM MESSAGES m \
+     WHERE m.conversation_id = p.conversation_id AND m.seq > p.last_read_seq \
+       AND m.sender_id <> p.user_id AND m.deleted_at IS NULL \
+       AND m.is_system_message IS NOT TRUE)";
+
+/// The inbox query: the caller's memberships (`filter` narrows them) cut to a page in a
+/// derived table, so that the per-row subqueries (unread count, newest live message) run
+/// for the page only, not for every membership.
+pub(crate) fn inbox_sql(filter: &str) -> String {
+    format!(
+        "SELECT page.*, \
+           IF(page.conversation_last_seq > page.last_read_seq, \
+             (SELECT COUNT(*) FROM MESSAGES m WHERE m.conversation_id = page.id \
+                AND m.seq > page.last_read_seq AND m.sender_id <> page.user_id \
+                AND m.deleted_at IS NULL AND m.is_system_message IS NOT TRUE), 0) AS unread_count, \
+           (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = page.id \
+              AND m.seq IS NOT NULL AND m.deleted_at IS NULL \
+              ORDER BY m.seq DESC LIMIT 1) AS last_message_id \
+         FROM ( \
+           SELECT {CONVERSATION_COLUMNS}, \
+             COALESCE(c.last_message_at, c.created_at) AS activity_at, \
+             c.last_seq AS conversation_last_seq, \
+             {PARTICIPANT_COLUMNS} \
+           FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+           WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
+           ORDER BY activity_at DESC, c.id DESC LIMIT ? \
+         ) page \
+         ORDER BY page.activity_at DESC, page.id DESC"
+    )
+}
+
+/// The unread badge query: every active membership with its unread count. Memberships
+/// read up to the conversation's `last_seq` (most of them) skip the count.
+pub(crate) fn unread_summary_sql() -> String {
+    format!(
+        "SELECT p.conversation_id, p.is_muted, \
+           IF(c.last_seq > p.last_read_seq, {UNREAD_SUBQUERY}, 0) AS unread_count \
+         FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+         WHERE p.user_id = ? AND p.left_at IS NULL \
+         ORDER BY p.conversation_id"
+    )
+}
+
+impl MySqlStore {
+    async fn try_mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        up_to: Option<Seq>,
+        at: Timestamp,
+    ) -> Outcome<ReadState> {
+        let at = db_time(at);
+        let mut tx = self.pool.begin().await?;
+        // Locks the participant row only; the conversation's last_seq is a plain read so
+        // that marking read never waits for a send.
+        let row = sqlx::query(
+            "SELECT p.last_read_seq, p.last_read_at, \
+               (SELECT c.last_seq FROM CONVERSATIONS c WHERE c.id = p.conversation_id) AS last_seq \
+             FROM CONVERSATION_PARTICIPANTS p \
+             WHERE p.conversation_id = ? AND p.user_id = ? AND p.left_at IS NULL FOR UPDATE",
+        )
+        .bind(conversation.to_string())
+        .bind(user.get())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let current: i64 = row.try_get("last_read_seq")?;
+        let mut last_read_at: Option<time::OffsetDateTime> = row.try_get("last_read_at")?;
+        let newest: i64 = row.try_get::<Option<i64>, _>("last_seq")?.unwrap_or(0);
+        let target = up_to.map_or(newest, |s| s.get().min(newest));
+        let moved = target > current;
+        if moved {
+            record_receipts(&mut tx, conversation, user, current, target, at).await?;
+            sqlx::query(
+                "UPDATE CONVERSATION_PARTICIPANTS SET last_read_seq = ?, last_read_at = ? \
+                 WHERE conversation_id = ? AND user_id = ?",
+            )
+            .bind(target)
+            .bind(at)
+            .bind(conversation.to_string())
+            .bind(user.get())
+            .execute(&mut *tx)
+            .await?;
+            last_read_at = Some(at);
+        }
+        let marker = target.max(current);
+        let unread: i64 = sqlx::query_scalar(UNREAD_COUNT_SQL)
+            .bind(conversation.to_string())
+            .bind(marker)
+            .bind(user.get())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ReadState {
+            last_read_seq: Seq::new(marker).map_err(|_| Failure::corrupt("seq"))?,
+            last_read_at,
+            unread_count: count(unread),
+            moved,
+        })
+    }
+
+    async fn try_set_muted(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        muted: bool,
+    ) -> Outcome<Participant> {
+        let mut tx = self.pool.begin().await?;
+        let matched = sqlx::query(
+            "UPDATE CONVERSATION_PARTICIPANTS SET is_muted = ? \
+             WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
+        )
+        .bind(muted)
+        .bind(conversation.to_string())
+        .bind(user.get())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if matched == 0 {
+            return Err(StoreError::NotFound.into());
+        }
+        let sql = format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM CONVERSATION_PARTICIPANTS p \
+             WHERE p.conversation_id = ? AND p.user_id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(conversation.to_string())
+            .bind(user.get())
+            .fetch_one(&mut *tx)
+            .await?;
+        let participant = rows::participant(&row)?;
+        tx.commit().await?;
+        Ok(participant)
+    }
+
+    /// The caller's memberships in scope, with unread counts and newest live message, then
+    /// their participants and last messages in one query each.
+    async fn inbox_items(
+        conn: &mut MySqlConnection,
+        user: UserId,
+        scope: &InboxScope,
+    ) -> Outcome<(Vec<InboxItem>, bool)> {
+        let (filter, limit) = match scope {
+            InboxScope::One(_) => ("AND c.id = ?".to_owned(), 1),
+            InboxScope::Page(query) => {
+                let archived = match query.archived {
+                    ArchivedFilter::Active => "AND c.is_archived IS NOT TRUE",
+                    ArchivedFilter::Archived => "AND c.is_archived IS TRUE",
+                    ArchivedFilter::Any => "",
+                };
+                let cursor = if query.after.is_some() {
+                    " AND (COALESCE(c.last_message_at, c.created_at) < ? \
+                       OR (COALESCE(c.last_message_at, c.created_at) = ? AND c.id < ?))"
+                } else {
+                    ""
+                };
+                (format!("{archived}{cursor}"), query.limit.get() + 1)
+            }
+        };
+        let sql = inbox_sql(&filter);
+        let mut query = sqlx::query(&sql).bind(user.get());
+        match scope {
+            InboxScope::One(id) => query = query.bind(id.to_string()),
+            InboxScope::Page(q) => {
+                if let Some(after) = q.after {
+                    let activity = db_time(after.activity_at);
+                    query = query
+                        .bind(activity)
+                        .bind(activity)
+                        .bind(after.conversation_id.to_string());
+                }
+            }
+        }
+        let wanted = match scope {
+            InboxScope::One(_) => 1,
+            InboxScope::Page(q) => q.limit.get(),
+        };
+        let rows = query
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await?;
+        let has_more = rows.len() > wanted;
+        let mut heads = Vec::with_capacity(wanted);
+        for row in rows.iter().take(wanted) {
+            let last: Option<String> = row.try_get("last_message_id")?;
+            heads.push((
+                rows::conversation(row)?,
+                rows::participant(row)?,
+                count(row.try_get("unread_count")?),
+                last.as_deref().map(rows::message_id).transpose()?,
+            ));
+        }
+        let ids: Vec<ConversationId> = heads.iter().map(|h| h.0.id).collect();
+        let mut participants = participants_of(conn, &ids).await?;
+        let last_ids: Vec<MessageId> = heads.iter().filter_map(|h| h.3).collect();
+        let mut last_messages = Self::views_by_id(conn, &last_ids).await?;
+        let items = heads
+            .into_iter()
+            .map(|(conversation, membership, unread_count, last)| InboxItem {
+                details: chat_domain::ConversationDetails {
+                    participants: participants.remove(&conversation.id).unwrap_or_default(),
+                    conversation,
+                },
+                membership,
+                unread_count,
+                last_message: last.and_then(|id| last_messages.remove(&id)),
+            })
+            .collect();
+        Ok((items, has_more))
+    }
+
+    async fn views_by_id(
+        conn: &mut MySqlConnection,
+        ids: &[MessageId],
+    ) -> Outcome<HashMap<MessageId, chat_domain::MessageView>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id \
+             WHERE m.id IN ({})",
+            message_columns(),
+            placeholders(ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id.to_string());
+        }
+        let views = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(rows::message_view)
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok(with_reactions(conn, views)
+            .await?
+            .into_iter()
+            .map(|v| (v.message.id, v))
+            .collect())
+    }
+
+    /// Runs `inbox_items` in a read-only REPEATABLE READ snapshot, so that its few queries
+    /// see one state.
+    async fn snapshot_inbox(
+        &self,
+        user: UserId,
+        scope: InboxScope,
+    ) -> Outcome<(Vec<InboxItem>, bool)> {
+        let mut tx = self
+            .pool
+            .begin_with(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+                 START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            )
+            .await?;
+        let items = Self::inbox_items(&mut tx, user, &scope).await?;
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    async fn try_unread_summary(&self, user: UserId) -> Outcome<UnreadSummary> {
+        let sql = unread_summary_sql();
+        let rows = sqlx::query(&sql)
+            .bind(user.get())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut summary = UnreadSummary {
+            total: 0,
+            conversations: Vec::new(),
+        };
+        for row in &rows {
+            let unread = count(row.try_get("unread_count")?);
+            if unread == 0 {
+                continue;
+            }
+            let is_muted = row.try_get::<Option<bool>, _>("is_muted")?.unwrap_or(false);
+            if !is_muted {
+                summary.total = summary.total.saturating_add(unread);
+            }
+            summary.conversations.push(UnreadConversation {
+                conversation_id: rows::conversation_id(
+                    &row.try_get::<String, _>("conversation_id")?,
+                )?,
+                unread_count: unread,
+                is_muted,
+            });
+        }
+        Ok(summary)
+    }
+}
+
+#[async_trait]
+impl ReadStateStore for MySqlStore {
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        up_to: Option<Seq>,
+        at: Timestamp,
+    ) -> Result<ReadState, StoreError> {
+        crate::retrying!(self.try_mark_read(conversation, user, up_to, at))
+    }
+
+    async fn set_muted(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        muted: bool,
+    ) -> Result<Participant, StoreError> {
+        crate::retrying!(self.try_set_muted(conversation, user, muted))
+    }
+
+    async fn inbox_item(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<Option<InboxItem>, StoreError> {
+        self.snapshot_inbox(user, InboxScope::One(conversation))
+            .await
+            .map(|(mut items, _)| items.pop())
+            .map_err(Failure::into_store)
+    }
+
+    async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
+        let (items, has_more) = self
+            .snapshot_inbox(user, InboxScope::Page(query))
+            .await
+            .map_err(Failure::into_store)?;
+        let next_cursor = if has_more {
+            items.last().map(|item| InboxCursor {
+                activity_at: item.details.conversation.activity_at(),
+                conversation_id: item.details.conversation.id,
+            })
+        } else {
+            None
+        };
+        Ok(InboxPage { items, next_cursor })
+    }
+
+    async fn unread_summary(&self, user: UserId) -> Result<UnreadSummary, StoreError> {
+        self.try_unread_summary(user)
+            .await
+            .map_err(Failure::into_store)
+    }
+}
