@@ -1,0 +1,86 @@
+//! [`WsConfig`]: the limits and timings of the real-time transport, with production
+//! defaults; tests shorten the timings.
+
+use std::time::Duration;
+
+/// Limits and timings of WebSocket connections and event ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConfig {
+    /// The largest frame (or reassembled fragmented message) a client may send; larger
+    /// ones close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// How long a connection without an `Authorization` header has to send its `auth`
+    /// frame before it is closed with 1008.
+    pub auth_timeout: Duration,
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// After this many pings in a row without a pong the connection is closed with 4000.
+    pub max_missed_pongs: u32,
+    /// Frames queued for one connection before it counts as a slow consumer. Typing
+    /// events are dropped once the queue is half full; a full queue closes the connection
+    /// with 4008.
+    pub outbound_queue: usize,
+    /// How long a `message.created` that arrives ahead of its predecessor (by `seq`) is
+    /// held back waiting for it before it is delivered anyway.
+    pub reorder_window: Duration,
+    /// How long the server tries to get a close frame out before dropping the connection.
+    pub close_timeout: Duration,
+    /// Browser origins (`Origin` header, exact match such as `https://app.example.com`)
+    /// allowed to open a WebSocket; `*` allows any. Requests without `Origin` (native
+    /// clients) are not checked.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            auth_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            max_missed_pongs: 2,
+            outbound_queue: 256,
+            reorder_window: Duration::from_millis(250),
+            close_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl WsConfig {
+    /// Whether a handshake with this `Origin` header value may proceed.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let origin = origin.trim().trim_end_matches('/');
+        self.allowed_origins.iter().any(|allowed| {
+            allowed == "*" || allowed.trim().trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_up_to_case_and_trailing_slash() {
+        let config = WsConfig {
+            allowed_origins: vec!["https://app.example.com".to_owned()],
+            ..WsConfig::default()
+        };
+        let cases = [
+            ("https://app.example.com", true),
+            ("https://APP.example.com/", true),
+            ("http://app.example.com", false),
+            ("https://app.example.com.evil.test", false),
+            ("null", false),
+        ];
+        for (origin, allowed) in cases {
+            assert_eq!(config.origin_allowed(origin), allowed, "{origin}");
+        }
+        assert!(!WsConfig::default().origin_allowed("https://app.example.com"));
+        let any = WsConfig {
+            allowed_origins: vec!["*".to_owned()],
+            ..WsConfig::default()
+        };
+        assert!(any.origin_allowed("https://whatever.test"));
+    }
+}

@@ -1,0 +1,288 @@
+//! The per-node hub: which connections each user has open here, and the bounded outbound
+//! queue of each. Delivering never waits: a frame is queued or, for a consumer that cannot
+//! keep up, dropped (typing) or the connection is kicked (4008).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix_web::web::Bytes;
+use bytestring::ByteString;
+use chat_domain::UserId;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::frame::{EventClass, OutboundEvent};
+
+/// Something the writer of one connection sends, in queue order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outgoing {
+    /// A text frame (an event or a reply).
+    Text(ByteString),
+    /// A keep-alive ping.
+    Ping,
+    /// The answer to the client's ping.
+    Pong(Bytes),
+}
+
+/// What became of a frame offered to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued.
+    Queued,
+    /// Dropped: a typing event for a busy queue, or the connection is going away.
+    Dropped,
+    /// The queue is full: the connection is a slow consumer and has been kicked.
+    Overflow,
+}
+
+/// One open connection, as the hub sees it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    id: u64,
+    queue: mpsc::Sender<Outgoing>,
+    kicked: AtomicBool,
+    kick: Notify,
+}
+
+impl Connection {
+    /// Offers a frame without waiting. Droppable frames are refused once the queue is
+    /// half full, so that a burst of typing never crowds out messages.
+    pub(crate) fn offer(&self, item: Outgoing, droppable: bool) -> Offer {
+        if self.kicked.load(Ordering::Acquire) {
+            return Offer::Dropped;
+        }
+        if droppable && self.queue.capacity() * 2 <= self.queue.max_capacity() {
+            return Offer::Dropped;
+        }
+        match self.queue.try_send(item) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kicked.store(true, Ordering::Release);
+                self.kick.notify_one();
+                Offer::Overflow
+            }
+        }
+    }
+
+    /// Resolves once the connection has been kicked as a slow consumer.
+    pub(crate) async fn kicked(&self) {
+        if self.kicked.load(Ordering::Acquire) {
+            return;
+        }
+        self.kick.notified().await;
+    }
+}
+
+/// The connections open on this node, by user.
+#[derive(Debug)]
+pub struct Hub {
+    by_user: RwLock<HashMap<UserId, Vec<Arc<Connection>>>>,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    resync: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            by_user: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown: watch::Sender::new(false),
+            resync: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Hub {
+    /// A connection with an outbound queue of `capacity` frames, not yet attached to any
+    /// user; the receiver is for its writer.
+    pub(crate) fn connection(&self, capacity: usize) -> (Arc<Connection>, mpsc::Receiver<Outgoing>) {
+        let (queue, receiver) = mpsc::channel(capacity.max(2));
+        let connection = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            queue,
+            kicked: AtomicBool::new(false),
+            kick: Notify::new(),
+        });
+        (connection, receiver)
+    }
+
+    /// Makes `connection` receive `user`'s events from now on.
+    pub(crate) fn attach(&self, user: UserId, connection: &Arc<Connection>) {
+        let mut by_user = self
+            .by_user
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_user.entry(user).or_default().push(Arc::clone(connection));
+    }
+
+    /// Stops delivering to `connection` (idempotent).
+    pub(crate) fn detach(&self, user: UserId, connection: &Connection) {
+        let mut by_user = self
+            .by_user
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(list) = by_user.get_mut(&user) {
+            list.retain(|c| c.id != connection.id);
+            if list.is_empty() {
+                by_user.remove(&user);
+            }
+        }
+    }
+
+    /// Queues `event` on every connection of its recipients on this node, without waiting.
+    /// A connection whose queue is full is kicked and detached at once.
+    pub fn deliver(&self, event: &OutboundEvent) {
+        let droppable = event.class == EventClass::Typing;
+        let mut kicked: Vec<(UserId, Arc<Connection>)> = Vec::new();
+        {
+            let by_user = self
+                .by_user
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut seen = HashSet::with_capacity(event.recipients.len());
+            for user in &event.recipients {
+                if !seen.insert(*user) {
+                    continue;
+                }
+                for connection in by_user.get(user).into_iter().flatten() {
+                    let item = Outgoing::Text(event.frame.clone());
+                    if connection.offer(item, droppable) == Offer::Overflow {
+                        kicked.push((*user, Arc::clone(connection)));
+                    }
+                }
+            }
+        }
+        for (user, connection) in kicked {
+            tracing::warn!(user = %user, connection = connection.id, "slow consumer kicked");
+            self.detach(user, &connection);
+        }
+    }
+
+    /// How many connections receive events on this node.
+    pub fn connection_count(&self) -> usize {
+        self.by_user
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Asks every connection, present and future, to close with 1001 (going away).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Changes once [`Hub::shut_down`] has been called.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Asks every open connection to close with 1012 so that its client reconnects and
+    /// catches up: events may have been missed (the cluster bus was lost for a while).
+    pub fn resync(&self) {
+        self.resync.send_modify(|generation| *generation += 1);
+    }
+
+    /// Changes whenever [`Hub::resync`] is called.
+    pub(crate) fn resync_signal(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::ConversationId;
+
+    use super::*;
+
+    fn user(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    fn event(class: EventClass, recipients: Vec<UserId>, text: &str) -> OutboundEvent {
+        OutboundEvent {
+            conversation_id: ConversationId::new(),
+            class,
+            recipients,
+            frame: ByteString::from(text.to_owned()),
+        }
+    }
+
+    fn drain(receiver: &mut mpsc::Receiver<Outgoing>) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Ok(item) = receiver.try_recv() {
+            out.push(item);
+        }
+        out
+    }
+
+    fn text(s: &str) -> Outgoing {
+        Outgoing::Text(ByteString::from(s.to_owned()))
+    }
+
+    #[test]
+    fn delivers_to_every_connection_of_exactly_the_recipients() {
+        let hub = Hub::default();
+        let (a1, mut a1_rx) = hub.connection(8);
+        let (a2, mut a2_rx) = hub.connection(8);
+        let (b, mut b_rx) = hub.connection(8);
+        let (c, mut c_rx) = hub.connection(8);
+        hub.attach(user(1), &a1);
+        hub.attach(user(1), &a2);
+        hub.attach(user(2), &b);
+        hub.attach(user(3), &c);
+        hub.deliver(&event(EventClass::Ordered, vec![user(1), user(2), user(1)], "e"));
+        assert_eq!(drain(&mut a1_rx), vec![text("e")]);
+        assert_eq!(drain(&mut a2_rx), vec![text("e")]);
+        assert_eq!(drain(&mut b_rx), vec![text("e")]);
+        assert_eq!(drain(&mut c_rx), vec![]);
+
+        hub.detach(user(1), &a1);
+        hub.deliver(&event(EventClass::Ordered, vec![user(1)], "f"));
+        assert_eq!(drain(&mut a1_rx), vec![]);
+        assert_eq!(drain(&mut a2_rx), vec![text("f")]);
+        assert_eq!(hub.connection_count(), 3);
+    }
+
+    #[test]
+    fn typing_is_dropped_first_then_a_full_queue_kicks_only_its_connection() {
+        let hub = Hub::default();
+        let (slow, mut slow_rx) = hub.connection(4);
+        let (fast, mut fast_rx) = hub.connection(4);
+        hub.attach(user(1), &slow);
+        hub.attach(user(2), &fast);
+        let both = vec![user(1), user(2)];
+        hub.deliver(&event(EventClass::Ordered, both.clone(), "m1"));
+        hub.deliver(&event(EventClass::Ordered, both.clone(), "m2"));
+        assert_eq!(drain(&mut fast_rx).len(), 2);
+        // The slow queue is half full: typing is shed, messages still fit.
+        hub.deliver(&event(EventClass::Typing, both.clone(), "t"));
+        assert_eq!(drain(&mut fast_rx), vec![text("t")]);
+        hub.deliver(&event(EventClass::Ordered, both.clone(), "m3"));
+        hub.deliver(&event(EventClass::Ordered, both.clone(), "m4"));
+        assert_eq!(drain(&mut fast_rx).len(), 2);
+        assert_eq!(hub.connection_count(), 2);
+        // Full: the next message kicks the slow connection and nobody else.
+        hub.deliver(&event(EventClass::Ordered, both.clone(), "m5"));
+        assert_eq!(drain(&mut fast_rx), vec![text("m5")]);
+        assert_eq!(hub.connection_count(), 1);
+        assert_eq!(
+            drain(&mut slow_rx),
+            vec![text("m1"), text("m2"), text("m3"), text("m4")]
+        );
+        assert_eq!(slow.offer(text("late"), false), Offer::Dropped);
+        let kicked = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(1), slow.kicked())
+                    .await
+                    .is_ok()
+            });
+        assert!(kicked);
+    }
+}

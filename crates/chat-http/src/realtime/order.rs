@@ -1,0 +1,295 @@
+//! Per-conversation ordering between the publishers (local use cases and other nodes)
+//! and the hub. The service publishes after its commit, so two concurrent sends may be
+//! published out of `seq` order; here a `message.created` that arrives ahead of its
+//! predecessor is held back for at most the reorder window, and every later event of
+//! the same conversation waits behind it. Typing events are never held.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chat_domain::ConversationId;
+use tokio::time::Instant;
+
+use super::frame::{EventClass, OutboundEvent};
+use super::hub::Hub;
+
+/// Lock shards, so that unrelated conversations rarely contend.
+const SHARDS: usize = 16;
+/// How often (in offers per shard) idle lanes are forgotten.
+const PRUNE_EVERY: u64 = 4096;
+/// How long an idle lane remembers its last `seq`.
+const LANE_IDLE: Duration = Duration::from_secs(60);
+
+/// Orders events per conversation and hands them to the hub.
+#[derive(Debug)]
+pub struct Sequencer {
+    hub: Arc<Hub>,
+    window: Duration,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    lanes: HashMap<ConversationId, Lane>,
+    offers: u64,
+}
+
+#[derive(Debug)]
+struct Lane {
+    /// The newest `message.created` seq delivered.
+    last_seq: Option<i64>,
+    /// Events waiting, in delivery order.
+    held: VecDeque<Held>,
+    touched: Instant,
+    timer_armed: bool,
+}
+
+#[derive(Debug)]
+struct Held {
+    event: Arc<OutboundEvent>,
+    since: Instant,
+}
+
+impl Lane {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_seq: None,
+            held: VecDeque::new(),
+            touched: now,
+            timer_armed: false,
+        }
+    }
+
+    /// Whether `event` may go out now: anything but a `message.created` that skips a seq.
+    fn releasable(&self, event: &OutboundEvent) -> bool {
+        match (event.class, self.last_seq) {
+            (EventClass::MessageCreated(seq), Some(last)) => seq <= last + 1,
+            _ => true,
+        }
+    }
+
+    fn advance(&mut self, event: &OutboundEvent) {
+        if let EventClass::MessageCreated(seq) = event.class {
+            self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
+        }
+    }
+
+    /// Queues `event`; a `message.created` goes before any held one with a greater seq.
+    fn hold(&mut self, event: Arc<OutboundEvent>, now: Instant) {
+        let position = match event.class {
+            EventClass::MessageCreated(seq) => self.held.iter().position(
+                |h| matches!(h.event.class, EventClass::MessageCreated(other) if other > seq),
+            ),
+            _ => None,
+        };
+        let held = Held { event, since: now };
+        match position {
+            Some(index) => self.held.insert(index, held),
+            None => self.held.push_back(held),
+        }
+    }
+
+    /// Delivers from the front what may go out, or has waited out the window.
+    fn drain(&mut self, now: Instant, window: Duration, hub: &Hub) {
+        while let Some(front) = self.held.front() {
+            if !self.releasable(&front.event) && front.since + window > now {
+                break;
+            }
+            if let Some(Held { event, .. }) = self.held.pop_front() {
+                self.advance(&event);
+                hub.deliver(&event);
+            }
+        }
+    }
+}
+
+impl Sequencer {
+    /// A sequencer in front of `hub` holding gaps for at most `window`.
+    pub fn new(hub: Arc<Hub>, window: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            window,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        })
+    }
+
+    /// The hub events go to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn shard(&self, conversation: ConversationId) -> MutexGuard<'_, Shard> {
+        // The modulo keeps the index below SHARDS, so the cast cannot truncate.
+        let index = (self.hasher.hash_one(conversation) % SHARDS as u64) as usize;
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Delivers `event` now, or after the events it must follow. Never waits: delivery
+    /// itself only queues frames, and happens under the lane's lock so that two
+    /// publishers cannot interleave one conversation's events.
+    pub fn offer(self: &Arc<Self>, event: Arc<OutboundEvent>) {
+        if event.class == EventClass::Typing {
+            self.hub.deliver(&event);
+            return;
+        }
+        let now = Instant::now();
+        let conversation = event.conversation_id;
+        let mut shard = self.shard(conversation);
+        shard.offers += 1;
+        if shard.offers % PRUNE_EVERY == 0 {
+            shard
+                .lanes
+                .retain(|_, lane| !lane.held.is_empty() || lane.touched + LANE_IDLE > now);
+        }
+        let lane = shard
+            .lanes
+            .entry(conversation)
+            .or_insert_with(|| Lane::new(now));
+        lane.touched = now;
+        if lane.held.is_empty() && lane.releasable(&event) {
+            lane.advance(&event);
+            self.hub.deliver(&event);
+            return;
+        }
+        lane.hold(event, now);
+        lane.drain(now, self.window, &self.hub);
+        self.arm(conversation, lane);
+    }
+
+    /// Delivers whatever of `conversation` has waited out the window.
+    fn flush(self: &Arc<Self>, conversation: ConversationId) {
+        let mut shard = self.shard(conversation);
+        if let Some(lane) = shard.lanes.get_mut(&conversation) {
+            lane.timer_armed = false;
+            lane.drain(Instant::now(), self.window, &self.hub);
+            self.arm(conversation, lane);
+        }
+    }
+
+    /// Schedules a flush for when the front of a blocked lane has waited out the window.
+    fn arm(self: &Arc<Self>, conversation: ConversationId, lane: &mut Lane) {
+        let Some(front) = lane.held.front() else {
+            return;
+        };
+        if lane.timer_armed {
+            return;
+        }
+        let due = front.since + self.window;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                lane.timer_armed = true;
+                let this = Arc::clone(self);
+                runtime.spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    this.flush(conversation);
+                });
+            }
+            // Without a runtime nothing can wait: deliver what is held, in order.
+            Err(_) => lane.drain(due, self.window, &self.hub),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytestring::ByteString;
+    use chat_domain::UserId;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::realtime::hub::Outgoing;
+
+    struct Fixture {
+        sequencer: Arc<Sequencer>,
+        receiver: mpsc::Receiver<Outgoing>,
+        _connection: Arc<crate::realtime::hub::Connection>,
+        conversation: ConversationId,
+    }
+
+    fn fixture(window: Duration) -> Fixture {
+        let hub = Arc::new(Hub::default());
+        let (connection, receiver) = hub.connection(64);
+        hub.attach(UserId::new(1).unwrap(), &connection);
+        Fixture {
+            sequencer: Sequencer::new(hub, window),
+            receiver,
+            _connection: connection,
+            conversation: ConversationId::new(),
+        }
+    }
+
+    impl Fixture {
+        fn offer(&self, class: EventClass, name: &str) {
+            self.offer_in(self.conversation, class, name);
+        }
+
+        fn offer_in(&self, conversation: ConversationId, class: EventClass, name: &str) {
+            self.sequencer.offer(Arc::new(OutboundEvent {
+                conversation_id: conversation,
+                class,
+                recipients: vec![UserId::new(1).unwrap()],
+                frame: ByteString::from(name.to_owned()),
+            }));
+        }
+
+        fn received(&mut self) -> Vec<String> {
+            let mut out = Vec::new();
+            while let Ok(Outgoing::Text(text)) = self.receiver.try_recv() {
+                out.push(text.to_string());
+            }
+            out
+        }
+    }
+
+    fn created(seq: i64) -> EventClass {
+        EventClass::MessageCreated(seq)
+    }
+
+    #[tokio::test]
+    async fn in_order_events_pass_straight_through() {
+        let mut f = fixture(Duration::from_secs(60));
+        f.offer(created(5), "m5");
+        f.offer(EventClass::Ordered, "r");
+        f.offer(created(6), "m6");
+        f.offer(created(6), "m6-again");
+        f.offer(created(3), "m3-late");
+        assert_eq!(f.received(), ["m5", "r", "m6", "m6-again", "m3-late"]);
+    }
+
+    #[tokio::test]
+    async fn a_gap_holds_later_events_until_it_is_filled() {
+        let mut f = fixture(Duration::from_secs(60));
+        f.offer(created(1), "m1");
+        f.offer(created(3), "m3");
+        f.offer(EventClass::Ordered, "after-m3");
+        f.offer(created(4), "m4");
+        f.offer(EventClass::Typing, "typing");
+        let other = ConversationId::new();
+        f.offer_in(other, created(9), "other-m9");
+        assert_eq!(f.received(), ["m1", "typing", "other-m9"]);
+        f.offer(created(2), "m2");
+        assert_eq!(f.received(), ["m2", "m3", "after-m3", "m4"]);
+    }
+
+    #[tokio::test]
+    async fn a_gap_that_is_never_filled_is_skipped_after_the_window() {
+        let mut f = fixture(Duration::from_millis(50));
+        f.offer(created(1), "m1");
+        f.offer(created(3), "m3");
+        f.offer(created(4), "m4");
+        assert_eq!(f.received(), ["m1"]);
+        let text = tokio::time::timeout(Duration::from_secs(5), f.receiver.recv())
+            .await
+            .unwrap();
+        assert_eq!(text, Some(Outgoing::Text(ByteString::from_static("m3"))));
+        assert_eq!(f.received(), ["m4"]);
+        f.offer(created(5), "m5");
+        assert_eq!(f.received(), ["m5"]);
+    }
+}

@@ -1,0 +1,380 @@
+//! One WebSocket connection: a controller task that reads client frames, answers them,
+//! pings, and enforces every limit and deadline, and a writer task that drains the
+//! connection's bounded outbound queue into the socket. The hub only ever queues, so a
+//! slow socket stalls its own writer and nobody else.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use chat_domain::UserId;
+use futures::StreamExt as _;
+use prometheus::IntGauge;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+
+use super::protocol::{self, ClientFrame, FrameError, Reply};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::realtime::hub::{Connection, Hub, Offer, Outgoing};
+use crate::realtime::{Realtime, WsConfig};
+use crate::wire::MessageOut;
+
+/// Close codes of the protocol (see `docs/websocket.md`).
+pub(crate) mod close {
+    /// The server is shutting down.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// A text frame that is not UTF-8.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    /// Authentication failed, timed out or expired.
+    pub(crate) const POLICY: u16 = 1008;
+    /// A frame larger than the limit.
+    pub(crate) const TOO_BIG: u16 = 1009;
+    /// Authentication could not be checked (the user directory is unavailable).
+    pub(crate) const INTERNAL: u16 = 1011;
+    /// Events may have been missed: reconnect and catch up.
+    pub(crate) const RESYNC: u16 = 1012;
+    /// Two pings in a row went unanswered.
+    pub(crate) const PING_TIMEOUT: u16 = 4000;
+    /// The client did not read its events fast enough.
+    pub(crate) const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// A caller whose token has been verified.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Authenticated {
+    pub(crate) user: UserId,
+    /// When the token stops being valid.
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// Counts the connection in the open-WebSockets gauge while it lives.
+struct OpenGauge(IntGauge);
+
+impl OpenGauge {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+enum Next {
+    Continue,
+    /// The server closes the connection.
+    Close(CloseReason),
+    /// The client closed the connection; the server answers in kind.
+    Echo(CloseReason),
+    /// The client went away without a close frame.
+    Gone,
+}
+
+fn reason(code: u16, description: &str) -> CloseReason {
+    CloseReason {
+        code: CloseCode::from(code),
+        description: Some(description.to_owned()),
+    }
+}
+
+/// Runs one connection to its end. `authenticated` is set when the handshake carried a
+/// valid `Authorization` header; otherwise the first frame must be `auth`.
+pub(crate) async fn run(
+    state: web::Data<AppState>,
+    realtime: Arc<Realtime>,
+    session: Session,
+    stream: MessageStream,
+    authenticated: Option<Authenticated>,
+) {
+    let _open = OpenGauge::new(state.metrics.open_websockets().clone());
+    let config = realtime.config().clone();
+    let hub = Arc::clone(realtime.hub());
+    let (connection, queue) = hub.connection(config.outbound_queue);
+    let writer = actix_web::rt::spawn(write_loop(session.clone(), queue));
+    let mut messages = stream
+        .max_frame_size(config.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(config.max_frame_bytes);
+    let mut shutdown = hub.shutdown_signal();
+    let mut resync = hub.resync_signal();
+    let mut ping = interval_at(
+        Instant::now() + config.ping_interval,
+        config.ping_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let auth_deadline = Instant::now() + config.auth_timeout;
+
+    let mut link = Link {
+        state,
+        hub,
+        config,
+        connection,
+        user: None,
+        expires_at: None,
+        missed_pongs: 0,
+    };
+    if let Some(caller) = authenticated {
+        link.become_ready(caller);
+    }
+
+    let close = loop {
+        let expiry = link.expires_at;
+        tokio::select! {
+            () = link.connection.kicked() => {
+                break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false));
+            }
+            _ = shutdown.wait_for(|down| *down) => {
+                break Some((reason(close::GOING_AWAY, "server shutting down"), false));
+            }
+            Ok(()) = resync.changed() => {
+                break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false));
+            }
+            () = sleep_until(auth_deadline), if link.user.is_none() => {
+                break Some((reason(close::POLICY, "authentication timed out"), false));
+            }
+            () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
+                break Some((reason(close::POLICY, "the token has expired"), false));
+            }
+            _ = ping.tick() => {
+                if link.missed_pongs >= link.config.max_missed_pongs {
+                    break Some((reason(close::PING_TIMEOUT, "ping timeout"), false));
+                }
+                link.missed_pongs += 1;
+                link.push(Outgoing::Ping);
+            }
+            message = messages.next() => match link.on_message(message).await {
+                Next::Continue => {}
+                Next::Close(reason) => break Some((reason, false)),
+                Next::Echo(reason) => break Some((reason, true)),
+                Next::Gone => break None,
+            },
+        }
+    };
+
+    if let Some(user) = link.user {
+        link.hub.detach(user, &link.connection);
+    }
+    writer.abort();
+    // The writer's end (cancelled or finished) is all that matters here.
+    let _ = writer.await;
+    let Some((reason, client_closed)) = close else {
+        return;
+    };
+    tracing::debug!(code = ?reason.code, description = ?reason.description, "closing websocket");
+    // Closing the last handle ends the response, and with it the TCP connection. Keep one
+    // until the client has answered our close frame, so that a client writing at that
+    // moment does not get a reset that discards the close frame before it reads it.
+    let keep_open = session.clone();
+    let deadline = Instant::now() + link.config.close_timeout;
+    let _ = tokio::time::timeout_at(deadline, session.close(Some(reason))).await;
+    if !client_closed {
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(Ok(message)) = messages.next().await {
+                if matches!(message, AggregatedMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(keep_open);
+}
+
+/// Sends what is queued, in order, until the queue or the socket closes.
+async fn write_loop(mut session: Session, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some(item) = queue.recv().await {
+        let sent = match item {
+            Outgoing::Text(text) => session.text(text).await,
+            Outgoing::Ping => session.ping(b"").await,
+            Outgoing::Pong(bytes) => session.pong(&bytes).await,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// The controller's state.
+struct Link {
+    state: web::Data<AppState>,
+    hub: Arc<Hub>,
+    config: WsConfig,
+    connection: Arc<Connection>,
+    /// Set once authenticated.
+    user: Option<UserId>,
+    expires_at: Option<Instant>,
+    missed_pongs: u32,
+}
+
+impl Link {
+    /// Queues a reply; a full queue kicks the connection like any slow consumer.
+    fn push(&self, item: Outgoing) {
+        if self.connection.offer(item, false) == Offer::Overflow {
+            tracing::warn!("slow consumer kicked while replying");
+        }
+    }
+
+    fn reply(&self, reply: &Reply) {
+        self.push(Outgoing::Text(reply.encode()));
+    }
+
+    /// Sends `ready`, then starts delivering events (so `ready` always comes first).
+    fn become_ready(&mut self, caller: Authenticated) {
+        self.reply(&Reply::ready(caller.user));
+        self.hub.attach(caller.user, &self.connection);
+        self.user = Some(caller.user);
+        self.expires_at = caller.expires_at;
+    }
+
+    async fn on_message(
+        &mut self,
+        message: Option<Result<AggregatedMessage, ProtocolError>>,
+    ) -> Next {
+        match message {
+            None => Next::Gone,
+            Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                if self.user.is_none() {
+                    return Next::Close(reason(close::POLICY, "the first frame must be auth"));
+                }
+                let error = ApiError::field("frame", "binary frames are not supported; send JSON text");
+                self.reply(&Reply::error(None, &error));
+                Next::Continue
+            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                self.push(Outgoing::Pong(bytes));
+                Next::Continue
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => {
+                self.missed_pongs = 0;
+                Next::Continue
+            }
+            Some(Ok(AggregatedMessage::Close(client_reason))) => Next::Echo(
+                client_reason.unwrap_or_else(|| CloseReason::from(CloseCode::Normal)),
+            ),
+            Some(Err(ProtocolError::Overflow)) => {
+                Next::Close(reason(close::TOO_BIG, "frame too large"))
+            }
+            Some(Err(ProtocolError::Io(err))) if err.to_string().contains("continuation size") => {
+                Next::Close(reason(close::TOO_BIG, "message too large"))
+            }
+            Some(Err(ProtocolError::Io(err))) if err.kind() == std::io::ErrorKind::InvalidData => {
+                Next::Close(reason(close::INVALID_PAYLOAD, "text frames must be UTF-8"))
+            }
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "websocket protocol error");
+                Next::Close(reason(u16::from(CloseCode::Protocol), "protocol error"))
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Next {
+        let Some(user) = self.user else {
+            return match protocol::parse(text) {
+                Ok(ClientFrame::Auth { token }) => match self.authenticate(&token).await {
+                    Ok(caller) => {
+                        self.become_ready(caller);
+                        Next::Continue
+                    }
+                    Err(next) => next,
+                },
+                _ => Next::Close(reason(close::POLICY, "the first frame must be auth")),
+            };
+        };
+        let frame = match protocol::parse(text) {
+            Ok(frame) => frame,
+            Err(FrameError { request_id, error }) => {
+                self.reply(&Reply::error(request_id, &error));
+                return Next::Continue;
+            }
+        };
+        let service = &self.state.service;
+        match frame {
+            ClientFrame::Auth { token } => match self.authenticate(&token).await {
+                // A fresh token for the same user extends the connection's life.
+                Ok(caller) if caller.user == user => {
+                    self.expires_at = caller.expires_at;
+                    self.reply(&Reply::ready(user));
+                }
+                Ok(_) => {
+                    let error = ApiError::Service(chat_service::ServiceError::Forbidden(
+                        "a connection cannot change its user",
+                    ));
+                    self.reply(&Reply::error(None, &error));
+                }
+                Err(next) => return next,
+            },
+            ClientFrame::Send {
+                request_id,
+                conversation_id,
+                message,
+            } => match service.send_message(user, conversation_id, message).await {
+                Ok((view, created)) => {
+                    if created {
+                        self.state.metrics.message_sent();
+                    }
+                    self.reply(&Reply::Ack {
+                        request_id,
+                        message: Some(MessageOut::from(&view)),
+                        created: Some(created),
+                    });
+                }
+                Err(err) => self.reply(&Reply::error(request_id, &ApiError::from(err))),
+            },
+            ClientFrame::Typing {
+                request_id,
+                conversation_id,
+                is_typing,
+            } => {
+                let done = service.typing(user, conversation_id, is_typing).await;
+                self.answer(request_id, done.map(|()| ()));
+            }
+            ClientFrame::Read {
+                request_id,
+                conversation_id,
+                up_to,
+            } => {
+                let done = service.mark_read(user, conversation_id, up_to).await;
+                self.answer(request_id, done.map(|_| ()));
+            }
+            ClientFrame::Ping { request_id } => self.reply(&Reply::Pong { request_id }),
+        }
+        Next::Continue
+    }
+
+    /// Acks (when the client asked with a `request_id`) or reports the failure.
+    fn answer(
+        &self,
+        request_id: Option<serde_json::Value>,
+        done: Result<(), chat_service::ServiceError>,
+    ) {
+        match done {
+            Ok(()) if request_id.is_some() => self.reply(&Reply::Ack {
+                request_id,
+                message: None,
+                created: None,
+            }),
+            Ok(()) => {}
+            Err(err) => self.reply(&Reply::error(request_id, &ApiError::from(err))),
+        }
+    }
+
+    /// Verifies an `auth` frame's token (provisioning the user like the REST API does).
+    async fn authenticate(&self, token: &str) -> Result<Authenticated, Next> {
+        match super::authenticate(&self.state, token).await {
+            Ok(caller) => Ok(caller),
+            Err(ApiError::Unauthorized(why)) => Err(Next::Close(reason(close::POLICY, why))),
+            Err(err) => {
+                tracing::warn!(error = %err, "websocket authentication unavailable");
+                Err(Next::Close(reason(
+                    close::INTERNAL,
+                    "authentication is unavailable; retry later",
+                )))
+            }
+        }
+    }
+}

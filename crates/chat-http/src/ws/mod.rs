@@ -1,0 +1,172 @@
+//! The WebSocket endpoint `GET /api/v1/ws`: the handshake checks (no token in the query
+//! string, the browser `Origin`, the optional `Authorization` header), then a
+//! [`connection`] task per socket. The protocol is described in `docs/websocket.md`.
+
+mod connection;
+mod protocol;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use chat_service::ServiceError;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::auth::LEEWAY_SECONDS;
+use crate::error::ApiError;
+use connection::Authenticated;
+
+/// The path of the endpoint.
+pub const PATH: &str = "/api/v1/ws";
+
+/// Query parameters that smell of a credential; any of them refuses the handshake.
+const TOKEN_PARAMETERS: [&str; 5] = ["token", "access_token", "jwt", "auth", "authorization"];
+
+/// Registers `/ws` (under the `/api/v1` scope).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ws").route(web::get().to(connect)));
+}
+
+/// `GET /api/v1/ws`: upgrades to a WebSocket.
+///
+/// # Errors
+/// 401 for a token in the query string or a bad `Authorization` header, 403 for a browser
+/// `Origin` that is not allowed, 400 for a request that is not a WebSocket handshake, and
+/// 404 when the server runs without the real-time transport.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let Some(realtime) = state.realtime.clone() else {
+        return Err(ApiError::RouteNotFound.into());
+    };
+    if has_query_token(req.query_string()) {
+        return Err(ApiError::Unauthorized(
+            "tokens in the query string are refused; send an Authorization header or an auth frame",
+        )
+        .into());
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| realtime.config().origin_allowed(origin));
+        if !allowed {
+            return Err(ApiError::Service(ServiceError::Forbidden(
+                "this origin may not open a WebSocket",
+            ))
+            .into());
+        }
+    }
+    let authenticated = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?;
+            let identity = state.auth.authenticate(Some(value)).await?;
+            let token = value.split_once(' ').map_or(value, |(_, token)| token.trim());
+            Some(Authenticated {
+                user: identity.user_id,
+                expires_at: token_deadline(token),
+            })
+        }
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    actix_web::rt::spawn(connection::run(
+        state,
+        realtime,
+        session,
+        stream,
+        authenticated,
+    ));
+    Ok(response)
+}
+
+/// Verifies a token sent in an `auth` frame, provisioning the user as the header path
+/// does.
+async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
+    let identity = state
+        .auth
+        .authenticate(Some(&format!("Bearer {}", token.trim())))
+        .await?;
+    Ok(Authenticated {
+        user: identity.user_id,
+        expires_at: token_deadline(token.trim()),
+    })
+}
+
+fn has_query_token(query: &str) -> bool {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .any(|name| {
+            TOKEN_PARAMETERS
+                .iter()
+                .any(|refused| name.eq_ignore_ascii_case(refused))
+        })
+}
+
+/// When a verified token stops being accepted: its `exp` plus the leeway the verifier
+/// grants. Only called after the signature has been checked, so reading the claims
+/// without verifying them again is sound.
+fn token_deadline(token: &str) -> Option<Instant> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?;
+    let exp = exp.as_u64().or_else(|| {
+        // Fractional seconds are rounded down: expiring a moment early is safe.
+        exp.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.trunc() as u64)
+    })?;
+    let deadline = UNIX_EPOCH + Duration::from_secs(exp.saturating_add(LEEWAY_SECONDS));
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + remaining)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_parameters_are_spotted_by_name() {
+        let cases = [
+            ("", false),
+            ("token=abc", true),
+            ("x=1&ACCESS_TOKEN=abc", true),
+            ("jwt", true),
+            ("tokens=1&page=2", false),
+            ("x=token", false),
+        ];
+        for (query, refused) in cases {
+            assert_eq!(has_query_token(query), refused, "{query}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_exp_plus_leeway() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let token = |exp: u64| {
+            let claims = format!(r#"{{"sub":"1","exp":{exp}}}"#);
+            format!(
+                "h.{}.s",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+            )
+        };
+        let in_an_hour = token_deadline(&token(now + 3600)).unwrap();
+        let left = in_an_hour - Instant::now();
+        assert!(left > Duration::from_secs(3600 + LEEWAY_SECONDS - 5), "{left:?}");
+        assert!(left <= Duration::from_secs(3600 + LEEWAY_SECONDS));
+        let long_ago = token_deadline(&token(1)).unwrap();
+        assert!(long_ago <= Instant::now());
+        assert_eq!(token_deadline("not-a-jwt"), None);
+    }
+}

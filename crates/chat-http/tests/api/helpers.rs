@@ -1,0 +1,440 @@
+//! Test support: `spawn_app()` starts the real server on `127.0.0.1:0` over its own store
+//! (in memory, or a fresh MySQL database), and returns typed request helpers and a token
+//! minting helper.
+#![allow(unreachable_pub)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chat_domain::UserId;
+use chat_http::{
+    AlwaysReady, AppState, AuthConfig, Authenticator, DiscardingPublisher, HttpSettings, Metrics,
+    MintClaims, Readiness, mint_hs256,
+};
+use chat_memory::MemoryStore;
+use chat_mysql::{MySqlSettings, MySqlStore};
+use chat_ports::{
+    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, SystemClock, UserDirectory,
+};
+use chat_service::{ChatService, Limits, Ports};
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::{Connection, Executor, MySqlConnection};
+
+/// The secret test servers verify tokens with.
+pub const SECRET: &str = "chat-http-tests-secret-0123456789abcdef";
+
+/// Which store a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    MySql,
+}
+
+/// Knobs for unusual servers.
+#[derive(Default)]
+pub struct Options {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub limits: Option<Limits>,
+    pub readiness: Option<Arc<dyn Readiness>>,
+}
+
+/// A running server.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    database: Option<String>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem document with `status` and `code`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{:#?}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["code"], code, "{:#?}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].is_string());
+        assert!(self.body["title"].is_string());
+        assert!(self.body["detail"].is_string());
+    }
+}
+
+/// An in-memory server.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Backend::Memory, Options::default())
+        .await
+        .expect("memory backend always starts")
+}
+
+/// A server on `backend`; `None` (after a loud banner) when MySQL is not reachable and not
+/// required.
+pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
+    let (ports, readiness, database) = match backend {
+        Backend::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            (
+                stores(store),
+                Arc::new(AlwaysReady) as Arc<dyn Readiness>,
+                None,
+            )
+        }
+        Backend::MySql => {
+            let (store, name) = fresh_mysql().await?;
+            let store = Arc::new(store);
+            (
+                stores(store),
+                Arc::new(AlwaysReady) as Arc<dyn Readiness>,
+                Some(name),
+            )
+        }
+    };
+    let (conversations, messages, read_state, users, postings) = ports;
+    let service = ChatService::with_limits(
+        Ports {
+            conversations,
+            messages,
+            read_state,
+            users: users.clone(),
+            postings,
+            events: Arc::new(DiscardingPublisher),
+            clock: Arc::new(SystemClock),
+        },
+        options.limits.unwrap_or_default(),
+    );
+    let mut auth = AuthConfig::hs256(SECRET.as_bytes());
+    auth.issuer = options.issuer;
+    auth.audience = options.audience;
+    let state = AppState {
+        service: Arc::new(service),
+        auth: Arc::new(Authenticator::new(auth, users)),
+        metrics: Arc::new(Metrics::new().expect("metrics")),
+        readiness: options.readiness.unwrap_or(readiness),
+        realtime: None,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("local addr").port();
+    let server = chat_http::serve(
+        listener,
+        state,
+        HttpSettings {
+            workers: Some(1),
+            handle_signals: false,
+            shutdown_timeout: Duration::from_secs(1),
+            ..HttpSettings::default()
+        },
+    )
+    .expect("server starts");
+    let handle = server.handle();
+    tokio::spawn(server);
+    Some(TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        database,
+        handle,
+    })
+}
+
+type Stores = (
+    Arc<dyn ConversationStore>,
+    Arc<dyn MessageStore>,
+    Arc<dyn ReadStateStore>,
+    Arc<dyn UserDirectory>,
+    Arc<dyn PostingDirectory>,
+);
+
+fn stores<S>(store: Arc<S>) -> Stores
+where
+    S: ConversationStore
+        + MessageStore
+        + ReadStateStore
+        + UserDirectory
+        + PostingDirectory
+        + 'static,
+{
+    (
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store,
+    )
+}
+
+// --- MySQL --------------------------------------------------------------------------------
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("CHAT_REQUIRE_MYSQL").is_ok_and(|v| v == "1")
+}
+
+fn skip(reason: &str) -> Option<(MySqlStore, String)> {
+    eprintln!(
+        "\n{bar}\n!!! MySQL/MariaDB NOT AVAILABLE at {url}: {reason}\n!!! chat-http MySQL \
+         tests are SKIPPED. Set DATABASE_URL, or CHAT_REQUIRE_MYSQL=1 to make this fail.\n{bar}\n",
+        bar = "!".repeat(78),
+        url = server_url()
+    );
+    assert!(
+        !required(),
+        "MySQL is required (CI=true or CHAT_REQUIRE_MYSQL=1): {reason}"
+    );
+    None
+}
+
+/// A fresh, migrated database named like chat-mysql's test databases (`chat_test_<secs>_…`)
+/// so that its stale-database sweep also removes ours if a test dies before dropping it.
+async fn fresh_mysql() -> Option<(MySqlStore, String)> {
+    let admin = tokio::time::timeout(
+        Duration::from_secs(5),
+        MySqlConnection::connect(&server_url()),
+    )
+    .await;
+    let mut admin = match admin {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => return skip(&err.to_string()),
+        Err(_) => return skip("timed out"),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let name = format!("chat_test_{now}_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                .as_str(),
+        )
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    let mut settings = MySqlSettings::new(url.to_string());
+    settings.max_connections = 8;
+    let store = MySqlStore::connect(&settings).await.expect("connect");
+    store.migrate().await.expect("migrations apply");
+    Some((store, name))
+}
+
+impl TestApp {
+    /// Stops the server and drops its database.
+    pub async fn finish(self) {
+        self.handle.stop(false).await;
+        if let Some(name) = self.database {
+            if let Ok(mut admin) = MySqlConnection::connect(&server_url()).await {
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+                    .await;
+            }
+        }
+    }
+
+    /// A valid token for `user`.
+    pub fn token(&self, user: i64) -> String {
+        token_for(user, Some(format!("User {user}")))
+    }
+
+    /// A client acting as `user`, provisioned (JIT) by a first request.
+    pub async fn login(&self, user: i64) -> Client<'_> {
+        let client = Client {
+            app: self,
+            token: Some(self.token(user)),
+        };
+        let reply = client.get("/api/v1/unread").await;
+        assert_eq!(reply.status, 200, "login of {user}: {reply:?}");
+        client
+    }
+
+    /// A client sending `authorization` verbatim (or nothing).
+    pub fn raw(&self, token: Option<String>) -> Client<'_> {
+        Client { app: self, token }
+    }
+
+    /// Sends a request with an arbitrary body and headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// A valid token for `user` with `name`.
+pub fn token_for(user: i64, name: Option<String>) -> String {
+    let user = UserId::new(user).expect("positive user id");
+    mint_hs256(SECRET.as_bytes(), &MintClaims::new(user, name, 600)).expect("token minted")
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Percent-encodes every byte that is not unreserved (for emoji in paths).
+pub fn pct(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Requests as one user.
+pub struct Client<'a> {
+    pub app: &'a TestApp,
+    pub token: Option<String>,
+}
+
+impl Client<'_> {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|b| reqwest::Body::from(b.to_string()));
+        let headers: &[(&str, &str)] = &[("content-type", "application/json")];
+        self.app
+            .send(method, path, self.token.as_deref(), body, headers)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str) -> Reply {
+        self.request(Method::PUT, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Creates a GROUP with `members`; returns its id.
+    pub async fn create_group(&self, name: &str, members: &[i64]) -> String {
+        let reply = self
+            .post(
+                "/api/v1/conversations",
+                serde_json::json!({"type": "GROUP", "name": name, "participant_ids": members}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        reply.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Sends a text message; returns the message.
+    pub async fn say(&self, conversation: &str, content: &str) -> Value {
+        let reply = self
+            .post(
+                &format!("/api/v1/conversations/{conversation}/messages"),
+                serde_json::json!({"content": content}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        reply.body
+    }
+}
+
+/// A readiness probe that always fails.
+pub struct NeverReady;
+
+#[async_trait]
+impl Readiness for NeverReady {
+    async fn check(&self) -> Result<(), String> {
+        Err("store down".into())
+    }
+}
+
+/// Runs a scenario against the in-memory store and against MySQL (skipped loudly when
+/// MySQL is absent and not required).
+macro_rules! on_every_backend {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use crate::helpers::{Backend, Options, spawn_with};
+
+                #[tokio::test]
+                async fn memory() {
+                    let app = spawn_with(Backend::Memory, Options::default()).await.expect("memory");
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+
+                #[tokio::test]
+                async fn mysql() {
+                    let Some(app) = spawn_with(Backend::MySql, Options::default()).await else {
+                        return;
+                    };
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_every_backend;

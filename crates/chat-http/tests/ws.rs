@@ -1,0 +1,491 @@
+//! The WebSocket endpoint on one node, in process: delivery, ordering, replies, limits,
+//! keep-alive and authentication, with real tokio-tungstenite clients.
+
+mod ws_support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_http::WsConfig;
+use serde_json::{Value, json};
+use ws_support::{ALLOWED_ORIGIN, Ending, Refused, WAIT, spawn_node, test_config, token, token_expiring, uid};
+
+fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> Value {
+    json!({
+        "type": "send",
+        "request_id": request_id,
+        "conversation_id": conversation.to_string(),
+        "content": content,
+    })
+}
+
+#[tokio::test]
+async fn events_reach_every_connection_of_every_participant_and_nobody_else() {
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[2, 3]).await;
+    node.users(&[4]).await;
+    let mut alice = node.connect(1).await;
+    let mut alice_phone = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+    let mut outsider = node.connect(4).await;
+    assert_eq!(node.metrics.open_websockets().get(), 4);
+
+    alice.send_json(send_frame("r1", group, "hello")).await;
+    // The sending connection gets the event (published inside the use case) before the ack.
+    let own = alice.expect("message.created").await;
+    let ack = alice.expect("ack").await;
+    assert_eq!(ack["request_id"], "r1");
+    assert_eq!(ack["created"], true);
+    let message = ack["message"].clone();
+    assert_eq!(message["content"], "hello");
+    assert_eq!(message["sender_id"], 1);
+    assert_eq!(own, json!({"type": "message.created", "message": message}));
+
+    // The sender's other connection and the other participant.
+    for client in [&mut alice_phone, &mut bob] {
+        let event = client.expect("message.created").await;
+        assert_eq!(event, json!({"type": "message.created", "message": message}));
+    }
+    outsider.expect_nothing_pending().await;
+    bob.expect_nothing_pending().await;
+
+    drop(outsider);
+    tokio::time::timeout(WAIT, async {
+        while node.metrics.open_websockets().get() != 3 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the gauge follows closed sockets");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn removal_stops_delivery_at_once_and_adding_starts_it() {
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[2]).await;
+    node.users(&[3]).await;
+    let mut alice = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+    let mut carol = node.connect(3).await;
+
+    node.service
+        .remove_participant(uid(1), group, uid(2))
+        .await
+        .expect("removed");
+    // Bob hears that he is out, and nothing of the conversation after that.
+    let removed = bob.expect("participant.removed").await;
+    assert_eq!(removed["user_id"], 2);
+    assert_eq!(removed["conversation_id"], group.to_string());
+    alice.expect("message.created").await; // the SYSTEM record
+    alice.expect("participant.removed").await;
+    node.say(1, group, "bob is gone").await;
+    alice.expect("message.created").await;
+    bob.expect_nothing_pending().await;
+
+    node.service
+        .add_participants(uid(1), group, vec![uid(2), uid(3)])
+        .await
+        .expect("added");
+    for client in [&mut bob, &mut carol] {
+        client.expect("message.created").await; // the SYSTEM record
+        let added = client.expect("participant.added").await;
+        assert_eq!(added["role"], "MEMBER");
+        client.expect("participant.added").await;
+    }
+    node.say(1, group, "welcome").await;
+    for client in [&mut bob, &mut carol] {
+        let event = client.expect("message.created").await;
+        assert_eq!(event["message"]["content"], "welcome");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn typing_reaches_only_the_others_and_read_markers_everyone() {
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[2]).await;
+    let mut alice = node.connect(1).await;
+    let mut alice_phone = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+
+    alice
+        .send_json(json!({"type": "typing", "conversation_id": group.to_string(), "is_typing": true}))
+        .await;
+    let typing = bob.expect("typing").await;
+    assert_eq!(
+        typing,
+        json!({"type": "typing", "conversation_id": group.to_string(), "user_id": 1, "is_typing": true})
+    );
+    alice.expect_nothing_pending().await;
+    alice_phone.expect_nothing_pending().await;
+
+    let seq = node.say(1, group, "read me").await;
+    for client in [&mut alice, &mut alice_phone, &mut bob] {
+        client.expect("message.created").await;
+    }
+    bob.send_json(json!({"type": "read", "request_id": 5, "conversation_id": group.to_string()}))
+        .await;
+    for client in [&mut bob, &mut alice, &mut alice_phone] {
+        let read = client.expect("conversation.read").await;
+        assert_eq!(read["user_id"], 2);
+        assert_eq!(read["last_read_seq"], seq);
+        assert!(read["last_read_at"].is_string());
+    }
+    let ack = bob.expect("ack").await;
+    assert_eq!(ack, json!({"type": "ack", "request_id": 5}));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_sends_arrives_in_seq_order() {
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[2, 3]).await;
+    let mut bob = node.connect(2).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let service = node.service.clone();
+        let sender = if i % 2 == 0 { 1 } else { 3 };
+        tasks.push(tokio::spawn(async move {
+            let body = chat_domain::MessageBody::from_user(
+                chat_domain::MessageContent::parse(format!("burst {i}")).unwrap(),
+                chat_domain::MessageType::Text,
+                None,
+                None,
+            )
+            .unwrap();
+            service
+                .send_message(
+                    uid(sender),
+                    group,
+                    chat_service::SendMessage {
+                        body,
+                        reply_to_id: None,
+                        client_message_id: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }));
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 50 {
+        let event = bob.expect("message.created").await;
+        seqs.push(event["message"]["seq"].as_i64().unwrap());
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "events arrive in seq order, each once");
+    assert_eq!(seqs.last().unwrap() - seqs.first().unwrap(), 49, "no gaps");
+
+    // The same through the socket: 50 pipelined sends from one client.
+    let mut alice = node.connect(1).await;
+    for i in 0..50 {
+        alice.send_json(send_frame(&format!("b{i}"), group, &format!("pipelined {i}"))).await;
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 50 {
+        let event = bob.expect("message.created").await;
+        assert_eq!(event["message"]["content"], format!("pipelined {}", seqs.len()));
+        seqs.push(event["message"]["seq"].as_i64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn requests_are_answered_with_ack_or_error_frames() {
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[2]).await;
+    let elsewhere = node.group(3, &[]).await;
+    let mut alice = node.connect(1).await;
+
+    alice
+        .send_json(json!({
+            "type": "send", "request_id": "r1", "conversation_id": group.to_string(),
+            "content": "idempotent", "client_message_id": "c-1",
+        }))
+        .await;
+    alice.expect("message.created").await;
+    let first = alice.expect("ack").await;
+    assert_eq!(first["created"], true);
+    alice
+        .send_json(json!({
+            "type": "send", "request_id": "r2", "conversation_id": group.to_string(),
+            "content": "idempotent", "client_message_id": "c-1",
+        }))
+        .await;
+    let again = alice.expect("ack").await;
+    assert_eq!(again["created"], false);
+    assert_eq!(again["message"]["id"], first["message"]["id"]);
+    alice.expect_nothing_pending().await;
+
+    // (frame, expected problem code, expected status)
+    let cases = [
+        (send_frame("e1", elsewhere, "not mine"), "not_found", 404),
+        (send_frame("e2", group, "   "), "validation_failed", 400),
+        (
+            json!({"type": "send", "request_id": "e3", "conversation_id": group.to_string(),
+                   "content": "x", "message_type": "SYSTEM"}),
+            "validation_failed",
+            400,
+        ),
+        (
+            json!({"type": "typing", "request_id": "e4", "conversation_id": elsewhere.to_string(), "is_typing": true}),
+            "not_found",
+            404,
+        ),
+        (
+            json!({"type": "read", "request_id": "e5", "conversation_id": elsewhere.to_string()}),
+            "not_found",
+            404,
+        ),
+    ];
+    for (frame, code, status) in cases {
+        let request_id = frame["request_id"].clone();
+        alice.send_json(frame).await;
+        let error = alice.expect("error").await;
+        assert_eq!(error["request_id"], request_id, "{error:#}");
+        assert_eq!(error["error"]["code"], code, "{error:#}");
+        assert_eq!(error["error"]["status"], status, "{error:#}");
+        assert!(error["error"]["detail"].is_string());
+    }
+
+    alice.send_json(json!({"type": "ping", "request_id": "p"})).await;
+    assert_eq!(alice.next_json().await, json!({"type": "pong", "request_id": "p"}));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames_and_the_connection_stays_open() {
+    let node = spawn_node(test_config()).await;
+    let mut alice = node.connect(1).await;
+    // (text, field named in the problem)
+    let cases = [
+        ("not json", "frame"),
+        ("[1, 2]", "frame"),
+        ("\"just a string\"", "frame"),
+        ("{}", "type"),
+        (r#"{"type": 42}"#, "type"),
+        (r#"{"type": "dance", "request_id": "d"}"#, "type"),
+        (r#"{"type": "send"}"#, "conversation_id"),
+        (r#"{"type": "send", "conversation_id": "nope", "content": "x"}"#, "conversation_id"),
+        (r#"{"type": "send", "conversation_id": 7, "content": "x"}"#, "frame"),
+        (r#"{"type": "typing", "conversation_id": "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a001"}"#, "is_typing"),
+        (r#"{"type": "ping", "request_id": [1]}"#, "request_id"),
+    ];
+    for (text, field) in cases {
+        alice.send_text(text.to_owned()).await;
+        let error = alice.expect("error").await;
+        assert_eq!(error["error"]["code"], "validation_failed", "{text}: {error:#}");
+        assert_eq!(error["error"]["errors"][0]["field"], field, "{text}: {error:#}");
+    }
+    alice.send_binary(vec![1, 2, 3]).await;
+    let error = alice.expect("error").await;
+    assert_eq!(error["error"]["errors"][0]["field"], "frame");
+    alice.expect_nothing_pending().await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_closes_with_1009() {
+    let node = spawn_node(test_config()).await;
+    let mut alice = node.connect(1).await;
+    // Just at the limit is fine (and a malformed frame).
+    alice.send_text("x".repeat(64 * 1024)).await;
+    assert_eq!(alice.expect("error").await["error"]["code"], "validation_failed");
+    alice.send_text("x".repeat(64 * 1024 + 1)).await;
+    alice.expect_close(1009).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything() {
+    let node = spawn_node(WsConfig {
+        outbound_queue: 64,
+        close_timeout: Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
+    let group = node.group(1, &[2, 3]).await;
+    let mut slow = node.connect_small_buffer(2).await;
+    let mut fast = node.connect(3).await;
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            let event = fast.next_json().await;
+            if event["type"] == "message.created" {
+                seqs.push(event["message"]["seq"].as_i64().unwrap());
+                progress.send_replace(seqs.len());
+            } else if event["type"] == "done" {
+                return seqs;
+            }
+        }
+    });
+
+    // Flood until the slow consumer is cut off, never letting the fast one fall more than
+    // a few frames behind.
+    let text = "y".repeat(2000);
+    let mut sent = 0;
+    while node.realtime.hub().connection_count() == 2 {
+        assert!(sent < 20_000, "the slow consumer was never cut off");
+        node.say(1, group, &text).await;
+        sent += 1;
+        if sent % 16 == 0 {
+            tokio::time::timeout(WAIT, seen.wait_for(|n| *n + 8 >= sent))
+                .await
+                .expect("the fast consumer keeps up")
+                .unwrap();
+        }
+    }
+    for _ in 0..10 {
+        node.say(1, group, &text).await;
+        sent += 1;
+    }
+    tokio::time::timeout(WAIT, seen.wait_for(|n| *n >= sent))
+        .await
+        .expect("the fast consumer gets everything")
+        .unwrap();
+    assert_eq!(node.realtime.hub().connection_count(), 1);
+
+    // Now the slow client reads: what was buffered, then the close.
+    let (frames, ending) = slow.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(4008));
+    assert!(frames.len() < sent, "{} of {sent}", frames.len());
+    reader.abort();
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unanswered_pings_close_with_4000_and_answered_ones_keep_it_open() {
+    let node = spawn_node(WsConfig {
+        ping_interval: Duration::from_millis(100),
+        ..test_config()
+    })
+    .await;
+    let mut lively = node.connect(1).await;
+    let mut silent = node.connect(2).await;
+    // The lively client reads (and so answers pings) for many intervals.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    while tokio::time::Instant::now() < deadline {
+        let next = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut lively.socket)).await;
+        if let Ok(frame) = next {
+            assert!(matches!(frame, Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))), "{frame:?}");
+        }
+    }
+    lively.expect_nothing_pending().await;
+    // The silent one had not read anything: its pings went unanswered.
+    let (frames, ending) = silent.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(4000), "{frames:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn shutting_down_closes_every_socket_with_1001() {
+    let node = spawn_node(test_config()).await;
+    let mut alice = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+    node.realtime.shut_down();
+    alice.expect_close(1001).await;
+    bob.expect_close(1001).await;
+    node.stop().await;
+}
+
+/// Handshakes and their outcomes: (bearer, origin, query, expected).
+#[tokio::test]
+async fn handshakes_are_checked_before_upgrading() {
+    let node = spawn_node(test_config()).await;
+    let expired = token_expiring(1, 1_000);
+    let good = token(1);
+    let ok: Result<(), Refused> = Ok(());
+    let refused = |status: u16, code: &str| {
+        Err(Refused {
+            status,
+            code: Some(code.to_owned()),
+        })
+    };
+    let cases: Vec<(Option<&str>, Option<&str>, String, Result<(), Refused>)> = vec![
+        (Some(&good), None, String::new(), ok),
+        (Some(&good), Some(ALLOWED_ORIGIN), String::new(), Ok(())),
+        (None, Some(ALLOWED_ORIGIN), String::new(), Ok(())),
+        (None, None, String::new(), Ok(())),
+        (Some(&good), Some("https://evil.example"), String::new(), refused(403, "forbidden")),
+        (None, Some("null"), String::new(), refused(403, "forbidden")),
+        (None, None, format!("?token={good}"), refused(401, "unauthorized")),
+        (Some(&good), None, format!("?access_token={good}"), refused(401, "unauthorized")),
+        (Some("not-a-token"), None, String::new(), refused(401, "unauthorized")),
+        (Some(&expired), None, String::new(), refused(401, "unauthorized")),
+    ];
+    for (bearer, origin, query, expected) in cases {
+        let outcome = node.handshake(bearer, origin, &query).await.map(|_| ());
+        assert_eq!(outcome, expected, "bearer {bearer:?}, origin {origin:?}, query {query:?}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn browsers_authenticate_with_a_first_frame() {
+    let node = spawn_node(WsConfig {
+        auth_timeout: Duration::from_millis(300),
+        ..test_config()
+    })
+    .await;
+    let group = node.group(1, &[2]).await;
+
+    let mut browser = node.handshake(None, Some(ALLOWED_ORIGIN), "").await.unwrap();
+    browser.send_json(json!({"type": "auth", "token": token(2)})).await;
+    assert_eq!(browser.next_json().await, json!({"type": "ready", "user_id": 2}));
+    node.say(1, group, "to the browser").await;
+    assert_eq!(browser.expect("message.created").await["message"]["content"], "to the browser");
+
+    // (first frame, close code)
+    let cases = [
+        (Some(json!({"type": "auth", "token": "garbage"})), 1008),
+        (Some(json!({"type": "auth", "token": token_expiring(2, 1_000)})), 1008),
+        (Some(json!({"type": "ping"})), 1008),
+        (Some(json!({"type": "send", "conversation_id": group.to_string(), "content": "x"})), 1008),
+        (None, 1008), // nothing within the auth timeout
+    ];
+    for (frame, code) in cases {
+        let mut client = node.handshake(None, None, "").await.unwrap();
+        if let Some(frame) = frame {
+            client.send_json(frame).await;
+        }
+        let (frames, ending) = client.read_to_end().await;
+        assert!(frames.is_empty(), "{frames:?}");
+        assert_eq!(ending, Ending::Closed(code));
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed() {
+    let node = spawn_node(test_config()).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // Accepted for 2 more seconds (the verifier's leeway is 30 s).
+    let leeway = chat_http::auth::LEEWAY_SECONDS;
+    let short = token_expiring(1, now + 2 - leeway);
+
+    let mut header_client = node.handshake(Some(&short), None, "").await.unwrap();
+    assert_eq!(header_client.expect("ready").await["user_id"], 1);
+    let mut frame_client = node.handshake(None, None, "").await.unwrap();
+    frame_client.send_json(json!({"type": "auth", "token": short})).await;
+    frame_client.expect("ready").await;
+    let mut refreshed = node.handshake(Some(&short), None, "").await.unwrap();
+    refreshed.expect("ready").await;
+    refreshed.send_json(json!({"type": "auth", "token": token(1)})).await;
+    assert_eq!(refreshed.next_json().await, json!({"type": "ready", "user_id": 1}));
+    // Someone else's token cannot take over a connection.
+    refreshed.send_json(json!({"type": "auth", "token": token(2)})).await;
+    assert_eq!(refreshed.expect("error").await["error"]["code"], "forbidden");
+
+    header_client.expect_close(1008).await;
+    frame_client.expect_close(1008).await;
+    refreshed.expect_nothing_pending().await;
+    node.stop().await;
+}

@@ -1,0 +1,576 @@
+//! Test support for the WebSocket suites: `spawn_node()` starts the real server on
+//! `127.0.0.1:0` with the real-time transport (optionally bridged over Redis) over a
+//! store that several nodes may share, and [`WsClient`] is a tokio-tungstenite client
+//! with awaiting helpers (every wait has a timeout).
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_domain::{ConversationId, ConversationType, GroupName, MessageBody, MessageContent, MessageType, UserId};
+use chat_http::{
+    AlwaysReady, AppState, AuthConfig, Authenticator, HttpSettings, Metrics, MintClaims,
+    Realtime, RedisSettings, WsConfig, mint_hs256,
+};
+use chat_memory::MemoryStore;
+use chat_ports::{
+    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, SystemClock, UserDirectory,
+};
+use chat_service::{ChatService, CreateConversation, Limits, Ports, SendMessage};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The secret test servers verify tokens with.
+pub const SECRET: &str = "chat-http-ws-tests-secret-0123456789";
+/// The browser origin test servers allow.
+pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The stores one or more nodes share.
+#[derive(Clone)]
+pub struct Stores {
+    pub conversations: Arc<dyn ConversationStore>,
+    pub messages: Arc<dyn MessageStore>,
+    pub read_state: Arc<dyn ReadStateStore>,
+    pub users: Arc<dyn UserDirectory>,
+    pub postings: Arc<dyn PostingDirectory>,
+}
+
+impl Stores {
+    pub fn of<S>(store: Arc<S>) -> Self
+    where
+        S: ConversationStore
+            + MessageStore
+            + ReadStateStore
+            + UserDirectory
+            + PostingDirectory
+            + 'static,
+    {
+        Self {
+            conversations: store.clone(),
+            messages: store.clone(),
+            read_state: store.clone(),
+            users: store.clone(),
+            postings: store,
+        }
+    }
+
+    pub fn memory() -> Self {
+        Self::of(Arc::new(MemoryStore::new()))
+    }
+}
+
+/// Short timings so that deadlines can be observed quickly.
+pub fn test_config() -> WsConfig {
+    WsConfig {
+        allowed_origins: vec![ALLOWED_ORIGIN.to_owned()],
+        ..WsConfig::default()
+    }
+}
+
+/// Limits that never get in a test's way.
+pub fn generous_limits() -> Limits {
+    let lots = NonZeroU32::new(100_000).unwrap();
+    Limits {
+        max_participants: 1000,
+        sends_per_second: lots,
+        send_burst: lots,
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub address: String,
+    pub realtime: Arc<Realtime>,
+    pub service: Arc<ChatService>,
+    pub metrics: Arc<Metrics>,
+    pub stores: Stores,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A node over its own in-memory store, without Redis.
+pub async fn spawn_node(config: WsConfig) -> Node {
+    spawn_node_on(Stores::memory(), config, None).await
+}
+
+/// A node over `stores`, bridged over Redis when `redis` is given.
+pub async fn spawn_node_on(stores: Stores, config: WsConfig, redis: Option<RedisSettings>) -> Node {
+    let realtime = match &redis {
+        Some(redis) => Realtime::clustered(config, redis)
+            .await
+            .expect("the redis bridge starts"),
+        None => Realtime::local(config),
+    };
+    assert!(realtime.wait_ready(WAIT).await, "the redis subscription is active");
+    let service = Arc::new(ChatService::with_limits(
+        Ports {
+            conversations: stores.conversations.clone(),
+            messages: stores.messages.clone(),
+            read_state: stores.read_state.clone(),
+            users: stores.users.clone(),
+            postings: stores.postings.clone(),
+            events: realtime.clone(),
+            clock: Arc::new(SystemClock),
+        },
+        generous_limits(),
+    ));
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let state = AppState {
+        service: service.clone(),
+        auth: Arc::new(Authenticator::new(
+            AuthConfig::hs256(SECRET.as_bytes()),
+            stores.users.clone(),
+        )),
+        metrics: metrics.clone(),
+        readiness: Arc::new(AlwaysReady),
+        realtime: Some(realtime.clone()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("local addr").port();
+    let server = chat_http::serve(
+        listener,
+        state,
+        HttpSettings {
+            allowed_origins: vec![ALLOWED_ORIGIN.to_owned()],
+            workers: Some(1),
+            handle_signals: false,
+            shutdown_timeout: Duration::from_secs(1),
+        },
+    )
+    .expect("server starts");
+    let handle = server.handle();
+    tokio::spawn(server);
+    Node {
+        address: format!("127.0.0.1:{port}"),
+        realtime,
+        service,
+        metrics,
+        stores,
+        handle,
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A valid token for `user`.
+pub fn token(user: i64) -> String {
+    token_expiring(user, now_seconds() + 3600)
+}
+
+/// A token for `user` whose `exp` is `exp` (seconds since the epoch).
+pub fn token_expiring(user: i64, exp: u64) -> String {
+    let mut claims = MintClaims::new(uid(user), Some(format!("User {user}")), 3600);
+    claims.exp = exp;
+    mint_hs256(SECRET.as_bytes(), &claims).expect("mint")
+}
+
+pub fn uid(id: i64) -> UserId {
+    UserId::new(id).expect("positive id")
+}
+
+/// How a handshake ended when it did not upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    pub code: Option<String>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("ws://{}/api/v1/ws", self.address)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Makes the users known to the directory (as a first request would, in JIT mode).
+    pub async fn users(&self, ids: &[i64]) {
+        for id in ids {
+            self.stores
+                .users
+                .upsert_user(uid(*id), None)
+                .await
+                .expect("user upserted");
+        }
+    }
+
+    /// A GROUP created by `admin` with `members`.
+    pub async fn group(&self, admin: i64, members: &[i64]) -> ConversationId {
+        let mut all = vec![admin];
+        all.extend_from_slice(members);
+        self.users(&all).await;
+        let item = self
+            .service
+            .create_conversation(
+                uid(admin),
+                CreateConversation {
+                    kind: ConversationType::Group,
+                    name: Some(GroupName::parse("test group").expect("name")),
+                    posting_id: None,
+                    participant_ids: members.iter().map(|m| uid(*m)).collect(),
+                },
+            )
+            .await
+            .expect("group created");
+        item.details.conversation.id
+    }
+
+    /// Sends a text message through the service (as the REST API would).
+    pub async fn say(&self, sender: i64, conversation: ConversationId, text: &str) -> i64 {
+        let body = MessageBody::from_user(
+            MessageContent::parse(text).expect("content"),
+            MessageType::Text,
+            None,
+            None,
+        )
+        .expect("body");
+        let (view, _) = self
+            .service
+            .send_message(
+                uid(sender),
+                conversation,
+                SendMessage {
+                    body,
+                    reply_to_id: None,
+                    client_message_id: None,
+                },
+            )
+            .await
+            .expect("message sent");
+        view.message.seq.get()
+    }
+
+    /// A client of `user` authenticated by header; `ready` already consumed.
+    pub async fn connect(&self, user: i64) -> WsClient {
+        let mut client = self
+            .handshake(Some(&token(user)), None, "")
+            .await
+            .expect("handshake accepted");
+        let ready = client.next_json().await;
+        assert_eq!(ready, json!({"type": "ready", "user_id": user}));
+        client
+    }
+
+    /// A raw handshake.
+    pub async fn handshake(
+        &self,
+        bearer: Option<&str>,
+        origin: Option<&str>,
+        query: &str,
+    ) -> Result<WsClient, Refused> {
+        let mut request = format!("{}{query}", self.url())
+            .into_client_request()
+            .expect("request");
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+            );
+        }
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).expect("header"));
+        }
+        let stream = TcpStream::connect(&self.address).await.expect("tcp connect");
+        self.upgrade(request, stream).await
+    }
+
+    /// A header-authenticated client whose socket has a tiny receive buffer, so that a
+    /// client that stops reading backs up quickly.
+    pub async fn connect_small_buffer(&self, user: i64) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        let stream = socket
+            .connect(self.address.parse().expect("address"))
+            .await
+            .expect("tcp connect");
+        let mut request = self.url().into_client_request().expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", token(user))).expect("header"),
+        );
+        let mut client = self.upgrade(request, stream).await.expect("upgraded");
+        assert_eq!(client.next_json().await["type"], "ready");
+        client
+    }
+
+    async fn upgrade(
+        &self,
+        request: tungstenite::handshake::client::Request,
+        stream: TcpStream,
+    ) -> Result<WsClient, Refused> {
+        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+        match tokio::time::timeout(WAIT, handshake).await.expect("handshake in time") {
+            Ok((socket, _)) => Ok(WsClient { socket }),
+            Err(tungstenite::Error::Http(response)) => {
+                let code = response
+                    .body()
+                    .as_ref()
+                    .and_then(|body| serde_json::from_slice::<Value>(body).ok())
+                    .and_then(|problem| problem["code"].as_str().map(str::to_owned));
+                Err(Refused {
+                    status: response.status().as_u16(),
+                    code,
+                })
+            }
+            Err(other) => panic!("handshake failed: {other}"),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// What a client saw last.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    Closed(u16),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+/// A WebSocket client.
+pub struct WsClient {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        tokio::time::timeout(WAIT, self.socket.send(Message::Text(text)))
+            .await
+            .expect("send in time")
+            .expect("sent");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        tokio::time::timeout(WAIT, self.socket.send(Message::Binary(bytes)))
+            .await
+            .expect("send in time")
+            .expect("sent");
+    }
+
+    /// The next text frame, parsed (pings are answered by tungstenite itself).
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame in time")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let frame = self.next_json().await;
+        assert_eq!(frame["type"], kind, "{frame:#}");
+        frame
+    }
+
+    /// Proves that nothing was queued for this client before now: a `ping` sent now is
+    /// answered by the very next frame (events are queued before the publisher returns).
+    pub async fn expect_nothing_pending(&mut self) {
+        let marker = uuid_like();
+        self.send_json(json!({"type": "ping", "request_id": marker}))
+            .await;
+        let frame = self.next_json().await;
+        assert_eq!(
+            frame,
+            json!({"type": "pong", "request_id": marker}),
+            "an unexpected frame was pending"
+        );
+    }
+
+    /// Reads until the connection ends; the text frames seen on the way and the ending.
+    pub async fn read_to_end(&mut self) -> (Vec<Value>, Ending) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the connection ends in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    frames.push(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return (frames, Ending::Closed(close_code(frame)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (frames, Ending::Dropped),
+            }
+        }
+    }
+
+    /// Reads until the close frame, which must carry `code`.
+    pub async fn expect_close(&mut self, code: u16) {
+        let (frames, ending) = self.read_to_end().await;
+        assert_eq!(ending, Ending::Closed(code), "frames before: {frames:#?}");
+    }
+}
+
+fn close_code(frame: Option<CloseFrame<'_>>) -> u16 {
+    frame.map_or(1005, |f| u16::from(f.code))
+}
+
+/// A close code as tungstenite spells it.
+pub fn code(value: u16) -> CloseCode {
+    CloseCode::from(value)
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("marker-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+// --- Clusters: Redis and a shared store ---------------------------------------------------
+
+fn required(variable: &str) -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var(variable).is_ok_and(|v| v == "1")
+}
+
+fn banner(what: &str, url: &str, reason: &str, variable: &str) {
+    eprintln!(
+        "\n{bar}\n!!! {what} NOT AVAILABLE at {url}: {reason}\n!!! {consequence}. Set \
+         {variable}=1 (or CI=true) to make this fail.\n{bar}\n",
+        bar = "!".repeat(78),
+        consequence = if what == "Redis" {
+            "The multi-node WebSocket tests are SKIPPED"
+        } else {
+            "The nodes share an IN-MEMORY store instead"
+        },
+    );
+}
+
+/// Settings for Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`) on a channel of
+/// this run only; `None` after a loud banner when Redis does not answer and is not
+/// required (`CI=true` or `CHAT_REQUIRE_REDIS=1` make that a failure).
+pub async fn redis_or_skip() -> Option<RedisSettings> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let ping = async {
+        let client = redis::Client::open(url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    let outcome = match tokio::time::timeout(Duration::from_secs(3), ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    match outcome {
+        Ok(()) => Some(RedisSettings {
+            url,
+            channel: format!("chat:test:{}", uuid::Uuid::new_v4().simple()),
+        }),
+        Err(reason) => {
+            banner("Redis", &url, &reason, "CHAT_REQUIRE_REDIS");
+            assert!(!required("CHAT_REQUIRE_REDIS"), "Redis is required: {reason}");
+            None
+        }
+    }
+}
+
+/// Stores for two nodes that share one database: a fresh MySQL database (one pool per
+/// node) when `DATABASE_URL`'s server answers, else one in-memory store.
+pub struct SharedStore {
+    pub first: Stores,
+    pub second: Stores,
+    pub backend: &'static str,
+    database: Option<String>,
+}
+
+fn mysql_server() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+pub async fn shared_store() -> SharedStore {
+    use sqlx::{Connection as _, Executor as _};
+    let admin = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::MySqlConnection::connect(&mysql_server()),
+    )
+    .await;
+    let mut admin = match admin {
+        Ok(Ok(admin)) => admin,
+        failed => {
+            let reason = match failed {
+                Ok(Err(err)) => err.to_string(),
+                _ => "timed out".to_owned(),
+            };
+            banner("MySQL/MariaDB", &mysql_server(), &reason, "CHAT_REQUIRE_MYSQL");
+            assert!(!required("CHAT_REQUIRE_MYSQL"), "MySQL is required: {reason}");
+            let store = Stores::memory();
+            return SharedStore {
+                first: store.clone(),
+                second: store,
+                backend: "memory",
+                database: None,
+            };
+        }
+    };
+    // Named like chat-mysql's test databases, so that its stale-database sweep also
+    // removes ours if a test dies before dropping it.
+    let name = format!("chat_test_{}_{}", now_seconds(), uuid::Uuid::new_v4().simple());
+    admin
+        .execute(
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                .as_str(),
+        )
+        .await
+        .expect("create the test database");
+    let mut url = url::Url::parse(&mysql_server()).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    let mut settings = chat_mysql::MySqlSettings::new(url.to_string());
+    settings.max_connections = 8;
+    let first = chat_mysql::MySqlStore::connect(&settings).await.expect("connect");
+    first.migrate().await.expect("migrations apply");
+    let second = chat_mysql::MySqlStore::connect(&settings).await.expect("connect");
+    SharedStore {
+        first: Stores::of(Arc::new(first)),
+        second: Stores::of(Arc::new(second)),
+        backend: "mysql",
+        database: Some(name),
+    }
+}
+
+impl SharedStore {
+    /// Drops the test database, if any.
+    pub async fn finish(self) {
+        use sqlx::{Connection as _, Executor as _};
+        if let Some(name) = self.database {
+            if let Ok(mut admin) = sqlx::MySqlConnection::connect(&mysql_server()).await {
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The command line and environment, and their resolution into a checked configuration:
+//! the server refuses to start (and says why) rather than run with an unsafe setup.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chat_http::auth::{AuthConfigError, parse_algorithm};
+use chat_http::{AuthConfig, HttpSettings, Provisioning};
+use clap::{Args, Parser, Subcommand};
+
+/// The secret of `--dev` mode: public on purpose, so it is only accepted on loopback.
+pub(crate) const DEV_SECRET: &str = "chatd-development-secret-never-use-in-production";
+
+/// `chatd`: the chat server.
+#[derive(Debug, Parser)]
+#[command(name = "chatd", version, about)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Runs the HTTP server.
+    Serve(ServeArgs),
+    /// Applies the database migrations to DATABASE_URL and exits.
+    Migrate(MigrateArgs),
+    /// Mints a token with the configured secret (for development and scripts).
+    Token(TokenArgs),
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AuthArgs {
+    /// The HMAC secret tokens are signed with.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<String>,
+    /// The pinned algorithm: HS256 (default), HS384, HS512, RS256, …, ES256, EdDSA.
+    #[arg(long, env = "CHAT_JWT_ALGORITHM", default_value = "HS256")]
+    pub(crate) jwt_algorithm: String,
+    /// A PEM file with the public key, for RS*, PS*, ES* and EdDSA.
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEY_PEM")]
+    pub(crate) jwt_public_key_pem: Option<PathBuf>,
+    /// The required `iss` claim.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub(crate) jwt_issuer: Option<String>,
+    /// The required `aud` claim.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub(crate) jwt_audience: Option<String>,
+}
+
+/// `chatd serve`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1:8080")]
+    pub(crate) bind: String,
+    /// The MySQL/MariaDB database; without it, an in-memory store (nothing persists).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Token verification.
+    #[command(flatten)]
+    pub(crate) auth: AuthArgs,
+    /// Browser origins allowed to call the API, comma-separated (`*` for any).
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) allowed_origins: Vec<String>,
+    /// `jit`: a verified token upserts its user; `external`: the platform owns users.
+    #[arg(long, env = "CHAT_USER_PROVISIONING", default_value = "jit")]
+    pub(crate) user_provisioning: String,
+    /// Development mode: a built-in secret, loopback only.
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// Do not run the database migrations at start.
+    #[arg(long)]
+    pub(crate) no_migrate: bool,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub(crate) shutdown_timeout: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "CHAT_WORKERS")]
+    pub(crate) workers: Option<usize>,
+}
+
+/// `chatd migrate`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MigrateArgs {
+    /// The MySQL/MariaDB database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+}
+
+/// `chatd token`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub(crate) user: i64,
+    /// The display name (`name`).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) ttl: u64,
+    /// Sign with the development secret of `serve --dev` (unless CHAT_JWT_SECRET is set).
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// The HMAC secret.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<String>,
+    /// The `iss` claim.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub(crate) jwt_issuer: Option<String>,
+    /// The `aud` claim.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub(crate) jwt_audience: Option<String>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// No way to verify tokens.
+    #[error(
+        "refusing to start: CHAT_JWT_SECRET is not set, so no token could be verified. Set \
+         CHAT_JWT_SECRET (or CHAT_JWT_ALGORITHM and CHAT_JWT_PUBLIC_KEY_PEM for public-key \
+         tokens), or run `chatd serve --dev` for a local development server with a built-in \
+         secret"
+    )]
+    NoSecret,
+    /// `--dev` on a non-loopback address.
+    #[error(
+        "refusing to start: --dev uses a public development secret and only listens on \
+         loopback, but CHAT_BIND is {0}; bind 127.0.0.1 or drop --dev"
+    )]
+    DevNotLoopback(String),
+    /// The bind address does not parse.
+    #[error("CHAT_BIND `{0}` is not a host:port address")]
+    Bind(String),
+    /// An authentication setting was refused.
+    #[error("{0}")]
+    Auth(#[from] AuthConfigError),
+    /// The public key file could not be read.
+    #[error("cannot read CHAT_JWT_PUBLIC_KEY_PEM {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A checked `serve` configuration.
+#[derive(Debug)]
+pub(crate) struct ServeConfig {
+    /// Where to listen.
+    pub(crate) bind: Vec<SocketAddr>,
+    /// The database, if any.
+    pub(crate) database_url: Option<String>,
+    /// Token verification.
+    pub(crate) auth: AuthConfig,
+    /// Server settings.
+    pub(crate) http: HttpSettings,
+    /// Whether to migrate at start (with a database).
+    pub(crate) migrate: bool,
+    /// Whether this is `--dev`.
+    pub(crate) dev: bool,
+}
+
+/// An empty variable counts as unset (`DATABASE_URL=` in a shell).
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl ServeArgs {
+    /// Checks the arguments.
+    ///
+    /// # Errors
+    /// [`ConfigError`] saying what to fix.
+    pub(crate) fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let bind: Vec<SocketAddr> = self
+            .bind
+            .to_socket_addrs()
+            .map_err(|_| ConfigError::Bind(self.bind.clone()))?
+            .collect();
+        if bind.is_empty() {
+            return Err(ConfigError::Bind(self.bind));
+        }
+        if self.dev && !bind.iter().all(|a| a.ip().is_loopback()) {
+            return Err(ConfigError::DevNotLoopback(self.bind));
+        }
+        let secret = present(self.auth.jwt_secret.clone())
+            .or_else(|| self.dev.then(|| DEV_SECRET.to_owned()));
+        let mut auth = auth_config(&self.auth, secret)?;
+        auth.issuer = present(self.auth.jwt_issuer);
+        auth.audience = present(self.auth.jwt_audience);
+        auth.provisioning = Provisioning::parse(&self.user_provisioning)?;
+        Ok(ServeConfig {
+            bind,
+            database_url: present(self.database_url),
+            auth,
+            http: HttpSettings {
+                allowed_origins: self
+                    .allowed_origins
+                    .into_iter()
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+                workers: self.workers,
+                shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+                handle_signals: true,
+            },
+            migrate: !self.no_migrate,
+            dev: self.dev,
+        })
+    }
+}
+
+fn auth_config(args: &AuthArgs, secret: Option<String>) -> Result<AuthConfig, ConfigError> {
+    let algorithm = parse_algorithm(&args.jwt_algorithm)?;
+    if let Some(path) = &args.jwt_public_key_pem {
+        let pem = std::fs::read(path).map_err(|err| ConfigError::KeyFile {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        return Ok(AuthConfig::public_key(algorithm, &pem)?);
+    }
+    let secret = secret.ok_or(ConfigError::NoSecret)?;
+    if secret.len() < 32 {
+        tracing::warn!("CHAT_JWT_SECRET is shorter than 32 bytes; use a longer random secret");
+    }
+    Ok(AuthConfig::hmac(algorithm, secret.as_bytes())?)
+}
+
+impl TokenArgs {
+    /// The secret to sign with.
+    ///
+    /// # Errors
+    /// [`ConfigError::NoSecret`] without CHAT_JWT_SECRET and without `--dev`.
+    pub(crate) fn secret(&self) -> Result<String, ConfigError> {
+        present(self.jwt_secret.clone())
+            .or_else(|| self.dev.then(|| DEV_SECRET.to_owned()))
+            .ok_or(ConfigError::NoSecret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["chatd", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(serve) => serve,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    fn clean(mut args: ServeArgs) -> ServeArgs {
+        args.auth.jwt_secret = None;
+        args.auth.jwt_public_key_pem = None;
+        args.auth.jwt_algorithm = "HS256".into();
+        args.database_url = None;
+        args.bind = "127.0.0.1:8080".into();
+        args.user_provisioning = "jit".into();
+        args
+    }
+
+    #[test]
+    fn refuses_to_start_without_secret_and_without_dev() {
+        let err = clean(serve(&[])).resolve().expect_err("must refuse");
+        assert!(matches!(err, ConfigError::NoSecret));
+        let text = err.to_string();
+        assert!(text.contains("CHAT_JWT_SECRET"), "{text}");
+        assert!(text.contains("--dev"), "{text}");
+    }
+
+    #[test]
+    fn dev_mode_uses_the_development_secret_on_loopback() {
+        let mut args = clean(serve(&["--dev"]));
+        args.dev = true;
+        let config = args.resolve().expect("dev starts");
+        assert!(config.dev);
+        assert!(config.bind.iter().all(|a| a.ip().is_loopback()));
+        assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn dev_mode_refuses_other_addresses() {
+        let mut args = clean(serve(&["--dev"]));
+        args.bind = "0.0.0.0:8080".into();
+        let err = args.resolve().expect_err("must refuse");
+        assert!(matches!(err, ConfigError::DevNotLoopback(_)), "{err}");
+    }
+
+    #[test]
+    fn a_secret_is_enough() {
+        let mut args = clean(serve(&[]));
+        args.auth.jwt_secret = Some("s".repeat(40));
+        args.database_url = Some(String::new());
+        args.allowed_origins = vec!["https://a.example".into(), " ".into()];
+        let config = args.resolve().expect("starts");
+        assert!(config.database_url.is_none(), "empty DATABASE_URL is unset");
+        assert_eq!(config.http.allowed_origins, ["https://a.example"]);
+        assert!(config.migrate);
+    }
+
+    #[test]
+    fn refuses_unknown_algorithm_and_provisioning() {
+        let mut args = clean(serve(&[]));
+        args.auth.jwt_secret = Some("s".repeat(40));
+        args.auth.jwt_algorithm = "none".into();
+        assert!(matches!(args.resolve(), Err(ConfigError::Auth(_))));
+        let mut args = clean(serve(&[]));
+        args.auth.jwt_secret = Some("s".repeat(40));
+        args.user_provisioning = "sometimes".into();
+        assert!(matches!(args.resolve(), Err(ConfigError::Auth(_))));
+    }
+
+    #[test]
+    fn no_migrate_flag() {
+        let mut args = clean(serve(&["--no-migrate", "--dev"]));
+        args.dev = true;
+        assert!(!args.resolve().expect("starts").migrate);
+    }
+}

@@ -1,0 +1,146 @@
+//! The `chatd` binary end to end: it refuses unsafe configurations with a reason, mints
+//! tokens, serves in `--dev` mode and stops gracefully on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `chatd` with a clean environment for everything it reads.
+fn chatd(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    command.args(args);
+    for name in [
+        "CHAT_JWT_SECRET",
+        "CHAT_JWT_ALGORITHM",
+        "CHAT_JWT_PUBLIC_KEY_PEM",
+        "CHAT_JWT_ISSUER",
+        "CHAT_JWT_AUDIENCE",
+        "CHAT_ALLOWED_ORIGINS",
+        "CHAT_USER_PROVISIONING",
+        "DATABASE_URL",
+        "CHAT_BIND",
+        "REDIS_URL",
+    ] {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+#[test]
+fn serve_refuses_to_start_without_secret_and_without_dev() {
+    let out = chatd(&["serve"])
+        .env("CHAT_BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("CHAT_JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("--dev"), "{stderr}");
+}
+
+#[test]
+fn dev_mode_refuses_a_public_address() {
+    let out = chatd(&["serve", "--dev", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[test]
+fn token_needs_a_secret_or_dev() {
+    let out = chatd(&["token", "--user", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    let out = chatd(&["token", "--dev", "--user", "7", "--name", "Ada"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    let out = chatd(&["token", "--dev", "--user", "0"]).output().unwrap();
+    assert!(!out.status.success(), "user ids are positive");
+}
+
+fn get(address: &str, path: &str, token: Option<&str>) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn dev_server_serves_and_stops_gracefully_on_sigterm() {
+    let mut child = chatd(&["serve", "--dev", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let address = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no address announced: {seen:#?}"));
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        seen.push(line);
+    };
+    assert!(
+        seen.iter().any(|l| l.contains("NOTHING PERSISTS")),
+        "the in-memory store is announced: {seen:#?}"
+    );
+
+    let health = get(&address, "/healthz", None);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let token = chatd(&["token", "--dev", "--user", "1"]).output().unwrap();
+    let token = String::from_utf8(token.stdout).unwrap();
+    let unread = get(&address, "/api/v1/unread", Some(token.trim()));
+    assert!(unread.starts_with("HTTP/1.1 200"), "{unread}");
+    assert!(
+        unread.contains(r#"{"total":0,"conversations":[]}"#),
+        "{unread}"
+    );
+    let anonymous = get(&address, "/api/v1/unread", None);
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "chatd did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "graceful stop exits 0: {exit:?}");
+}
