@@ -2,6 +2,7 @@
 //! the server refuses to start (and says why) rather than run with an unsafe setup.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,6 +83,12 @@ pub(crate) struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHAT_WORKERS")]
     pub(crate) workers: Option<usize>,
+    /// Messages one user may send per second, sustained.
+    #[arg(long, env = "CHAT_SEND_RATE_PER_SECOND", default_value_t = 50)]
+    pub(crate) send_rate_per_second: u32,
+    /// Messages one user may send in a burst.
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 200)]
+    pub(crate) send_burst: u32,
 }
 
 /// `chatd migrate`.
@@ -149,6 +156,9 @@ pub(crate) enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A rate limit of zero would refuse every message.
+    #[error("{0} must be at least 1")]
+    ZeroRate(&'static str),
 }
 
 /// A checked `serve` configuration.
@@ -166,6 +176,8 @@ pub(crate) struct ServeConfig {
     pub(crate) migrate: bool,
     /// Whether this is `--dev`.
     pub(crate) dev: bool,
+    /// The service's limits.
+    pub(crate) limits: chat_service::Limits,
 }
 
 /// An empty variable counts as unset (`DATABASE_URL=` in a shell).
@@ -213,6 +225,13 @@ impl ServeArgs {
             },
             migrate: !self.no_migrate,
             dev: self.dev,
+            limits: chat_service::Limits {
+                sends_per_second: NonZeroU32::new(self.send_rate_per_second)
+                    .ok_or(ConfigError::ZeroRate("CHAT_SEND_RATE_PER_SECOND"))?,
+                send_burst: NonZeroU32::new(self.send_burst)
+                    .ok_or(ConfigError::ZeroRate("CHAT_SEND_BURST"))?,
+                ..chat_service::Limits::default()
+            },
         })
     }
 }

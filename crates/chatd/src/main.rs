@@ -78,15 +78,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let realtime = realtime(&config.http.allowed_origins).await?;
-    let service = ChatService::new(Ports {
-        conversations: storage.conversations,
-        messages: storage.messages,
-        read_state: storage.read_state,
-        users: storage.users.clone(),
-        postings: storage.postings,
-        events: realtime.clone(),
-        clock: Arc::new(SystemClock),
-    });
+    let service = ChatService::with_limits(
+        Ports {
+            conversations: storage.conversations,
+            messages: storage.messages,
+            read_state: storage.read_state,
+            users: storage.users.clone(),
+            postings: storage.postings,
+            events: realtime.clone(),
+            clock: Arc::new(SystemClock),
+        },
+        config.limits,
+    );
     let mut metrics = Metrics::new()?;
     if let Some(probe) = storage.pool {
         metrics = metrics.with_pool(probe)?;
@@ -122,7 +125,9 @@ async fn realtime(allowed_origins: &[String]) -> anyhow::Result<Arc<Realtime>> {
         allowed_origins: allowed_origins.to_vec(),
         ..WsConfig::default()
     };
-    let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty());
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
     match redis_url {
         Some(url) => {
             let mut redis = RedisSettings::new(url);
