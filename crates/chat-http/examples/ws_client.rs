@@ -22,8 +22,12 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().context("usage: ws_client URL TOKEN [CONVERSATION_ID]")?;
-    let token = args.next().context("usage: ws_client URL TOKEN [CONVERSATION_ID]")?;
+    let url = args
+        .next()
+        .context("usage: ws_client URL TOKEN [CONVERSATION_ID]")?;
+    let token = args
+        .next()
+        .context("usage: ws_client URL TOKEN [CONVERSATION_ID]")?;
     let conversation = args.next();
     let linger: u64 = std::env::var("WS_CLIENT_LINGER")
         .ok()
@@ -84,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(linger)).await;
     sink.send(Message::Close(None)).await.ok();
-    tokio::time::timeout(Duration::from_secs(2), printer).await.ok();
+    tokio::time::timeout(Duration::from_secs(2), printer)
+        .await
+        .ok();
     Ok(())
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_http::WsConfig;
 use serde_json::{Value, json};
-use ws_support::{ALLOWED_ORIGIN, Ending, Refused, WAIT, spawn_node, test_config, token, token_expiring, uid};
+use ws_support::{
+    ALLOWED_ORIGIN, Ending, Refused, WAIT, spawn_node, test_config, token, token_expiring, uid,
+};
 
 fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> Value {
     json!({
@@ -30,9 +32,12 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else() {
     assert_eq!(node.metrics.open_websockets().get(), 4);
 
     alice.send_json(send_frame("r1", group, "hello")).await;
-    // The sending connection gets the event (published inside the use case) before the ack.
-    let own = alice.expect("message.created").await;
-    let ack = alice.expect("ack").await;
+    // The sending connection gets both the ack and the event.
+    let [own, ack]: [Value; 2] = alice
+        .expect_unordered(&["message.created", "ack"])
+        .await
+        .try_into()
+        .unwrap();
     assert_eq!(ack["request_id"], "r1");
     assert_eq!(ack["created"], true);
     let message = ack["message"].clone();
@@ -43,7 +48,10 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else() {
     // The sender's other connection and the other participant.
     for client in [&mut alice_phone, &mut bob] {
         let event = client.expect("message.created").await;
-        assert_eq!(event, json!({"type": "message.created", "message": message}));
+        assert_eq!(
+            event,
+            json!({"type": "message.created", "message": message})
+        );
     }
     outsider.expect_nothing_pending().await;
     bob.expect_nothing_pending().await;
@@ -110,7 +118,9 @@ async fn typing_reaches_only_the_others_and_read_markers_everyone() {
     let mut bob = node.connect(2).await;
 
     alice
-        .send_json(json!({"type": "typing", "conversation_id": group.to_string(), "is_typing": true}))
+        .send_json(
+            json!({"type": "typing", "conversation_id": group.to_string(), "is_typing": true}),
+        )
         .await;
     let typing = bob.expect("typing").await;
     assert_eq!(
@@ -185,12 +195,21 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order() {
     // The same through the socket: 50 pipelined sends from one client.
     let mut alice = node.connect(1).await;
     for i in 0..50 {
-        alice.send_json(send_frame(&format!("b{i}"), group, &format!("pipelined {i}"))).await;
+        alice
+            .send_json(send_frame(
+                &format!("b{i}"),
+                group,
+                &format!("pipelined {i}"),
+            ))
+            .await;
     }
     let mut seqs = Vec::new();
     while seqs.len() < 50 {
         let event = bob.expect("message.created").await;
-        assert_eq!(event["message"]["content"], format!("pipelined {}", seqs.len()));
+        assert_eq!(
+            event["message"]["content"],
+            format!("pipelined {}", seqs.len())
+        );
         seqs.push(event["message"]["seq"].as_i64().unwrap());
     }
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
@@ -210,8 +229,7 @@ async fn requests_are_answered_with_ack_or_error_frames() {
             "content": "idempotent", "client_message_id": "c-1",
         }))
         .await;
-    alice.expect("message.created").await;
-    let first = alice.expect("ack").await;
+    let first = alice.expect_unordered(&["ack", "message.created"]).await[0].clone();
     assert_eq!(first["created"], true);
     alice
         .send_json(json!({
@@ -255,8 +273,13 @@ async fn requests_are_answered_with_ack_or_error_frames() {
         assert!(error["error"]["detail"].is_string());
     }
 
-    alice.send_json(json!({"type": "ping", "request_id": "p"})).await;
-    assert_eq!(alice.next_json().await, json!({"type": "pong", "request_id": "p"}));
+    alice
+        .send_json(json!({"type": "ping", "request_id": "p"}))
+        .await;
+    assert_eq!(
+        alice.next_json().await,
+        json!({"type": "pong", "request_id": "p"})
+    );
     node.stop().await;
 }
 
@@ -273,16 +296,31 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_open() {
         (r#"{"type": 42}"#, "type"),
         (r#"{"type": "dance", "request_id": "d"}"#, "type"),
         (r#"{"type": "send"}"#, "conversation_id"),
-        (r#"{"type": "send", "conversation_id": "nope", "content": "x"}"#, "conversation_id"),
-        (r#"{"type": "send", "conversation_id": 7, "content": "x"}"#, "frame"),
-        (r#"{"type": "typing", "conversation_id": "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a001"}"#, "is_typing"),
+        (
+            r#"{"type": "send", "conversation_id": "nope", "content": "x"}"#,
+            "conversation_id",
+        ),
+        (
+            r#"{"type": "send", "conversation_id": 7, "content": "x"}"#,
+            "frame",
+        ),
+        (
+            r#"{"type": "typing", "conversation_id": "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a001"}"#,
+            "is_typing",
+        ),
         (r#"{"type": "ping", "request_id": [1]}"#, "request_id"),
     ];
     for (text, field) in cases {
         alice.send_text(text.to_owned()).await;
         let error = alice.expect("error").await;
-        assert_eq!(error["error"]["code"], "validation_failed", "{text}: {error:#}");
-        assert_eq!(error["error"]["errors"][0]["field"], field, "{text}: {error:#}");
+        assert_eq!(
+            error["error"]["code"], "validation_failed",
+            "{text}: {error:#}"
+        );
+        assert_eq!(
+            error["error"]["errors"][0]["field"], field,
+            "{text}: {error:#}"
+        );
     }
     alice.send_binary(vec![1, 2, 3]).await;
     let error = alice.expect("error").await;
@@ -297,7 +335,10 @@ async fn a_frame_over_64_kib_closes_with_1009() {
     let mut alice = node.connect(1).await;
     // Just at the limit is fine (and a malformed frame).
     alice.send_text("x".repeat(64 * 1024)).await;
-    assert_eq!(alice.expect("error").await["error"]["code"], "validation_failed");
+    assert_eq!(
+        alice.expect("error").await["error"]["code"],
+        "validation_failed"
+    );
     alice.send_text("x".repeat(64 * 1024 + 1)).await;
     alice.expect_close(1009).await;
     node.stop().await;
@@ -373,9 +414,16 @@ async fn unanswered_pings_close_with_4000_and_answered_ones_keep_it_open() {
     // The lively client reads (and so answers pings) for many intervals.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
     while tokio::time::Instant::now() < deadline {
-        let next = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut lively.socket)).await;
+        let next =
+            tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut lively.socket)).await;
         if let Ok(frame) = next {
-            assert!(matches!(frame, Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))), "{frame:?}");
+            assert!(
+                matches!(
+                    frame,
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))
+                ),
+                "{frame:?}"
+            );
         }
     }
     lively.expect_nothing_pending().await;
@@ -396,7 +444,14 @@ async fn shutting_down_closes_every_socket_with_1001() {
     node.stop().await;
 }
 
-/// Handshakes and their outcomes: (bearer, origin, query, expected).
+/// A handshake and its outcome: (bearer, origin, query, expected).
+type HandshakeCase<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    String,
+    Result<(), Refused>,
+);
+
 #[tokio::test]
 async fn handshakes_are_checked_before_upgrading() {
     let node = spawn_node(test_config()).await;
@@ -409,21 +464,49 @@ async fn handshakes_are_checked_before_upgrading() {
             code: Some(code.to_owned()),
         })
     };
-    let cases: Vec<(Option<&str>, Option<&str>, String, Result<(), Refused>)> = vec![
+    let cases: Vec<HandshakeCase<'_>> = vec![
         (Some(&good), None, String::new(), ok),
         (Some(&good), Some(ALLOWED_ORIGIN), String::new(), Ok(())),
         (None, Some(ALLOWED_ORIGIN), String::new(), Ok(())),
         (None, None, String::new(), Ok(())),
-        (Some(&good), Some("https://evil.example"), String::new(), refused(403, "forbidden")),
+        (
+            Some(&good),
+            Some("https://evil.example"),
+            String::new(),
+            refused(403, "forbidden"),
+        ),
         (None, Some("null"), String::new(), refused(403, "forbidden")),
-        (None, None, format!("?token={good}"), refused(401, "unauthorized")),
-        (Some(&good), None, format!("?access_token={good}"), refused(401, "unauthorized")),
-        (Some("not-a-token"), None, String::new(), refused(401, "unauthorized")),
-        (Some(&expired), None, String::new(), refused(401, "unauthorized")),
+        (
+            None,
+            None,
+            format!("?token={good}"),
+            refused(401, "unauthorized"),
+        ),
+        (
+            Some(&good),
+            None,
+            format!("?access_token={good}"),
+            refused(401, "unauthorized"),
+        ),
+        (
+            Some("not-a-token"),
+            None,
+            String::new(),
+            refused(401, "unauthorized"),
+        ),
+        (
+            Some(&expired),
+            None,
+            String::new(),
+            refused(401, "unauthorized"),
+        ),
     ];
     for (bearer, origin, query, expected) in cases {
         let outcome = node.handshake(bearer, origin, &query).await.map(|_| ());
-        assert_eq!(outcome, expected, "bearer {bearer:?}, origin {origin:?}, query {query:?}");
+        assert_eq!(
+            outcome, expected,
+            "bearer {bearer:?}, origin {origin:?}, query {query:?}"
+        );
     }
     node.stop().await;
 }
@@ -437,18 +520,35 @@ async fn browsers_authenticate_with_a_first_frame() {
     .await;
     let group = node.group(1, &[2]).await;
 
-    let mut browser = node.handshake(None, Some(ALLOWED_ORIGIN), "").await.unwrap();
-    browser.send_json(json!({"type": "auth", "token": token(2)})).await;
-    assert_eq!(browser.next_json().await, json!({"type": "ready", "user_id": 2}));
+    let mut browser = node
+        .handshake(None, Some(ALLOWED_ORIGIN), "")
+        .await
+        .unwrap();
+    browser
+        .send_json(json!({"type": "auth", "token": token(2)}))
+        .await;
+    assert_eq!(
+        browser.next_json().await,
+        json!({"type": "ready", "user_id": 2})
+    );
     node.say(1, group, "to the browser").await;
-    assert_eq!(browser.expect("message.created").await["message"]["content"], "to the browser");
+    assert_eq!(
+        browser.expect("message.created").await["message"]["content"],
+        "to the browser"
+    );
 
     // (first frame, close code)
     let cases = [
         (Some(json!({"type": "auth", "token": "garbage"})), 1008),
-        (Some(json!({"type": "auth", "token": token_expiring(2, 1_000)})), 1008),
+        (
+            Some(json!({"type": "auth", "token": token_expiring(2, 1_000)})),
+            1008,
+        ),
         (Some(json!({"type": "ping"})), 1008),
-        (Some(json!({"type": "send", "conversation_id": group.to_string(), "content": "x"})), 1008),
+        (
+            Some(json!({"type": "send", "conversation_id": group.to_string(), "content": "x"})),
+            1008,
+        ),
         (None, 1008), // nothing within the auth timeout
     ];
     for (frame, code) in cases {
@@ -466,7 +566,10 @@ async fn browsers_authenticate_with_a_first_frame() {
 #[tokio::test]
 async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed() {
     let node = spawn_node(test_config()).await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // Accepted for 2 more seconds (the verifier's leeway is 30 s).
     let leeway = chat_http::auth::LEEWAY_SECONDS;
     let short = token_expiring(1, now + 2 - leeway);
@@ -474,15 +577,27 @@ async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed() {
     let mut header_client = node.handshake(Some(&short), None, "").await.unwrap();
     assert_eq!(header_client.expect("ready").await["user_id"], 1);
     let mut frame_client = node.handshake(None, None, "").await.unwrap();
-    frame_client.send_json(json!({"type": "auth", "token": short})).await;
+    frame_client
+        .send_json(json!({"type": "auth", "token": short}))
+        .await;
     frame_client.expect("ready").await;
     let mut refreshed = node.handshake(Some(&short), None, "").await.unwrap();
     refreshed.expect("ready").await;
-    refreshed.send_json(json!({"type": "auth", "token": token(1)})).await;
-    assert_eq!(refreshed.next_json().await, json!({"type": "ready", "user_id": 1}));
+    refreshed
+        .send_json(json!({"type": "auth", "token": token(1)}))
+        .await;
+    assert_eq!(
+        refreshed.next_json().await,
+        json!({"type": "ready", "user_id": 1})
+    );
     // Someone else's token cannot take over a connection.
-    refreshed.send_json(json!({"type": "auth", "token": token(2)})).await;
-    assert_eq!(refreshed.expect("error").await["error"]["code"], "forbidden");
+    refreshed
+        .send_json(json!({"type": "auth", "token": token(2)}))
+        .await;
+    assert_eq!(
+        refreshed.expect("error").await["error"]["code"],
+        "forbidden"
+    );
 
     header_client.expect_close(1008).await;
     frame_client.expect_close(1008).await;

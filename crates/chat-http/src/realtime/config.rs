@@ -51,7 +51,11 @@ impl WsConfig {
     pub fn origin_allowed(&self, origin: &str) -> bool {
         let origin = origin.trim().trim_end_matches('/');
         self.allowed_origins.iter().any(|allowed| {
-            allowed == "*" || allowed.trim().trim_end_matches('/').eq_ignore_ascii_case(origin)
+            allowed == "*"
+                || allowed
+                    .trim()
+                    .trim_end_matches('/')
+                    .eq_ignore_ascii_case(origin)
         })
     }
 }

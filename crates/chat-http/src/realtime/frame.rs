@@ -152,7 +152,10 @@ enum EventFrame {
         role: &'static str,
     },
     #[serde(rename = "participant.removed")]
-    ParticipantRemoved { conversation_id: String, user_id: i64 },
+    ParticipantRemoved {
+        conversation_id: String,
+        user_id: i64,
+    },
     #[serde(rename = "participant.updated")]
     ParticipantUpdated {
         conversation_id: String,

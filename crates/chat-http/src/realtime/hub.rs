@@ -97,7 +97,10 @@ impl Default for Hub {
 impl Hub {
     /// A connection with an outbound queue of `capacity` frames, not yet attached to any
     /// user; the receiver is for its writer.
-    pub(crate) fn connection(&self, capacity: usize) -> (Arc<Connection>, mpsc::Receiver<Outgoing>) {
+    pub(crate) fn connection(
+        &self,
+        capacity: usize,
+    ) -> (Arc<Connection>, mpsc::Receiver<Outgoing>) {
         let (queue, receiver) = mpsc::channel(capacity.max(2));
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -114,7 +117,10 @@ impl Hub {
             .by_user
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        by_user.entry(user).or_default().push(Arc::clone(connection));
+        by_user
+            .entry(user)
+            .or_default()
+            .push(Arc::clone(connection));
     }
 
     /// Stops delivering to `connection` (idempotent).
@@ -234,7 +240,11 @@ mod tests {
         hub.attach(user(1), &a2);
         hub.attach(user(2), &b);
         hub.attach(user(3), &c);
-        hub.deliver(&event(EventClass::Ordered, vec![user(1), user(2), user(1)], "e"));
+        hub.deliver(&event(
+            EventClass::Ordered,
+            vec![user(1), user(2), user(1)],
+            "e",
+        ));
         assert_eq!(drain(&mut a1_rx), vec![text("e")]);
         assert_eq!(drain(&mut a2_rx), vec![text("e")]);
         assert_eq!(drain(&mut b_rx), vec![text("e")]);

@@ -20,7 +20,10 @@ const SHARDS: usize = 16;
 /// How often (in offers per shard) idle lanes are forgotten.
 const PRUNE_EVERY: u64 = 4096;
 /// How long an idle lane remembers its last `seq`.
-const LANE_IDLE: Duration = Duration::from_secs(60);
+const LANE_IDLE: Duration = Duration::from_secs(600);
+/// How long the first `message.created` of a lane this node knows nothing about waits for
+/// a concurrent predecessor (at most the reorder window).
+const FIRST_SETTLE: Duration = Duration::from_millis(50);
 
 /// Orders events per conversation and hands them to the hub.
 #[derive(Debug)]
@@ -63,11 +66,23 @@ impl Lane {
         }
     }
 
-    /// Whether `event` may go out now: anything but a `message.created` that skips a seq.
+    /// Whether `event` may go out now: anything but a `message.created` that skips a seq,
+    /// or whose predecessor cannot be known because it is the first this lane sees (a
+    /// concurrent send may be a few microseconds behind with the seq before it).
     fn releasable(&self, event: &OutboundEvent) -> bool {
         match (event.class, self.last_seq) {
             (EventClass::MessageCreated(seq), Some(last)) => seq <= last + 1,
+            (EventClass::MessageCreated(_), None) => false,
             _ => true,
+        }
+    }
+
+    /// How long the front may wait for what it must follow.
+    fn patience(&self, window: Duration) -> Duration {
+        if self.last_seq.is_none() {
+            window.min(FIRST_SETTLE)
+        } else {
+            window
         }
     }
 
@@ -95,7 +110,7 @@ impl Lane {
     /// Delivers from the front what may go out, or has waited out the window.
     fn drain(&mut self, now: Instant, window: Duration, hub: &Hub) {
         while let Some(front) = self.held.front() {
-            if !self.releasable(&front.event) && front.since + window > now {
+            if !self.releasable(&front.event) && front.since + self.patience(window) > now {
                 break;
             }
             if let Some(Held { event, .. }) = self.held.pop_front() {
@@ -180,7 +195,7 @@ impl Sequencer {
         if lane.timer_armed {
             return;
         }
-        let due = front.since + self.window;
+        let due = front.since + lane.patience(self.window);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 lane.timer_armed = true;
@@ -251,9 +266,37 @@ mod tests {
         EventClass::MessageCreated(seq)
     }
 
+    /// Makes the lane know its last seq (`seq`), as after earlier traffic.
+    async fn known(f: &mut Fixture, seq: i64) {
+        f.offer(created(seq), "known");
+        let first = tokio::time::timeout(Duration::from_secs(5), f.receiver.recv()).await;
+        assert_eq!(
+            first.unwrap(),
+            Some(Outgoing::Text(ByteString::from_static("known")))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_message_of_an_unknown_lane_waits_briefly_for_its_predecessor() {
+        let mut f = fixture(Duration::from_secs(60));
+        f.offer(EventClass::Ordered, "created");
+        f.offer(created(3), "m3");
+        f.offer(created(2), "m2");
+        assert_eq!(f.received(), ["created"]);
+        let first = tokio::time::timeout(Duration::from_secs(5), f.receiver.recv()).await;
+        assert_eq!(
+            first.unwrap(),
+            Some(Outgoing::Text(ByteString::from_static("m2")))
+        );
+        assert_eq!(f.received(), ["m3"]);
+        f.offer(created(4), "m4");
+        assert_eq!(f.received(), ["m4"]);
+    }
+
     #[tokio::test]
     async fn in_order_events_pass_straight_through() {
         let mut f = fixture(Duration::from_secs(60));
+        known(&mut f, 4).await;
         f.offer(created(5), "m5");
         f.offer(EventClass::Ordered, "r");
         f.offer(created(6), "m6");
@@ -265,14 +308,15 @@ mod tests {
     #[tokio::test]
     async fn a_gap_holds_later_events_until_it_is_filled() {
         let mut f = fixture(Duration::from_secs(60));
+        known(&mut f, 0).await;
         f.offer(created(1), "m1");
         f.offer(created(3), "m3");
         f.offer(EventClass::Ordered, "after-m3");
         f.offer(created(4), "m4");
         f.offer(EventClass::Typing, "typing");
         let other = ConversationId::new();
-        f.offer_in(other, created(9), "other-m9");
-        assert_eq!(f.received(), ["m1", "typing", "other-m9"]);
+        f.offer_in(other, EventClass::Ordered, "other");
+        assert_eq!(f.received(), ["m1", "typing", "other"]);
         f.offer(created(2), "m2");
         assert_eq!(f.received(), ["m2", "m3", "after-m3", "m4"]);
     }
@@ -280,6 +324,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_that_is_never_filled_is_skipped_after_the_window() {
         let mut f = fixture(Duration::from_millis(50));
+        known(&mut f, 0).await;
         f.offer(created(1), "m1");
         f.offer(created(3), "m3");
         f.offer(created(4), "m4");

@@ -101,10 +101,7 @@ pub(crate) async fn run(
         .max_continuation_size(config.max_frame_bytes);
     let mut shutdown = hub.shutdown_signal();
     let mut resync = hub.resync_signal();
-    let mut ping = interval_at(
-        Instant::now() + config.ping_interval,
-        config.ping_interval,
-    );
+    let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let auth_deadline = Instant::now() + config.auth_timeout;
 
@@ -241,7 +238,8 @@ impl Link {
                 if self.user.is_none() {
                     return Next::Close(reason(close::POLICY, "the first frame must be auth"));
                 }
-                let error = ApiError::field("frame", "binary frames are not supported; send JSON text");
+                let error =
+                    ApiError::field("frame", "binary frames are not supported; send JSON text");
                 self.reply(&Reply::error(None, &error));
                 Next::Continue
             }
@@ -253,9 +251,9 @@ impl Link {
                 self.missed_pongs = 0;
                 Next::Continue
             }
-            Some(Ok(AggregatedMessage::Close(client_reason))) => Next::Echo(
-                client_reason.unwrap_or_else(|| CloseReason::from(CloseCode::Normal)),
-            ),
+            Some(Ok(AggregatedMessage::Close(client_reason))) => {
+                Next::Echo(client_reason.unwrap_or_else(|| CloseReason::from(CloseCode::Normal)))
+            }
             Some(Err(ProtocolError::Overflow)) => {
                 Next::Close(reason(close::TOO_BIG, "frame too large"))
             }
@@ -331,7 +329,7 @@ impl Link {
                 is_typing,
             } => {
                 let done = service.typing(user, conversation_id, is_typing).await;
-                self.answer(request_id, done.map(|()| ()));
+                self.answer(request_id, done);
             }
             ClientFrame::Read {
                 request_id,

@@ -67,7 +67,9 @@ pub async fn connect(
                 .to_str()
                 .map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?;
             let identity = state.auth.authenticate(Some(value)).await?;
-            let token = value.split_once(' ').map_or(value, |(_, token)| token.trim());
+            let token = value
+                .split_once(' ')
+                .map_or(value, |(_, token)| token.trim());
             Some(Authenticated {
                 user: identity.user_id,
                 expires_at: token_deadline(token),
@@ -153,7 +155,10 @@ mod tests {
 
     #[test]
     fn the_deadline_is_exp_plus_leeway() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let token = |exp: u64| {
             let claims = format!(r#"{{"sub":"1","exp":{exp}}}"#);
             format!(
@@ -163,7 +168,10 @@ mod tests {
         };
         let in_an_hour = token_deadline(&token(now + 3600)).unwrap();
         let left = in_an_hour - Instant::now();
-        assert!(left > Duration::from_secs(3600 + LEEWAY_SECONDS - 5), "{left:?}");
+        assert!(
+            left > Duration::from_secs(3600 + LEEWAY_SECONDS - 5),
+            "{left:?}"
+        );
         assert!(left <= Duration::from_secs(3600 + LEEWAY_SECONDS));
         let long_ago = token_deadline(&token(1)).unwrap();
         assert!(long_ago <= Instant::now());

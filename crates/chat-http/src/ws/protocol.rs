@@ -101,7 +101,9 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             return Err(refuse(
                 None,
                 "request_id",
-                format!("must be a number or a string of at most {MAX_REQUEST_ID_CHARS} characters"),
+                format!(
+                    "must be a number or a string of at most {MAX_REQUEST_ID_CHARS} characters"
+                ),
             ));
         }
     };
@@ -167,7 +169,10 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         other => Err(refuse(
             request_id,
             "type",
-            format!("unknown frame type `{}`; expected auth, send, typing, read or ping", truncated(other)),
+            format!(
+                "unknown frame type `{}`; expected auth, send, typing, read or ping",
+                truncated(other)
+            ),
         )),
     }
 }
@@ -217,7 +222,9 @@ pub(crate) enum Reply {
 impl Reply {
     /// `ready` for `user`.
     pub(crate) fn ready(user: UserId) -> Self {
-        Reply::Ready { user_id: user.get() }
+        Reply::Ready {
+            user_id: user.get(),
+        }
     }
 
     /// An `error` frame for `error`.
@@ -275,11 +282,15 @@ mod tests {
         let m = "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a002";
         let cases = [
             (r#"{"type":"auth","token":"t"}"#.to_owned(), "auth"),
-            (r#"{"type":"auth","token":" "}"#.to_owned(), "error validation_failed token -"),
+            (
+                r#"{"type":"auth","token":" "}"#.to_owned(),
+                "error validation_failed token -",
+            ),
             (r#"{"type":"ping"}"#.to_owned(), "ping -"),
             (r#"{"type":"ping","request_id":7}"#.to_owned(), "ping 7"),
             (
-                json!({"type":"send","request_id":"r1","conversation_id":c,"content":"hi"}).to_string(),
+                json!({"type":"send","request_id":"r1","conversation_id":c,"content":"hi"})
+                    .to_string(),
                 r#"send "r1""#,
             ),
             (
@@ -291,11 +302,13 @@ mod tests {
                 r#"error validation_failed conversation_id "r1""#,
             ),
             (
-                json!({"type":"send","request_id":"r1","conversation_id":"nope","content":"hi"}).to_string(),
+                json!({"type":"send","request_id":"r1","conversation_id":"nope","content":"hi"})
+                    .to_string(),
                 r#"error validation_failed conversation_id "r1""#,
             ),
             (
-                json!({"type":"send","request_id":"r1","conversation_id":c,"content":5}).to_string(),
+                json!({"type":"send","request_id":"r1","conversation_id":c,"content":5})
+                    .to_string(),
                 r#"error validation_failed frame "r1""#,
             ),
             (
@@ -306,7 +319,10 @@ mod tests {
                 json!({"type":"typing","conversation_id":c}).to_string(),
                 "error validation_failed is_typing -",
             ),
-            (json!({"type":"read","conversation_id":c}).to_string(), "read false"),
+            (
+                json!({"type":"read","conversation_id":c}).to_string(),
+                "read false",
+            ),
             (
                 json!({"type":"read","conversation_id":c,"up_to_message_id":m}).to_string(),
                 "read true",
@@ -315,10 +331,19 @@ mod tests {
                 json!({"type":"read","conversation_id":c,"up_to_message_id":"x"}).to_string(),
                 "error validation_failed up_to_message_id -",
             ),
-            (r#"{"type":"dance","request_id":"r9"}"#.to_owned(), r#"error validation_failed type "r9""#),
-            (r#"{"request_id":"r9"}"#.to_owned(), r#"error validation_failed type "r9""#),
+            (
+                r#"{"type":"dance","request_id":"r9"}"#.to_owned(),
+                r#"error validation_failed type "r9""#,
+            ),
+            (
+                r#"{"request_id":"r9"}"#.to_owned(),
+                r#"error validation_failed type "r9""#,
+            ),
             (r#"{"type":3}"#.to_owned(), "error validation_failed type -"),
-            (r#"{"type":"ping","request_id":{}}"#.to_owned(), "error validation_failed request_id -"),
+            (
+                r#"{"type":"ping","request_id":{}}"#.to_owned(),
+                "error validation_failed request_id -",
+            ),
             ("[1,2]".to_owned(), "error validation_failed frame -"),
             ("{not json".to_owned(), "error validation_failed frame -"),
             (String::new(), "error validation_failed frame -"),

@@ -10,10 +10,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_domain::{ConversationId, ConversationType, GroupName, MessageBody, MessageContent, MessageType, UserId};
+use chat_domain::{
+    ConversationId, ConversationType, GroupName, MessageBody, MessageContent, MessageType, UserId,
+};
 use chat_http::{
-    AlwaysReady, AppState, AuthConfig, Authenticator, HttpSettings, Metrics, MintClaims,
-    Realtime, RedisSettings, WsConfig, mint_hs256,
+    AlwaysReady, AppState, AuthConfig, Authenticator, HttpSettings, Metrics, MintClaims, Realtime,
+    RedisSettings, WsConfig, mint_hs256,
 };
 use chat_memory::MemoryStore;
 use chat_ports::{
@@ -81,7 +83,7 @@ pub fn test_config() -> WsConfig {
 
 /// Limits that never get in a test's way.
 pub fn generous_limits() -> Limits {
-    let lots = NonZeroU32::new(100_000).unwrap();
+    let lots = NonZeroU32::new(100_000).expect("non-zero");
     Limits {
         max_participants: 1000,
         sends_per_second: lots,
@@ -112,7 +114,10 @@ pub async fn spawn_node_on(stores: Stores, config: WsConfig, redis: Option<Redis
             .expect("the redis bridge starts"),
         None => Realtime::local(config),
     };
-    assert!(realtime.wait_ready(WAIT).await, "the redis subscription is active");
+    assert!(
+        realtime.wait_ready(WAIT).await,
+        "the redis subscription is active"
+    );
     let service = Arc::new(ChatService::with_limits(
         Ports {
             conversations: stores.conversations.clone(),
@@ -289,7 +294,9 @@ impl Node {
                 .headers_mut()
                 .insert("origin", HeaderValue::from_str(origin).expect("header"));
         }
-        let stream = TcpStream::connect(&self.address).await.expect("tcp connect");
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .expect("tcp connect");
         self.upgrade(request, stream).await
     }
 
@@ -318,7 +325,10 @@ impl Node {
         stream: TcpStream,
     ) -> Result<WsClient, Refused> {
         let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
-        match tokio::time::timeout(WAIT, handshake).await.expect("handshake in time") {
+        match tokio::time::timeout(WAIT, handshake)
+            .await
+            .expect("handshake in time")
+        {
             Ok((socket, _)) => Ok(WsClient { socket }),
             Err(tungstenite::Error::Http(response)) => {
                 let code = response
@@ -395,6 +405,24 @@ impl WsClient {
         frame
     }
 
+    /// The next frames, which must be of `kinds` in any order; returned in `kinds` order.
+    pub async fn expect_unordered(&mut self, kinds: &[&str]) -> Vec<Value> {
+        let mut frames = Vec::new();
+        for _ in kinds {
+            frames.push(self.next_json().await);
+        }
+        kinds
+            .iter()
+            .map(|kind| {
+                let index = frames
+                    .iter()
+                    .position(|f| f["type"] == *kind)
+                    .unwrap_or_else(|| panic!("no {kind} frame among {frames:#?}"));
+                frames.remove(index)
+            })
+            .collect()
+    }
+
     /// Proves that nothing was queued for this client before now: a `ping` sent now is
     /// answered by the very next frame (events are queued before the publisher returns).
     pub async fn expect_nothing_pending(&mut self) {
@@ -454,7 +482,8 @@ fn uuid_like() -> String {
 // --- Clusters: Redis and a shared store ---------------------------------------------------
 
 fn required(variable: &str) -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var(variable).is_ok_and(|v| v == "1")
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var(variable).is_ok_and(|v| v == "1")
 }
 
 fn banner(what: &str, url: &str, reason: &str, variable: &str) {
@@ -478,7 +507,9 @@ pub async fn redis_or_skip() -> Option<RedisSettings> {
     let ping = async {
         let client = redis::Client::open(url.as_str())?;
         let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
     };
     let outcome = match tokio::time::timeout(Duration::from_secs(3), ping).await {
         Ok(Ok(_)) => Ok(()),
@@ -492,7 +523,10 @@ pub async fn redis_or_skip() -> Option<RedisSettings> {
         }),
         Err(reason) => {
             banner("Redis", &url, &reason, "CHAT_REQUIRE_REDIS");
-            assert!(!required("CHAT_REQUIRE_REDIS"), "Redis is required: {reason}");
+            assert!(
+                !required("CHAT_REQUIRE_REDIS"),
+                "Redis is required: {reason}"
+            );
             None
         }
     }
@@ -525,8 +559,16 @@ pub async fn shared_store() -> SharedStore {
                 Ok(Err(err)) => err.to_string(),
                 _ => "timed out".to_owned(),
             };
-            banner("MySQL/MariaDB", &mysql_server(), &reason, "CHAT_REQUIRE_MYSQL");
-            assert!(!required("CHAT_REQUIRE_MYSQL"), "MySQL is required: {reason}");
+            banner(
+                "MySQL/MariaDB",
+                &mysql_server(),
+                &reason,
+                "CHAT_REQUIRE_MYSQL",
+            );
+            assert!(
+                !required("CHAT_REQUIRE_MYSQL"),
+                "MySQL is required: {reason}"
+            );
             let store = Stores::memory();
             return SharedStore {
                 first: store.clone(),
@@ -538,7 +580,11 @@ pub async fn shared_store() -> SharedStore {
     };
     // Named like chat-mysql's test databases, so that its stale-database sweep also
     // removes ours if a test dies before dropping it.
-    let name = format!("chat_test_{}_{}", now_seconds(), uuid::Uuid::new_v4().simple());
+    let name = format!(
+        "chat_test_{}_{}",
+        now_seconds(),
+        uuid::Uuid::new_v4().simple()
+    );
     admin
         .execute(
             format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
@@ -550,9 +596,13 @@ pub async fn shared_store() -> SharedStore {
     url.set_path(&format!("/{name}"));
     let mut settings = chat_mysql::MySqlSettings::new(url.to_string());
     settings.max_connections = 8;
-    let first = chat_mysql::MySqlStore::connect(&settings).await.expect("connect");
+    let first = chat_mysql::MySqlStore::connect(&settings)
+        .await
+        .expect("connect");
     first.migrate().await.expect("migrations apply");
-    let second = chat_mysql::MySqlStore::connect(&settings).await.expect("connect");
+    let second = chat_mysql::MySqlStore::connect(&settings)
+        .await
+        .expect("connect");
     SharedStore {
         first: Stores::of(Arc::new(first)),
         second: Stores::of(Arc::new(second)),
