@@ -20,7 +20,8 @@ use crate::rows::{
 /// The unique key of the DIRECT pair.
 const DIRECT_KEY: &str = "uq_conversations_direct_key";
 
-/// Inserts participants (`role` each) in one statement.
+/// Inserts the participants of a conversation created at `at` (`role` and marker each) in
+/// one statement; nothing is unread yet and the activity time is the creation time.
 async fn insert_participants(
     conn: &mut MySqlConnection,
     conversation: ConversationId,
@@ -32,7 +33,8 @@ async fn insert_participants(
     }
     let mut builder = sqlx::QueryBuilder::<sqlx::MySql>::new(
         "INSERT INTO CONVERSATION_PARTICIPANTS \
-         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted) ",
+         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
+          unread_count, activity_at) ",
     );
     builder.push_values(members, |mut row, (user, role, marker)| {
         row.push_bind(new_row_id())
@@ -41,7 +43,9 @@ async fn insert_participants(
             .push_bind(role.as_str())
             .push_bind(at)
             .push_bind(*marker)
-            .push_bind(false);
+            .push_bind(false)
+            .push_bind(0)
+            .push_bind(at);
     });
     builder.build().execute(&mut *conn).await?;
     Ok(())
@@ -279,18 +283,23 @@ impl MySqlStore {
                     return Err(StoreConflict::ConversationArchived.into());
                 }
                 for user in users {
-                    // New: a MEMBER whose marker is at the newest seq. Left: reactivated as
-                    // MEMBER with a new joined_at and marker. Active: unchanged. (Assignments
-                    // run left to right, so left_at is cleared last.)
+                    // New: a MEMBER whose marker is at the newest seq, so nothing is unread.
+                    // Left: reactivated as MEMBER with a new joined_at and marker, its counter
+                    // reset to that nothing and its activity time refreshed (neither is kept
+                    // while inactive). Active: unchanged. (Assignments run left to right, so
+                    // left_at is cleared last.)
                     sqlx::query(
                         "INSERT INTO CONVERSATION_PARTICIPANTS \
-                         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted) \
-                         VALUES (?, ?, ?, 'MEMBER', ?, ?, FALSE) \
+                         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
+                          unread_count, activity_at) \
+                         VALUES (?, ?, ?, 'MEMBER', ?, ?, FALSE, 0, ?) \
                          ON DUPLICATE KEY UPDATE \
                            role = IF(left_at IS NULL, role, 'MEMBER'), \
                            joined_at = IF(left_at IS NULL, joined_at, VALUES(joined_at)), \
                            last_read_seq = IF(left_at IS NULL, last_read_seq, \
                                               GREATEST(last_read_seq, VALUES(last_read_seq))), \
+                           unread_count = IF(left_at IS NULL, unread_count, 0), \
+                           activity_at = VALUES(activity_at), \
                            left_at = NULL",
                     )
                     .bind(new_row_id())
@@ -298,6 +307,7 @@ impl MySqlStore {
                     .bind(user.get())
                     .bind(at)
                     .bind(newest_after)
+                    .bind(locked.activity_at)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -29,6 +29,9 @@ pub(crate) struct LockedConversation {
     pub(crate) last_seq: i64,
     /// Whether it is archived.
     pub(crate) is_archived: bool,
+    /// Its activity time (`last_message_at`, else `created_at`), which every active
+    /// membership carries as `activity_at`.
+    pub(crate) activity_at: Option<time::OffsetDateTime>,
 }
 
 /// Locks the conversation row (`FOR UPDATE`): every writer of `seq` and of the membership
@@ -38,7 +41,8 @@ pub(crate) async fn lock_conversation(
     id: ConversationId,
 ) -> Outcome<Option<LockedConversation>> {
     let row = sqlx::query(
-        "SELECT c.last_seq, c.is_archived FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE",
+        "SELECT c.last_seq, c.is_archived, COALESCE(c.last_message_at, c.created_at) AS activity_at \
+         FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE",
     )
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
@@ -49,14 +53,16 @@ pub(crate) async fn lock_conversation(
             is_archived: row
                 .try_get::<Option<bool>, _>("is_archived")?
                 .unwrap_or(false),
+            activity_at: row.try_get("activity_at")?,
         })
     })
     .transpose()
 }
 
 /// Stores `new` as message `seq` of a conversation whose row the caller holds locked with
-/// `last_seq = seq - 1`: inserts it, advances the conversation, moves the sender's read
-/// marker (from `sender_marker`, when known) and records the receipts it passes.
+/// `last_seq = seq - 1`: inserts it, advances the conversation, records the receipts the
+/// sender passes (from `sender_marker`, their marker when they have a membership) and
+/// updates the memberships (see [`update_memberships`]).
 pub(crate) async fn insert_locked(
     conn: &mut MySqlConnection,
     new: &NewMessage,
@@ -106,17 +112,44 @@ pub(crate) async fn insert_locked(
             created_at,
         )
         .await?;
-        sqlx::query(
-            "UPDATE CONVERSATION_PARTICIPANTS SET last_read_seq = GREATEST(last_read_seq, ?), \
-             last_read_at = ? WHERE conversation_id = ? AND user_id = ?",
-        )
-        .bind(seq)
-        .bind(created_at)
-        .bind(new.conversation_id.to_string())
-        .bind(new.sender_id.get())
-        .execute(&mut *conn)
-        .await?;
     }
+    update_memberships(conn, new, seq, created_at).await
+}
+
+/// The membership side of a send, in one `UPDATE` (one pass over the conversation's
+/// participant rows in index order, so concurrent writers lock them in the same order):
+/// - every active membership's `activity_at` becomes the message's time (the conversation's
+///   new `last_message_at`);
+/// - every other active participant's `unread_count` + 1, unless the message is SYSTEM;
+/// - the sender's marker moves to `seq` and their count becomes 0: under the conversation's
+///   lock `seq` is the newest message, so nothing above the marker remains. (A sender with
+///   no membership has no row; a sender who left has theirs updated, harmlessly.)
+async fn update_memberships(
+    conn: &mut MySqlConnection,
+    new: &NewMessage,
+    seq: i64,
+    at: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let sender = new.sender_id.get();
+    sqlx::query(
+        "UPDATE CONVERSATION_PARTICIPANTS SET \
+           unread_count = IF(user_id = ?, 0, unread_count + ?), \
+           last_read_seq = IF(user_id = ?, GREATEST(last_read_seq, ?), last_read_seq), \
+           last_read_at = IF(user_id = ?, ?, last_read_at), \
+           activity_at = ? \
+         WHERE conversation_id = ? AND (left_at IS NULL OR user_id = ?)",
+    )
+    .bind(sender)
+    .bind(i32::from(!new.body.is_system()))
+    .bind(sender)
+    .bind(seq)
+    .bind(sender)
+    .bind(at)
+    .bind(at)
+    .bind(new.conversation_id.to_string())
+    .bind(sender)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -283,6 +316,10 @@ impl MySqlStore {
     async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
         let mut tx = self.pool.begin().await?;
         Self::lock_live_message(&mut tx, id).await?;
+        // The unread counters of the others who had not read it drop by one in this same
+        // statement, by trigger `trg_messages_unread_on_delete`: both this service and the
+        // previous system soft-delete with this bare UPDATE, and the trigger is the one place
+        // that sees either (docs/schema.md, "Unread counters and inbox order").
         sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
             .bind(db_time(at))
             .bind(id.to_string())

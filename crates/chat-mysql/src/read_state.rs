@@ -1,5 +1,5 @@
 //! [`ReadStateStore`] on MySQL: forward-only read markers under the participant's row lock,
-//! and the inbox and unread badge, whose counts come from `idx_messages_unread` alone.
+//! and the inbox and unread badge, which read the maintained per-membership unread counters.
 
 use std::collections::HashMap;
 
@@ -26,48 +26,30 @@ enum InboxScope {
     One(ConversationId),
 }
 
-/// The unread count of the membership `p` (`COUNT` over `idx_messages_unread`).
-const UNREAD_SUBQUERY: &str = "(SELECT COUNT(*) FROM MESSAGES m \
-     WHERE m.conversation_id = p.conversation_id AND m.seq > p.last_read_seq \
-       AND m.sender_id <> p.user_id AND m.deleted_at IS NULL \
-       AND m.is_system_message IS NOT TRUE)";
-
-/// The inbox query: the caller's memberships (`filter` narrows them) cut to a page in a
-/// derived table, so that the per-row subqueries (unread count, newest live message) run
-/// for the page only, not for every membership.
+/// The inbox query: the caller's active memberships read backwards along
+/// `idx_participants_inbox` (most recent `activity_at` first), each joined to its
+/// conversation by key, stopping at the page size: the work is the page's, not the number
+/// of memberships. Unread counts are the maintained `unread_count`; the newest live message
+/// is a subquery per page row. `filter` narrows the memberships (aliases `p` and `c`).
 pub(crate) fn inbox_sql(filter: &str) -> String {
     format!(
-        "SELECT page.*, \
-           IF(page.conversation_last_seq > page.last_read_seq, \
-             (SELECT COUNT(*) FROM MESSAGES m WHERE m.conversation_id = page.id \
-                AND m.seq > page.last_read_seq AND m.sender_id <> page.user_id \
-                AND m.deleted_at IS NULL AND m.is_system_message IS NOT TRUE), 0) AS unread_count, \
-           (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = page.id \
+        "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, p.unread_count, \
+           (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = p.conversation_id \
               AND m.seq IS NOT NULL AND m.deleted_at IS NULL \
               ORDER BY m.seq DESC LIMIT 1) AS last_message_id \
-         FROM ( \
-           SELECT {CONVERSATION_COLUMNS}, \
-             COALESCE(c.last_message_at, c.created_at) AS activity_at, \
-             c.last_seq AS conversation_last_seq, \
-             {PARTICIPANT_COLUMNS} \
-           FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
-           WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
-           ORDER BY activity_at DESC, c.id DESC LIMIT ? \
-         ) page \
-         ORDER BY page.activity_at DESC, page.id DESC"
+         FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+         WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
+         ORDER BY p.activity_at DESC, p.conversation_id DESC LIMIT ?"
     )
 }
 
-/// The unread badge query: every active membership with its unread count. Memberships
-/// read up to the conversation's `last_seq` (most of them) skip the count.
+/// The unread badge query: the caller's active memberships with unread messages, read from
+/// `idx_participants_inbox` alone (the maintained counters; no message is counted).
 pub(crate) fn unread_summary_sql() -> String {
-    format!(
-        "SELECT p.conversation_id, p.is_muted, \
-           IF(c.last_seq > p.last_read_seq, {UNREAD_SUBQUERY}, 0) AS unread_count \
-         FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
-         WHERE p.user_id = ? AND p.left_at IS NULL \
-         ORDER BY p.conversation_id"
-    )
+    "SELECT p.conversation_id, p.is_muted, p.unread_count \
+     FROM CONVERSATION_PARTICIPANTS p \
+     WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0"
+        .to_owned()
 }
 
 impl MySqlStore {
@@ -83,7 +65,7 @@ impl MySqlStore {
         // Locks the participant row only; the conversation's last_seq is a plain read so
         // that marking read never waits for a send.
         let row = sqlx::query(
-            "SELECT p.last_read_seq, p.last_read_at, \
+            "SELECT p.last_read_seq, p.last_read_at, p.unread_count, \
                (SELECT c.last_seq FROM CONVERSATIONS c WHERE c.id = p.conversation_id) AS last_seq \
              FROM CONVERSATION_PARTICIPANTS p \
              WHERE p.conversation_id = ? AND p.user_id = ? AND p.left_at IS NULL FOR UPDATE",
@@ -94,31 +76,57 @@ impl MySqlStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         let current: i64 = row.try_get("last_read_seq")?;
+        let stored_unread: i64 = row.try_get("unread_count")?;
         let mut last_read_at: Option<time::OffsetDateTime> = row.try_get("last_read_at")?;
         let newest: i64 = row.try_get::<Option<i64>, _>("last_seq")?.unwrap_or(0);
         let target = up_to.map_or(newest, |s| s.get().min(newest));
         let moved = target > current;
         if moved {
             record_receipts(&mut tx, conversation, user, current, target, at).await?;
-            sqlx::query(
-                "UPDATE CONVERSATION_PARTICIPANTS SET last_read_seq = ?, last_read_at = ? \
-                 WHERE conversation_id = ? AND user_id = ?",
-            )
-            .bind(target)
-            .bind(at)
-            .bind(conversation.to_string())
-            .bind(user.get())
-            .execute(&mut *tx)
-            .await?;
-            last_read_at = Some(at);
         }
         let marker = target.max(current);
+        // The exact count above the marker: a range of idx_messages_unread (both bounds are
+        // constants here). It is a new statement, run while we hold the row lock, so it sees
+        // every message whose sender already updated this counter; senders still running
+        // wait for our lock and add theirs on top.
         let unread: i64 = sqlx::query_scalar(UNREAD_COUNT_SQL)
             .bind(conversation.to_string())
             .bind(marker)
             .bind(user.get())
             .fetch_one(&mut *tx)
             .await?;
+        if moved {
+            sqlx::query(
+                "UPDATE CONVERSATION_PARTICIPANTS \
+                 SET last_read_seq = ?, last_read_at = ?, unread_count = ? \
+                 WHERE conversation_id = ? AND user_id = ?",
+            )
+            .bind(target)
+            .bind(at)
+            .bind(unread)
+            .bind(conversation.to_string())
+            .bind(user.get())
+            .execute(&mut *tx)
+            .await?;
+            last_read_at = Some(at);
+        } else if unread != stored_unread {
+            // Not expected: every writer keeps the counter exact. Repaired here, logged so
+            // that a writer that does not is noticed.
+            tracing::warn!(
+                stored_unread,
+                unread,
+                "unread counter differed from the count; repaired"
+            );
+            sqlx::query(
+                "UPDATE CONVERSATION_PARTICIPANTS SET unread_count = ? \
+                 WHERE conversation_id = ? AND user_id = ?",
+            )
+            .bind(unread)
+            .bind(conversation.to_string())
+            .bind(user.get())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(ReadState {
             last_read_seq: Seq::new(marker).map_err(|_| Failure::corrupt("seq"))?,
@@ -170,7 +178,7 @@ impl MySqlStore {
         scope: &InboxScope,
     ) -> Outcome<(Vec<InboxItem>, bool)> {
         let (filter, limit) = match scope {
-            InboxScope::One(_) => ("AND c.id = ?".to_owned(), 1),
+            InboxScope::One(_) => ("AND p.conversation_id = ?".to_owned(), 1),
             InboxScope::Page(query) => {
                 let archived = match query.archived {
                     ArchivedFilter::Active => "AND c.is_archived IS NOT TRUE",
@@ -178,8 +186,8 @@ impl MySqlStore {
                     ArchivedFilter::Any => "",
                 };
                 let cursor = if query.after.is_some() {
-                    " AND (COALESCE(c.last_message_at, c.created_at) < ? \
-                       OR (COALESCE(c.last_message_at, c.created_at) = ? AND c.id < ?))"
+                    " AND (p.activity_at < ? \
+                       OR (p.activity_at = ? AND p.conversation_id < ?))"
                 } else {
                     ""
                 };
@@ -314,6 +322,9 @@ impl MySqlStore {
                 is_muted,
             });
         }
+        // In conversation order (sorted here rather than by the server: the index serves
+        // the inbox's order).
+        summary.conversations.sort_by_key(|c| c.conversation_id);
         Ok(summary)
     }
 }

@@ -15,7 +15,8 @@ pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
 }
 
-fn database_url(name: &str) -> String {
+/// The URL of database `name` on the test server.
+pub fn database_url(name: &str) -> String {
     let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
