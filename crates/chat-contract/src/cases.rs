@@ -1081,3 +1081,51 @@ pub async fn user_and_posting_directories(ports: Ports) {
     ports.fixtures.add_posting(posting).await;
     assert!(ports.postings.posting_exists(posting).await.unwrap());
 }
+
+pub async fn append_names_recipients_and_refuses_outsiders(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    let id = group.conversation.id;
+    let appended = ports.say(id, 2, "to all", at(1)).await;
+    let mut recipients = appended.recipients.clone();
+    recipients.sort();
+    assert_eq!(recipients, vec![user(1), user(2), user(3)]);
+    let outsider = ports
+        .messages
+        .append_message(new_message(id, user(4), text("let me in"), at(2)))
+        .await;
+    assert_eq!(outsider.unwrap_err(), StoreError::NotFound);
+    ports
+        .conversations
+        .change_conversation(
+            id,
+            ConversationChange::RemoveParticipant(user(3)),
+            at(3),
+            None,
+        )
+        .await
+        .unwrap();
+    let left = ports
+        .messages
+        .append_message(new_message(id, user(3), text("still here?"), at(4)))
+        .await;
+    assert_eq!(
+        left.unwrap_err(),
+        StoreError::NotFound,
+        "a participant who left is an outsider"
+    );
+    let after = ports.say(id, 1, "without 3", at(5)).await;
+    let mut recipients = after.recipients;
+    recipients.sort();
+    assert_eq!(recipients, vec![user(1), user(2)]);
+    let page = ports
+        .messages
+        .history(id, HistoryQuery::Latest(limit(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&page.items),
+        vec![3, 2, 1],
+        "refused appends took no seq"
+    );
+}

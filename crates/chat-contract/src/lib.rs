@@ -56,6 +56,7 @@ macro_rules! contract_suite {
             append_is_idempotent_per_sender_and_client_message_id,
             idempotent_append_race_stores_one_message,
             append_refuses_archived_and_unknown_conversations,
+            append_names_recipients_and_refuses_outsiders,
             sending_marks_read_for_the_sender,
             history_pages_by_seq_and_skips_deleted,
             edit_and_delete_only_touch_live_messages,

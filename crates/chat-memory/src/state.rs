@@ -118,16 +118,26 @@ impl State {
     }
 
     /// Appends a message under the lock: idempotency, `seq`, `last_message_at`, and the
-    /// sender's read marker. `check_archived` is false for SYSTEM records of a change.
+    /// sender's read marker. `from_user` is true for users' messages (which also need
+    /// an active sender) and false for SYSTEM records of a change.
     pub(crate) fn append(
         &mut self,
         new: NewMessage,
-        check_archived: bool,
+        from_user: bool,
     ) -> Result<Appended, StoreError> {
         let record = self
             .conversations
             .get_mut(&new.conversation_id)
             .ok_or(StoreError::NotFound)?;
+        if from_user && record.active_participant(new.sender_id).is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let recipients: Vec<UserId> = record
+            .participants
+            .iter()
+            .filter(|p| p.is_active())
+            .map(|p| p.user_id)
+            .collect();
         let client_key = new
             .client_message_id
             .as_ref()
@@ -138,9 +148,10 @@ impl State {
             return Ok(Appended {
                 view,
                 created: false,
+                recipients,
             });
         }
-        if check_archived && record.conversation.is_archived {
+        if from_user && record.conversation.is_archived {
             return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
         let seq = record.last_seq().next();
@@ -179,6 +190,7 @@ impl State {
         Ok(Appended {
             view,
             created: true,
+            recipients,
         })
     }
 

@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Seq, Timestamp,
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Seq,
+    Timestamp, UserId,
 };
 use chat_ports::{
     Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
@@ -203,7 +204,10 @@ impl MySqlStore {
                (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = c.id \
                   AND m.sender_id = ? AND m.client_message_id = ?) AS existing_id, \
                (SELECT p.last_read_seq FROM CONVERSATION_PARTICIPANTS p \
-                  WHERE p.conversation_id = c.id AND p.user_id = ?) AS sender_marker, \
+                  WHERE p.conversation_id = c.id AND p.user_id = ? AND p.left_at IS NULL) \
+                  AS sender_marker, \
+               (SELECT CAST(GROUP_CONCAT(p.user_id) AS CHAR) FROM CONVERSATION_PARTICIPANTS p \
+                  WHERE p.conversation_id = c.id AND p.left_at IS NULL) AS recipients, \
                (SELECT {NAME_EXPR} FROM app_users u WHERE u.id = ?) AS sender_name \
              FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE"
         );
@@ -220,10 +224,18 @@ impl MySqlStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let marker: Option<i64> = row.try_get("sender_marker")?;
+        if marker.is_none() {
+            // Not an active participant: for them the conversation does not exist.
+            return Err(StoreError::NotFound.into());
+        }
+        let recipients = rows::user_ids_csv(row.try_get("recipients")?)?;
         let existing: Option<String> = row.try_get("existing_id")?;
         if let Some(existing) = existing {
             tx.rollback().await?;
-            return self.original(rows::message_id(&existing)?).await;
+            return self
+                .original(rows::message_id(&existing)?, recipients)
+                .await;
         }
         if row
             .try_get::<Option<bool>, _>("is_archived")?
@@ -232,7 +244,6 @@ impl MySqlStore {
             return Err(StoreConflict::ConversationArchived.into());
         }
         let seq = row.try_get::<i64, _>("last_seq")? + 1;
-        let marker: Option<i64> = row.try_get("sender_marker")?;
         let sender_name: Option<String> = row.try_get("sender_name")?;
         match insert_locked(&mut tx, new, seq, marker).await {
             Ok(()) => {}
@@ -240,7 +251,7 @@ impl MySqlStore {
                 // A racing send with the same key committed after our probe.
                 tx.rollback().await?;
                 let original = self.original_by_client_id(new).await?;
-                return self.original(original).await;
+                return self.original(original, recipients).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -248,10 +259,11 @@ impl MySqlStore {
         Ok(Appended {
             view: stored_view(new, seq, sender_name),
             created: true,
+            recipients,
         })
     }
 
-    async fn original(&self, id: MessageId) -> Outcome<Appended> {
+    async fn original(&self, id: MessageId, recipients: Vec<UserId>) -> Outcome<Appended> {
         let mut conn = self.pool.acquire().await?;
         let view = find_view(&mut conn, id)
             .await?
@@ -261,6 +273,7 @@ impl MySqlStore {
         Ok(Appended {
             view,
             created: false,
+            recipients,
         })
     }
 

@@ -75,6 +75,20 @@ pub(crate) fn user_id(value: i64) -> Outcome<UserId> {
     UserId::new(value).map_err(|_| Failure::corrupt("user id"))
 }
 
+/// User ids from a `GROUP_CONCAT` list (`"3,7,12"`; `NULL` for none).
+pub(crate) fn user_ids_csv(list: Option<String>) -> Outcome<Vec<UserId>> {
+    list.unwrap_or_default()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.trim()
+                .parse::<i64>()
+                .map_err(|_| Failure::corrupt("user id list"))
+                .and_then(user_id)
+        })
+        .collect()
+}
+
 fn seq(value: Option<i64>) -> Outcome<Seq> {
     Seq::new(value.unwrap_or(0)).map_err(|_| Failure::corrupt("seq"))
 }

@@ -115,6 +115,9 @@ pub struct Appended {
     pub view: MessageView,
     /// False when an earlier message with the same `client_message_id` was returned.
     pub created: bool,
+    /// The conversation's active participants when the message was committed: who must
+    /// hear of it.
+    pub recipients: Vec<UserId>,
 }
 
 /// Which page of history.
@@ -300,15 +303,18 @@ pub trait ConversationStore: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Appends a message. In one step it MUST: return the sender's earlier message with
-    /// the same `client_message_id` in this conversation unchanged (`created: false`) if
-    /// there is one, also when such calls race; otherwise give the message the next `seq`
+    /// Appends a user's message. In one step it MUST: refuse a sender who is not an active
+    /// participant; return the sender's earlier message with the same `client_message_id`
+    /// in this conversation unchanged (`created: false`) if there is one, also when such
+    /// calls race; refuse an archived conversation; otherwise give the message the next `seq`
     /// of the conversation (so history order is commit order), store it, set the
     /// conversation's `last_message_at`, and move the sender's read marker to it
-    /// (recording receipts as [`ReadStateStore::mark_read`] does).
+    /// (recording receipts as [`ReadStateStore::mark_read`] does). It returns the active
+    /// participants, so the caller needs no second read to address the event.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::NotFound`] for an unknown conversation or a sender who is not an
+    /// active participant;
     /// [`StoreError::Conflict`] with `ConversationArchived` when it is archived;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then stored).
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;

@@ -323,6 +323,7 @@ impl ChatService {
             Record::ParticipantRemoved(user)
         };
         let recipients_before = details.active_user_ids();
+        let _turn = self.order.lock(id).await;
         let change = self
             .ports
             .conversations
@@ -428,6 +429,7 @@ impl ChatService {
                 | ConversationChange::Archive
                 | ConversationChange::Unarchive
         );
+        let _turn = self.order.lock(id).await;
         let outcome = self
             .ports
             .conversations

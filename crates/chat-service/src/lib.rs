@@ -8,6 +8,7 @@
 mod conversations;
 mod error;
 mod messages;
+mod ordering;
 mod read_state;
 mod records;
 mod service;

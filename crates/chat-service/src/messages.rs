@@ -41,11 +41,9 @@ impl ChatService {
                 "SYSTEM messages are written by the service only",
             ));
         }
-        let (details, _) = self.member_view(conversation, actor).await?;
-        if details.conversation.is_archived {
-            return Err(ServiceError::archived());
-        }
         if let Some(reply_to) = request.reply_to_id {
+            // Membership first, so that outsiders learn nothing about the reply target.
+            self.member_view(conversation, actor).await?;
             let target = self.ports.messages.find_message(reply_to).await?;
             let valid = target.is_some_and(|t| {
                 t.message.conversation_id == conversation && !t.message.is_deleted()
@@ -58,6 +56,9 @@ impl ChatService {
             }
         }
         self.check_send_rate(actor)?;
+        // The store checks membership and archiving atomically with the append, and names
+        // the recipients, so the hot path is one store call.
+        let _turn = self.order.lock(conversation).await;
         let appended = self
             .ports
             .messages
@@ -74,7 +75,7 @@ impl ChatService {
         if appended.created {
             self.publish(
                 ChatEvent::MessageCreated(appended.view.clone()),
-                details.active_user_ids(),
+                appended.recipients,
             )
             .await;
         }

@@ -16,6 +16,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::ServiceError;
+use crate::ordering::PublishOrder;
 
 /// Everything the service needs from the outside world.
 #[derive(Clone)]
@@ -62,6 +63,7 @@ pub struct ChatService {
     pub(crate) ports: Ports,
     pub(crate) limits: Limits,
     send_limiter: DefaultKeyedRateLimiter<UserId>,
+    pub(crate) order: PublishOrder,
 }
 
 impl ChatService {
@@ -77,6 +79,7 @@ impl ChatService {
             ports,
             limits,
             send_limiter: RateLimiter::keyed(quota),
+            order: PublishOrder::new(),
         }
     }
 

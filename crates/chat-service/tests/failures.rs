@@ -97,13 +97,6 @@ async fn an_unreachable_store_makes_every_read_unavailable() {
         ServiceError::Unavailable
     );
     assert_eq!(
-        service
-            .send_message(uid(1), id, text("x"))
-            .await
-            .unwrap_err(),
-        ServiceError::Unavailable
-    );
-    assert_eq!(
         service.typing(uid(1), id, true).await.unwrap_err(),
         ServiceError::Unavailable
     );
