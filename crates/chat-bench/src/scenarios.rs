@@ -61,9 +61,8 @@ pub(crate) async fn durable_send(server: &Server, plan: &Plan) -> anyhow::Result
 
     // Exactly once: every acknowledged id appears once in its conversation's history.
     let mut expected: HashMap<String, usize> = HashMap::new();
-    for (conversation, id) in &closed.acked {
+    for (_, id) in &closed.acked {
         expected.insert(id.clone(), 0);
-        let _ = conversation;
     }
     let mut unexpected = 0usize;
     for (conversation, owner) in conversations.iter() {
@@ -86,6 +85,7 @@ pub(crate) async fn durable_send(server: &Server, plan: &Plan) -> anyhow::Result
         half_rate,
         plan.send_seconds,
         users_per_group,
+        plan.concurrency,
     )
     .await?;
 
@@ -173,47 +173,55 @@ async fn closed_loop(
     Ok(all)
 }
 
+/// A paced load: `concurrency` workers share `rate` requests per second, each on its own
+/// schedule. Latency counts from the scheduled start, so a worker that falls behind
+/// reports the wait too (no coordinated omission).
 async fn open_loop(
     api: &Api,
     conversations: &Arc<Vec<(String, i64)>>,
     rate: f64,
     seconds: u64,
     users_per_group: i64,
+    concurrency: usize,
 ) -> anyhow::Result<LoadResult> {
-    let total = (rate * seconds as f64) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let per_worker = (rate * seconds as f64 / concurrency as f64).floor() as u64;
+    let interval = Duration::from_secs_f64(concurrency as f64 / rate);
     let start = Instant::now();
-    let latencies = Arc::new(Mutex::new(Latencies::new()));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for n in 0..total {
-        let due = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
+    let workers = (0..concurrency).map(|w| {
         let api = api.clone();
         let conversations = conversations.clone();
-        let latencies = latencies.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let (conversation, first) = &conversations[n as usize % conversations.len()];
-            let sender = first + (n as i64 % users_per_group);
-            match api.send(sender, conversation, &format!("paced {n}")).await {
-                Ok((201, Some(_))) => latencies.lock().await.record(due.elapsed()),
-                _ => {
-                    errors.fetch_add(1, Ordering::Relaxed);
+        // Spread the workers' first slots over one interval.
+        let offset = interval.mul_f64(w as f64 / concurrency as f64);
+        tokio::spawn(async move {
+            let mut latencies = Latencies::new();
+            let mut errors = 0u64;
+            for k in 0..per_worker {
+                let due = start + offset + interval.mul_f64(k as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let n = k as usize * concurrency + w;
+                let (conversation, first) = &conversations[n % conversations.len()];
+                let sender = first + (n as i64 % users_per_group);
+                match api.send(sender, conversation, &format!("paced {n}")).await {
+                    Ok((201, Some(_))) => latencies.record(due.elapsed()),
+                    _ => errors += 1,
                 }
             }
-        }));
-    }
-    join_all(tasks).await;
-    let latencies = Arc::try_unwrap(latencies)
-        .map_err(|_| anyhow::anyhow!("latencies still shared"))?
-        .into_inner();
-    Ok(LoadResult {
+            (latencies, errors)
+        })
+    });
+    let mut all = LoadResult {
         acked: Vec::new(),
-        errors: errors.load(Ordering::Relaxed),
-        latencies,
-        elapsed: start.elapsed(),
-    })
+        errors: 0,
+        latencies: Latencies::new(),
+        elapsed: Duration::ZERO,
+    };
+    for result in join_all(workers).await {
+        let (latencies, errors) = result?;
+        all.latencies.merge(&latencies);
+        all.errors += errors;
+    }
+    all.elapsed = start.elapsed();
+    Ok(all)
 }
 
 /// Collects arrivals of `messages` tagged messages at `expected` recipients each and
