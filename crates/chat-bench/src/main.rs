@@ -3,7 +3,8 @@
 //! WebSocket, measures the machine's own limits in the same run, and writes
 //! `results.json` and `results.md`.
 //!
-//! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL] [--out DIR]`.
+//! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL | --no-mysql]
+//! [--only send,fanout,history,inbox,connections] [--out DIR]`.
 
 mod api;
 mod limits;
@@ -72,6 +73,14 @@ struct Args {
     chatd: PathBuf,
     database_url: Option<String>,
     out: PathBuf,
+    /// Run only these scenarios (`send`, `fanout`, `history`, `inbox`, `connections`).
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -79,6 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut chatd = None;
     let mut database_url = std::env::var("DATABASE_URL").ok();
     let mut out = PathBuf::from("target/bench");
+    let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -87,6 +97,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--chatd" => chatd = args.next().map(PathBuf::from),
             "--database-url" => database_url = args.next(),
             "--no-mysql" => database_url = None,
+            "--only" => only.extend(
+                args.next()
+                    .context("--only needs a list of scenarios")?
+                    .split(',')
+                    .map(str::to_owned),
+            ),
             "--out" => {
                 out = args
                     .next()
@@ -101,6 +117,7 @@ fn parse_args() -> anyhow::Result<Args> {
         chatd: chatd.context("--chatd PATH is required")?,
         database_url,
         out,
+        only,
     })
 }
 
@@ -174,33 +191,47 @@ where
 
 async fn run_store(args: &Args, store: &Store) -> anyhow::Result<Value> {
     let plan = &args.plan;
-    let send = with_server(args, store, "send", |s| async move {
-        Ok((scenarios::durable_send(&s, plan).await?, s))
-    })
-    .await?;
-    let mut fanout = serde_json::Map::new();
-    for members in &plan.fanout_sizes {
-        let value = with_server(args, store, &format!("fanout{members}"), |s| async move {
-            Ok((scenarios::fanout(&s, plan, *members).await?, s))
+    let mut results = serde_json::Map::new();
+    if args.wants("send") {
+        let send = with_server(args, store, "send", |s| async move {
+            Ok((scenarios::durable_send(&s, plan).await?, s))
         })
         .await?;
-        fanout.insert(members.to_string(), value);
+        results.insert("send".into(), send);
     }
-    let history = with_server(args, store, "history", |s| async move {
-        Ok((scenarios::history(&s, plan).await?, s))
-    })
-    .await?;
-    let inbox = with_server(args, store, "inbox", |s| async move {
-        Ok((scenarios::inbox(&s, plan).await?, s))
-    })
-    .await?;
-    let connections = with_server(args, store, "connections", |s| async move {
-        Ok((scenarios::connections(&s, plan).await?, s))
-    })
-    .await?;
-    Ok(
-        json!({ "send": send, "fanout": fanout, "history": history, "inbox": inbox, "connections": connections }),
-    )
+    if args.wants("fanout") {
+        let mut fanout = serde_json::Map::new();
+        for members in &plan.fanout_sizes {
+            let value = with_server(args, store, &format!("fanout{members}"), |s| async move {
+                Ok((scenarios::fanout(&s, plan, *members).await?, s))
+            })
+            .await?;
+            fanout.insert(members.to_string(), value);
+        }
+        results.insert("fanout".into(), Value::Object(fanout));
+    }
+    if args.wants("history") {
+        let history = with_server(args, store, "history", |s| async move {
+            Ok((scenarios::history(&s, plan).await?, s))
+        })
+        .await?;
+        results.insert("history".into(), history);
+    }
+    if args.wants("inbox") {
+        let inbox = with_server(args, store, "inbox", |s| async move {
+            Ok((scenarios::inbox(&s, plan).await?, s))
+        })
+        .await?;
+        results.insert("inbox".into(), inbox);
+    }
+    if args.wants("connections") {
+        let connections = with_server(args, store, "connections", |s| async move {
+            Ok((scenarios::connections(&s, plan).await?, s))
+        })
+        .await?;
+        results.insert("connections".into(), connections);
+    }
+    Ok(Value::Object(results))
 }
 
 #[tokio::main]
@@ -212,11 +243,16 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("limits:");
     let raw_insert = match &args.database_url {
-        Some(url) => Some(limits::raw_insert(url, &args.plan).await?),
-        None => None,
+        Some(url) if args.wants("send") => Some(limits::raw_insert(url, &args.plan).await?),
+        _ => None,
     };
     let mut broadcast = serde_json::Map::new();
-    for members in &args.plan.fanout_sizes {
+    for members in args
+        .plan
+        .fanout_sizes
+        .iter()
+        .filter(|_| args.wants("fanout"))
+    {
         broadcast.insert(
             members.to_string(),
             limits::bare_broadcast(&args.plan, *members).await?,
