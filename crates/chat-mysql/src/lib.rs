@@ -5,10 +5,12 @@
 //! Each use case runs in one transaction at READ COMMITTED, serialised where races matter by
 //! explicit row locks: the conversation row (`FOR UPDATE`) for `seq` assignment, idempotent
 //! sends and membership changes; the participant row for read markers; unique keys for the
-//! DIRECT pair and the idempotency key. Timestamps are UTC with second precision (the
-//! schema's `TIMESTAMP` columns): instants are truncated to the second before they are
-//! written, and what is returned is what is stored.
+//! DIRECT pair and the idempotency key. Concurrent sends are group-committed: a few
+//! background workers store whatever sends are queued in one transaction (`appender`).
+//! Timestamps are UTC with second precision (the schema's `TIMESTAMP` columns): instants are
+//! truncated to the second before they are written, and what is returned is what is stored.
 
+mod appender;
 mod conversations;
 mod directory;
 mod error;
@@ -17,9 +19,12 @@ mod read_state;
 mod rows;
 mod settings;
 
+use std::sync::{Arc, OnceLock};
+
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, migrate::Migrator};
 
+pub use appender::AppendStats;
 pub use settings::{MySqlSettings, SettingsError};
 
 /// The schema migrations, embedded at compile time from the workspace's `migrations/`.
@@ -62,6 +67,9 @@ pub struct PoolStats {
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// The group commit of concurrent sends, started by the first `append_message` (it
+    /// needs a tokio runtime) and shared by every clone of the store.
+    appender: Arc<OnceLock<appender::Appender>>,
 }
 
 impl MySqlStore {
@@ -98,13 +106,16 @@ impl MySqlStore {
             .connect_with(options)
             .await
             .map_err(|e| ConnectError(error::translate(&e).to_string()))?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// Wraps an existing pool. Its connections MUST use `time_zone = '+00:00'`; READ
     /// COMMITTED is recommended (the adapter takes the locks it needs explicitly).
     pub fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            appender: Arc::default(),
+        }
     }
 
     /// Applies the pending migrations (see [`migrate`]).
@@ -127,6 +138,14 @@ impl MySqlStore {
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
         }
+    }
+
+    /// How the appends were grouped into transactions so far (zero before the first).
+    pub fn append_stats(&self) -> AppendStats {
+        self.appender
+            .get()
+            .map(appender::Appender::stats)
+            .unwrap_or_default()
     }
 
     /// Whether the database answers.

@@ -14,6 +14,7 @@ use chat_ports::{
 use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
+use crate::appender::{Appender, Reply};
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::rows::{
     self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
@@ -195,6 +196,13 @@ pub(crate) fn history_sql(condition: &str, order: &str) -> String {
 }
 
 impl MySqlStore {
+    /// Appends one message in a transaction of its own (the path of a send that arrives
+    /// alone, and of a batch's requests when the batch was rolled back), re-run after a
+    /// deadlock or lock wait timeout.
+    pub(crate) async fn append_alone(&self, new: &NewMessage) -> Result<Appended, StoreError> {
+        crate::retrying!(self.try_append(new))
+    }
+
     async fn try_append(&self, new: &NewMessage) -> Outcome<Appended> {
         let mut tx = self.pool.begin().await?;
         // One round trip: the lock, the idempotency probe, the sender's marker and name. The
@@ -455,7 +463,18 @@ impl MySqlStore {
 #[async_trait]
 impl MessageStore for MySqlStore {
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        crate::retrying!(self.try_append(&new))
+        let appender = self
+            .appender
+            .get_or_init(|| Appender::start(self.pool.clone()));
+        match appender.submit(new.clone()).await {
+            Some(Reply::Done(answer)) => *answer,
+            Some(Reply::Original { id, recipients }) => self
+                .original(id, recipients)
+                .await
+                .map_err(Failure::into_store),
+            // Not queued, or its batch was rolled back: nothing of it is stored.
+            Some(Reply::RunAlone) | None => self.append_alone(&new).await,
+        }
     }
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
