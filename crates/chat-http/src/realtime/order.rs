@@ -1,8 +1,11 @@
 //! Per-conversation ordering between the publishers (local use cases and other nodes)
-//! and the hub. The service publishes after its commit, so two concurrent sends may be
-//! published out of `seq` order; here a `message.created` that arrives ahead of its
+//! and the hub. One node publishes a conversation's `message.created` events in `seq`
+//! order (the service stores and publishes them under one lock), but events of several
+//! nodes meet here over Redis, so a `message.created` that arrives ahead of its
 //! predecessor is held back for at most the reorder window, and every later event of
-//! the same conversation waits behind it. Typing events are never held.
+//! the same conversation waits behind it. The first `message.created` of a conversation
+//! this node has no `seq` for goes out at once and becomes the baseline. Typing events
+//! are never held.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -21,9 +24,6 @@ const SHARDS: usize = 16;
 const PRUNE_EVERY: u64 = 4096;
 /// How long an idle lane remembers its last `seq`.
 const LANE_IDLE: Duration = Duration::from_secs(600);
-/// How long the first `message.created` of a lane this node knows nothing about waits for
-/// a concurrent predecessor (at most the reorder window).
-const FIRST_SETTLE: Duration = Duration::from_millis(50);
 
 /// Orders events per conversation and hands them to the hub.
 #[derive(Debug)]
@@ -66,23 +66,15 @@ impl Lane {
         }
     }
 
-    /// Whether `event` may go out now: anything but a `message.created` that skips a seq,
-    /// or whose predecessor cannot be known because it is the first this lane sees (a
-    /// concurrent send may be a few microseconds behind with the seq before it).
+    /// Whether `event` may go out now: anything but a `message.created` that skips a seq.
+    /// Without a baseline nothing is known to be missing: holding the first
+    /// `message.created` would delay every conversation's first message (and every
+    /// message after ten idle minutes) for the sake of a predecessor that, published by
+    /// this node, has already gone out, so it goes out and becomes the baseline.
     fn releasable(&self, event: &OutboundEvent) -> bool {
         match (event.class, self.last_seq) {
             (EventClass::MessageCreated(seq), Some(last)) => seq <= last + 1,
-            (EventClass::MessageCreated(_), None) => false,
             _ => true,
-        }
-    }
-
-    /// How long the front may wait for what it must follow.
-    fn patience(&self, window: Duration) -> Duration {
-        if self.last_seq.is_none() {
-            window.min(FIRST_SETTLE)
-        } else {
-            window
         }
     }
 
@@ -110,7 +102,7 @@ impl Lane {
     /// Delivers from the front what may go out, or has waited out the window.
     fn drain(&mut self, now: Instant, window: Duration, hub: &Hub) {
         while let Some(front) = self.held.front() {
-            if !self.releasable(&front.event) && front.since + self.patience(window) > now {
+            if !self.releasable(&front.event) && front.since + window > now {
                 break;
             }
             if let Some(Held { event, .. }) = self.held.pop_front() {
@@ -195,7 +187,7 @@ impl Sequencer {
         if lane.timer_armed {
             return;
         }
-        let due = front.since + lane.patience(self.window);
+        let due = front.since + self.window;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 lane.timer_armed = true;
@@ -277,20 +269,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_message_of_an_unknown_lane_waits_briefly_for_its_predecessor() {
+    async fn the_first_message_of_an_unknown_lane_goes_out_at_once_as_the_baseline() {
         let mut f = fixture(Duration::from_secs(60));
         f.offer(EventClass::Ordered, "created");
         f.offer(created(3), "m3");
-        f.offer(created(2), "m2");
-        assert_eq!(f.received(), ["created"]);
-        let first = tokio::time::timeout(Duration::from_secs(5), f.receiver.recv()).await;
-        assert_eq!(
-            first.unwrap(),
-            Some(Outgoing::Text(ByteString::from_static("m2")))
-        );
-        assert_eq!(f.received(), ["m3"]);
+        assert_eq!(f.received(), ["created", "m3"]);
         f.offer(created(4), "m4");
+        f.offer(created(6), "m6");
         assert_eq!(f.received(), ["m4"]);
+        f.offer(created(5), "m5");
+        assert_eq!(f.received(), ["m5", "m6"]);
     }
 
     #[tokio::test]
