@@ -77,23 +77,7 @@ impl GroupName {
     /// A [`ValidationError`] on `name` when nothing is left after trimming, or more than
     /// 200 characters are.
     pub fn parse(text: &str) -> Result<Self, ValidationError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(ValidationError::new("name", "must not be blank"));
-        }
-        if trimmed.chars().count() > MAX_GROUP_NAME_CHARS {
-            return Err(ValidationError::new(
-                "name",
-                format!("must be at most {MAX_GROUP_NAME_CHARS} characters"),
-            ));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                "name",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(trimmed.to_owned()))
+        trimmed_name(text, MAX_GROUP_NAME_CHARS).map(Self)
     }
 
     /// The name.
@@ -297,29 +281,34 @@ impl DisplayName {
     /// # Errors
     /// A [`ValidationError`] on `name` when blank, too long or holding control characters.
     pub fn parse(text: &str) -> Result<Self, ValidationError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(ValidationError::new("name", "must not be blank"));
-        }
-        if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
-            return Err(ValidationError::new(
-                "name",
-                format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
-            ));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                "name",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(trimmed.to_owned()))
+        trimmed_name(text, MAX_DISPLAY_NAME_CHARS).map(Self)
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A name as people type it: trimmed, 1 to `max` characters, no control characters.
+fn trimmed_name(text: &str, max: usize) -> Result<String, ValidationError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new("name", "must not be blank"));
+    }
+    if trimmed.chars().count() > max {
+        return Err(ValidationError::new(
+            "name",
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
 }
 
 #[cfg(test)]
