@@ -56,6 +56,17 @@ pub(crate) struct MessageRecord {
 }
 
 impl State {
+    /// A message that exists and is not deleted, for changing it.
+    pub(crate) fn live_message_mut(
+        &mut self,
+        id: MessageId,
+    ) -> Result<&mut MessageRecord, StoreError> {
+        self.messages
+            .get_mut(&id)
+            .filter(|m| !m.message.is_deleted())
+            .ok_or(StoreError::NotFound)
+    }
+
     pub(crate) fn display_name(&self, user: UserId) -> Option<String> {
         self.users.get(&user).cloned().flatten()
     }

@@ -280,11 +280,7 @@ impl MessageStore for MemoryStore {
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
         let mut state = self.lock();
-        let record = state
-            .messages
-            .get_mut(&id)
-            .filter(|m| !m.message.is_deleted())
-            .ok_or(StoreError::NotFound)?;
+        let record = state.live_message_mut(id)?;
         record.message.content = content.into_inner();
         record.message.edited_at = Some(at);
         state.view(id).ok_or(StoreError::NotFound)
@@ -292,11 +288,7 @@ impl MessageStore for MemoryStore {
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
         let mut state = self.lock();
-        let record = state
-            .messages
-            .get_mut(&id)
-            .filter(|m| !m.message.is_deleted())
-            .ok_or(StoreError::NotFound)?;
+        let record = state.live_message_mut(id)?;
         record.message.deleted_at = Some(at);
         Ok(record.message.clone())
     }
@@ -380,11 +372,7 @@ impl MessageStore for MemoryStore {
         _at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
         let mut state = self.lock();
-        let record = state
-            .messages
-            .get_mut(&message)
-            .filter(|m| !m.message.is_deleted())
-            .ok_or(StoreError::NotFound)?;
+        let record = state.live_message_mut(message)?;
         let position = record
             .reactions
             .iter()
