@@ -37,6 +37,7 @@ use crate::routes::{conversations, messages, ops};
         ops::readyz,
         ops::metrics,
         ops::openapi,
+        crate::ws::connect,
     ),
     modifiers(&BearerAuth)
 )]

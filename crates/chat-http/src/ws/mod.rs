@@ -35,6 +35,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// 401 for a token in the query string or a bad `Authorization` header, 403 for a browser
 /// `Origin` that is not allowed, 400 for a request that is not a WebSocket handshake, and
 /// 404 when the server runs without the real-time transport.
+#[utoipa::path(
+    get, path = "/api/v1/ws", tag = "real-time",
+    description = "Upgrades to a WebSocket carrying events and client frames; the protocol \
+        is described in docs/websocket.md. Authenticate with the Authorization header or, \
+        from a browser, with a first frame {\"type\":\"auth\",\"token\":\"…\"} within 10 s. \
+        Tokens in the query string are refused.",
+    responses(
+        (status = 101, description = "Switching protocols: the WebSocket is open"),
+        (status = 400, description = "Not a WebSocket handshake", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad token, or a token in the query string", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Origin not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
