@@ -6,13 +6,14 @@
 
 mod common;
 
+use common::{system, text};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_domain::{
-    ClientMessageId, ConversationId, ConversationType, GroupName, MediaMetadata, MessageBody,
-    MessageContent, MessageId, MessageType, UserId,
+    ClientMessageId, ConversationId, ConversationType, GroupName, MessageBody, MessageId, UserId,
 };
 use chat_mysql::MySqlStore;
 use chat_ports::{
@@ -28,23 +29,6 @@ fn user(id: i64) -> UserId {
 
 fn at(second: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).unwrap()
-}
-
-fn text(content: &str) -> MessageBody {
-    MessageBody::from_user(
-        MessageContent::parse(content).unwrap(),
-        MessageType::Text,
-        None,
-        None,
-    )
-    .unwrap()
-}
-
-fn system(content: &str) -> MessageBody {
-    MessageBody::system(
-        MessageContent::parse(content).unwrap(),
-        MediaMetadata::parse(r#"{"event":"test"}"#).unwrap(),
-    )
 }
 
 fn message(

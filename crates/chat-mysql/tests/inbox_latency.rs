@@ -6,12 +6,14 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chat_domain::{
     ConversationId, ConversationType, GroupName, MediaMetadata, MessageBody, MessageContent,
-    MessageId, MessageType, UserId,
+    MessageId, UserId,
 };
 use chat_mysql::{MySqlSettings, MySqlStore};
 use chat_ports::{
@@ -42,16 +44,6 @@ fn message(conversation: ConversationId, sender: i64, body: MessageBody, when: i
         client_message_id: None,
         created_at: at(when),
     }
-}
-
-fn text(content: &str) -> MessageBody {
-    MessageBody::from_user(
-        MessageContent::parse(content).unwrap(),
-        MessageType::Text,
-        None,
-        None,
-    )
-    .unwrap()
 }
 
 /// Conversation `i`: created by user `2 + i % 49` with user 1, who then receives two

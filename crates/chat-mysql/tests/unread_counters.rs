@@ -7,12 +7,13 @@
 
 mod common;
 
+use common::{system, text};
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chat_domain::{
-    ConversationId, ConversationType, GroupName, MediaMetadata, MessageBody, MessageContent,
-    MessageId, MessageType, Seq, UserId,
+    ConversationId, ConversationType, GroupName, MessageBody, MessageId, Seq, UserId,
 };
 use chat_mysql::MySqlStore;
 use chat_ports::{
@@ -46,23 +47,6 @@ fn message(conversation: ConversationId, sender: i64, body: MessageBody) -> NewM
         client_message_id: None,
         created_at: tick(),
     }
-}
-
-fn text(content: &str) -> MessageBody {
-    MessageBody::from_user(
-        MessageContent::parse(content).unwrap(),
-        MessageType::Text,
-        None,
-        None,
-    )
-    .unwrap()
-}
-
-fn system(content: &str) -> MessageBody {
-    MessageBody::system(
-        MessageContent::parse(content).unwrap(),
-        MediaMetadata::parse(r#"{"event":"test"}"#).unwrap(),
-    )
 }
 
 async fn say(store: &MySqlStore, conversation: ConversationId, sender: i64) -> MessageId {

@@ -167,3 +167,22 @@ pub async fn fresh_ports() -> Option<Ports> {
         fixtures: Arc::new(MySqlFixtures((*store).clone())),
     })
 }
+
+/// A text message body.
+pub fn text(content: &str) -> chat_domain::MessageBody {
+    chat_domain::MessageBody::from_user(
+        chat_domain::MessageContent::parse(content).unwrap(),
+        chat_domain::MessageType::Text,
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+/// A SYSTEM message body.
+pub fn system(content: &str) -> chat_domain::MessageBody {
+    chat_domain::MessageBody::system(
+        chat_domain::MessageContent::parse(content).unwrap(),
+        chat_domain::MediaMetadata::parse(r#"{"event":"test"}"#).unwrap(),
+    )
+}
