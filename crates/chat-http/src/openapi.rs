@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the wire types.
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{conversations, messages, ops};
@@ -39,7 +41,7 @@ use crate::routes::{conversations, messages, ops};
         ops::openapi,
         crate::ws::connect,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonProblems)
 )]
 pub struct ApiDoc;
 
@@ -58,5 +60,61 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Documents the answers every authenticated operation can give, whatever the handler:
+/// `400` (a malformed path, query or body), `401` (no valid token), `429` and `503`
+/// (with `Retry-After`). Listed once here rather than on each handler, so that no
+/// operation can forget one.
+struct CommonProblems;
+
+fn problem(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                crate::error::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+                continue;
+            }
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, description) in [
+                    ("400", "Malformed path, query or body (`validation_failed`)"),
+                    ("401", "Missing or invalid token (`unauthorized`)"),
+                    (
+                        "429",
+                        "Too many requests (`rate_limited`), with Retry-After",
+                    ),
+                    (
+                        "503",
+                        "The store is unavailable (`unavailable`), with Retry-After",
+                    ),
+                ] {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description));
+                }
+            }
+        }
     }
 }
