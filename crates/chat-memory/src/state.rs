@@ -17,7 +17,9 @@ pub(crate) struct State {
     pub(crate) postings: HashSet<PostingId>,
     pub(crate) conversations: HashMap<ConversationId, ConversationRecord>,
     pub(crate) direct_pairs: HashMap<(UserId, UserId), ConversationId>,
-    pub(crate) messages: HashMap<MessageId, MessageRecord>,
+    /// Boxed, so that growing the map moves pointers, not whole messages, while every
+    /// request waits on the lock.
+    pub(crate) messages: HashMap<MessageId, Box<MessageRecord>>,
     /// Every conversation a user ever took part in.
     pub(crate) memberships: HashMap<UserId, HashSet<ConversationId>>,
 }
@@ -63,6 +65,7 @@ impl State {
     ) -> Result<&mut MessageRecord, StoreError> {
         self.messages
             .get_mut(&id)
+            .map(|m| &mut **m)
             .filter(|m| !m.message.is_deleted())
             .ok_or(StoreError::NotFound)
     }
@@ -190,11 +193,11 @@ impl State {
         record.conversation.last_message_at = Some(new.created_at);
         self.messages.insert(
             message.id,
-            MessageRecord {
+            Box::new(MessageRecord {
                 message,
                 reactions: Vec::new(),
                 receipts: Vec::new(),
-            },
+            }),
         );
         self.advance_marker(new.conversation_id, new.sender_id, seq, new.created_at);
         let view = self.view(new.id).ok_or(StoreError::NotFound)?;
