@@ -99,7 +99,7 @@ impl ChatService {
             body: Record::GroupCreated {
                 name: request.name.as_ref().map(GroupName::as_str),
             }
-            .body(actor),
+            .body(actor)?,
             reply_to_id: None,
             client_message_id: None,
             created_at: now,
@@ -210,7 +210,7 @@ impl ChatService {
         }
         if let Some(name) = update.name {
             if details.conversation.name.as_deref() != Some(name.as_str()) {
-                let record = Record::Renamed(name.as_str()).body(actor);
+                let record = Record::Renamed(name.as_str()).body(actor)?;
                 self.apply(actor, id, ConversationChange::Rename(name), record)
                     .await?;
             }
@@ -222,7 +222,7 @@ impl ChatService {
                 } else {
                     (ConversationChange::Unarchive, Record::Unarchived)
                 };
-                self.apply(actor, id, change, record.body(actor)).await?;
+                self.apply(actor, id, change, record.body(actor)?).await?;
             }
         }
         self.conversation(actor, id).await
@@ -264,7 +264,7 @@ impl ChatService {
         }
         self.require_existing_users("user_ids", &new).await?;
         if !new.is_empty() {
-            let record = Record::ParticipantsAdded(&new).body(actor);
+            let record = Record::ParticipantsAdded(&new).body(actor)?;
             let change = self
                 .apply(
                     actor,
@@ -331,7 +331,7 @@ impl ChatService {
                 id,
                 ConversationChange::RemoveParticipant(user),
                 self.now(),
-                Some(self.record(actor, id, record.body(actor))),
+                Some(self.record(actor, id, record.body(actor)?)),
             )
             .await?;
         if let Some(view) = change.record {
@@ -388,7 +388,7 @@ impl ChatService {
                     code: crate::ConflictCode::LastAdmin,
                 });
             }
-            let record = Record::RoleChanged(user, role).body(actor);
+            let record = Record::RoleChanged(user, role).body(actor)?;
             let recipients = self
                 .apply(
                     actor,

@@ -2,7 +2,7 @@
 //! people and structured details (in `media_metadata`) for programs.
 
 use chat_domain::values::MetadataValue;
-use chat_domain::{MediaMetadata, MessageBody, MessageContent, Role, UserId};
+use chat_domain::{MediaMetadata, MessageBody, MessageContent, Role, UserId, ValidationError};
 
 /// What a SYSTEM message records.
 pub(crate) enum Record<'a> {
@@ -18,7 +18,11 @@ pub(crate) enum Record<'a> {
 
 impl Record<'_> {
     /// The message body recording this change made by `actor`.
-    pub(crate) fn body(&self, actor: UserId) -> MessageBody {
+    ///
+    /// The line is never blank and is cut to the content limit (a long list of added
+    /// users would exceed it); a group name cannot hold NUL. So parsing cannot fail in
+    /// practice, and if it ever did the use case reports it rather than panicking.
+    pub(crate) fn body(&self, actor: UserId) -> Result<MessageBody, ValidationError> {
         let actor_id = ("actor_id", MetadataValue::Integer(actor.get()));
         let (event, text, extra): (&str, String, Vec<(&str, MetadataValue)>) = match self {
             Record::GroupCreated { name } => (
@@ -70,9 +74,11 @@ impl Record<'_> {
         };
         let mut pairs = vec![("event", MetadataValue::Text(event.to_owned())), actor_id];
         pairs.extend(extra);
-        let content =
-            MessageContent::parse(truncate(&text)).unwrap_or_else(|_| fallback_content(event));
-        MessageBody::system(content, MediaMetadata::from_pairs(pairs))
+        let content = MessageContent::parse(truncate(&text))?;
+        Ok(MessageBody::system(
+            content,
+            MediaMetadata::from_pairs(pairs),
+        ))
     }
 }
 
@@ -88,10 +94,4 @@ fn truncate(text: &str) -> String {
     text.chars()
         .take(chat_domain::values::MAX_CONTENT_CHARS)
         .collect()
-}
-
-fn fallback_content(event: &str) -> MessageContent {
-    // `event` is one of the fixed, non-blank names above, so this always parses; the
-    // recursion-free fallback keeps the function total without a panic path.
-    MessageContent::parse(event.to_owned()).unwrap_or_else(|_| fallback_content("change"))
 }
