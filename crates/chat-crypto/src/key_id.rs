@@ -1,5 +1,6 @@
 //! The name of a key in the ring, as stored in `MESSAGES.encryption_key_id VARCHAR(100)`.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 /// The longest key id: the width of `MESSAGES.encryption_key_id VARCHAR(100)` (ids are
@@ -54,6 +55,14 @@ impl KeyId {
 
     /// The id as text, as written to `MESSAGES.encryption_key_id`.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lets a ring look a key up by the text of `encryption_key_id` without allocating; sound
+/// because `Eq`, `Ord` and `Hash` are those of the inner `String`.
+impl Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

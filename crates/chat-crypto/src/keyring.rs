@@ -236,6 +236,12 @@ impl KeyRing {
         self.cipher(key_id).is_some()
     }
 
+    /// Whether `key_id` (as read from `encryption_key_id`) is the active key: a row under
+    /// any other key, or under none, is one for `chatd reencrypt` to move.
+    pub fn is_active(&self, key_id: &str) -> bool {
+        self.active.as_str() == key_id
+    }
+
     /// Every key id in the ring, in ascending order.
     pub fn key_ids(&self) -> impl Iterator<Item = &KeyId> {
         self.keys.keys()
@@ -243,8 +249,7 @@ impl KeyRing {
 
     /// The cipher of a key, by the id a row names.
     pub(crate) fn cipher(&self, key_id: &str) -> Option<(&KeyId, &Aes256Gcm)> {
-        let id = KeyId::parse(key_id).ok()?;
-        self.keys.get_key_value(&id)
+        self.keys.get_key_value(key_id)
     }
 
     /// The active key's id and cipher.
@@ -428,8 +433,15 @@ mod tests {
         assert_eq!(ring.active_key_id().as_str(), "2026-11");
         assert_eq!(ids(&ring), ["2026-05", "2026-11"]);
         assert!(ring.contains("2026-05"));
+        assert!(ring.is_active("2026-11") && !ring.is_active("2026-05"));
         assert!(!ring.contains("2025-01"));
         assert!(!ring.contains("not an id"));
+    }
+
+    #[test]
+    fn a_ring_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<KeyRing>();
     }
 
     #[test]

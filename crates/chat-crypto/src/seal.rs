@@ -143,6 +143,7 @@ impl KeyRing {
     /// [`SealError::Random`] when the system random number generator fails;
     /// [`SealError::Encrypt`] is unreachable for texts shorter than 64 GiB.
     pub fn seal(&self, field: Field, ids: RowIds, plaintext: &str) -> Result<Sealed, SealError> {
+        // Unreachable error: every constructor checks that the active key is in the ring.
         let (key_id, cipher) = self.active_cipher().ok_or(SealError::Encrypt)?;
         let nonce =
             Nonce::<Aes256Gcm>::try_generate().map_err(|e| SealError::Random(e.to_string()))?;
