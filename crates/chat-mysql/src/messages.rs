@@ -9,7 +9,9 @@ use chat_domain::{
 use chat_ports::{
     Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreError,
 };
-use sqlx::{MySqlConnection, Row};
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::Query;
+use sqlx::{MySql, Row};
 
 use crate::MySqlStore;
 use crate::appender::Appender;
@@ -32,17 +34,27 @@ pub(crate) fn history_sql(condition: &str, order: &str) -> String {
 }
 
 impl MySqlStore {
-    /// Locks a message row; `NotFound` when it does not exist or is deleted.
-    async fn lock_live_message(conn: &mut MySqlConnection, id: MessageId) -> Outcome<()> {
+    /// Changes a live message in a transaction of its own: locks its row (`NotFound` when
+    /// it does not exist or is deleted), runs `change` (an `UPDATE` of that row) and reads
+    /// the message back.
+    async fn change_live_message(
+        &self,
+        id: MessageId,
+        change: Query<'_, MySql, MySqlArguments>,
+    ) -> Outcome<MessageView> {
+        let mut tx = self.pool.begin().await?;
         let deleted: Option<Option<time::OffsetDateTime>> =
             sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
                 .bind(id.to_string())
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *tx)
                 .await?;
-        match deleted {
-            Some(None) => Ok(()),
-            _ => Err(StoreError::NotFound.into()),
+        if !matches!(deleted, Some(None)) {
+            return Err(StoreError::NotFound.into());
         }
+        change.execute(&mut *tx).await?;
+        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(view)
     }
 
     async fn try_edit(
@@ -51,34 +63,22 @@ impl MySqlStore {
         content: &MessageContent,
         at: Timestamp,
     ) -> Outcome<MessageView> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_live_message(&mut tx, id).await?;
-        sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
+        let edit = sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
             .bind(content.as_str())
             .bind(db_time(at))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(view)
+            .bind(id.to_string());
+        self.change_live_message(id, edit).await
     }
 
     async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_live_message(&mut tx, id).await?;
         // The unread counters of the others who had not read it drop by one in this same
         // statement, by trigger `trg_messages_unread_on_delete`: both this service and the
         // previous system soft-delete with this bare UPDATE, and the trigger is the one place
         // that sees either (docs/schema.md, "Unread counters and inbox order").
-        sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
+        let delete = sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
             .bind(db_time(at))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(view.message)
+            .bind(id.to_string());
+        Ok(self.change_live_message(id, delete).await?.message)
     }
 
     async fn try_history(

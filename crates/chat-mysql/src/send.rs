@@ -15,7 +15,7 @@ use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::rows::{self, NAME_EXPR, db_time, find_view};
-use crate::writes::{ReceiptRange, lock_conversations, probe_client_ids, write_sends};
+use crate::writes::{ReceiptRange, lock_conversations, probe_client_ids, push_list, write_sends};
 
 /// The unique key of the idempotency key.
 const CLIENT_ID_KEY: &str = "uq_messages_client_message_id";
@@ -273,12 +273,10 @@ async fn read_memberships(
     for sender in senders {
         list.push_bind(sender);
     }
-    query.push(") WHERE p.conversation_id IN (");
-    let mut list = query.separated(", ");
-    for id in states.keys() {
-        list.push_bind(id.to_string());
-    }
-    query.push(") AND p.left_at IS NULL");
+    query.push(") WHERE p.conversation_id IN ");
+    let ids: Vec<String> = states.keys().map(ToString::to_string).collect();
+    push_list(&mut query, ids.iter().map(String::as_str));
+    query.push(" AND p.left_at IS NULL");
     for row in query.build().fetch_all(&mut *conn).await? {
         let id = rows::conversation_id(&row.try_get::<String, _>("conversation_id")?)?;
         let user: i64 = row.try_get("user_id")?;

@@ -48,13 +48,10 @@ pub(crate) async fn lock_conversations(
     let mut query = QueryBuilder::<MySql>::new(
         "SELECT c.id, c.last_seq, c.is_archived, \
            COALESCE(c.last_message_at, c.created_at) AS activity_at \
-         FROM CONVERSATIONS c WHERE c.id IN (",
+         FROM CONVERSATIONS c WHERE c.id IN ",
     );
-    let mut list = query.separated(", ");
-    for key in keys {
-        list.push_bind(key);
-    }
-    query.push(") ORDER BY c.id FOR UPDATE");
+    push_list(&mut query, keys.iter().map(String::as_str));
+    query.push(" ORDER BY c.id FOR UPDATE");
     for row in query.build().fetch_all(&mut *conn).await? {
         let id = rows::conversation_id(&row.try_get::<String, _>("id")?)?;
         locked.insert(
@@ -242,26 +239,14 @@ async fn advance_conversations(
     let mut query =
         QueryBuilder::<MySql>::new("UPDATE CONVERSATIONS SET last_seq = CASE CAST(id AS BINARY)");
     for (id, sent) in &last {
-        query
-            .push(" WHEN ")
-            .push_bind(id.as_bytes().to_vec())
-            .push(" THEN ")
-            .push_bind(sent.seq);
+        push_arm(&mut query, id, sent.seq);
     }
     query.push(" END, last_message_at = CASE CAST(id AS BINARY)");
     for (id, sent) in &last {
-        query
-            .push(" WHEN ")
-            .push_bind(id.as_bytes().to_vec())
-            .push(" THEN ")
-            .push_bind(sent.at);
+        push_arm(&mut query, id, sent.at);
     }
-    query.push(" END WHERE id IN (");
-    let mut ids = query.separated(", ");
-    for (id, _) in &last {
-        ids.push_bind((*id).clone());
-    }
-    query.push(")");
+    query.push(" END WHERE id IN ");
+    push_list(&mut query, last.iter().map(|(id, _)| id.as_str()));
     query.build().execute(&mut *conn).await?;
     Ok(())
 }
@@ -376,11 +361,7 @@ async fn update_memberships(
     }
     query.push(" ELSE unread_count + CASE CAST(conversation_id AS BINARY)");
     for (id, _, added) in &conversations {
-        query
-            .push(" WHEN ")
-            .push_bind(id.as_bytes().to_vec())
-            .push(" THEN ")
-            .push_bind(*added);
+        push_arm(&mut query, id, *added);
     }
     query.push(" ELSE 0 END END, last_read_seq = CASE");
     for s in &senders {
@@ -397,18 +378,14 @@ async fn update_memberships(
     }
     query.push(" ELSE last_read_at END, activity_at = CASE CAST(conversation_id AS BINARY)");
     for (id, at, _) in &conversations {
-        query
-            .push(" WHEN ")
-            .push_bind(id.as_bytes().to_vec())
-            .push(" THEN ")
-            .push_bind(*at);
+        push_arm(&mut query, id, *at);
     }
-    query.push(" ELSE activity_at END WHERE conversation_id IN (");
-    let mut ids = query.separated(", ");
-    for (id, _, _) in &conversations {
-        ids.push_bind((*id).clone());
-    }
-    query.push(") AND (left_at IS NULL");
+    query.push(" ELSE activity_at END WHERE conversation_id IN ");
+    push_list(
+        &mut query,
+        conversations.iter().map(|(id, _, _)| id.as_str()),
+    );
+    query.push(" AND (left_at IS NULL");
     for s in &senders {
         query
             .push(" OR (user_id = ")
@@ -420,4 +397,30 @@ async fn update_memberships(
     query.push(")");
     query.build().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// ` WHEN <id> THEN <value>`: one arm of a `CASE CAST(<id column> AS BINARY)`, which
+/// compares the ids byte by byte.
+fn push_arm<'a, T>(query: &mut QueryBuilder<'a, MySql>, id: &str, value: T)
+where
+    T: 'a + sqlx::Encode<'a, MySql> + sqlx::Type<MySql>,
+{
+    query
+        .push(" WHEN ")
+        .push_bind(id.as_bytes().to_vec())
+        .push(" THEN ")
+        .push_bind(value);
+}
+
+/// `(<id>, <id>, …)`: the list of an `IN`, one bound value per id.
+pub(crate) fn push_list<'a, 'i>(
+    query: &mut QueryBuilder<'a, MySql>,
+    ids: impl IntoIterator<Item = &'i str>,
+) {
+    query.push("(");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_owned());
+    }
+    query.push(")");
 }
