@@ -639,7 +639,7 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
     ports.say(id, 2, "mine", at(4)).await;
     ports
         .messages
-        .append_message(new_message(id, user(1), system("a record"), at(5)))
+        .append_message(new_message(id, user(1), system("an announcement"), at(5)))
         .await
         .unwrap();
     let item = ports
@@ -666,7 +666,7 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
         .unwrap();
     assert_eq!(
         item.unread_count, 1,
-        "only d: e is deleted, the record is SYSTEM"
+        "only d: e is deleted, the announcement is SYSTEM"
     );
     let badge = ports.read_state.unread_summary(user(2)).await.unwrap();
     assert_eq!(badge.total, 1);
