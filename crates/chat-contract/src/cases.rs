@@ -888,14 +888,18 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     );
     let again = ports
         .conversations
-        .add_participants(id, vec![user(1), user(3)], at(3), None)
+        .add_participants(id, vec![user(1), user(3)], at(4), None)
         .await
         .unwrap();
     assert!(
         again.joined.is_empty(),
         "active participants stay as they are"
     );
-    assert_eq!(again.details.participant(user(3)).unwrap().joined_at, at(3));
+    assert_eq!(
+        again.details.participant(user(3)).unwrap().joined_at,
+        at(3),
+        "an active participant keeps their joined_at"
+    );
     ports
         .conversations
         .archive_conversation(id, at(4), None)
