@@ -70,7 +70,7 @@ macro_rules! contract_suite {
             adding_participants_reactivates_and_refuses_archived,
             removing_the_last_admin_promotes_the_earliest_member,
             demoting_the_last_admin_is_refused,
-            records_are_appended_with_changes,
+            announcements_are_appended_with_changes,
             user_and_posting_directories,
             stored_instants_keep_whole_seconds,
         );

@@ -80,16 +80,17 @@ async fn main() -> anyhow::Result<()> {
     let id = group.details.conversation.id;
 
     println!("Grace says hello; Ada replies");
-    let (hello, _) = service
+    let hello = service
         .send_message(grace, id, say("Hello, world! 👋")?)
-        .await?;
+        .await?
+        .view;
     let mut reply = say("Welcome!")?;
     reply.reply_to_id = Some(hello.message.id);
     service.send_message(ada, id, reply).await?;
 
     println!("Linus reacts, then reads everything");
     service
-        .set_reaction(linus, hello.message.id, Emoji::parse("🎉")?, true)
+        .add_reaction(linus, hello.message.id, Emoji::parse("🎉")?)
         .await?;
     println!(
         "  Linus has {} unread",

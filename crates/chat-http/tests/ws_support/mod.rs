@@ -246,7 +246,7 @@ impl Node {
             None,
         )
         .expect("body");
-        let (view, _) = self
+        let sent = self
             .service
             .send_message(
                 uid(sender),
@@ -259,7 +259,7 @@ impl Node {
             )
             .await
             .expect("message sent");
-        view.message.seq.get()
+        sent.view.message.seq.get()
     }
 
     /// A client of `user` authenticated by header; `ready` already consumed.

@@ -138,7 +138,7 @@ impl TestApp {
             .send_message(uid(sender), conversation, text(content))
             .await
             .unwrap()
-            .0
+            .view
     }
 
     pub(crate) async fn send_id(
