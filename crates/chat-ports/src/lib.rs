@@ -13,7 +13,7 @@ pub mod store;
 
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
-pub use events::EventPublisher;
+pub use events::{DiscardingPublisher, EventPublisher};
 pub use store::{
     Appended, ArchivedFilter, ConversationChange, ConversationStore, HistoryPage, HistoryQuery,
     InboxCursor, InboxItem, InboxPage, InboxQuery, MembershipChange, MessageStore, NewConversation,
