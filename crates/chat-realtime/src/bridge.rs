@@ -2,7 +2,9 @@
 //! delivered here) is PUBLISHed once, as recipients + pre-encoded frame + origin node id,
 //! to one channel; every node SUBSCRIBEs to it and hands what other nodes published to its
 //! sequencer, ignoring its own echo. Redis keeps the order of one publisher; the sequencer
-//! orders `message.created` across publishers.
+//! orders `message.created` across publishers. The envelope is the bridge's own JSON (so
+//! that nodes of different versions can share a channel); the frame inside it is carried
+//! as the opaque text it is.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The per-node hub: which connections each user has open here, and the bounded outbound
-//! queue of each (drained by the WebSocket writer of the HTTP adapter). Delivering never waits: a frame is queued or, for a consumer that cannot
-//! keep up, dropped (typing) or the connection is kicked (4008).
+//! queue of each (drained by the WebSocket writer of the HTTP adapter). Delivering never
+//! waits: a frame is queued or, for a consumer that cannot keep up, dropped (typing) or
+//! the connection is kicked (4008).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -122,3 +122,40 @@ impl Fanout {
         self.hub.shut_down();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytestring::ByteString;
+    use chat_domain::{ConversationId, UserId};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_fanout_delivers_published_frames_to_the_recipients_connections() {
+        let fanout = Fanout::start(&RealtimeSettings::default()).await.unwrap();
+        assert!(fanout.bridge().is_none());
+        assert!(fanout.wait_ready(Duration::from_millis(1)).await);
+        let user = UserId::new(1).unwrap();
+        let (connection, mut queue) = fanout.hub().connection(8);
+        fanout.hub().attach(user, &connection);
+        let frame = |recipients: Vec<UserId>, text: &'static str| Frame {
+            conversation_id: ConversationId::new(),
+            class: EventClass::Ordered,
+            recipients,
+            payload: ByteString::from_static(text),
+        };
+        fanout.publish(frame(vec![user], "for you")).unwrap();
+        fanout
+            .publish(frame(vec![UserId::new(2).unwrap()], "not for you"))
+            .unwrap();
+        assert_eq!(
+            queue.try_recv().unwrap(),
+            Outgoing::Text(ByteString::from_static("for you"))
+        );
+        assert!(queue.try_recv().is_err());
+
+        let mut shutdown = fanout.hub().shutdown_signal();
+        fanout.shut_down();
+        assert!(*shutdown.borrow_and_update());
+    }
+}

@@ -32,13 +32,6 @@ impl Realtime {
         Arc::new(Self { config, fanout })
     }
 
-    /// A single node with the default ordering window: events reach the connections of
-    /// this process only.
-    pub fn local(config: WsConfig) -> Arc<Self> {
-        let window = chat_realtime::RealtimeSettings::default().reorder_window;
-        Self::new(config, Fanout::local(window))
-    }
-
     /// The limits and timings of connections.
     pub fn config(&self) -> &WsConfig {
         &self.config
