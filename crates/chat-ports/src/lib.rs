@@ -14,7 +14,7 @@ pub mod stored;
 
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
-pub use events::EventPublisher;
+pub use events::{DiscardingPublisher, EventPublisher};
 pub use store::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
     HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,

@@ -16,9 +16,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use super::protocol::{self, ClientFrame, FrameError, Reply};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::realtime::hub::{Connection, Hub, Offer, Outgoing};
 use crate::realtime::{Realtime, WsConfig};
 use crate::wire::MessageOut;
+use chat_realtime::{Connection, Hub, Offer, Outgoing};
 
 /// Close codes of the protocol (see `docs/websocket.md`).
 pub(crate) mod close {
