@@ -196,9 +196,7 @@ impl Appender {
             Ok(Ok(reply)) => Ok(reply),
             // A worker that vanished mid-batch (its runtime shut down) may or may not have
             // committed: the outcome is unknown, as when a connection drops during COMMIT.
-            Ok(Err(_)) => Err(StoreError::Unavailable(
-                "the append was interrupted".into(),
-            )),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the append was interrupted".into())),
             Err(_) => Err(StoreError::Unavailable(TIMED_OUT.into())),
         }
     }
@@ -317,7 +315,12 @@ fn is_outage(failure: &Failure) -> bool {
     matches!(
         failure,
         Failure::Db(
-            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_) | E::WorkerCrashed | E::Tls(_)
+            E::Io(_)
+                | E::PoolTimedOut
+                | E::PoolClosed
+                | E::Protocol(_)
+                | E::WorkerCrashed
+                | E::Tls(_)
         )
     )
 }
@@ -438,11 +441,7 @@ async fn resolve(
             }
             Ok(Ok(found)) => {
                 if found != written.len() {
-                    tracing::error!(
-                        found,
-                        written = written.len(),
-                        "a batch was stored in part"
-                    );
+                    tracing::error!(found, written = written.len(), "a batch was stored in part");
                 }
                 tracing::info!("the unknown COMMIT of a batch happened");
                 return replies;

@@ -574,7 +574,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
-        crate::retrying!(self, self.try_add_participants(id, &users, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_add_participants(id, &users, at, announcement.as_ref())
+        )
     }
 
     async fn remove_participant(
@@ -584,7 +587,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
-        crate::retrying!(self, self.try_remove_participant(id, user, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_remove_participant(id, user, at, announcement.as_ref())
+        )
     }
 
     async fn set_role(
@@ -594,6 +600,9 @@ impl ConversationStore for MySqlStore {
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_set_role(id, user, role, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_set_role(id, user, role, announcement.as_ref())
+        )
     }
 }

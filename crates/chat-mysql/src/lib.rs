@@ -136,9 +136,13 @@ impl MySqlStore {
 
     fn start(pool: MySqlPool, statement_timeout: Duration, append_queue: usize) -> Self {
         let call_timeout = pool.options().get_acquire_timeout() + statement_timeout;
-        let appender = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| Arc::new(appender::Appender::start(pool.clone(), append_queue, &runtime)));
+        let appender = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            Arc::new(appender::Appender::start(
+                pool.clone(),
+                append_queue,
+                &runtime,
+            ))
+        });
         Self {
             pool,
             appender,
