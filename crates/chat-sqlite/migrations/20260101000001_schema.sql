@@ -63,12 +63,11 @@ CREATE TABLE CONVERSATION_PARTICIPANTS (
     activity_at INTEGER DEFAULT NULL,
     UNIQUE (conversation_id, user_id)
 );
-CREATE INDEX idx_participants_user ON CONVERSATION_PARTICIPANTS (user_id);
--- The caller's active memberships, most recent activity first, with everything the badge
--- needs: the inbox page is a backwards range of it, the badge an index-only read.
+-- The caller's memberships, active ones (left_at IS NULL) most recent activity first, with
+-- everything the badge needs: the inbox page is a backwards range of it, the badge an
+-- index-only read. Also the index of user_id for foreign keys.
 CREATE INDEX idx_participants_inbox
-    ON CONVERSATION_PARTICIPANTS (user_id, activity_at, conversation_id, unread_count, is_muted)
-    WHERE left_at IS NULL;
+    ON CONVERSATION_PARTICIPANTS (user_id, left_at, activity_at, conversation_id, unread_count, is_muted);
 
 CREATE TABLE MESSAGES (
     id TEXT PRIMARY KEY,

@@ -1,6 +1,6 @@
 //! [`ReadStateStore`] on SQLite: forward-only read markers (on the writer), and the inbox and
 //! unread badge (on the readers), which read the maintained per-membership unread counters
-//! along the partial index `idx_participants_inbox`.
+//! along the index `idx_participants_inbox`.
 
 use async_trait::async_trait;
 use chat_domain::{ConversationDetails, ConversationId, Participant, Seq, Timestamp, UserId};
@@ -45,8 +45,7 @@ pub(crate) fn inbox_sql(filter: &str) -> String {
 /// `idx_participants_inbox` alone. Binds: user.
 pub(crate) const UNREAD_SUMMARY_SQL: &str = "SELECT p.conversation_id, p.is_muted, p.unread_count \
      FROM CONVERSATION_PARTICIPANTS p \
-     WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0 \
-     ORDER BY p.conversation_id";
+     WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0";
 
 /// The mark-read use case, on the writer's connection.
 pub(crate) async fn mark_read(
@@ -264,6 +263,8 @@ impl SqliteStore {
                 is_muted,
             });
         }
+        // In conversation order (sorted here: the index serves the inbox's order).
+        summary.conversations.sort_by_key(|c| c.conversation_id);
         Ok(summary)
     }
 }

@@ -9,6 +9,8 @@ use chat_contract::{Fixtures, Ports};
 use chat_domain::PostingId;
 use chat_sqlite::{SqliteSettings, SqliteStore};
 
+pub mod raw;
+
 /// A migrated store on a fresh file, with the directory that holds it (removed on drop).
 pub struct TestDb {
     pub store: SqliteStore,
