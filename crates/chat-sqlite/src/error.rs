@@ -15,12 +15,8 @@ pub(crate) mod code {
     pub(crate) const LOCKED: i64 = 6;
     /// An attempt to write a read-only database.
     pub(crate) const READONLY: i64 = 8;
-    /// A disk I/O error.
-    pub(crate) const IOERR: i64 = 10;
     /// The disk is full.
     pub(crate) const FULL: i64 = 13;
-    /// The database file cannot be opened.
-    pub(crate) const CANTOPEN: i64 = 14;
     /// The file is not a database.
     pub(crate) const NOTADB: i64 = 26;
 }
@@ -197,13 +193,8 @@ pub(crate) fn open_error(path: &std::path::Path, error: &sqlx::Error) -> OpenErr
             path: path.to_owned(),
             lock: crate::lock_path(path),
         },
-        Some(code::READONLY | code::CANTOPEN | code::IOERR | code::FULL) | None => {
-            OpenError::Unwritable {
-                path: path.to_owned(),
-                reason,
-            }
-        }
-        Some(_) => OpenError::Unwritable {
+        // READONLY, CANTOPEN, IOERR, FULL and anything else: the file cannot be used.
+        _ => OpenError::Unwritable {
             path: path.to_owned(),
             reason,
         },

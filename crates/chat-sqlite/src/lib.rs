@@ -343,3 +343,39 @@ pub mod hot_queries {
         crate::messages::history_sql("AND m.seq < ?", "DESC")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_name_their_file() {
+        let check = |location: &str, expected: Option<&str>| {
+            let got = database_path(location).ok();
+            assert_eq!(got.as_deref(), expected.map(Path::new), "{location}");
+        };
+        check("chatd-data/chat.db", Some("chatd-data/chat.db"));
+        check("sqlite://chatd-data/chat.db", Some("chatd-data/chat.db"));
+        check(
+            "sqlite:///var/lib/chatd/chat.db",
+            Some("/var/lib/chatd/chat.db"),
+        );
+        check("sqlite:chat.db?mode=rwc", Some("chat.db"));
+        check("sqlite::memory:", None);
+        check(":memory:", None);
+        check("sqlite://", None);
+        check("", None);
+    }
+
+    #[test]
+    fn the_lock_file_sits_next_to_the_database() {
+        assert_eq!(
+            lock_path(Path::new("/var/lib/chatd/chat.db")),
+            PathBuf::from("/var/lib/chatd/chat.db.lock")
+        );
+        assert_eq!(
+            lock_path(Path::new("chat.db")),
+            PathBuf::from("chat.db.lock")
+        );
+    }
+}

@@ -42,10 +42,28 @@ pub(crate) fn inbox_sql(filter: &str) -> String {
 }
 
 /// The unread badge query: the caller's active memberships with unread messages, from
-/// `idx_participants_inbox` alone. Binds: user.
-pub(crate) const UNREAD_SUMMARY_SQL: &str = "SELECT p.conversation_id, p.is_muted, p.unread_count \
+/// `idx_participants_inbox` alone, folded into one row (`id,count,muted;…`): a thousand
+/// conversations cost one row to transfer instead of a thousand. Binds: user.
+pub(crate) const UNREAD_SUMMARY_SQL: &str = "SELECT group_concat(\
+       p.conversation_id || ',' || p.unread_count || ',' || p.is_muted, ';') \
      FROM CONVERSATION_PARTICIPANTS p \
      WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0";
+
+/// One entry of the folded badge row: `conversation_id,unread_count,is_muted`.
+fn badge_entry(entry: &str) -> Outcome<UnreadConversation> {
+    let corrupt = || Failure::corrupt("unread summary");
+    let mut parts = entry.split(',');
+    let (Some(id), Some(unread), Some(muted), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt());
+    };
+    Ok(UnreadConversation {
+        conversation_id: rows::conversation_id(id)?,
+        unread_count: count(unread.parse().map_err(|_| corrupt())?),
+        is_muted: muted != "0",
+    })
+}
 
 /// The mark-read use case, on the writer's connection.
 pub(crate) async fn mark_read(
@@ -238,34 +256,28 @@ impl SqliteStore {
     }
 
     async fn try_unread_summary(&self, user: UserId) -> Outcome<UnreadSummary> {
-        let rows = sqlx::query(UNREAD_SUMMARY_SQL)
+        let folded: Option<String> = sqlx::query_scalar(UNREAD_SUMMARY_SQL)
             .bind(user.get())
-            .fetch_all(self.read_pool())
+            .fetch_one(self.read_pool())
             .await?;
-        let mut summary = UnreadSummary {
-            total: 0,
-            conversations: Vec::new(),
-        };
-        for row in &rows {
-            let unread = count(row.try_get("unread_count")?);
-            if unread == 0 {
-                continue;
-            }
-            let is_muted: bool = row.try_get("is_muted")?;
-            if !is_muted {
-                summary.total = summary.total.saturating_add(unread);
-            }
-            summary.conversations.push(UnreadConversation {
-                conversation_id: rows::conversation_id(
-                    &row.try_get::<String, _>("conversation_id")?,
-                )?,
-                unread_count: unread,
-                is_muted,
-            });
-        }
+        let mut conversations = folded
+            .as_deref()
+            .unwrap_or_default()
+            .split(';')
+            .filter(|entry| !entry.is_empty())
+            .map(badge_entry)
+            .collect::<Outcome<Vec<_>>>()?;
+        conversations.retain(|c| c.unread_count > 0);
         // In conversation order (sorted here: the index serves the inbox's order).
-        summary.conversations.sort_by_key(|c| c.conversation_id);
-        Ok(summary)
+        conversations.sort_by_key(|c| c.conversation_id);
+        let total = conversations
+            .iter()
+            .filter(|c| !c.is_muted)
+            .fold(0_u64, |total, c| total.saturating_add(c.unread_count));
+        Ok(UnreadSummary {
+            total,
+            conversations,
+        })
     }
 }
 
