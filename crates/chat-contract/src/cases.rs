@@ -1129,3 +1129,103 @@ pub async fn append_names_recipients_and_refuses_outsiders(ports: Ports) {
         "refused appends took no seq"
     );
 }
+
+/// Every instant a client reads back is the one stored: UTC, whole seconds (the deployed
+/// schema's `TIMESTAMP` columns), whichever adapter keeps it and whichever way it is read
+/// (the append's answer, history, find, details, the inbox, read state and receipts).
+pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
+    use time::Duration;
+    let millis = |seconds: i64, ms: i64| at(seconds) + Duration::milliseconds(ms);
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2], millis(0, 250)).await;
+    let id = group.conversation.id;
+    assert_eq!(group.conversation.created_at, at(0));
+    for p in &group.participants {
+        assert_eq!(p.participant.joined_at, at(0), "{p:?}");
+    }
+
+    let appended = ports.say(id, 2, "precise", millis(1, 789)).await;
+    let sent = appended.view.message.clone();
+    assert_eq!(sent.created_at, at(1), "the append's answer");
+    let found = ports.messages.find_message(sent.id).await.unwrap().unwrap();
+    assert_eq!(found.message.created_at, at(1), "find");
+    let page = ports
+        .messages
+        .history(id, HistoryQuery::Latest(limit(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items[0].message, sent,
+        "history returns what the append did"
+    );
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.conversation.last_message_at, Some(at(1)));
+    let sender = details
+        .participants
+        .iter()
+        .find(|p| p.participant.user_id == user(2))
+        .unwrap();
+    assert_eq!(
+        sender.participant.last_read_at,
+        Some(at(1)),
+        "sender's marker"
+    );
+
+    let edited = ports
+        .messages
+        .edit_message(
+            sent.id,
+            MessageContent::parse("edited").unwrap(),
+            millis(2, 500),
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited.message.edited_at, Some(at(2)));
+
+    let read = ports
+        .read_state
+        .mark_read(id, user(1), None, millis(3, 999))
+        .await
+        .unwrap();
+    assert_eq!(read.last_read_at, Some(at(3)));
+    let receipts = ports.messages.receipts(sent.id).await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].read_at, at(3), "receipt");
+
+    let inbox = ports
+        .read_state
+        .inbox(
+            user(1),
+            InboxQuery {
+                limit: limit(10),
+                after: None,
+                archived: ArchivedFilter::Any,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(inbox.items[0].details.conversation.activity_at(), at(1));
+    assert_eq!(inbox.items[0].membership.last_read_at, Some(at(3)));
+
+    let deleted = ports
+        .messages
+        .delete_message(sent.id, millis(4, 1))
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted_at, Some(at(4)));
+
+    let (direct, _) = ports
+        .conversations
+        .get_or_create_direct(ConversationId::new(), user(1), user(3), millis(5, 640))
+        .await
+        .unwrap();
+    assert_eq!(direct.conversation.created_at, at(5));
+    for p in &direct.participants {
+        assert_eq!(p.participant.joined_at, at(5), "{p:?}");
+    }
+}

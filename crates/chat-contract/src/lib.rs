@@ -72,6 +72,7 @@ macro_rules! contract_suite {
             demoting_the_last_admin_is_refused,
             records_are_appended_with_changes,
             user_and_posting_directories,
+            stored_instants_keep_whole_seconds,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -8,6 +8,7 @@ pub mod conversation;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod instant;
 pub mod kinds;
 pub mod message;
 pub mod values;
@@ -16,6 +17,7 @@ pub use conversation::{Conversation, ConversationDetails, Participant, Participa
 pub use error::ValidationError;
 pub use event::{ChatEvent, Delivery};
 pub use ids::{ConversationId, MessageId, PostingId, Seq, UserId};
+pub use instant::to_stored_precision;
 pub use kinds::{ConversationType, MessageType, Role};
 pub use message::{Message, MessageBody, MessageView, ReactionSummary, Receipt};
 pub use values::{

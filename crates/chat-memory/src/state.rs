@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, Message, MessageId, MessageView,
     Participant, ParticipantView, PostingId, ReactionSummary, Receipt, Role, Seq, Timestamp,
-    UserId,
+    UserId, to_stored_precision,
 };
 use chat_ports::{Appended, NewMessage, StoreConflict, StoreError};
 
@@ -169,28 +169,13 @@ impl State {
             return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
         let seq = record.last_seq().next();
-        let body = new.body;
-        let message = Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender_id: new.sender_id,
-            content: body.content().as_str().to_owned(),
-            message_type: body.message_type(),
-            media_url: body.media_url().map(|u| u.as_str().to_owned()),
-            media_metadata: body.media_metadata().map(|m| m.as_json().to_owned()),
-            reply_to_id: new.reply_to_id,
-            client_message_id: new.client_message_id.map(|c| c.as_str().to_owned()),
-            created_at: new.created_at,
-            edited_at: None,
-            deleted_at: None,
-            is_system_message: body.is_system(),
-        };
+        let message = new.to_stored(seq);
+        let at = message.created_at;
         record.by_seq.push(message.id);
         if let Some(key) = client_key {
             record.client_ids.insert(key, message.id);
         }
-        record.conversation.last_message_at = Some(new.created_at);
+        record.conversation.last_message_at = Some(at);
         self.messages.insert(
             message.id,
             Box::new(MessageRecord {
@@ -199,7 +184,7 @@ impl State {
                 receipts: Vec::new(),
             }),
         );
-        self.advance_marker(new.conversation_id, new.sender_id, seq, new.created_at);
+        self.advance_marker(new.conversation_id, new.sender_id, seq, at);
         let view = self.view(new.id).ok_or(StoreError::NotFound)?;
         Ok(Appended {
             view,
@@ -217,6 +202,7 @@ impl State {
         up_to: Seq,
         at: Timestamp,
     ) -> bool {
+        let at = to_stored_precision(at);
         let Some(record) = self.conversations.get_mut(&conversation) else {
             return false;
         };

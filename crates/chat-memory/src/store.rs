@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
     Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt, Role, Seq,
-    Timestamp, UserId,
+    Timestamp, UserId, to_stored_precision,
 };
 use chat_ports::{
     Appended, ArchivedFilter, ConversationChange, ConversationStore, HistoryPage, HistoryQuery,
@@ -94,13 +94,15 @@ impl ConversationStore for MemoryStore {
         announcement: NewMessage,
     ) -> Result<ConversationDetails, StoreError> {
         let mut state = self.lock();
+        // Every instant is kept at the stored precision, as MySQL keeps it.
+        let at = to_stored_precision(new.created_at);
         let conversation = Conversation {
             id: new.id,
             kind: new.kind,
             name: new.name.map(|n| n.as_str().to_owned()),
             posting_id: new.posting_id,
             created_by: new.created_by,
-            created_at: new.created_at,
+            created_at: at,
             last_message_at: None,
             is_archived: false,
             archived_at: None,
@@ -109,14 +111,14 @@ impl ConversationStore for MemoryStore {
             new.id,
             new.created_by,
             Role::Admin,
-            new.created_at,
+            at,
             Seq::ZERO,
         )];
         participants.extend(
             new.members
                 .iter()
                 .filter(|u| **u != new.created_by)
-                .map(|u| participant(new.id, *u, Role::Member, new.created_at, Seq::ZERO)),
+                .map(|u| participant(new.id, *u, Role::Member, at, Seq::ZERO)),
         );
         insert_conversation(&mut state, conversation, participants);
         state.append(announcement, false)?;
@@ -130,6 +132,7 @@ impl ConversationStore for MemoryStore {
         b: UserId,
         at: Timestamp,
     ) -> Result<(ConversationDetails, bool), StoreError> {
+        let at = to_stored_precision(at);
         let mut state = self.lock();
         let pair = (a.min(b), a.max(b));
         if let Some(existing) = state.direct_pairs.get(&pair).copied() {
@@ -169,6 +172,7 @@ impl ConversationStore for MemoryStore {
         at: Timestamp,
         record: Option<NewMessage>,
     ) -> Result<MembershipChange, StoreError> {
+        let at = to_stored_precision(at);
         let mut state = self.lock();
         let conversation = state
             .conversations
@@ -282,14 +286,14 @@ impl MessageStore for MemoryStore {
         let mut state = self.lock();
         let record = state.live_message_mut(id)?;
         record.message.content = content.into_inner();
-        record.message.edited_at = Some(at);
+        record.message.edited_at = Some(to_stored_precision(at));
         state.view(id).ok_or(StoreError::NotFound)
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
         let mut state = self.lock();
         let record = state.live_message_mut(id)?;
-        record.message.deleted_at = Some(at);
+        record.message.deleted_at = Some(to_stored_precision(at));
         Ok(record.message.clone())
     }
 
@@ -493,7 +497,12 @@ impl ReadStateStore for MemoryStore {
             .map(|c| (c.conversation.activity_at(), c.conversation.id))
             .filter(|key| match query.after {
                 None => true,
-                Some(cursor) => *key < (cursor.activity_at, cursor.conversation_id),
+                Some(cursor) => {
+                    *key < (
+                        to_stored_precision(cursor.activity_at),
+                        cursor.conversation_id,
+                    )
+                }
             })
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));

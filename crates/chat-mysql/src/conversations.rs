@@ -12,10 +12,10 @@ use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
-use crate::messages::{insert_locked, lock_conversation};
 use crate::rows::{
     self, db_time, details, direct_key, existing_details, find_view, new_row_id, uuid_order,
 };
+use crate::writes::{insert_locked, lock_conversation};
 
 /// The unique key of the DIRECT pair.
 const DIRECT_KEY: &str = "uq_conversations_direct_key";

@@ -17,7 +17,9 @@ mod error;
 mod messages;
 mod read_state;
 mod rows;
+mod send;
 mod settings;
+mod writes;
 
 use std::sync::{Arc, OnceLock};
 
@@ -95,9 +97,6 @@ impl MySqlStore {
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute("SET time_zone = '+00:00'").await?;
-                    // Appends list the recipients with GROUP_CONCAT: room for 1000+ ids.
-                    conn.execute("SET SESSION group_concat_max_len = 1048576")
-                        .await?;
                     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                         .await?;
                     Ok(())

@@ -4,184 +4,22 @@
 
 use async_trait::async_trait;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Seq,
-    Timestamp, UserId,
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Timestamp,
 };
 use chat_ports::{
-    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
-    StoreError,
+    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreError,
 };
-use sqlx::{MySqlConnection, Row};
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::Query;
+use sqlx::{MySql, Row};
 
 use crate::MySqlStore;
-use crate::appender::{Appender, Reply};
+use crate::appender::Appender;
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::rows::{
-    self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
-    uuid_order, with_reactions,
+    self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
 };
-
-/// The unique key of the idempotency key.
-const CLIENT_ID_KEY: &str = "uq_messages_client_message_id";
-
-/// The state of a conversation read under its row lock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LockedConversation {
-    /// The newest seq handed out.
-    pub(crate) last_seq: i64,
-    /// Whether it is archived.
-    pub(crate) is_archived: bool,
-    /// Its activity time (`last_message_at`, else `created_at`), which every active
-    /// membership carries as `activity_at`.
-    pub(crate) activity_at: Option<time::OffsetDateTime>,
-}
-
-/// Locks the conversation row (`FOR UPDATE`): every writer of `seq` and of the membership
-/// takes this lock first, so they run one after the other per conversation.
-pub(crate) async fn lock_conversation(
-    conn: &mut MySqlConnection,
-    id: ConversationId,
-) -> Outcome<Option<LockedConversation>> {
-    let row = sqlx::query(
-        "SELECT c.last_seq, c.is_archived, COALESCE(c.last_message_at, c.created_at) AS activity_at \
-         FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE",
-    )
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| {
-        Ok(LockedConversation {
-            last_seq: row.try_get("last_seq")?,
-            is_archived: row
-                .try_get::<Option<bool>, _>("is_archived")?
-                .unwrap_or(false),
-            activity_at: row.try_get("activity_at")?,
-        })
-    })
-    .transpose()
-}
-
-/// Stores `new` as message `seq` of a conversation whose row the caller holds locked with
-/// `last_seq = seq - 1`: inserts it, advances the conversation, records the receipts the
-/// sender passes (from `sender_marker`, their marker when they have a membership) and
-/// updates the memberships (see [`update_memberships`]).
-pub(crate) async fn insert_locked(
-    conn: &mut MySqlConnection,
-    new: &NewMessage,
-    seq: i64,
-    sender_marker: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    let body = &new.body;
-    let created_at = db_time(new.created_at);
-    sqlx::query(
-        "INSERT INTO MESSAGES (id, conversation_id, seq, sender_id, content, message_type, \
-         media_url, media_metadata, reply_to_id, client_message_id, created_at, \
-         is_system_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(new.id.to_string())
-    .bind(new.conversation_id.to_string())
-    .bind(seq)
-    .bind(new.sender_id.get())
-    .bind(body.content().as_str())
-    .bind(body.message_type().as_str())
-    .bind(body.media_url().map(|u| u.as_str()))
-    .bind(body.media_metadata().map(|m| m.as_json()))
-    .bind(new.reply_to_id.map(|r| r.to_string()))
-    .bind(
-        new.client_message_id
-            .as_ref()
-            .map(|c| c.as_str().as_bytes()),
-    )
-    .bind(created_at)
-    .bind(body.is_system())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ? WHERE id = ?")
-        .bind(seq)
-        .bind(created_at)
-        .bind(new.conversation_id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    if let Some(marker) = sender_marker {
-        // Receipts for what the sender passes by answering: the others' messages between
-        // their marker and this one.
-        record_receipts(
-            conn,
-            new.conversation_id,
-            new.sender_id,
-            marker,
-            seq - 1,
-            created_at,
-        )
-        .await?;
-    }
-    update_memberships(conn, new, seq, created_at).await
-}
-
-/// The membership side of a send, in one `UPDATE` (one pass over the conversation's
-/// participant rows in index order, so concurrent writers lock them in the same order):
-/// - every active membership's `activity_at` becomes the message's time (the conversation's
-///   new `last_message_at`);
-/// - every other active participant's `unread_count` + 1, unless the message is SYSTEM;
-/// - the sender's marker moves to `seq` and their count becomes 0: under the conversation's
-///   lock `seq` is the newest message, so nothing above the marker remains. (A sender with
-///   no membership has no row; a sender who left has theirs updated, harmlessly.)
-async fn update_memberships(
-    conn: &mut MySqlConnection,
-    new: &NewMessage,
-    seq: i64,
-    at: time::OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    let sender = new.sender_id.get();
-    sqlx::query(
-        "UPDATE CONVERSATION_PARTICIPANTS SET \
-           unread_count = IF(user_id = ?, 0, unread_count + ?), \
-           last_read_seq = IF(user_id = ?, GREATEST(last_read_seq, ?), last_read_seq), \
-           last_read_at = IF(user_id = ?, ?, last_read_at), \
-           activity_at = ? \
-         WHERE conversation_id = ? AND (left_at IS NULL OR user_id = ?)",
-    )
-    .bind(sender)
-    .bind(i32::from(!new.body.is_system()))
-    .bind(sender)
-    .bind(seq)
-    .bind(sender)
-    .bind(at)
-    .bind(at)
-    .bind(new.conversation_id.to_string())
-    .bind(sender)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The view of a message just stored by [`insert_locked`], built without reading it back.
-pub(crate) fn stored_view(new: &NewMessage, seq: i64, sender_name: Option<String>) -> MessageView {
-    let body = &new.body;
-    MessageView {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq: Seq::new(seq).unwrap_or(Seq::ZERO),
-            sender_id: new.sender_id,
-            content: body.content().as_str().to_owned(),
-            message_type: body.message_type(),
-            media_url: body.media_url().map(|u| u.as_str().to_owned()),
-            media_metadata: body.media_metadata().map(|m| m.as_json().to_owned()),
-            reply_to_id: new.reply_to_id,
-            client_message_id: new
-                .client_message_id
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            created_at: db_time(new.created_at),
-            edited_at: None,
-            deleted_at: None,
-            is_system_message: body.is_system(),
-        },
-        sender_name,
-        reactions: Vec::new(),
-    }
-}
+use crate::send::{Reply, append_alone, original};
 
 /// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
 /// `uq_messages_conversation_seq` at any depth.
@@ -196,123 +34,27 @@ pub(crate) fn history_sql(condition: &str, order: &str) -> String {
 }
 
 impl MySqlStore {
-    /// Appends one message in a transaction of its own (the path of a send that arrives
-    /// alone, and of a batch's requests when the batch was rolled back), re-run after a
-    /// deadlock or lock wait timeout.
-    pub(crate) async fn append_alone(&self, new: &NewMessage) -> Result<Appended, StoreError> {
-        crate::retrying!(self.try_append(new))
-    }
-
-    async fn try_append(&self, new: &NewMessage) -> Outcome<Appended> {
+    /// Changes a live message in a transaction of its own: locks its row (`NotFound` when
+    /// it does not exist or is deleted), runs `change` (an `UPDATE` of that row) and reads
+    /// the message back.
+    async fn change_live_message(
+        &self,
+        id: MessageId,
+        change: Query<'_, MySql, MySqlArguments>,
+    ) -> Outcome<MessageView> {
         let mut tx = self.pool.begin().await?;
-        // One round trip: the lock, the idempotency probe, the sender's marker and name. The
-        // subqueries are plain reads (they take no locks).
-        let sql = format!(
-            "SELECT c.last_seq, c.is_archived, \
-               (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = c.id \
-                  AND m.sender_id = ? AND m.client_message_id = ?) AS existing_id, \
-               (SELECT p.last_read_seq FROM CONVERSATION_PARTICIPANTS p \
-                  WHERE p.conversation_id = c.id AND p.user_id = ? AND p.left_at IS NULL) \
-                  AS sender_marker, \
-               (SELECT CAST(GROUP_CONCAT(p.user_id) AS CHAR) FROM CONVERSATION_PARTICIPANTS p \
-                  WHERE p.conversation_id = c.id AND p.left_at IS NULL) AS recipients, \
-               (SELECT {NAME_EXPR} FROM app_users u WHERE u.id = ?) AS sender_name \
-             FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE"
-        );
-        let row = sqlx::query(&sql)
-            .bind(new.sender_id.get())
-            .bind(
-                new.client_message_id
-                    .as_ref()
-                    .map(|c| c.as_str().as_bytes()),
-            )
-            .bind(new.sender_id.get())
-            .bind(new.sender_id.get())
-            .bind(new.conversation_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let marker: Option<i64> = row.try_get("sender_marker")?;
-        if marker.is_none() {
-            // Not an active participant: for them the conversation does not exist.
-            return Err(StoreError::NotFound.into());
-        }
-        let recipients = rows::user_ids_csv(row.try_get("recipients")?)?;
-        let existing: Option<String> = row.try_get("existing_id")?;
-        if let Some(existing) = existing {
-            tx.rollback().await?;
-            return self
-                .original(rows::message_id(&existing)?, recipients)
-                .await;
-        }
-        if row
-            .try_get::<Option<bool>, _>("is_archived")?
-            .unwrap_or(false)
-        {
-            return Err(StoreConflict::ConversationArchived.into());
-        }
-        let seq = row.try_get::<i64, _>("last_seq")? + 1;
-        let sender_name: Option<String> = row.try_get("sender_name")?;
-        match insert_locked(&mut tx, new, seq, marker).await {
-            Ok(()) => {}
-            Err(e) if is_duplicate_of(&e, CLIENT_ID_KEY) => {
-                // A racing send with the same key committed after our probe.
-                tx.rollback().await?;
-                let original = self.original_by_client_id(new).await?;
-                return self.original(original, recipients).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tx.commit().await?;
-        Ok(Appended {
-            view: stored_view(new, seq, sender_name),
-            created: true,
-            recipients,
-        })
-    }
-
-    async fn original(&self, id: MessageId, recipients: Vec<UserId>) -> Outcome<Appended> {
-        let mut conn = self.pool.acquire().await?;
-        let view = find_view(&mut conn, id)
-            .await?
-            .ok_or(StoreError::Unavailable(
-                "idempotent original vanished".into(),
-            ))?;
-        Ok(Appended {
-            view,
-            created: false,
-            recipients,
-        })
-    }
-
-    async fn original_by_client_id(&self, new: &NewMessage) -> Outcome<MessageId> {
-        let id: String = sqlx::query_scalar(
-            "SELECT m.id FROM MESSAGES m WHERE m.conversation_id = ? AND m.sender_id = ? \
-             AND m.client_message_id = ?",
-        )
-        .bind(new.conversation_id.to_string())
-        .bind(new.sender_id.get())
-        .bind(
-            new.client_message_id
-                .as_ref()
-                .map(|c| c.as_str().as_bytes()),
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        rows::message_id(&id)
-    }
-
-    /// Locks a message row; `NotFound` when it does not exist or is deleted.
-    async fn lock_live_message(conn: &mut MySqlConnection, id: MessageId) -> Outcome<()> {
         let deleted: Option<Option<time::OffsetDateTime>> =
             sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
                 .bind(id.to_string())
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *tx)
                 .await?;
-        match deleted {
-            Some(None) => Ok(()),
-            _ => Err(StoreError::NotFound.into()),
+        if !matches!(deleted, Some(None)) {
+            return Err(StoreError::NotFound.into());
         }
+        change.execute(&mut *tx).await?;
+        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(view)
     }
 
     async fn try_edit(
@@ -321,34 +63,22 @@ impl MySqlStore {
         content: &MessageContent,
         at: Timestamp,
     ) -> Outcome<MessageView> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_live_message(&mut tx, id).await?;
-        sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
+        let edit = sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
             .bind(content.as_str())
             .bind(db_time(at))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(view)
+            .bind(id.to_string());
+        self.change_live_message(id, edit).await
     }
 
     async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_live_message(&mut tx, id).await?;
         // The unread counters of the others who had not read it drop by one in this same
         // statement, by trigger `trg_messages_unread_on_delete`: both this service and the
         // previous system soft-delete with this bare UPDATE, and the trigger is the one place
         // that sees either (docs/schema.md, "Unread counters and inbox order").
-        sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
+        let delete = sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
             .bind(db_time(at))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(view.message)
+            .bind(id.to_string());
+        Ok(self.change_live_message(id, delete).await?.message)
     }
 
     async fn try_history(
@@ -468,12 +198,11 @@ impl MessageStore for MySqlStore {
             .get_or_init(|| Appender::start(self.pool.clone()));
         match appender.submit(new.clone()).await {
             Some(Reply::Done(answer)) => *answer,
-            Some(Reply::Original { id, recipients }) => self
-                .original(id, recipients)
+            Some(Reply::Original { id, recipients }) => original(&self.pool, id, recipients)
                 .await
                 .map_err(Failure::into_store),
             // Not queued, or its batch was rolled back: nothing of it is stored.
-            Some(Reply::RunAlone) | None => self.append_alone(&new).await,
+            Some(Reply::RunAlone) | None => append_alone(&self.pool, &new).await,
         }
     }
 

@@ -15,8 +15,9 @@ use crate::MySqlStore;
 use crate::error::{Failure, Outcome};
 use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
-    message_columns, participants_of, placeholders, record_receipts, with_reactions,
+    message_columns, participants_of, placeholders, with_reactions,
 };
+use crate::writes::{ReceiptRange, record_receipts};
 
 /// Which rows of the caller's memberships the inbox query returns.
 enum InboxScope {
@@ -82,7 +83,14 @@ impl MySqlStore {
         let target = up_to.map_or(newest, |s| s.get().min(newest));
         let moved = target > current;
         if moved {
-            record_receipts(&mut tx, conversation, user, current, target, at).await?;
+            let range = ReceiptRange {
+                conversation,
+                reader: user.get(),
+                after: current,
+                up_to: target,
+                at,
+            };
+            record_receipts(&mut tx, &[range]).await?;
         }
         let marker = target.max(current);
         // The exact count above the marker: a range of idx_messages_unread (both bounds are

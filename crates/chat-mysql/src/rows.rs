@@ -35,10 +35,10 @@ pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-/// The instant as stored: UTC, truncated to the second (the columns are `TIMESTAMP`).
+/// The instant as stored: UTC, truncated to the second (the columns are `TIMESTAMP`), as
+/// every store keeps it ([`chat_domain::to_stored_precision`]).
 pub(crate) fn db_time(at: Timestamp) -> OffsetDateTime {
-    let utc = at.to_offset(time::UtcOffset::UTC);
-    utc.replace_nanosecond(0).unwrap_or(utc)
+    chat_domain::to_stored_precision(at)
 }
 
 /// A fresh, time-ordered row id.
@@ -73,20 +73,6 @@ pub(crate) fn message_id(text: &str) -> Outcome<MessageId> {
 
 pub(crate) fn user_id(value: i64) -> Outcome<UserId> {
     UserId::new(value).map_err(|_| Failure::corrupt("user id"))
-}
-
-/// User ids from a `GROUP_CONCAT` list (`"3,7,12"`; `NULL` for none).
-pub(crate) fn user_ids_csv(list: Option<String>) -> Outcome<Vec<UserId>> {
-    list.unwrap_or_default()
-        .split(',')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            part.trim()
-                .parse::<i64>()
-                .map_err(|_| Failure::corrupt("user id list"))
-                .and_then(user_id)
-        })
-        .collect()
 }
 
 fn seq(value: Option<i64>) -> Outcome<Seq> {
@@ -327,37 +313,6 @@ pub(crate) async fn find_view(
     };
     let view = message_view(&row)?;
     Ok(with_reactions(conn, vec![view]).await?.pop())
-}
-
-/// Records receipts for `reader` of the others' live messages with seq in `(after, up_to]`.
-/// One `INSERT … SELECT`; receipts already there are kept as they are.
-pub(crate) async fn record_receipts(
-    conn: &mut MySqlConnection,
-    conversation: ConversationId,
-    reader: UserId,
-    after: i64,
-    up_to: i64,
-    at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    if up_to <= after {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO MESSAGE_READ_RECEIPTS (id, message_id, user_id, read_at) \
-         SELECT UUID(), m.id, ?, ? FROM MESSAGES m \
-         WHERE m.conversation_id = ? AND m.seq > ? AND m.seq <= ? \
-           AND m.sender_id <> ? AND m.deleted_at IS NULL \
-         ON DUPLICATE KEY UPDATE MESSAGE_READ_RECEIPTS.read_at = MESSAGE_READ_RECEIPTS.read_at",
-    )
-    .bind(reader.get())
-    .bind(at)
-    .bind(conversation.to_string())
-    .bind(after)
-    .bind(up_to)
-    .bind(reader.get())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The count of `reader`'s unread messages above `after`: from others, live, not SYSTEM.

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod store;
+pub mod stored;
 
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
