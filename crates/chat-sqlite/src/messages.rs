@@ -16,7 +16,7 @@ use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
 use crate::rows::{
     self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
-    stored_view, with_reactions,
+    with_reactions,
 };
 
 /// The state of a conversation a write reads before changing it. (The single writer makes
@@ -198,7 +198,7 @@ pub(crate) async fn append(conn: &mut SqliteConnection, new: &NewMessage) -> Out
     let sender_name: Option<String> = row.try_get("sender_name")?;
     insert_message(conn, new, seq, Some(marker)).await?;
     Ok(Appended {
-        view: stored_view(new, rows::seq(seq)?, sender_name),
+        view: new.to_stored_view(rows::seq(seq)?, sender_name),
         created: true,
         recipients,
     })

@@ -9,7 +9,6 @@ use chat_domain::{
     MessageType, MessageView, Participant, ParticipantView, PostingId, ReactionSummary, Role, Seq,
     Timestamp, UserId,
 };
-use chat_ports::NewMessage;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
@@ -26,8 +25,8 @@ pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-/// The instant as stored: seconds since the epoch (the MySQL adapter's `TIMESTAMP` columns
-/// hold whole seconds; this one returns the same instants).
+/// The instant as stored: whole seconds since the epoch, UTC (the stored precision of
+/// [`chat_domain::to_stored_precision`], as on MySQL).
 pub(crate) fn db_time(at: Timestamp) -> i64 {
     at.unix_timestamp()
 }
@@ -35,12 +34,6 @@ pub(crate) fn db_time(at: Timestamp) -> i64 {
 /// The stored instant, in UTC.
 pub(crate) fn from_db_time(seconds: i64) -> Outcome<Timestamp> {
     OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| Failure::corrupt("timestamp"))
-}
-
-/// The instant as returned: UTC, truncated to the second.
-pub(crate) fn stored_time(at: Timestamp) -> Timestamp {
-    let utc = at.to_offset(time::UtcOffset::UTC);
-    utc.replace_nanosecond(0).unwrap_or(utc)
 }
 
 /// The key that identifies the DIRECT conversation of a pair, in either order.
@@ -376,32 +369,3 @@ pub(crate) async fn record_receipts(
 pub(crate) const UNREAD_COUNT_SQL: &str = "SELECT COUNT(*) FROM MESSAGES m \
      WHERE m.conversation_id = ? AND m.seq > ? AND m.sender_id <> ? \
        AND m.deleted_at IS NULL AND m.is_system_message = 0";
-
-/// The view of a message just stored as `seq`, built without reading it back: what a read
-/// would return (times truncated to the second).
-pub(crate) fn stored_view(new: &NewMessage, seq: Seq, sender_name: Option<String>) -> MessageView {
-    let body = &new.body;
-    MessageView {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender_id: new.sender_id,
-            content: body.content().as_str().to_owned(),
-            message_type: body.message_type(),
-            media_url: body.media_url().map(|u| u.as_str().to_owned()),
-            media_metadata: body.media_metadata().map(|m| m.as_json().to_owned()),
-            reply_to_id: new.reply_to_id,
-            client_message_id: new
-                .client_message_id
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            created_at: stored_time(new.created_at),
-            edited_at: None,
-            deleted_at: None,
-            is_system_message: body.is_system(),
-        },
-        sender_name,
-        reactions: Vec::new(),
-    }
-}
