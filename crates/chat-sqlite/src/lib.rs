@@ -378,4 +378,35 @@ mod tests {
             PathBuf::from("chat.db.lock")
         );
     }
+
+    /// The settings durability rests on, as the writer's connection has them.
+    #[tokio::test]
+    async fn the_writer_connection_syncs_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("chat.db").display().to_string();
+        let store = SqliteStore::open(&location, SqliteSettings::default())
+            .await
+            .unwrap();
+        let pragmas = store
+            .write(|conn| {
+                Box::pin(async move {
+                    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let mut values = vec![mode];
+                    for pragma in ["synchronous", "foreign_keys", "busy_timeout"] {
+                        let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        values.push(value.to_string());
+                    }
+                    Ok(values)
+                })
+            })
+            .await
+            .unwrap();
+        // synchronous 2 is FULL: in WAL mode, the log is synced at every commit.
+        assert_eq!(pragmas, ["wal", "2", "1", "5000"]);
+        store.close().await;
+    }
 }
