@@ -2,6 +2,8 @@
 //! get-or-create settled by the single writer (and the unique `direct_key`), and one small
 //! function per membership change, each run by the writer with its SYSTEM record.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chat_domain::{ConversationDetails, ConversationId, GroupName, Role, Timestamp, UserId};
 use chat_ports::{
@@ -216,7 +218,8 @@ pub(crate) async fn unarchive(conn: &mut SqliteConnection, id: ConversationId) -
 }
 
 /// Adds users as MEMBERs with their marker at `newest` (nothing before their joining is
-/// unread), reactivating those who had left; refused on an archived conversation.
+/// unread), reactivating those who had left and leaving active ones as they are; refused on
+/// an archived conversation. Returns who joined (new and returning, in the order asked).
 pub(crate) async fn add_participants(
     conn: &mut SqliteConnection,
     id: ConversationId,
@@ -224,27 +227,33 @@ pub(crate) async fn add_participants(
     users: &[UserId],
     newest: i64,
     at: Timestamp,
-) -> Outcome<()> {
+) -> Outcome<Vec<UserId>> {
     if state.is_archived {
         return Err(StoreConflict::ConversationArchived.into());
     }
+    let active: HashSet<UserId> = active_roles(conn, id)
+        .await?
+        .into_iter()
+        .map(|(user, _)| user)
+        .collect();
+    let mut joined = Vec::new();
     for user in users {
+        if active.contains(user) || joined.contains(user) {
+            continue;
+        }
         // New: a MEMBER whose marker is at the newest seq, so nothing is unread. Left:
         // reactivated as MEMBER with a new joined_at and marker, its counter reset to that
-        // nothing and its activity time refreshed (neither is kept while inactive). Active:
-        // unchanged. (SQLite evaluates every assignment on the old row, so `left_at` below
-        // is the value before the update.)
+        // nothing and its activity time refreshed (neither is kept while inactive).
         sqlx::query(
             "INSERT INTO CONVERSATION_PARTICIPANTS \
              (conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
               unread_count, activity_at) \
              VALUES (?, ?, 'MEMBER', ?, ?, 0, 0, ?) \
              ON CONFLICT (conversation_id, user_id) DO UPDATE SET \
-               role = CASE WHEN left_at IS NULL THEN role ELSE 'MEMBER' END, \
-               joined_at = CASE WHEN left_at IS NULL THEN joined_at ELSE excluded.joined_at END, \
-               last_read_seq = CASE WHEN left_at IS NULL THEN last_read_seq \
-                               ELSE MAX(last_read_seq, excluded.last_read_seq) END, \
-               unread_count = CASE WHEN left_at IS NULL THEN unread_count ELSE 0 END, \
+               role = 'MEMBER', \
+               joined_at = excluded.joined_at, \
+               last_read_seq = MAX(last_read_seq, excluded.last_read_seq), \
+               unread_count = 0, \
                activity_at = excluded.activity_at, \
                left_at = NULL",
         )
@@ -255,8 +264,9 @@ pub(crate) async fn add_participants(
         .bind(state.activity_at)
         .execute(&mut *conn)
         .await?;
+        joined.push(*user);
     }
-    Ok(())
+    Ok(joined)
 }
 
 /// Marks a participant as left; when no active admin remains but active members do, the
