@@ -4,10 +4,7 @@
 use std::collections::HashSet;
 
 use chat_domain::{ConversationId, Emoji, GroupName, MessageContent, PostingId, Role, Seq, UserId};
-use chat_ports::{
-    ArchivedFilter, ConversationChange, HistoryQuery, InboxQuery, PageLimit, StoreConflict,
-    StoreError,
-};
+use chat_ports::{ArchivedFilter, HistoryQuery, InboxQuery, PageLimit, StoreConflict, StoreError};
 use futures::future::join_all;
 
 use crate::Ports;
@@ -23,7 +20,10 @@ fn seqs(items: &[chat_domain::MessageView]) -> Vec<i64> {
 
 pub async fn direct_conversation_is_found_in_either_direction(ports: Ports) {
     ports.users_up_to(3).await;
-    let (first, created) = ports
+    let chat_ports::DirectConversation {
+        details: first,
+        created,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(2), at(0))
         .await
@@ -33,7 +33,10 @@ pub async fn direct_conversation_is_found_in_either_direction(ports: Ports) {
         first.conversation.kind,
         chat_domain::ConversationType::Direct
     );
-    let (again, created_again) = ports
+    let chat_ports::DirectConversation {
+        details: again,
+        created: created_again,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(2), user(1), at(5))
         .await
@@ -43,7 +46,10 @@ pub async fn direct_conversation_is_found_in_either_direction(ports: Ports) {
     let mut members = again.active_user_ids();
     members.sort();
     assert_eq!(members, vec![user(1), user(2)]);
-    let (other, created_other) = ports
+    let chat_ports::DirectConversation {
+        details: other,
+        created: created_other,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(3), at(6))
         .await
@@ -70,27 +76,36 @@ pub async fn direct_get_or_create_race_creates_exactly_one(ports: Ports) {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let ids: HashSet<ConversationId> = results.iter().map(|(d, _)| d.conversation.id).collect();
+    let ids: HashSet<ConversationId> = results.iter().map(|d| d.details.conversation.id).collect();
     assert_eq!(ids.len(), 1, "one conversation for the pair");
-    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(results.iter().filter(|d| d.created).count(), 1);
 }
 
 pub async fn direct_with_oneself_is_its_own_conversation(ports: Ports) {
     ports.users_up_to(2).await;
-    let (notes, created) = ports
+    let chat_ports::DirectConversation {
+        details: notes,
+        created,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(1), at(0))
         .await
         .unwrap();
     assert!(created);
     assert_eq!(notes.active_user_ids(), vec![user(1)]);
-    let (again, _) = ports
+    let chat_ports::DirectConversation {
+        details: again,
+        created: _,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(1), at(1))
         .await
         .unwrap();
     assert_eq!(again.conversation.id, notes.conversation.id);
-    let (pair, _) = ports
+    let chat_ports::DirectConversation {
+        details: pair,
+        created: _,
+    } = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(2), at(2))
         .await
@@ -287,7 +302,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     let id = group.conversation.id;
     ports
         .conversations
-        .change_conversation(id, ConversationChange::Archive, at(1), None)
+        .archive_conversation(id, at(1), None)
         .await
         .unwrap();
     let refused = ports
@@ -310,7 +325,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .change_conversation(id, ConversationChange::Unarchive, at(3), None)
+        .unarchive_conversation(id, None)
         .await
         .unwrap();
     assert!(ports.say(id, 2, "back", at(4)).await.created);
@@ -469,30 +484,38 @@ pub async fn reactions_are_idempotent_and_distinct_per_emoji(ports: Ports) {
         .message
         .id;
     let clock = std::sync::atomic::AtomicI64::new(2);
-    let react = |u: i64, e: &str, present: bool| {
+    let add = |u: i64, e: &str| {
         let ports = ports.clone();
         let emoji = Emoji::parse(e).unwrap();
         let when = at(clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         async move {
             ports
                 .messages
-                .set_reaction(message, user(u), emoji, present, when)
+                .add_reaction(message, user(u), emoji, when)
                 .await
                 .unwrap()
         }
     };
-    assert!(react(1, "🍣", true).await.changed);
+    let remove = |u: i64, e: &str| {
+        let ports = ports.clone();
+        let emoji = Emoji::parse(e).unwrap();
+        async move {
+            ports
+                .messages
+                .remove_reaction(message, user(u), emoji)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(add(1, "🍣").await.changed);
     assert!(
-        react(1, "🍺", true).await.changed,
+        add(1, "🍺").await.changed,
         "a different emoji is a different reaction"
     );
-    assert!(
-        !react(1, "🍣", true).await.changed,
-        "adding twice changes nothing"
-    );
-    assert!(react(2, "🍣", true).await.changed);
-    assert!(react(2, "👍🏿", true).await.changed);
-    let last = react(2, "👍", true).await;
+    assert!(!add(1, "🍣").await.changed, "adding twice changes nothing");
+    assert!(add(2, "🍣").await.changed);
+    assert!(add(2, "👍🏿").await.changed);
+    let last = add(2, "👍").await;
     assert!(last.changed, "skin tones are different emoji");
     let summary: Vec<(String, u32, Vec<UserId>)> = last
         .reactions
@@ -508,10 +531,10 @@ pub async fn reactions_are_idempotent_and_distinct_per_emoji(ports: Ports) {
             ("👍".to_owned(), 1, vec![user(2)]),
         ]
     );
-    let removed = react(1, "🍣", false).await;
+    let removed = remove(1, "🍣").await;
     assert!(removed.changed);
     assert!(
-        !react(1, "🍣", false).await.changed,
+        !remove(1, "🍣").await.changed,
         "removing twice changes nothing"
     );
     // Order of first use among the reactions that remain: 🍺 (user 1) now precedes 🍣,
@@ -541,7 +564,7 @@ pub async fn reactions_on_deleted_messages_are_not_found(ports: Ports) {
     ports.messages.delete_message(message, at(2)).await.unwrap();
     let result = ports
         .messages
-        .set_reaction(message, user(1), Emoji::parse("👀").unwrap(), true, at(3))
+        .add_reaction(message, user(1), Emoji::parse("👀").unwrap(), at(3))
         .await;
     assert_eq!(result.unwrap_err(), StoreError::NotFound);
 }
@@ -616,7 +639,7 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
     ports.say(id, 2, "mine", at(4)).await;
     ports
         .messages
-        .append_message(new_message(id, user(1), system("a record"), at(5)))
+        .append_message(new_message(id, user(1), system("an announcement"), at(5)))
         .await
         .unwrap();
     let item = ports
@@ -643,7 +666,7 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
         .unwrap();
     assert_eq!(
         item.unread_count, 1,
-        "only d: e is deleted, the record is SYSTEM"
+        "only d: e is deleted, the announcement is SYSTEM"
     );
     let badge = ports.read_state.unread_summary(user(2)).await.unwrap();
     assert_eq!(badge.total, 1);
@@ -762,17 +785,12 @@ pub async fn inbox_filters_archived_and_hides_left_conversations(ports: Ports) {
     let left = ports.group(3, &[2], at(2)).await.conversation.id;
     ports
         .conversations
-        .change_conversation(archived, ConversationChange::Archive, at(3), None)
+        .archive_conversation(archived, at(3), None)
         .await
         .unwrap();
     ports
         .conversations
-        .change_conversation(
-            left,
-            ConversationChange::RemoveParticipant(user(2)),
-            at(4),
-            None,
-        )
+        .remove_participant(left, user(2), at(4), None)
         .await
         .unwrap();
     let list = |filter| {
@@ -831,22 +849,12 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     ports.say(id, 1, "before 3 joins", at(1)).await;
     ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::RemoveParticipant(user(2)),
-            at(2),
-            None,
-        )
+        .remove_participant(id, user(2), at(2), None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::AddParticipants(vec![user(2), user(3)]),
-            at(3),
-            None,
-        )
+        .add_participants(id, vec![user(2), user(3)], at(3), None)
         .await
         .unwrap();
     let back = change.details.participant(user(2)).unwrap();
@@ -873,19 +881,33 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
         newcomer.unread_count, 0,
         "history before joining is not unread"
     );
+    assert_eq!(
+        change.joined,
+        vec![user(2), user(3)],
+        "the returning and the new participant joined"
+    );
+    let again = ports
+        .conversations
+        .add_participants(id, vec![user(1), user(3)], at(4), None)
+        .await
+        .unwrap();
+    assert!(
+        again.joined.is_empty(),
+        "active participants stay as they are"
+    );
+    assert_eq!(
+        again.details.participant(user(3)).unwrap().joined_at,
+        at(3),
+        "an active participant keeps their joined_at"
+    );
     ports
         .conversations
-        .change_conversation(id, ConversationChange::Archive, at(4), None)
+        .archive_conversation(id, at(4), None)
         .await
         .unwrap();
     let refused = ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::AddParticipants(vec![user(4)]),
-            at(5),
-            None,
-        )
+        .add_participants(id, vec![user(4)], at(5), None)
         .await;
     assert_eq!(
         refused.unwrap_err(),
@@ -899,22 +921,12 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     let id = group.conversation.id;
     ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::AddParticipants(vec![user(3)]),
-            at(5),
-            None,
-        )
+        .add_participants(id, vec![user(3)], at(5), None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::RemoveParticipant(user(1)),
-            at(6),
-            None,
-        )
+        .remove_participant(id, user(1), at(6), None)
         .await
         .unwrap();
     assert_eq!(change.promoted, Some(user(2)));
@@ -929,24 +941,14 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     assert!(!change.details.participant(user(1)).unwrap().is_active());
     let again = ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::RemoveParticipant(user(3)),
-            at(7),
-            None,
-        )
+        .remove_participant(id, user(3), at(7), None)
         .await
         .unwrap();
     assert_eq!(again.promoted, None, "an admin remains");
     assert_eq!(
         ports
             .conversations
-            .change_conversation(
-                id,
-                ConversationChange::RemoveParticipant(user(3)),
-                at(8),
-                None
-            )
+            .remove_participant(id, user(3), at(8), None)
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -957,34 +959,22 @@ pub async fn demoting_the_last_admin_is_refused(ports: Ports) {
     ports.users_up_to(2).await;
     let group = ports.group(1, &[2], at(0)).await;
     let id = group.conversation.id;
-    let demote = |u: i64| ConversationChange::ChangeRole {
-        user_id: user(u),
-        role: Role::Member,
-    };
     assert_eq!(
         ports
             .conversations
-            .change_conversation(id, demote(1), at(1), None)
+            .set_role(id, user(1), Role::Member, None)
             .await
             .unwrap_err(),
         StoreError::Conflict(StoreConflict::LastAdmin)
     );
     ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::ChangeRole {
-                user_id: user(2),
-                role: Role::Admin,
-            },
-            at(2),
-            None,
-        )
+        .set_role(id, user(2), Role::Admin, None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .change_conversation(id, demote(1), at(3), None)
+        .set_role(id, user(1), Role::Member, None)
         .await
         .unwrap();
     assert_eq!(
@@ -994,16 +984,15 @@ pub async fn demoting_the_last_admin_is_refused(ports: Ports) {
     assert_eq!(change.details.active_admin_count(), 1);
 }
 
-pub async fn records_are_appended_with_changes(ports: Ports) {
+pub async fn announcements_are_appended_with_changes(ports: Ports) {
     ports.users_up_to(2).await;
     let group = ports.group(1, &[2], at(0)).await;
     let id = group.conversation.id;
     let change = ports
         .conversations
-        .change_conversation(
+        .rename_conversation(
             id,
-            ConversationChange::Rename(GroupName::parse("  New name ").unwrap()),
-            at(1),
+            GroupName::parse("  New name ").unwrap(),
             Some(new_message(id, user(1), system("renamed"), at(1))),
         )
         .await
@@ -1012,14 +1001,13 @@ pub async fn records_are_appended_with_changes(ports: Ports) {
         change.details.conversation.name.as_deref(),
         Some("New name")
     );
-    let record = change.record.unwrap();
-    assert_eq!(record.message.seq.get(), 2);
-    assert!(record.message.is_system_message);
+    let announcement = change.announcement.unwrap();
+    assert_eq!(announcement.message.seq.get(), 2);
+    assert!(announcement.message.is_system_message);
     let archived = ports
         .conversations
-        .change_conversation(
+        .archive_conversation(
             id,
-            ConversationChange::Archive,
             at(2),
             Some(new_message(id, user(1), system("archived"), at(2))),
         )
@@ -1028,18 +1016,13 @@ pub async fn records_are_appended_with_changes(ports: Ports) {
     assert!(archived.details.conversation.is_archived);
     assert_eq!(archived.details.conversation.archived_at, Some(at(2)));
     assert_eq!(
-        archived.record.unwrap().message.seq.get(),
+        archived.announcement.unwrap().message.seq.get(),
         3,
-        "records go in even when archiving"
+        "announcements go in even when archiving"
     );
     let unknown = ports
         .conversations
-        .change_conversation(
-            ConversationId::new(),
-            ConversationChange::Archive,
-            at(3),
-            None,
-        )
+        .archive_conversation(ConversationId::new(), at(3), None)
         .await;
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
 }
@@ -1097,12 +1080,7 @@ pub async fn append_names_recipients_and_refuses_outsiders(ports: Ports) {
     assert_eq!(outsider.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .change_conversation(
-            id,
-            ConversationChange::RemoveParticipant(user(3)),
-            at(3),
-            None,
-        )
+        .remove_participant(id, user(3), at(3), None)
         .await
         .unwrap();
     let left = ports
@@ -1219,11 +1197,12 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
         .unwrap();
     assert_eq!(deleted.deleted_at, Some(at(4)));
 
-    let (direct, _) = ports
+    let direct = ports
         .conversations
         .get_or_create_direct(ConversationId::new(), user(1), user(3), millis(5, 640))
         .await
-        .unwrap();
+        .unwrap()
+        .details;
     assert_eq!(direct.conversation.created_at, at(5));
     for p in &direct.participants {
         assert_eq!(p.participant.joined_at, at(5), "{p:?}");

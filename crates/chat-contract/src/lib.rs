@@ -41,6 +41,29 @@ pub struct Ports {
     pub fixtures: Arc<dyn Fixtures>,
 }
 
+impl Ports {
+    /// Every port on `store` (an adapter that implements all five, as each adapter
+    /// does), seeded through `fixtures`.
+    pub fn from_store<S>(store: Arc<S>, fixtures: Arc<dyn Fixtures>) -> Self
+    where
+        S: ConversationStore
+            + MessageStore
+            + ReadStateStore
+            + UserDirectory
+            + PostingDirectory
+            + 'static,
+    {
+        Self {
+            conversations: store.clone(),
+            messages: store.clone(),
+            read_state: store.clone(),
+            users: store.clone(),
+            postings: store,
+            fixtures,
+        }
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract case, each on fresh ports from `$factory`
 /// (an `async fn() -> Option<Ports>`; `None` skips, and the factory says so loudly).
 #[macro_export]
@@ -70,7 +93,7 @@ macro_rules! contract_suite {
             adding_participants_reactivates_and_refuses_archived,
             removing_the_last_admin_promotes_the_earliest_member,
             demoting_the_last_admin_is_refused,
-            records_are_appended_with_changes,
+            announcements_are_appended_with_changes,
             user_and_posting_directories,
             stored_instants_keep_whole_seconds,
         );

@@ -12,7 +12,6 @@ pub mod cursor;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-pub mod publisher;
 pub mod readiness;
 pub mod realtime;
 mod routes;
@@ -24,9 +23,8 @@ pub use app::{AppState, HttpSettings, configure, serve};
 pub use auth::{AuthConfig, Authenticator, MintClaims, Provisioning, mint_hs256};
 pub use error::{ApiError, Problem};
 pub use metrics::{Metrics, PoolProbe, PoolUsage};
-pub use publisher::DiscardingPublisher;
 pub use readiness::{AlwaysReady, Readiness};
-pub use realtime::{Realtime, RedisSettings, WsConfig};
+pub use realtime::{Realtime, WsConfig};
 
 /// The largest request body accepted (64 KiB); larger ones are answered with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -10,22 +10,31 @@ use chat_domain::{
 };
 use chat_ports::{Appended, NewMessage, StoreConflict, StoreError};
 
+/// Who writes a message being appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Author {
+    /// A participant sending a message.
+    User,
+    /// The service announcing a change (a SYSTEM message).
+    Service,
+}
+
 /// Everything the store holds.
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) users: HashMap<UserId, Option<String>>,
     pub(crate) postings: HashSet<PostingId>,
-    pub(crate) conversations: HashMap<ConversationId, ConversationRecord>,
+    pub(crate) conversations: HashMap<ConversationId, StoredConversation>,
     pub(crate) direct_pairs: HashMap<(UserId, UserId), ConversationId>,
     /// Boxed, so that growing the map moves pointers, not whole messages, while every
     /// request waits on the lock.
-    pub(crate) messages: HashMap<MessageId, Box<MessageRecord>>,
+    pub(crate) messages: HashMap<MessageId, Box<StoredMessage>>,
     /// Every conversation a user ever took part in.
     pub(crate) memberships: HashMap<UserId, HashSet<ConversationId>>,
 }
 
 /// A conversation, its participants in joining order, and its messages by `seq`.
-pub(crate) struct ConversationRecord {
+pub(crate) struct StoredConversation {
     pub(crate) conversation: Conversation,
     pub(crate) participants: Vec<Participant>,
     /// `by_seq[i]` holds the message with `seq` i + 1.
@@ -34,7 +43,7 @@ pub(crate) struct ConversationRecord {
     pub(crate) client_ids: HashMap<(UserId, String), MessageId>,
 }
 
-impl ConversationRecord {
+impl StoredConversation {
     pub(crate) fn last_seq(&self) -> Seq {
         Seq::new(i64::try_from(self.by_seq.len()).unwrap_or(i64::MAX)).unwrap_or(Seq::ZERO)
     }
@@ -51,7 +60,7 @@ impl ConversationRecord {
 }
 
 /// A message with its reactions (in order of reaction) and receipts.
-pub(crate) struct MessageRecord {
+pub(crate) struct StoredMessage {
     pub(crate) message: Message,
     pub(crate) reactions: Vec<(String, UserId)>,
     pub(crate) receipts: Vec<Receipt>,
@@ -62,7 +71,7 @@ impl State {
     pub(crate) fn live_message_mut(
         &mut self,
         id: MessageId,
-    ) -> Result<&mut MessageRecord, StoreError> {
+    ) -> Result<&mut StoredMessage, StoreError> {
         self.messages
             .get_mut(&id)
             .map(|m| &mut **m)
@@ -75,10 +84,10 @@ impl State {
     }
 
     pub(crate) fn details(&self, id: ConversationId) -> Option<ConversationDetails> {
-        let record = self.conversations.get(&id)?;
+        let stored = self.conversations.get(&id)?;
         Some(ConversationDetails {
-            conversation: record.conversation.clone(),
-            participants: record
+            conversation: stored.conversation.clone(),
+            participants: stored
                 .participants
                 .iter()
                 .map(|p| ParticipantView {
@@ -90,22 +99,22 @@ impl State {
     }
 
     pub(crate) fn view(&self, id: MessageId) -> Option<MessageView> {
-        let record = self.messages.get(&id)?;
+        let stored = self.messages.get(&id)?;
         Some(MessageView {
-            message: record.message.clone(),
-            sender_name: self.display_name(record.message.sender_id),
-            reactions: aggregate(&record.reactions),
+            message: stored.message.clone(),
+            sender_name: self.display_name(stored.message.sender_id),
+            reactions: aggregate(&stored.reactions),
         })
     }
 
     /// Messages from others, live, not SYSTEM, above `user`'s marker.
     pub(crate) fn unread_count(
         &self,
-        record: &ConversationRecord,
+        stored: &StoredConversation,
         participant: &Participant,
     ) -> u64 {
         let from = usize::try_from(participant.last_read_seq.get()).unwrap_or(usize::MAX);
-        record
+        stored
             .by_seq
             .iter()
             .skip(from)
@@ -118,8 +127,8 @@ impl State {
     }
 
     /// The newest live message of a conversation.
-    pub(crate) fn last_live_message(&self, record: &ConversationRecord) -> Option<MessageView> {
-        record
+    pub(crate) fn last_live_message(&self, stored: &StoredConversation) -> Option<MessageView> {
+        stored
             .by_seq
             .iter()
             .rev()
@@ -132,21 +141,23 @@ impl State {
     }
 
     /// Appends a message under the lock: idempotency, `seq`, `last_message_at`, and the
-    /// sender's read marker. `from_user` is true for users' messages (which also need
-    /// an active sender) and false for SYSTEM records of a change.
+    /// sender's read marker. A user's message also needs an active sender and a
+    /// conversation that is not archived; the service's announcements go in regardless,
+    /// as they tell of the change (a leave, an archiving) that made those checks fail.
     pub(crate) fn append(
         &mut self,
         new: NewMessage,
-        from_user: bool,
+        author: Author,
     ) -> Result<Appended, StoreError> {
-        let record = self
+        let from_user = author == Author::User;
+        let stored = self
             .conversations
             .get_mut(&new.conversation_id)
             .ok_or(StoreError::NotFound)?;
-        if from_user && record.active_participant(new.sender_id).is_none() {
+        if from_user && stored.active_participant(new.sender_id).is_none() {
             return Err(StoreError::NotFound);
         }
-        let recipients: Vec<UserId> = record
+        let recipients: Vec<UserId> = stored
             .participants
             .iter()
             .filter(|p| p.is_active())
@@ -156,7 +167,7 @@ impl State {
             .client_message_id
             .as_ref()
             .map(|c| (new.sender_id, c.as_str().to_owned()));
-        if let Some(existing) = client_key.as_ref().and_then(|k| record.client_ids.get(k)) {
+        if let Some(existing) = client_key.as_ref().and_then(|k| stored.client_ids.get(k)) {
             let existing = *existing;
             let view = self.view(existing).ok_or(StoreError::NotFound)?;
             return Ok(Appended {
@@ -165,20 +176,20 @@ impl State {
                 recipients,
             });
         }
-        if from_user && record.conversation.is_archived {
+        if from_user && stored.conversation.is_archived {
             return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
-        let seq = record.last_seq().next();
+        let seq = stored.last_seq().next();
         let message = new.to_stored(seq);
         let at = message.created_at;
-        record.by_seq.push(message.id);
+        stored.by_seq.push(message.id);
         if let Some(key) = client_key {
-            record.client_ids.insert(key, message.id);
+            stored.client_ids.insert(key, message.id);
         }
-        record.conversation.last_message_at = Some(at);
+        stored.conversation.last_message_at = Some(at);
         self.messages.insert(
             message.id,
-            Box::new(MessageRecord {
+            Box::new(StoredMessage {
                 message,
                 reactions: Vec::new(),
                 receipts: Vec::new(),
@@ -203,11 +214,11 @@ impl State {
         at: Timestamp,
     ) -> bool {
         let at = to_stored_precision(at);
-        let Some(record) = self.conversations.get_mut(&conversation) else {
+        let Some(stored) = self.conversations.get_mut(&conversation) else {
             return false;
         };
-        let up_to = up_to.min(record.last_seq());
-        let Some(participant) = record.participant_mut(user) else {
+        let up_to = up_to.min(stored.last_seq());
+        let Some(participant) = stored.participant_mut(user) else {
             return false;
         };
         if up_to <= participant.last_read_seq {
@@ -217,7 +228,7 @@ impl State {
         let to = usize::try_from(up_to.get()).unwrap_or(usize::MAX);
         participant.last_read_seq = up_to;
         participant.last_read_at = Some(at);
-        let passed: Vec<MessageId> = record
+        let passed: Vec<MessageId> = stored
             .by_seq
             .get(from..to)
             .map(<[MessageId]>::to_vec)
@@ -238,12 +249,12 @@ impl State {
 
     /// When no active admin remains but active members do, promotes the earliest-joined
     /// active member.
-    pub(crate) fn promote_if_no_admin(record: &mut ConversationRecord) -> Option<UserId> {
-        let has_admin = record.participants.iter().any(Participant::is_active_admin);
+    pub(crate) fn promote_if_no_admin(stored: &mut StoredConversation) -> Option<UserId> {
+        let has_admin = stored.participants.iter().any(Participant::is_active_admin);
         if has_admin {
             return None;
         }
-        let next = record
+        let next = stored
             .participants
             .iter_mut()
             .filter(|p| p.is_active())

@@ -6,17 +6,18 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
-    Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt, Role, Seq,
-    Timestamp, UserId, to_stored_precision,
+    GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt,
+    Role, Seq, Timestamp, UserId, to_stored_precision,
 };
 use chat_ports::{
-    Appended, ArchivedFilter, ConversationChange, ConversationStore, HistoryPage, HistoryQuery,
-    InboxCursor, InboxItem, InboxPage, InboxQuery, MembershipChange, MessageStore, NewConversation,
-    NewMessage, PostingDirectory, ReactionChange, ReadState, ReadStateStore, StoreConflict,
-    StoreError, UnreadConversation, UnreadSummary, UserDirectory,
+    Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
+    HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
+    NewConversation, NewMessage, ParticipantRemoved, ParticipantsAdded, PostingDirectory,
+    ReactionChange, ReadState, ReadStateStore, StoreConflict, StoreError, UnreadConversation,
+    UnreadSummary, UserDirectory,
 };
 
-use crate::state::{ConversationRecord, State, aggregate};
+use crate::state::{Author, State, StoredConversation, aggregate};
 
 /// The in-memory store. Cheap to create; share it as `Arc<MemoryStore>`.
 #[derive(Default)]
@@ -77,7 +78,7 @@ fn insert_conversation(
     }
     state.conversations.insert(
         conversation.id,
-        ConversationRecord {
+        StoredConversation {
             conversation,
             participants,
             by_seq: Vec::new(),
@@ -121,7 +122,7 @@ impl ConversationStore for MemoryStore {
                 .map(|u| participant(new.id, *u, Role::Member, at, Seq::ZERO)),
         );
         insert_conversation(&mut state, conversation, participants);
-        state.append(announcement, false)?;
+        state.append(announcement, Author::Service)?;
         state.details(new.id).ok_or(StoreError::NotFound)
     }
 
@@ -131,12 +132,15 @@ impl ConversationStore for MemoryStore {
         a: UserId,
         b: UserId,
         at: Timestamp,
-    ) -> Result<(ConversationDetails, bool), StoreError> {
+    ) -> Result<DirectConversation, StoreError> {
         let at = to_stored_precision(at);
         let mut state = self.lock();
         let pair = (a.min(b), a.max(b));
         if let Some(existing) = state.direct_pairs.get(&pair).copied() {
-            return Ok((state.details(existing).ok_or(StoreError::NotFound)?, false));
+            return Ok(DirectConversation {
+                details: state.details(existing).ok_or(StoreError::NotFound)?,
+                created: false,
+            });
         }
         let conversation = Conversation {
             id,
@@ -155,7 +159,10 @@ impl ConversationStore for MemoryStore {
         }
         insert_conversation(&mut state, conversation, participants);
         state.direct_pairs.insert(pair, id);
-        Ok((state.details(id).ok_or(StoreError::NotFound)?, true))
+        Ok(DirectConversation {
+            details: state.details(id).ok_or(StoreError::NotFound)?,
+            created: true,
+        })
     }
 
     async fn conversation_details(
@@ -165,104 +172,181 @@ impl ConversationStore for MemoryStore {
         Ok(self.lock().details(id))
     }
 
-    async fn change_conversation(
+    async fn rename_conversation(
         &self,
         id: ConversationId,
-        change: ConversationChange,
-        at: Timestamp,
-        record: Option<NewMessage>,
-    ) -> Result<MembershipChange, StoreError> {
-        let at = to_stored_precision(at);
+        name: GroupName,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
-        let conversation = state
-            .conversations
-            .get_mut(&id)
-            .ok_or(StoreError::NotFound)?;
-        let mut promoted = None;
-        let mut joined = Vec::new();
-        match change {
-            ConversationChange::Rename(name) => {
-                conversation.conversation.name = Some(name.as_str().to_owned());
-            }
-            ConversationChange::Archive => {
-                conversation.conversation.is_archived = true;
-                conversation.conversation.archived_at = Some(at);
-            }
-            ConversationChange::Unarchive => {
-                conversation.conversation.is_archived = false;
-                conversation.conversation.archived_at = None;
-            }
-            ConversationChange::AddParticipants(users) => {
-                if conversation.conversation.is_archived {
-                    return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
-                }
-                for user in users {
-                    match conversation.participant_mut(user) {
-                        Some(p) if p.is_active() => {}
-                        Some(p) => {
-                            p.role = Role::Member;
-                            p.joined_at = at;
-                            p.left_at = None;
-                            joined.push(user);
-                        }
-                        None => {
-                            conversation.participants.push(participant(
-                                id,
-                                user,
-                                Role::Member,
-                                at,
-                                Seq::ZERO,
-                            ));
-                            joined.push(user);
-                        }
-                    }
-                }
-            }
-            ConversationChange::RemoveParticipant(user) => {
-                let p = conversation
-                    .participant_mut(user)
-                    .filter(|p| p.is_active())
-                    .ok_or(StoreError::NotFound)?;
-                p.left_at = Some(at);
-                promoted = State::promote_if_no_admin(conversation);
-            }
-            ConversationChange::ChangeRole { user_id, role } => {
-                let admins = conversation
-                    .participants
-                    .iter()
-                    .filter(|p| p.is_active_admin())
-                    .count();
-                let p = conversation
-                    .participant_mut(user_id)
-                    .filter(|p| p.is_active())
-                    .ok_or(StoreError::NotFound)?;
-                if p.role == Role::Admin && role != Role::Admin && admins <= 1 {
-                    return Err(StoreError::Conflict(StoreConflict::LastAdmin));
-                }
-                p.role = role;
-            }
+        state.stored_conversation_mut(id)?.conversation.name = Some(name.as_str().to_owned());
+        state.settled(id, announcement)
+    }
+
+    async fn archive_conversation(
+        &self,
+        id: ConversationId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        let mut state = self.lock();
+        let conversation = &mut state.stored_conversation_mut(id)?.conversation;
+        conversation.is_archived = true;
+        conversation.archived_at = Some(to_stored_precision(at));
+        state.settled(id, announcement)
+    }
+
+    async fn unarchive_conversation(
+        &self,
+        id: ConversationId,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        let mut state = self.lock();
+        let conversation = &mut state.stored_conversation_mut(id)?.conversation;
+        conversation.is_archived = false;
+        conversation.archived_at = None;
+        state.settled(id, announcement)
+    }
+
+    async fn add_participants(
+        &self,
+        id: ConversationId,
+        users: Vec<UserId>,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantsAdded, StoreError> {
+        let mut state = self.lock();
+        let stored = state.stored_conversation_mut(id)?;
+        if stored.conversation.is_archived {
+            return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
+        let joined = join(stored, id, &users, to_stored_precision(at));
         for user in &joined {
             state.memberships.entry(*user).or_default().insert(id);
         }
-        let record = match record {
-            Some(new) => Some(state.append(new, false)?.view),
-            None => None,
-        };
-        // Joiners start with everything up to now read, the record of their joining
+        let announcement = state.announce(announcement)?;
+        // Joiners start with everything up to now read, the announcement of their joining
         // included.
-        if let Some(conversation) = state.conversations.get_mut(&id) {
-            let last = conversation.last_seq();
-            for user in &joined {
-                if let Some(p) = conversation.participant_mut(*user) {
-                    p.last_read_seq = p.last_read_seq.max(last);
-                }
+        let stored = state.stored_conversation_mut(id)?;
+        let last = stored.last_seq();
+        for user in &joined {
+            if let Some(p) = stored.participant_mut(*user) {
+                p.last_read_seq = p.last_read_seq.max(last);
             }
         }
-        Ok(MembershipChange {
+        Ok(ParticipantsAdded {
+            details: state.details(id).ok_or(StoreError::NotFound)?,
+            joined,
+            announcement,
+        })
+    }
+
+    async fn remove_participant(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantRemoved, StoreError> {
+        let mut state = self.lock();
+        let stored = state.stored_conversation_mut(id)?;
+        stored
+            .participant_mut(user)
+            .filter(|p| p.is_active())
+            .ok_or(StoreError::NotFound)?
+            .left_at = Some(to_stored_precision(at));
+        let promoted = State::promote_if_no_admin(stored);
+        let announcement = state.announce(announcement)?;
+        Ok(ParticipantRemoved {
             details: state.details(id).ok_or(StoreError::NotFound)?,
             promoted,
-            record,
+            announcement,
+        })
+    }
+
+    async fn set_role(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        let mut state = self.lock();
+        let stored = state.stored_conversation_mut(id)?;
+        let admins = stored
+            .participants
+            .iter()
+            .filter(|p| p.is_active_admin())
+            .count();
+        let p = stored
+            .participant_mut(user)
+            .filter(|p| p.is_active())
+            .ok_or(StoreError::NotFound)?;
+        if p.role == Role::Admin && role != Role::Admin && admins <= 1 {
+            return Err(StoreError::Conflict(StoreConflict::LastAdmin));
+        }
+        p.role = role;
+        state.settled(id, announcement)
+    }
+}
+
+/// Makes `users` active MEMBERs joining at `at`: new ones are added, those who had left
+/// come back with a new `joined_at`, active ones stay as they are. Returns who joined.
+fn join(
+    stored: &mut StoredConversation,
+    id: ConversationId,
+    users: &[UserId],
+    at: Timestamp,
+) -> Vec<UserId> {
+    let mut joined = Vec::new();
+    for user in users {
+        match stored.participant_mut(*user) {
+            Some(p) if p.is_active() => {}
+            Some(p) => {
+                p.role = Role::Member;
+                p.joined_at = at;
+                p.left_at = None;
+                joined.push(*user);
+            }
+            None => {
+                stored
+                    .participants
+                    .push(participant(id, *user, Role::Member, at, Seq::ZERO));
+                joined.push(*user);
+            }
+        }
+    }
+    joined
+}
+
+impl State {
+    fn stored_conversation_mut(
+        &mut self,
+        id: ConversationId,
+    ) -> Result<&mut StoredConversation, StoreError> {
+        self.conversations.get_mut(&id).ok_or(StoreError::NotFound)
+    }
+
+    /// Appends the announcement of a change, when there is one.
+    fn announce(
+        &mut self,
+        announcement: Option<NewMessage>,
+    ) -> Result<Option<MessageView>, StoreError> {
+        announcement
+            .map(|new| self.append(new, Author::Service).map(|a| a.view))
+            .transpose()
+    }
+
+    /// Appends the announcement of a change and reports the conversation after it.
+    fn settled(
+        &mut self,
+        id: ConversationId,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        let announcement = self.announce(announcement)?;
+        Ok(ConversationChanged {
+            details: self.details(id).ok_or(StoreError::NotFound)?,
+            announcement,
         })
     }
 }
@@ -270,7 +354,7 @@ impl ConversationStore for MemoryStore {
 #[async_trait]
 impl MessageStore for MemoryStore {
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        self.lock().append(new, true)
+        self.lock().append(new, Author::User)
     }
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
@@ -284,17 +368,17 @@ impl MessageStore for MemoryStore {
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
         let mut state = self.lock();
-        let record = state.live_message_mut(id)?;
-        record.message.content = content.into_inner();
-        record.message.edited_at = Some(to_stored_precision(at));
+        let stored = state.live_message_mut(id)?;
+        stored.message.content = content.into_inner();
+        stored.message.edited_at = Some(to_stored_precision(at));
         state.view(id).ok_or(StoreError::NotFound)
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
         let mut state = self.lock();
-        let record = state.live_message_mut(id)?;
-        record.message.deleted_at = Some(to_stored_precision(at));
-        Ok(record.message.clone())
+        let stored = state.live_message_mut(id)?;
+        stored.message.deleted_at = Some(to_stored_precision(at));
+        Ok(stored.message.clone())
     }
 
     async fn history(
@@ -303,7 +387,7 @@ impl MessageStore for MemoryStore {
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
         let state = self.lock();
-        let Some(record) = state.conversations.get(&conversation) else {
+        let Some(stored) = state.conversations.get(&conversation) else {
             // An unknown conversation has no messages (the MySQL adapter answers alike).
             return Ok(HistoryPage {
                 items: Vec::new(),
@@ -318,7 +402,7 @@ impl MessageStore for MemoryStore {
         };
         let (ids, limit): (Vec<MessageId>, usize) = match query {
             HistoryQuery::Latest(limit) => (
-                record
+                stored
                     .by_seq
                     .iter()
                     .rev()
@@ -331,9 +415,9 @@ impl MessageStore for MemoryStore {
             HistoryQuery::Before(seq, limit) => {
                 let end = usize::try_from(seq.get().saturating_sub(1))
                     .unwrap_or(0)
-                    .min(record.by_seq.len());
+                    .min(stored.by_seq.len());
                 (
-                    record.by_seq[..end]
+                    stored.by_seq[..end]
                         .iter()
                         .rev()
                         .filter(live)
@@ -346,9 +430,9 @@ impl MessageStore for MemoryStore {
             HistoryQuery::After(seq, limit) => {
                 let start = usize::try_from(seq.get())
                     .unwrap_or(usize::MAX)
-                    .min(record.by_seq.len());
+                    .min(stored.by_seq.len());
                 (
-                    record.by_seq[start..]
+                    stored.by_seq[start..]
                         .iter()
                         .filter(live)
                         .take(limit.get() + 1)
@@ -367,34 +451,46 @@ impl MessageStore for MemoryStore {
         Ok(HistoryPage { items, has_more })
     }
 
-    async fn set_reaction(
+    async fn add_reaction(
         &self,
         message: MessageId,
         user: UserId,
         emoji: Emoji,
-        present: bool,
         _at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
         let mut state = self.lock();
-        let record = state.live_message_mut(message)?;
-        let position = record
+        let stored = state.live_message_mut(message)?;
+        let present = stored
+            .reactions
+            .iter()
+            .any(|(e, u)| e == emoji.as_str() && *u == user);
+        if !present {
+            stored.reactions.push((emoji.as_str().to_owned(), user));
+        }
+        Ok(ReactionChange {
+            changed: !present,
+            reactions: aggregate(&stored.reactions),
+        })
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+    ) -> Result<ReactionChange, StoreError> {
+        let mut state = self.lock();
+        let stored = state.live_message_mut(message)?;
+        let position = stored
             .reactions
             .iter()
             .position(|(e, u)| e == emoji.as_str() && *u == user);
-        let changed = match (present, position) {
-            (true, None) => {
-                record.reactions.push((emoji.as_str().to_owned(), user));
-                true
-            }
-            (false, Some(index)) => {
-                record.reactions.remove(index);
-                true
-            }
-            _ => false,
-        };
+        if let Some(index) = position {
+            stored.reactions.remove(index);
+        }
         Ok(ReactionChange {
-            changed,
-            reactions: aggregate(&record.reactions),
+            changed: position.is_some(),
+            reactions: aggregate(&stored.reactions),
         })
     }
 
@@ -412,12 +508,12 @@ impl MessageStore for MemoryStore {
 
 impl State {
     fn inbox_item(&self, id: ConversationId, user: UserId) -> Option<InboxItem> {
-        let record = self.conversations.get(&id)?;
-        let membership = record.active_participant(user)?.clone();
+        let stored = self.conversations.get(&id)?;
+        let membership = stored.active_participant(user)?.clone();
         Some(InboxItem {
             details: self.details(id)?,
-            unread_count: self.unread_count(record, &membership),
-            last_message: self.last_live_message(record),
+            unread_count: self.unread_count(stored, &membership),
+            last_message: self.last_live_message(stored),
             membership,
         })
     }
@@ -440,17 +536,17 @@ impl ReadStateStore for MemoryStore {
             .ok_or(StoreError::NotFound)?
             .last_seq();
         let moved = state.advance_marker(conversation, user, up_to.unwrap_or(last), at);
-        let record = state
+        let stored = state
             .conversations
             .get(&conversation)
             .ok_or(StoreError::NotFound)?;
-        let participant = record
+        let participant = stored
             .active_participant(user)
             .ok_or(StoreError::NotFound)?;
         Ok(ReadState {
             last_read_seq: participant.last_read_seq,
             last_read_at: participant.last_read_at,
-            unread_count: state.unread_count(record, participant),
+            unread_count: state.unread_count(stored, participant),
             moved,
         })
     }
@@ -532,11 +628,11 @@ impl ReadStateStore for MemoryStore {
             .into_iter()
             .flatten()
             .filter_map(|id| state.conversations.get(id))
-            .filter_map(|record| {
-                let p = record.active_participant(user)?;
-                let unread_count = state.unread_count(record, p);
+            .filter_map(|stored| {
+                let p = stored.active_participant(user)?;
+                let unread_count = state.unread_count(stored, p);
                 (unread_count > 0).then_some(UnreadConversation {
-                    conversation_id: record.conversation.id,
+                    conversation_id: stored.conversation.id,
                     unread_count,
                     is_muted: p.is_muted,
                 })

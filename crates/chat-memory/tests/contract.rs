@@ -18,14 +18,8 @@ impl Fixtures for MemoryFixtures {
 
 async fn fresh() -> Option<Ports> {
     let store = Arc::new(MemoryStore::new());
-    Some(Ports {
-        conversations: store.clone(),
-        messages: store.clone(),
-        read_state: store.clone(),
-        users: store.clone(),
-        postings: store.clone(),
-        fixtures: Arc::new(MemoryFixtures(store)),
-    })
+    let fixtures = Arc::new(MemoryFixtures(store.clone()));
+    Some(Ports::from_store(store, fixtures))
 }
 
 chat_contract::contract_suite!(fresh);

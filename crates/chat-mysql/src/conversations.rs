@@ -3,19 +3,21 @@
 //! serialised by the conversation's row lock.
 
 use async_trait::async_trait;
-use chat_domain::{ConversationDetails, ConversationId, Role, Timestamp, UserId};
-use chat_ports::{
-    ConversationChange, ConversationStore, MembershipChange, NewConversation, NewMessage,
-    StoreConflict, StoreError,
+use chat_domain::{
+    ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
 };
-use sqlx::{MySqlConnection, Row};
+use chat_ports::{
+    ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
+    ParticipantRemoved, ParticipantsAdded, StoreConflict, StoreError,
+};
+use sqlx::{MySql, MySqlConnection, Row, Transaction};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::rows::{
     self, db_time, details, direct_key, existing_details, find_view, new_row_id, uuid_order,
 };
-use crate::writes::{insert_locked, lock_conversation};
+use crate::writes::{LockedConversation, insert_locked, lock_conversation};
 
 /// The unique key of the DIRECT pair.
 const DIRECT_KEY: &str = "uq_conversations_direct_key";
@@ -189,14 +191,20 @@ impl MySqlStore {
         a: UserId,
         b: UserId,
         at: Timestamp,
-    ) -> Outcome<(ConversationDetails, bool)> {
+    ) -> Outcome<DirectConversation> {
         let key = direct_key(a, b);
         if let Some(found) = self.find_direct(&key).await? {
-            return Ok((found, false));
+            return Ok(DirectConversation {
+                details: found,
+                created: false,
+            });
         }
         if self.adopt_legacy_direct(a, b, &key).await? {
             if let Some(found) = self.find_direct(&key).await? {
-                return Ok((found, false));
+                return Ok(DirectConversation {
+                    details: found,
+                    created: false,
+                });
             }
         }
         let at = db_time(at);
@@ -223,7 +231,10 @@ impl MySqlStore {
                     .ok_or(StoreError::Unavailable(
                         "direct conversation vanished".into(),
                     ))?;
-                return Ok((winner, false));
+                return Ok(DirectConversation {
+                    details: winner,
+                    created: false,
+                });
             }
             Err(e) => return Err(e.into()),
         }
@@ -234,158 +245,269 @@ impl MySqlStore {
         insert_participants(&mut tx, id, &members, at).await?;
         let created = existing_details(&mut tx, id).await?;
         tx.commit().await?;
-        Ok((created, true))
+        Ok(DirectConversation {
+            details: created,
+            created: true,
+        })
     }
 
-    async fn try_change(
+    /// Opens a transaction holding the conversation's row lock, which serialises every
+    /// change to the conversation and its membership; `NotFound` when there is none.
+    async fn begin_change(
         &self,
         id: ConversationId,
-        change: &ConversationChange,
-        at: Timestamp,
-        record: Option<&NewMessage>,
-    ) -> Outcome<MembershipChange> {
-        let at = db_time(at);
+    ) -> Outcome<(Transaction<'static, MySql>, LockedConversation)> {
         let mut tx = self.pool.begin().await?;
         let locked = lock_conversation(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let mut promoted = None;
-        // Joiners start with everything read, the record of their joining included.
-        let newest_after = locked.last_seq + i64::from(record.is_some());
-        match change {
-            ConversationChange::Rename(name) => {
-                sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
-                    .bind(name.as_str())
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            ConversationChange::Archive => {
-                sqlx::query(
-                    "UPDATE CONVERSATIONS SET is_archived = TRUE, archived_at = ? WHERE id = ?",
-                )
-                .bind(at)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
-            ConversationChange::Unarchive => {
-                sqlx::query(
-                    "UPDATE CONVERSATIONS SET is_archived = FALSE, archived_at = NULL \
-                     WHERE id = ?",
-                )
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
-            ConversationChange::AddParticipants(users) => {
-                if locked.is_archived {
-                    return Err(StoreConflict::ConversationArchived.into());
-                }
-                for user in users {
-                    // New: a MEMBER whose marker is at the newest seq, so nothing is unread.
-                    // Left: reactivated as MEMBER with a new joined_at and marker, its counter
-                    // reset to that nothing and its activity time refreshed (neither is kept
-                    // while inactive). Active: unchanged. (Assignments run left to right, so
-                    // left_at is cleared last.)
-                    sqlx::query(
-                        "INSERT INTO CONVERSATION_PARTICIPANTS \
-                         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
-                          unread_count, activity_at) \
-                         VALUES (?, ?, ?, 'MEMBER', ?, ?, FALSE, 0, ?) \
-                         ON DUPLICATE KEY UPDATE \
-                           role = IF(left_at IS NULL, role, 'MEMBER'), \
-                           joined_at = IF(left_at IS NULL, joined_at, VALUES(joined_at)), \
-                           last_read_seq = IF(left_at IS NULL, last_read_seq, \
-                                              GREATEST(last_read_seq, VALUES(last_read_seq))), \
-                           unread_count = IF(left_at IS NULL, unread_count, 0), \
-                           activity_at = VALUES(activity_at), \
-                           left_at = NULL",
-                    )
-                    .bind(new_row_id())
-                    .bind(id.to_string())
-                    .bind(user.get())
-                    .bind(at)
-                    .bind(newest_after)
-                    .bind(locked.activity_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            ConversationChange::RemoveParticipant(user) => {
-                let removed = sqlx::query(
-                    "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
-                     WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
-                )
-                .bind(at)
-                .bind(id.to_string())
-                .bind(user.get())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if removed == 0 {
-                    return Err(StoreError::NotFound.into());
-                }
-                let active = active_roles(&mut tx, id).await?;
-                if !active.iter().any(|(_, role)| *role == Role::Admin) {
-                    if let Some((heir, _)) = active.first() {
-                        set_role(&mut tx, id, *heir, Role::Admin).await?;
-                        promoted = Some(*heir);
-                    }
-                }
-            }
-            ConversationChange::ChangeRole { user_id, role } => {
-                let active = active_roles(&mut tx, id).await?;
-                let Some((_, current)) = active.iter().find(|(u, _)| u == user_id) else {
-                    return Err(StoreError::NotFound.into());
-                };
-                let admins_after = active
-                    .iter()
-                    .filter(|(u, r)| {
-                        if u == user_id {
-                            *role == Role::Admin
-                        } else {
-                            *r == Role::Admin
-                        }
-                    })
-                    .count();
-                if *current == Role::Admin && admins_after == 0 {
-                    return Err(StoreConflict::LastAdmin.into());
-                }
-                set_role(&mut tx, id, *user_id, *role).await?;
+        Ok((tx, locked))
+    }
+
+    async fn try_rename(
+        &self,
+        id: ConversationId,
+        name: &GroupName,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ConversationChanged> {
+        let (mut tx, locked) = self.begin_change(id).await?;
+        sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
+            .bind(name.as_str())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
+        settled(tx, id, announcement).await
+    }
+
+    async fn try_archive(
+        &self,
+        id: ConversationId,
+        at: Timestamp,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ConversationChanged> {
+        let (mut tx, locked) = self.begin_change(id).await?;
+        sqlx::query("UPDATE CONVERSATIONS SET is_archived = TRUE, archived_at = ? WHERE id = ?")
+            .bind(db_time(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
+        settled(tx, id, announcement).await
+    }
+
+    async fn try_unarchive(
+        &self,
+        id: ConversationId,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ConversationChanged> {
+        let (mut tx, locked) = self.begin_change(id).await?;
+        sqlx::query(
+            "UPDATE CONVERSATIONS SET is_archived = FALSE, archived_at = NULL WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
+        settled(tx, id, announcement).await
+    }
+
+    async fn try_add_participants(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+        at: Timestamp,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ParticipantsAdded> {
+        let at = db_time(at);
+        let (mut tx, locked) = self.begin_change(id).await?;
+        if locked.is_archived {
+            return Err(StoreConflict::ConversationArchived.into());
+        }
+        let active = active_roles(&mut tx, id).await?;
+        let mut joined: Vec<UserId> = Vec::new();
+        for user in users {
+            if !active.iter().any(|(u, _)| u == user) && !joined.contains(user) {
+                joined.push(*user);
             }
         }
-        let record = match record {
-            Some(record) => {
-                let record = NewMessage {
-                    conversation_id: id,
-                    ..record.clone()
-                };
-                let marker: Option<i64> = sqlx::query_scalar(
-                    "SELECT last_read_seq FROM CONVERSATION_PARTICIPANTS \
-                     WHERE conversation_id = ? AND user_id = ?",
-                )
-                .bind(id.to_string())
-                .bind(record.sender_id.get())
-                .fetch_optional(&mut *tx)
-                .await?;
-                insert_locked(&mut tx, &record, newest_after, marker).await?;
-                Some(
-                    find_view(&mut tx, record.id)
-                        .await?
-                        .ok_or(StoreError::NotFound)?,
-                )
-            }
-            None => None,
-        };
+        // Joiners start with everything read, the announcement of their joining included.
+        let newest_after = locked.last_seq + i64::from(announcement.is_some());
+        for user in users {
+            join(&mut tx, id, *user, at, newest_after, locked.activity_at).await?;
+        }
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         let details = existing_details(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(MembershipChange {
+        Ok(ParticipantsAdded {
             details,
-            promoted,
-            record,
+            joined,
+            announcement,
         })
     }
+
+    async fn try_remove_participant(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        at: Timestamp,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ParticipantRemoved> {
+        let (mut tx, locked) = self.begin_change(id).await?;
+        let removed = sqlx::query(
+            "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
+             WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
+        )
+        .bind(db_time(at))
+        .bind(id.to_string())
+        .bind(user.get())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed == 0 {
+            return Err(StoreError::NotFound.into());
+        }
+        let promoted = promote_if_no_admin(&mut tx, id).await?;
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
+        let details = existing_details(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(ParticipantRemoved {
+            details,
+            promoted,
+            announcement,
+        })
+    }
+
+    async fn try_set_role(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        announcement: Option<&NewMessage>,
+    ) -> Outcome<ConversationChanged> {
+        let (mut tx, locked) = self.begin_change(id).await?;
+        let active = active_roles(&mut tx, id).await?;
+        let Some((_, current)) = active.iter().find(|(u, _)| *u == user) else {
+            return Err(StoreError::NotFound.into());
+        };
+        let admins_after = active
+            .iter()
+            .filter(|(u, r)| {
+                if *u == user {
+                    role == Role::Admin
+                } else {
+                    *r == Role::Admin
+                }
+            })
+            .count();
+        if *current == Role::Admin && admins_after == 0 {
+            return Err(StoreConflict::LastAdmin.into());
+        }
+        set_role(&mut tx, id, user, role).await?;
+        let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
+        settled(tx, id, announcement).await
+    }
+}
+
+/// Makes `user` an active MEMBER joining at `at`.
+async fn join(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+    user: UserId,
+    at: time::OffsetDateTime,
+    marker: i64,
+    activity_at: Option<time::OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    // New: a MEMBER whose marker is at the newest seq, so nothing is unread.
+    // Left: reactivated as MEMBER with a new joined_at and marker, its counter
+    // reset to that nothing and its activity time refreshed (neither is kept
+    // while inactive). Active: unchanged. (Assignments run left to right, so
+    // left_at is cleared last.)
+    sqlx::query(
+        "INSERT INTO CONVERSATION_PARTICIPANTS \
+         (id, conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
+          unread_count, activity_at) \
+         VALUES (?, ?, ?, 'MEMBER', ?, ?, FALSE, 0, ?) \
+         ON DUPLICATE KEY UPDATE \
+           role = IF(left_at IS NULL, role, 'MEMBER'), \
+           joined_at = IF(left_at IS NULL, joined_at, VALUES(joined_at)), \
+           last_read_seq = IF(left_at IS NULL, last_read_seq, \
+                              GREATEST(last_read_seq, VALUES(last_read_seq))), \
+           unread_count = IF(left_at IS NULL, unread_count, 0), \
+           activity_at = VALUES(activity_at), \
+           left_at = NULL",
+    )
+    .bind(new_row_id())
+    .bind(conversation.to_string())
+    .bind(user.get())
+    .bind(at)
+    .bind(marker)
+    .bind(activity_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// When no active admin remains but active members do, promotes the earliest-joined
+/// active member and returns them.
+async fn promote_if_no_admin(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+) -> Outcome<Option<UserId>> {
+    let active = active_roles(conn, conversation).await?;
+    if active.iter().any(|(_, role)| *role == Role::Admin) {
+        return Ok(None);
+    }
+    let Some((heir, _)) = active.first() else {
+        return Ok(None);
+    };
+    set_role(conn, conversation, *heir, Role::Admin).await?;
+    Ok(Some(*heir))
+}
+
+/// Appends the announcement of a change, when there is one, as the message after
+/// `last_seq` of the locked conversation.
+async fn announce(
+    conn: &mut MySqlConnection,
+    conversation: ConversationId,
+    last_seq: i64,
+    announcement: Option<&NewMessage>,
+) -> Outcome<Option<MessageView>> {
+    let Some(announcement) = announcement else {
+        return Ok(None);
+    };
+    let announcement = NewMessage {
+        conversation_id: conversation,
+        ..announcement.clone()
+    };
+    let marker: Option<i64> = sqlx::query_scalar(
+        "SELECT last_read_seq FROM CONVERSATION_PARTICIPANTS \
+         WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(conversation.to_string())
+    .bind(announcement.sender_id.get())
+    .fetch_optional(&mut *conn)
+    .await?;
+    insert_locked(conn, &announcement, last_seq + 1, marker).await?;
+    Ok(Some(
+        find_view(conn, announcement.id)
+            .await?
+            .ok_or(StoreError::NotFound)?,
+    ))
+}
+
+/// Reads the conversation after a change and commits.
+async fn settled(
+    mut tx: Transaction<'static, MySql>,
+    id: ConversationId,
+    announcement: Option<MessageView>,
+) -> Outcome<ConversationChanged> {
+    let details = existing_details(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(ConversationChanged {
+        details,
+        announcement,
+    })
 }
 
 #[async_trait]
@@ -404,7 +526,7 @@ impl ConversationStore for MySqlStore {
         a: UserId,
         b: UserId,
         at: Timestamp,
-    ) -> Result<(ConversationDetails, bool), StoreError> {
+    ) -> Result<DirectConversation, StoreError> {
         crate::retrying!(self.try_get_or_create_direct(id, a, b, at))
     }
 
@@ -419,13 +541,59 @@ impl ConversationStore for MySqlStore {
         load.await.map_err(Failure::into_store)
     }
 
-    async fn change_conversation(
+    async fn rename_conversation(
         &self,
         id: ConversationId,
-        change: ConversationChange,
+        name: GroupName,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        crate::retrying!(self.try_rename(id, &name, announcement.as_ref()))
+    }
+
+    async fn archive_conversation(
+        &self,
+        id: ConversationId,
         at: Timestamp,
-        record: Option<NewMessage>,
-    ) -> Result<MembershipChange, StoreError> {
-        crate::retrying!(self.try_change(id, &change, at, record.as_ref()))
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        crate::retrying!(self.try_archive(id, at, announcement.as_ref()))
+    }
+
+    async fn unarchive_conversation(
+        &self,
+        id: ConversationId,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        crate::retrying!(self.try_unarchive(id, announcement.as_ref()))
+    }
+
+    async fn add_participants(
+        &self,
+        id: ConversationId,
+        users: Vec<UserId>,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantsAdded, StoreError> {
+        crate::retrying!(self.try_add_participants(id, &users, at, announcement.as_ref()))
+    }
+
+    async fn remove_participant(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantRemoved, StoreError> {
+        crate::retrying!(self.try_remove_participant(id, user, at, announcement.as_ref()))
+    }
+
+    async fn set_role(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        crate::retrying!(self.try_set_role(id, user, role, announcement.as_ref()))
     }
 }

@@ -11,7 +11,7 @@ use chat_ports::{
 };
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
-use sqlx::{MySql, Row};
+use sqlx::{MySql, MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::appender::Appender;
@@ -20,6 +20,35 @@ use crate::rows::{
     self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
 };
 use crate::send::{Reply, append_alone, original};
+
+/// Takes a shared lock on a live message: reactions may race each other, but not a
+/// delete. `NotFound` when it does not exist or is deleted.
+async fn lock_live_message(conn: &mut MySqlConnection, message: MessageId) -> Outcome<()> {
+    let deleted: Option<Option<time::OffsetDateTime>> =
+        sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? LOCK IN SHARE MODE")
+            .bind(message.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if matches!(deleted, Some(None)) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound.into())
+    }
+}
+
+/// The message's reactions after a change, then commits.
+async fn reactions_after(
+    mut tx: sqlx::Transaction<'static, sqlx::MySql>,
+    message: MessageId,
+    changed: bool,
+) -> Outcome<ReactionChange> {
+    let reactions = reactions_of(&mut tx, &[message])
+        .await?
+        .remove(&message)
+        .unwrap_or_default();
+    tx.commit().await?;
+    Ok(ReactionChange { changed, reactions })
+}
 
 /// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
 /// `uq_messages_conversation_seq` at any depth.
@@ -110,61 +139,55 @@ impl MySqlStore {
         Ok(HistoryPage { items, has_more })
     }
 
-    async fn try_set_reaction(
+    async fn try_add_reaction(
         &self,
         message: MessageId,
         user: chat_domain::UserId,
         emoji: &Emoji,
-        present: bool,
         at: Timestamp,
     ) -> Outcome<ReactionChange> {
         let mut tx = self.pool.begin().await?;
-        // A shared lock: reactions may race each other, but not a delete.
-        let deleted: Option<Option<time::OffsetDateTime>> =
-            sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? LOCK IN SHARE MODE")
-                .bind(message.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if !matches!(deleted, Some(None)) {
-            return Err(StoreError::NotFound.into());
-        }
-        let changed = if present {
-            let inserted = sqlx::query(
-                "INSERT INTO MESSAGE_REACTIONS (id, message_id, user_id, emoji, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(rows::new_row_id())
-            .bind(message.to_string())
-            .bind(user.get())
-            .bind(emoji.as_str())
-            .bind(db_time(at))
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => true,
-                // Already there: the unique key compares the emoji's bytes.
-                Err(e) if is_duplicate_of(&e, "uq_reactions_message_user_emoji_bin") => false,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            sqlx::query(
-                "DELETE FROM MESSAGE_REACTIONS \
-                 WHERE message_id = ? AND user_id = ? AND emoji_bin = ?",
-            )
-            .bind(message.to_string())
-            .bind(user.get())
-            .bind(emoji.as_str().as_bytes())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0
+        lock_live_message(&mut tx, message).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO MESSAGE_REACTIONS (id, message_id, user_id, emoji, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(rows::new_row_id())
+        .bind(message.to_string())
+        .bind(user.get())
+        .bind(emoji.as_str())
+        .bind(db_time(at))
+        .execute(&mut *tx)
+        .await;
+        let changed = match inserted {
+            Ok(_) => true,
+            // Already there: the unique key compares the emoji's bytes.
+            Err(e) if is_duplicate_of(&e, "uq_reactions_message_user_emoji_bin") => false,
+            Err(e) => return Err(e.into()),
         };
-        let reactions = reactions_of(&mut tx, &[message])
-            .await?
-            .remove(&message)
-            .unwrap_or_default();
-        tx.commit().await?;
-        Ok(ReactionChange { changed, reactions })
+        reactions_after(tx, message, changed).await
+    }
+
+    async fn try_remove_reaction(
+        &self,
+        message: MessageId,
+        user: chat_domain::UserId,
+        emoji: &Emoji,
+    ) -> Outcome<ReactionChange> {
+        let mut tx = self.pool.begin().await?;
+        lock_live_message(&mut tx, message).await?;
+        let changed = sqlx::query(
+            "DELETE FROM MESSAGE_REACTIONS \
+             WHERE message_id = ? AND user_id = ? AND emoji_bin = ?",
+        )
+        .bind(message.to_string())
+        .bind(user.get())
+        .bind(emoji.as_str().as_bytes())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        reactions_after(tx, message, changed).await
     }
 
     async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
@@ -237,15 +260,23 @@ impl MessageStore for MySqlStore {
             .map_err(Failure::into_store)
     }
 
-    async fn set_reaction(
+    async fn add_reaction(
         &self,
         message: MessageId,
         user: chat_domain::UserId,
         emoji: Emoji,
-        present: bool,
         at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
-        crate::retrying!(self.try_set_reaction(message, user, &emoji, present, at))
+        crate::retrying!(self.try_add_reaction(message, user, &emoji, at))
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: chat_domain::UserId,
+        emoji: Emoji,
+    ) -> Result<ReactionChange, StoreError> {
+        crate::retrying!(self.try_remove_reaction(message, user, &emoji))
     }
 
     async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {

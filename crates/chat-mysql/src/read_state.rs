@@ -27,6 +27,14 @@ enum InboxScope {
     One(ConversationId),
 }
 
+/// The inbox items of a scope, before the page's cursor is known.
+struct InboxRows {
+    /// The items, most recent activity first.
+    items: Vec<InboxItem>,
+    /// Whether more items lie beyond the page.
+    has_more: bool,
+}
+
 /// The inbox query: the caller's active memberships read backwards along
 /// `idx_participants_inbox` (most recent `activity_at` first), each joined to its
 /// conversation by key, stopping at the page size: the work is the page's, not the number
@@ -184,7 +192,7 @@ impl MySqlStore {
         conn: &mut MySqlConnection,
         user: UserId,
         scope: &InboxScope,
-    ) -> Outcome<(Vec<InboxItem>, bool)> {
+    ) -> Outcome<InboxRows> {
         let (filter, limit) = match scope {
             InboxScope::One(_) => ("AND p.conversation_id = ?".to_owned(), 1),
             InboxScope::Page(query) => {
@@ -251,7 +259,7 @@ impl MySqlStore {
                 last_message: last.and_then(|id| last_messages.remove(&id)),
             })
             .collect();
-        Ok((items, has_more))
+        Ok(InboxRows { items, has_more })
     }
 
     async fn views_by_id(
@@ -286,11 +294,7 @@ impl MySqlStore {
 
     /// Runs `inbox_items` in a read-only REPEATABLE READ snapshot, so that its few queries
     /// see one state.
-    async fn snapshot_inbox(
-        &self,
-        user: UserId,
-        scope: InboxScope,
-    ) -> Outcome<(Vec<InboxItem>, bool)> {
+    async fn snapshot_inbox(&self, user: UserId, scope: InboxScope) -> Outcome<InboxRows> {
         let mut tx = self
             .pool
             .begin_with(
@@ -298,9 +302,9 @@ impl MySqlStore {
                  START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             )
             .await?;
-        let items = Self::inbox_items(&mut tx, user, &scope).await?;
+        let rows = Self::inbox_items(&mut tx, user, &scope).await?;
         tx.commit().await?;
-        Ok(items)
+        Ok(rows)
     }
 
     async fn try_unread_summary(&self, user: UserId) -> Outcome<UnreadSummary> {
@@ -365,12 +369,12 @@ impl ReadStateStore for MySqlStore {
     ) -> Result<Option<InboxItem>, StoreError> {
         self.snapshot_inbox(user, InboxScope::One(conversation))
             .await
-            .map(|(mut items, _)| items.pop())
+            .map(|mut rows| rows.items.pop())
             .map_err(Failure::into_store)
     }
 
     async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
-        let (items, has_more) = self
+        let InboxRows { items, has_more } = self
             .snapshot_inbox(user, InboxScope::Page(query))
             .await
             .map_err(Failure::into_store)?;

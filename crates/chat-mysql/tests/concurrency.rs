@@ -50,7 +50,7 @@ async fn direct_between_1_and_2(store: &MySqlStore) -> ConversationId {
         .get_or_create_direct(ConversationId::new(), user(1), user(2), now())
         .await
         .unwrap()
-        .0
+        .details
         .conversation
         .id
 }
@@ -87,9 +87,9 @@ async fn twenty_racing_direct_get_or_create_calls_make_one_row() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let ids: HashSet<_> = results.iter().map(|(d, _)| d.conversation.id).collect();
+    let ids: HashSet<_> = results.iter().map(|d| d.details.conversation.id).collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(results.iter().filter(|d| d.created).count(), 1);
     let rows = count(
         &store,
         "SELECT COUNT(*) FROM CONVERSATIONS WHERE type = 'DIRECT'",

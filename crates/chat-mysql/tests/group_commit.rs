@@ -17,8 +17,8 @@ use chat_domain::{
 };
 use chat_mysql::MySqlStore;
 use chat_ports::{
-    Appended, ConversationChange, ConversationStore, MessageStore, NewConversation, NewMessage,
-    StoreConflict, StoreError, UserDirectory,
+    Appended, ConversationStore, MessageStore, NewConversation, NewMessage, StoreConflict,
+    StoreError, UserDirectory,
 };
 use futures::future::join_all;
 use time::OffsetDateTime;
@@ -197,16 +197,11 @@ async fn a_burst_of_mixed_sends_is_decided_per_request() {
     let archived = group(&store, 1, &[2]).await;
     let left = group(&store, 1, &[3]).await;
     store
-        .change_conversation(archived, ConversationChange::Archive, at(1), None)
+        .archive_conversation(archived, at(1), None)
         .await
         .unwrap();
     store
-        .change_conversation(
-            left,
-            ConversationChange::RemoveParticipant(user(3)),
-            at(1),
-            None,
-        )
+        .remove_participant(left, user(3), at(1), None)
         .await
         .unwrap();
     // A key stored before the burst: its repeats return it from the probe.

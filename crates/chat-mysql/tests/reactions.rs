@@ -21,10 +21,11 @@ async fn different_emoji_from_one_user_are_different_reactions() {
     let store = db.store.clone();
     let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     store.upsert_user(user(1), None).await.unwrap();
-    let (direct, _) = store
+    let direct = store
         .get_or_create_direct(ConversationId::new(), user(1), user(1), at)
         .await
-        .unwrap();
+        .unwrap()
+        .details;
     let message = store
         .append_message(NewMessage {
             id: MessageId::new(),
@@ -58,14 +59,14 @@ async fn different_emoji_from_one_user_are_different_reactions() {
 
     for (i, emoji) in ["🍣", "🍺", "👍", "👍🏿"].into_iter().enumerate() {
         let change = store
-            .set_reaction(message, user(1), Emoji::parse(emoji).unwrap(), true, at)
+            .add_reaction(message, user(1), Emoji::parse(emoji).unwrap(), at)
             .await
             .unwrap();
         assert!(change.changed, "{emoji} is a new reaction");
         assert_eq!(change.reactions.len(), i + 1);
     }
     let again = store
-        .set_reaction(message, user(1), Emoji::parse("🍺").unwrap(), true, at)
+        .add_reaction(message, user(1), Emoji::parse("🍺").unwrap(), at)
         .await
         .unwrap();
     assert!(!again.changed, "the same emoji twice is one reaction");
@@ -80,7 +81,7 @@ async fn different_emoji_from_one_user_are_different_reactions() {
     assert_eq!(rows, 4);
     // Removing 🍺 leaves 🍣 alone.
     let removed = store
-        .set_reaction(message, user(1), Emoji::parse("🍺").unwrap(), false, at)
+        .remove_reaction(message, user(1), Emoji::parse("🍺").unwrap())
         .await
         .unwrap();
     assert!(removed.changed);

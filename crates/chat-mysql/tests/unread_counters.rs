@@ -17,8 +17,7 @@ use chat_domain::{
 };
 use chat_mysql::MySqlStore;
 use chat_ports::{
-    ConversationChange, ConversationStore, MessageStore, NewConversation, NewMessage,
-    ReadStateStore, UserDirectory,
+    ConversationStore, MessageStore, NewConversation, NewMessage, ReadStateStore, UserDirectory,
 };
 use futures::future::join_all;
 use time::OffsetDateTime;
@@ -226,21 +225,16 @@ async fn counters_stay_exact_across_every_kind_of_write() {
 
     // Leaving and being re-added: nothing from before the return is unread.
     store
-        .change_conversation(
-            c,
-            ConversationChange::RemoveParticipant(user(4)),
-            now(),
-            None,
-        )
+        .remove_participant(c, user(4), now(), None)
         .await
         .unwrap();
     say(&store, c, 1).await;
     say(&store, c, 2).await;
     check(&store, c, "4 away").await;
     store
-        .change_conversation(
+        .add_participants(
             c,
-            ConversationChange::AddParticipants(vec![user(4), user(5)]),
+            vec![user(4), user(5)],
             now(),
             Some(message(c, 1, system("added"))),
         )

@@ -114,12 +114,12 @@ async fn a_seed_database_with_legacy_rows_is_migrated_and_served() {
 
     // The pair's conversation is found, not duplicated.
     let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-    let (found, created) = store
+    let found = store
         .get_or_create_direct(ConversationId::new(), user(2), user(1), at)
         .await
         .unwrap();
-    assert!(!created);
-    assert_eq!(found.conversation.id, conversation);
+    assert!(!found.created);
+    assert_eq!(found.details.conversation.id, conversation);
 
     // Sending takes the next seq and a different emoji joins the legacy one.
     let sent = store
@@ -143,7 +143,7 @@ async fn a_seed_database_with_legacy_rows_is_migrated_and_served() {
     assert_eq!(sent.view.message.seq.get(), 8);
     let first = page.items[6].message.id;
     let reacted = store
-        .set_reaction(first, user(2), Emoji::parse("👍🏿").unwrap(), true, at)
+        .add_reaction(first, user(2), Emoji::parse("👍🏿").unwrap(), at)
         .await
         .unwrap();
     assert!(reacted.changed);

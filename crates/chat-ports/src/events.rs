@@ -19,3 +19,16 @@ pub trait EventPublisher: Send + Sync {
     /// bus is down). The change it announces is stored regardless.
     async fn publish(&self, delivery: Delivery) -> Result<(), PublishError>;
 }
+
+/// An [`EventPublisher`] that drops every event: for a service without real-time
+/// delivery (tools, tests that do not watch events), as [`SystemClock`](crate::SystemClock)
+/// is the do-nothing-special [`Clock`](crate::Clock).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardingPublisher;
+
+#[async_trait]
+impl EventPublisher for DiscardingPublisher {
+    async fn publish(&self, _delivery: Delivery) -> Result<(), PublishError> {
+        Ok(())
+    }
+}

@@ -14,12 +14,12 @@ pub mod stored;
 
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
-pub use events::EventPublisher;
+pub use events::{DiscardingPublisher, EventPublisher};
 pub use store::{
-    Appended, ArchivedFilter, ConversationChange, ConversationStore, HistoryPage, HistoryQuery,
-    InboxCursor, InboxItem, InboxPage, InboxQuery, MembershipChange, MessageStore, NewConversation,
-    NewMessage, PageLimit, ReactionChange, ReadState, ReadStateStore, UnreadConversation,
-    UnreadSummary,
+    Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
+    HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
+    NewConversation, NewMessage, PageLimit, ParticipantRemoved, ParticipantsAdded, ReactionChange,
+    ReadState, ReadStateStore, UnreadConversation, UnreadSummary,
 };
 
 #[cfg(feature = "mock")]

@@ -37,14 +37,14 @@ impl PageLimit {
     }
 }
 
-/// A message to append (a user's, or a SYSTEM record of the service).
+/// A message to append (a user's, or an announcement: a SYSTEM message of the service).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
     /// Its id, chosen by the service (UUIDv7).
     pub id: MessageId,
     /// The conversation.
     pub conversation_id: ConversationId,
-    /// The sender (for SYSTEM records: the acting user).
+    /// The sender (for announcements: the acting user).
     pub sender_id: UserId,
     /// What it says.
     pub body: MessageBody,
@@ -75,37 +75,45 @@ pub struct NewConversation {
     pub created_at: Timestamp,
 }
 
-/// A change to a conversation or its membership.
+/// The outcome of a change to a conversation's settings or to one participant's role.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ConversationChange {
-    /// Set the name.
-    Rename(GroupName),
-    /// Make it read-only.
-    Archive,
-    /// Make it writable again.
-    Unarchive,
-    /// Add users as MEMBERs, reactivating those who had left.
-    AddParticipants(Vec<UserId>),
-    /// Mark a participant as left (they left, or were removed).
-    RemoveParticipant(UserId),
-    /// Set a participant's role.
-    ChangeRole {
-        /// The participant.
-        user_id: UserId,
-        /// The new role.
-        role: Role,
-    },
+pub struct ConversationChanged {
+    /// The conversation after the change.
+    pub details: ConversationDetails,
+    /// The announcement (a SYSTEM message) appended with the change, when one was given.
+    pub announcement: Option<MessageView>,
 }
 
-/// What a membership change did, beyond the change itself.
+/// The outcome of adding participants.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MembershipChange {
+pub struct ParticipantsAdded {
+    /// The conversation after the change.
+    pub details: ConversationDetails,
+    /// The users who joined: new participants and returning ones, in the order asked;
+    /// those already active are left out.
+    pub joined: Vec<UserId>,
+    /// The announcement (a SYSTEM message) appended with the change, when one was given.
+    pub announcement: Option<MessageView>,
+}
+
+/// The outcome of removing a participant (who left, or was removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantRemoved {
     /// The conversation after the change.
     pub details: ConversationDetails,
     /// A member promoted to ADMIN because the last admin left.
     pub promoted: Option<UserId>,
-    /// The SYSTEM record appended with the change, when one was given.
-    pub record: Option<MessageView>,
+    /// The announcement (a SYSTEM message) appended with the change, when one was given.
+    pub announcement: Option<MessageView>,
+}
+
+/// The DIRECT conversation of a pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectConversation {
+    /// The conversation and its participants.
+    pub details: ConversationDetails,
+    /// Whether this call created it (false when it already existed).
+    pub created: bool,
 }
 
 /// The outcome of appending a message.
@@ -253,8 +261,8 @@ pub trait ConversationStore: Send + Sync {
 
     /// Returns the DIRECT conversation between `a` and `b` (in either order; `a == b` is a
     /// conversation with oneself), creating it with id `id` when there is none. Both are
-    /// MEMBERs. Exactly one conversation MUST exist per pair, also when calls race. The
-    /// flag tells whether this call created it.
+    /// MEMBERs. Exactly one conversation MUST exist per pair, also when calls race.
+    /// [`DirectConversation::created`] tells whether this call created it.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the store fails.
@@ -264,7 +272,7 @@ pub trait ConversationStore: Send + Sync {
         a: UserId,
         b: UserId,
         at: Timestamp,
-    ) -> Result<(ConversationDetails, bool), StoreError>;
+    ) -> Result<DirectConversation, StoreError>;
 
     /// The conversation with every participant it ever had, or `None`.
     ///
@@ -275,28 +283,100 @@ pub trait ConversationStore: Send + Sync {
         id: ConversationId,
     ) -> Result<Option<ConversationDetails>, StoreError>;
 
-    /// Applies `change` and, when given, appends `record` (a SYSTEM message) in the same
-    /// step. It MUST:
-    /// - add participants as MEMBER with their read marker at the conversation's newest
-    ///   `seq`, reactivating (as MEMBER, with a new `joined_at`) those who had left, and
-    ///   refuse with [`StoreConflict::ConversationArchived`](crate::StoreConflict) when the
-    ///   conversation is archived;
-    /// - on removal, when no active admin remains but active members do, promote the
-    ///   earliest-joined active member to ADMIN and report it in `promoted`;
-    /// - refuse a role change that leaves no active admin with
-    ///   [`StoreConflict::LastAdmin`](crate::StoreConflict).
+    /// Renames a GROUP or POST_LINKED conversation and, when given, appends
+    /// `announcement` (a SYSTEM message) in the same step.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation, or for a participant to
-    /// remove or change who is not active; [`StoreError::Conflict`] as above;
+    /// [`StoreError::NotFound`] for an unknown conversation;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
-    async fn change_conversation(
+    async fn rename_conversation(
         &self,
         id: ConversationId,
-        change: ConversationChange,
+        name: GroupName,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError>;
+
+    /// Makes the conversation read-only from `at` on and, when given, appends
+    /// `announcement` (a SYSTEM message) in the same step: the announcement MUST go in
+    /// even though the conversation is now archived.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
+    async fn archive_conversation(
+        &self,
+        id: ConversationId,
         at: Timestamp,
-        record: Option<NewMessage>,
-    ) -> Result<MembershipChange, StoreError>;
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError>;
+
+    /// Makes the conversation writable again and, when given, appends `announcement` (a
+    /// SYSTEM message) in the same step.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
+    async fn unarchive_conversation(
+        &self,
+        id: ConversationId,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError>;
+
+    /// Adds `users` as MEMBERs joining at `at` and, when given, appends `announcement` (a
+    /// SYSTEM message) in the same step. It MUST add participants as MEMBER with their
+    /// read marker at the conversation's newest `seq` (the announcement of their joining
+    /// included), reactivating (as MEMBER, with a new `joined_at`) those who had left,
+    /// leave those already active unchanged, and refuse with
+    /// [`StoreConflict::ConversationArchived`](crate::StoreConflict) when the conversation
+    /// is archived.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation; [`StoreError::Conflict`] as
+    /// above; [`StoreError::Unavailable`] when the store fails (nothing is then changed).
+    async fn add_participants(
+        &self,
+        id: ConversationId,
+        users: Vec<UserId>,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantsAdded, StoreError>;
+
+    /// Marks `user` as having left at `at` and, when given, appends `announcement` (a
+    /// SYSTEM message) in the same step. It MUST, when no active admin remains but active
+    /// members do, promote the earliest-joined active member to ADMIN and report it in
+    /// [`ParticipantRemoved::promoted`].
+    ///
+    /// This one method serves both leaving and being removed: the store does the same
+    /// for both (the membership ends, the admin succession runs). Who may remove whom is
+    /// a business rule of the service, and who acted is told by the announcement.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation, or for a `user` who is not
+    /// an active participant; [`StoreError::Unavailable`] when the store fails (nothing is
+    /// then changed).
+    async fn remove_participant(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantRemoved, StoreError>;
+
+    /// Sets an active participant's role and, when given, appends `announcement` (a
+    /// SYSTEM message) in the same step. It MUST refuse a role change that leaves no
+    /// active admin with [`StoreConflict::LastAdmin`](crate::StoreConflict).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown conversation, or for a `user` who is not
+    /// an active participant; [`StoreError::Conflict`] as above;
+    /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
+    async fn set_role(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError>;
 }
 
 /// Messages and reactions.
@@ -355,19 +435,33 @@ pub trait MessageStore: Send + Sync {
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError>;
 
-    /// Puts (`present`) or takes off a user's reaction. Idempotent both ways; different
-    /// emoji are always different reactions (compared code point by code point).
+    /// Puts `user`'s reaction on a live message. Idempotent: adding it again MUST change
+    /// nothing (`changed: false`); different emoji are always different reactions
+    /// (compared code point by code point).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the message does not exist or is deleted;
     /// [`StoreError::Unavailable`] when the store fails.
-    async fn set_reaction(
+    async fn add_reaction(
         &self,
         message: MessageId,
         user: UserId,
         emoji: Emoji,
-        present: bool,
         at: Timestamp,
+    ) -> Result<ReactionChange, StoreError>;
+
+    /// Takes `user`'s reaction off a live message. Idempotent: removing one that is not
+    /// there MUST change nothing (`changed: false`); different emoji are always different
+    /// reactions (compared code point by code point).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the message does not exist or is deleted;
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
     ) -> Result<ReactionChange, StoreError>;
 
     /// Who has read the message and when, earliest first.

@@ -12,7 +12,7 @@ use chat_domain::{
     MessageType, UserId,
 };
 use chat_memory::MemoryStore;
-use chat_ports::{EventPublisher, PublishError, SystemClock, UserDirectory};
+use chat_ports::{EventPublisher, PublishError, UserDirectory};
 use chat_service::{
     ChatService, ConversationUpdate, CreateConversation, HistoryQuery, PageLimit, Ports,
     SendMessage,
@@ -49,15 +49,8 @@ fn say(text: &str) -> anyhow::Result<SendMessage> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let store = Arc::new(MemoryStore::new());
-    let service = ChatService::new(Ports {
-        conversations: store.clone(),
-        messages: store.clone(),
-        read_state: store.clone(),
-        users: store.clone(),
-        postings: store.clone(),
-        events: Arc::new(PrintEvents),
-        clock: Arc::new(SystemClock),
-    });
+    let service =
+        ChatService::new(Ports::from_store(store.clone()).with_events(Arc::new(PrintEvents)));
     let (ada, grace, linus) = (UserId::new(1)?, UserId::new(2)?, UserId::new(3)?);
     for (user, name) in [(ada, "Ada"), (grace, "Grace"), (linus, "Linus")] {
         store
@@ -80,16 +73,17 @@ async fn main() -> anyhow::Result<()> {
     let id = group.details.conversation.id;
 
     println!("Grace says hello; Ada replies");
-    let (hello, _) = service
+    let hello = service
         .send_message(grace, id, say("Hello, world! 👋")?)
-        .await?;
+        .await?
+        .view;
     let mut reply = say("Welcome!")?;
     reply.reply_to_id = Some(hello.message.id);
     service.send_message(ada, id, reply).await?;
 
     println!("Linus reacts, then reads everything");
     service
-        .set_reaction(linus, hello.message.id, Emoji::parse("🎉")?, true)
+        .add_reaction(linus, hello.message.id, Emoji::parse("🎉")?)
         .await?;
     println!(
         "  Linus has {} unread",

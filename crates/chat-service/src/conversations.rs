@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 
 use chat_domain::{
-    ChatEvent, ConversationDetails, ConversationId, ConversationType, GroupName, MessageId,
-    PostingId, Role, UserId,
+    ChatEvent, ConversationDetails, ConversationId, ConversationType, GroupName, MessageBody,
+    MessageId, MessageView, PostingId, Role, UserId,
 };
 use chat_ports::{
-    ConversationChange, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
+    ConversationChanged, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
 };
 
-use crate::records::Record;
+use crate::announcements::Notice;
 use crate::{ChatService, ServiceError};
 
 /// A GROUP or POST_LINKED conversation to create.
@@ -28,6 +28,15 @@ pub struct CreateConversation {
     pub participant_ids: Vec<UserId>,
 }
 
+/// The DIRECT conversation [`ChatService::open_direct`] opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedDirect {
+    /// The conversation as the caller sees it.
+    pub item: InboxItem,
+    /// Whether this call created it (false when it already existed).
+    pub created: bool,
+}
+
 /// Changes to a conversation's settings; absent fields stay as they are.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConversationUpdate {
@@ -39,7 +48,7 @@ pub struct ConversationUpdate {
 
 impl ChatService {
     /// Creates a GROUP or POST_LINKED conversation: the creator is ADMIN, the listed
-    /// participants MEMBER, and a SYSTEM message records the creation.
+    /// participants MEMBER, and an announcement (a SYSTEM message) tells of the creation.
     ///
     /// # Errors
     /// `Invalid` for DIRECT, a GROUP without a name, a POST_LINKED without an existing
@@ -96,7 +105,7 @@ impl ChatService {
             id: MessageId::new(),
             conversation_id: id,
             sender_id: actor,
-            body: Record::GroupCreated {
+            body: Notice::GroupCreated {
                 name: request.name.as_ref().map(GroupName::as_str),
             }
             .body(actor)?,
@@ -127,8 +136,8 @@ impl ChatService {
     }
 
     /// Opens the DIRECT conversation between the caller and `other` (the caller themself
-    /// for notes to self), creating it when there is none. The flag is true when this
-    /// call created it.
+    /// for notes to self), creating it when there is none;
+    /// [`OpenedDirect::created`] tells whether this call created it.
     ///
     /// # Errors
     /// `Invalid` when `other` does not exist; `Unavailable` when the store fails.
@@ -136,25 +145,28 @@ impl ChatService {
         &self,
         actor: UserId,
         other: UserId,
-    ) -> Result<(InboxItem, bool), ServiceError> {
+    ) -> Result<OpenedDirect, ServiceError> {
         if other != actor {
             let missing = self.ports.users.missing_users(&[other]).await?;
             if !missing.is_empty() {
                 return Err(ServiceError::invalid("user_id", "no such user"));
             }
         }
-        let (details, created) = self
+        let direct = self
             .ports
             .conversations
             .get_or_create_direct(ConversationId::new(), actor, other, self.now())
             .await?;
-        let id = details.conversation.id;
-        if created {
-            let recipients = details.active_user_ids();
-            self.publish(ChatEvent::ConversationCreated(details), recipients)
+        let id = direct.details.conversation.id;
+        if direct.created {
+            let recipients = direct.details.active_user_ids();
+            self.publish(ChatEvent::ConversationCreated(direct.details), recipients)
                 .await;
         }
-        Ok((self.conversation(actor, id).await?, created))
+        Ok(OpenedDirect {
+            item: self.conversation(actor, id).await?,
+            created: direct.created,
+        })
     }
 
     /// A page of the caller's conversations, most recent activity first.
@@ -187,7 +199,8 @@ impl ChatService {
     }
 
     /// Renames, archives or unarchives. Admins only; in a DIRECT conversation either side
-    /// may archive, nobody may rename. Each actual change is recorded by a SYSTEM message.
+    /// may archive, nobody may rename. Each actual change is told by an announcement (a
+    /// SYSTEM message).
     ///
     /// # Errors
     /// `NotFound` for non-participants; `Forbidden` for members and for renaming a DIRECT
@@ -210,20 +223,41 @@ impl ChatService {
         }
         if let Some(name) = update.name {
             if details.conversation.name.as_deref() != Some(name.as_str()) {
-                let record = Record::Renamed(name.as_str()).body(actor)?;
-                self.apply(actor, id, ConversationChange::Rename(name), record)
+                let body = Notice::Renamed(name.as_str()).body(actor)?;
+                let _turn = self.order.lock(id).await;
+                let announcement = self.announcement(actor, id, body);
+                let changed = self
+                    .ports
+                    .conversations
+                    .rename_conversation(id, name, Some(announcement))
                     .await?;
+                self.publish_settings_change(changed).await;
             }
         }
-        if let Some(archive) = update.is_archived {
-            if archive != details.conversation.is_archived {
-                let (change, record) = if archive {
-                    (ConversationChange::Archive, Record::Archived)
-                } else {
-                    (ConversationChange::Unarchive, Record::Unarchived)
-                };
-                self.apply(actor, id, change, record.body(actor)?).await?;
+        match update.is_archived {
+            Some(true) if !details.conversation.is_archived => {
+                let body = Notice::Archived.body(actor)?;
+                let _turn = self.order.lock(id).await;
+                let announcement = self.announcement(actor, id, body);
+                let changed = self
+                    .ports
+                    .conversations
+                    .archive_conversation(id, self.now(), Some(announcement))
+                    .await?;
+                self.publish_settings_change(changed).await;
             }
+            Some(false) if details.conversation.is_archived => {
+                let body = Notice::Unarchived.body(actor)?;
+                let _turn = self.order.lock(id).await;
+                let announcement = self.announcement(actor, id, body);
+                let changed = self
+                    .ports
+                    .conversations
+                    .unarchive_conversation(id, Some(announcement))
+                    .await?;
+                self.publish_settings_change(changed).await;
+            }
+            _ => {}
         }
         self.conversation(actor, id).await
     }
@@ -264,17 +298,18 @@ impl ChatService {
         }
         self.require_existing_users("user_ids", &new).await?;
         if !new.is_empty() {
-            let record = Record::ParticipantsAdded(&new).body(actor)?;
-            let change = self
-                .apply(
-                    actor,
-                    id,
-                    ConversationChange::AddParticipants(new.clone()),
-                    record,
-                )
+            let body = Notice::ParticipantsAdded(&new).body(actor)?;
+            let _turn = self.order.lock(id).await;
+            let announcement = self.announcement(actor, id, body);
+            let added = self
+                .ports
+                .conversations
+                .add_participants(id, new, self.now(), Some(announcement))
                 .await?;
-            let recipients = change.active_user_ids();
-            for user in new {
+            let recipients = added.details.active_user_ids();
+            self.publish_announcement(added.announcement, recipients.clone())
+                .await;
+            for user in added.joined {
                 self.publish(
                     ChatEvent::ParticipantAdded {
                         conversation_id: id,
@@ -309,8 +344,8 @@ impl ChatService {
                 "nobody joins or leaves a DIRECT conversation",
             ));
         }
-        let record = if user == actor {
-            Record::ParticipantLeft
+        let notice = if user == actor {
+            Notice::ParticipantLeft
         } else {
             if membership.role != Role::Admin {
                 return Err(ServiceError::Forbidden(
@@ -320,27 +355,19 @@ impl ChatService {
             if details.active_participant(user).is_none() {
                 return Err(ServiceError::NotFound);
             }
-            Record::ParticipantRemoved(user)
+            Notice::ParticipantRemoved(user)
         };
         let recipients_before = details.active_user_ids();
         let _turn = self.order.lock(id).await;
+        let announcement = self.announcement(actor, id, notice.body(actor)?);
+        // Leaving and being removed are one change to the store.
         let change = self
             .ports
             .conversations
-            .change_conversation(
-                id,
-                ConversationChange::RemoveParticipant(user),
-                self.now(),
-                Some(self.record(actor, id, record.body(actor)?)),
-            )
+            .remove_participant(id, user, self.now(), Some(announcement))
             .await?;
-        if let Some(view) = change.record {
-            self.publish(
-                ChatEvent::MessageCreated(view),
-                change.details.active_user_ids(),
-            )
+        self.publish_announcement(change.announcement, change.details.active_user_ids())
             .await;
-        }
         self.publish(
             ChatEvent::ParticipantRemoved {
                 conversation_id: id,
@@ -388,19 +415,17 @@ impl ChatService {
                     code: crate::ConflictCode::LastAdmin,
                 });
             }
-            let record = Record::RoleChanged(user, role).body(actor)?;
-            let recipients = self
-                .apply(
-                    actor,
-                    id,
-                    ConversationChange::ChangeRole {
-                        user_id: user,
-                        role,
-                    },
-                    record,
-                )
-                .await?
-                .active_user_ids();
+            let body = Notice::RoleChanged(user, role).body(actor)?;
+            let _turn = self.order.lock(id).await;
+            let announcement = self.announcement(actor, id, body);
+            let changed = self
+                .ports
+                .conversations
+                .set_role(id, user, role, Some(announcement))
+                .await?;
+            let recipients = changed.details.active_user_ids();
+            self.publish_announcement(changed.announcement, recipients.clone())
+                .await;
             self.publish(
                 ChatEvent::ParticipantUpdated {
                     conversation_id: id,
@@ -414,48 +439,29 @@ impl ChatService {
         self.conversation(actor, id).await
     }
 
-    /// Applies a change with its SYSTEM record and publishes the record and, for settings,
-    /// `conversation.updated`.
-    async fn apply(
-        &self,
-        actor: UserId,
-        id: ConversationId,
-        change: ConversationChange,
-        body: chat_domain::MessageBody,
-    ) -> Result<ConversationDetails, ServiceError> {
-        let settings = matches!(
-            change,
-            ConversationChange::Rename(_)
-                | ConversationChange::Archive
-                | ConversationChange::Unarchive
-        );
-        let _turn = self.order.lock(id).await;
-        let outcome = self
-            .ports
-            .conversations
-            .change_conversation(id, change, self.now(), Some(self.record(actor, id, body)))
-            .await?;
-        let recipients = outcome.details.active_user_ids();
-        if let Some(view) = outcome.record {
-            self.publish(ChatEvent::MessageCreated(view), recipients.clone())
-                .await;
-        }
-        if settings {
-            self.publish(
-                ChatEvent::ConversationUpdated(outcome.details.clone()),
-                recipients,
-            )
+    /// Publishes a settings change: its announcement, then `conversation.updated`.
+    async fn publish_settings_change(&self, changed: ConversationChanged) {
+        let recipients = changed.details.active_user_ids();
+        self.publish_announcement(changed.announcement, recipients.clone())
             .await;
-        }
-        Ok(outcome.details)
+        self.publish(ChatEvent::ConversationUpdated(changed.details), recipients)
+            .await;
     }
 
-    fn record(
+    /// Publishes the announcement a change appended, when there is one.
+    async fn publish_announcement(
         &self,
-        actor: UserId,
-        id: ConversationId,
-        body: chat_domain::MessageBody,
-    ) -> NewMessage {
+        announcement: Option<MessageView>,
+        recipients: Vec<UserId>,
+    ) {
+        if let Some(view) = announcement {
+            self.publish(ChatEvent::MessageCreated(view), recipients)
+                .await;
+        }
+    }
+
+    /// The announcement (a SYSTEM message) of a change `actor` makes now.
+    fn announcement(&self, actor: UserId, id: ConversationId, body: MessageBody) -> NewMessage {
         NewMessage {
             id: MessageId::new(),
             conversation_id: id,

@@ -5,17 +5,17 @@
 //! Visibility rule: for anyone who is not an active participant, a conversation and
 //! everything in it does not exist ([`ServiceError::NotFound`], never `Forbidden`).
 
+mod announcements;
 mod conversations;
 mod error;
 mod messages;
 mod ordering;
 mod read_state;
-mod records;
 mod service;
 
-pub use conversations::{ConversationUpdate, CreateConversation};
+pub use conversations::{ConversationUpdate, CreateConversation, OpenedDirect};
 pub use error::{ConflictCode, ServiceError};
-pub use messages::SendMessage;
+pub use messages::{SendMessage, SentMessage};
 pub use service::{ChatService, Limits, Ports};
 
 /// Re-exported so embedders need only this crate and `chat-domain` to call the service.

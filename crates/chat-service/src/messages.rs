@@ -20,10 +20,19 @@ pub struct SendMessage {
     pub client_message_id: Option<ClientMessageId>,
 }
 
+/// The outcome of [`ChatService::send_message`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentMessage {
+    /// The stored message (the original one on a repeated `client_message_id`).
+    pub view: MessageView,
+    /// False when an earlier message with the same `client_message_id` was returned.
+    pub created: bool,
+}
+
 impl ChatService {
     /// Sends a message: it gets the next `seq` of the conversation, marks the conversation
     /// read for the sender, and reaches every participant. A repeated `client_message_id`
-    /// returns the original message (flag false) and changes nothing.
+    /// returns the original message (`created: false`) and changes nothing.
     ///
     /// # Errors
     /// `NotFound` for non-participants; `Conflict(conversation_archived)`; `Invalid` for a
@@ -34,7 +43,7 @@ impl ChatService {
         actor: UserId,
         conversation: ConversationId,
         request: SendMessage,
-    ) -> Result<(MessageView, bool), ServiceError> {
+    ) -> Result<SentMessage, ServiceError> {
         if request.body.is_system() {
             return Err(ServiceError::invalid(
                 "message_type",
@@ -79,7 +88,10 @@ impl ChatService {
             )
             .await;
         }
-        Ok((appended.view, appended.created))
+        Ok(SentMessage {
+            view: appended.view,
+            created: appended.created,
+        })
     }
 
     /// One live message of a conversation the caller takes part in.
@@ -172,44 +184,60 @@ impl ChatService {
         Ok(())
     }
 
-    /// Puts (`present`) or takes off the caller's reaction; idempotent both ways. Returns
-    /// the message's reactions afterwards.
+    /// Puts the caller's reaction on a message; idempotent. Returns the message's
+    /// reactions afterwards.
     ///
     /// # Errors
     /// `NotFound`; `Conflict(conversation_archived)`; `Unavailable` when the store fails.
-    pub async fn set_reaction(
+    pub async fn add_reaction(
         &self,
         actor: UserId,
         id: MessageId,
         emoji: Emoji,
-        present: bool,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
-        let (view, details) = self.visible_message(actor, id).await?;
-        if details.conversation.is_archived {
-            return Err(ServiceError::archived());
-        }
+        let (view, details) = self.reactable_message(actor, id).await?;
         let text = emoji.as_str().to_owned();
         let change = self
             .ports
             .messages
-            .set_reaction(id, actor, emoji, present, self.now())
+            .add_reaction(id, actor, emoji, self.now())
             .await?;
         if change.changed {
-            let conversation_id = view.message.conversation_id;
-            let event = if present {
-                ChatEvent::ReactionAdded {
-                    conversation_id,
-                    message_id: id,
-                    emoji: text,
-                    user_id: actor,
-                }
-            } else {
-                ChatEvent::ReactionRemoved {
-                    conversation_id,
-                    message_id: id,
-                    emoji: text,
-                    user_id: actor,
-                }
+            let event = ChatEvent::ReactionAdded {
+                conversation_id: view.message.conversation_id,
+                message_id: id,
+                emoji: text,
+                user_id: actor,
+            };
+            self.publish(event, details.active_user_ids()).await;
+        }
+        Ok(change.reactions)
+    }
+
+    /// Takes the caller's reaction off a message; idempotent. Returns the message's
+    /// reactions afterwards.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict(conversation_archived)`; `Unavailable` when the store fails.
+    pub async fn remove_reaction(
+        &self,
+        actor: UserId,
+        id: MessageId,
+        emoji: Emoji,
+    ) -> Result<Vec<ReactionSummary>, ServiceError> {
+        let (view, details) = self.reactable_message(actor, id).await?;
+        let text = emoji.as_str().to_owned();
+        let change = self
+            .ports
+            .messages
+            .remove_reaction(id, actor, emoji)
+            .await?;
+        if change.changed {
+            let event = ChatEvent::ReactionRemoved {
+                conversation_id: view.message.conversation_id,
+                message_id: id,
+                emoji: text,
+                user_id: actor,
             };
             self.publish(event, details.active_user_ids()).await;
         }
@@ -227,6 +255,20 @@ impl ChatService {
     ) -> Result<Vec<Receipt>, ServiceError> {
         self.visible_message(actor, id).await?;
         Ok(self.ports.messages.receipts(id).await?)
+    }
+
+    /// A live message the caller may react to, and its conversation: not in an archived
+    /// conversation.
+    async fn reactable_message(
+        &self,
+        actor: UserId,
+        id: MessageId,
+    ) -> Result<(MessageView, chat_domain::ConversationDetails), ServiceError> {
+        let (view, details) = self.visible_message(actor, id).await?;
+        if details.conversation.is_archived {
+            return Err(ServiceError::archived());
+        }
+        Ok((view, details))
     }
 
     /// A live message and its conversation, when the caller is an active participant.

@@ -9,8 +9,8 @@ use chat_domain::{
     ChatEvent, ConversationDetails, ConversationId, Delivery, Participant, Timestamp, UserId,
 };
 use chat_ports::{
-    Clock, ConversationStore, EventPublisher, MessageStore, PostingDirectory, ReadStateStore,
-    UserDirectory,
+    Clock, ConversationStore, DiscardingPublisher, EventPublisher, MessageStore, PostingDirectory,
+    ReadStateStore, SystemClock, UserDirectory,
 };
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -35,6 +35,46 @@ pub struct Ports {
     pub events: Arc<dyn EventPublisher>,
     /// The time.
     pub clock: Arc<dyn Clock>,
+}
+
+impl Ports {
+    /// Ports whose five storage and directory ports are all `store` (an adapter that
+    /// implements every one of them, as `chat-memory` and `chat-mysql` do), with events
+    /// discarded and the system clock until [`Ports::with_events`] and
+    /// [`Ports::with_clock`] say otherwise.
+    pub fn from_store<S>(store: Arc<S>) -> Self
+    where
+        S: ConversationStore
+            + MessageStore
+            + ReadStateStore
+            + UserDirectory
+            + PostingDirectory
+            + 'static,
+    {
+        Self {
+            conversations: store.clone(),
+            messages: store.clone(),
+            read_state: store.clone(),
+            users: store.clone(),
+            postings: store,
+            events: Arc::new(DiscardingPublisher),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same ports, publishing events through `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn EventPublisher>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The same ports, telling the time by `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 /// Limits the service enforces.

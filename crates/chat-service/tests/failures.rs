@@ -46,7 +46,7 @@ async fn a_failing_append_is_unavailable_and_stores_and_announces_nothing() {
     assert_eq!(
         page.items.len(),
         1,
-        "only the creation record, no half-written message"
+        "only the creation announcement, no half-written message"
     );
     assert_eq!(app.unread(2, id).await, 0);
 }
@@ -62,11 +62,11 @@ async fn a_failing_publisher_never_loses_a_stored_message() {
         .returning(|_| Err(PublishError("redis is down".to_owned())));
     let service = ChatService::new(ports(app.store.clone(), Arc::new(broken)));
 
-    let (sent, created) = service
+    let sent = service
         .send_message(uid(1), id, text("kept"))
         .await
         .unwrap();
-    assert!(created);
+    assert!(sent.created);
     let page = service
         .history(
             uid(2),
@@ -75,7 +75,7 @@ async fn a_failing_publisher_never_loses_a_stored_message() {
         )
         .await
         .unwrap();
-    assert_eq!(page.items[0].message.id, sent.message.id);
+    assert_eq!(page.items[0].message.id, sent.view.message.id);
     assert_eq!(app.unread(2, id).await, 1);
 }
 

@@ -11,7 +11,7 @@ use chat_domain::{
 };
 use chat_service::{
     ArchivedFilter, ConflictCode, ConversationUpdate, CreateConversation, HistoryQuery, InboxQuery,
-    PageLimit, SendMessage, ServiceError,
+    OpenedDirect, PageLimit, SendMessage, ServiceError,
 };
 use futures::future::join_all;
 use support::{app, text, uid};
@@ -209,9 +209,15 @@ async fn rule_02_post_linked_needs_an_existing_posting_and_name_is_optional() {
 #[tokio::test]
 async fn rule_03_direct_get_or_create_in_either_direction() {
     let app = app().await;
-    let (first, created) = app.service.open_direct(uid(1), uid(2)).await.unwrap();
+    let OpenedDirect {
+        item: first,
+        created,
+    } = app.service.open_direct(uid(1), uid(2)).await.unwrap();
     assert!(created);
-    let (second, created_again) = app.service.open_direct(uid(2), uid(1)).await.unwrap();
+    let OpenedDirect {
+        item: second,
+        created: created_again,
+    } = app.service.open_direct(uid(2), uid(1)).await.unwrap();
     assert!(!created_again);
     assert_eq!(
         first.details.conversation.id,
@@ -242,21 +248,27 @@ async fn rule_03_direct_race_creates_exactly_one() {
         .collect();
     let ids: HashSet<_> = results
         .iter()
-        .map(|(i, _)| i.details.conversation.id)
+        .map(|o| o.item.details.conversation.id)
         .collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(results.iter().filter(|o| o.created).count(), 1);
 }
 
 #[tokio::test]
 async fn rule_03_notes_to_self_are_a_separate_direct_conversation() {
     let app = app().await;
-    let (notes, created) = app.service.open_direct(uid(1), uid(1)).await.unwrap();
+    let OpenedDirect {
+        item: notes,
+        created,
+    } = app.service.open_direct(uid(1), uid(1)).await.unwrap();
     assert!(created);
     assert_eq!(notes.details.active_user_ids(), vec![uid(1)]);
-    let (pair, _) = app.service.open_direct(uid(1), uid(2)).await.unwrap();
+    let pair = app.service.open_direct(uid(1), uid(2)).await.unwrap().item;
     assert_ne!(notes.details.conversation.id, pair.details.conversation.id);
-    let (again, created) = app.service.open_direct(uid(1), uid(1)).await.unwrap();
+    let OpenedDirect {
+        item: again,
+        created,
+    } = app.service.open_direct(uid(1), uid(1)).await.unwrap();
     assert!(!created);
     assert_eq!(again.details.conversation.id, notes.details.conversation.id);
 }
@@ -295,7 +307,7 @@ async fn rule_04_outsiders_and_leavers_see_nothing() {
         );
         assert_eq!(
             app.service
-                .set_reaction(u, message, Emoji::parse("👍").unwrap(), true)
+                .add_reaction(u, message, Emoji::parse("👍").unwrap())
                 .await
                 .unwrap_err(),
             ServiceError::NotFound
@@ -423,7 +435,7 @@ async fn rule_05_admin_only_actions_are_forbidden_to_members() {
 #[tokio::test]
 async fn rule_05_direct_conversations_have_no_admin_actions_but_either_side_archives() {
     let app = app().await;
-    let (item, _) = app.service.open_direct(uid(1), uid(2)).await.unwrap();
+    let item = app.service.open_direct(uid(1), uid(2)).await.unwrap().item;
     let id = item.details.conversation.id;
     for actor in [1, 2] {
         let a = uid(actor);
@@ -593,7 +605,7 @@ async fn rule_07_archived_conversations_are_read_only() {
     );
     archived(
         app.service
-            .set_reaction(uid(1), message, Emoji::parse("🎉").unwrap(), true)
+            .add_reaction(uid(1), message, Emoji::parse("🎉").unwrap())
             .await
             .map(|_| ()),
     );
@@ -727,7 +739,7 @@ async fn rule_09_send_validates_type_media_and_reply() {
         Some(chat_domain::MediaMetadata::parse(r#"{"width":640}"#).unwrap()),
     )
     .unwrap();
-    let (sent, _) = app
+    let sent = app
         .service
         .send_message(
             uid(1),
@@ -739,7 +751,8 @@ async fn rule_09_send_validates_type_media_and_reply() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .view;
     assert_eq!(
         sent.message.media_url.as_deref(),
         Some("https://cdn.example.com/cat.png")
@@ -776,7 +789,12 @@ async fn rule_09_send_validates_type_media_and_reply() {
     }
     let mut reply = text("re");
     reply.reply_to_id = Some(sent.message.id);
-    let (answer, _) = app.service.send_message(uid(2), id, reply).await.unwrap();
+    let answer = app
+        .service
+        .send_message(uid(2), id, reply)
+        .await
+        .unwrap()
+        .view;
     assert_eq!(answer.message.reply_to_id, Some(sent.message.id));
 }
 
@@ -844,9 +862,9 @@ async fn rule_10_idempotent_send_returns_the_original_once_even_when_racing() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let ids: HashSet<MessageId> = results.iter().map(|(m, _)| m.message.id).collect();
+    let ids: HashSet<MessageId> = results.iter().map(|s| s.view.message.id).collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(results.iter().filter(|s| s.created).count(), 1);
     let created_events = app
         .events
         .take()
@@ -935,7 +953,7 @@ async fn rule_13_delete_by_sender_or_group_admin_and_deleted_messages_vanish() {
     let by_two = app.send_id(2, id, "two says").await;
     let by_three = app.send_id(3, id, "three says").await;
     app.service
-        .set_reaction(uid(1), by_three, Emoji::parse("😂").unwrap(), true)
+        .add_reaction(uid(1), by_three, Emoji::parse("😂").unwrap())
         .await
         .unwrap();
     assert!(matches!(
@@ -984,13 +1002,13 @@ async fn rule_13_delete_by_sender_or_group_admin_and_deleted_messages_vanish() {
     );
     assert_eq!(
         app.service
-            .set_reaction(uid(1), by_three, Emoji::parse("😂").unwrap(), false)
+            .remove_reaction(uid(1), by_three, Emoji::parse("😂").unwrap())
             .await
             .unwrap_err(),
         ServiceError::NotFound
     );
     // In a DIRECT conversation only the sender deletes.
-    let (direct, _) = app.service.open_direct(uid(1), uid(2)).await.unwrap();
+    let direct = app.service.open_direct(uid(1), uid(2)).await.unwrap().item;
     let theirs = app.send_id(2, direct.details.conversation.id, "mine").await;
     assert!(matches!(
         app.service.delete_message(uid(1), theirs).await,
@@ -1012,20 +1030,25 @@ async fn rule_14_reactions_are_idempotent_distinct_and_ordered_by_first_use() {
     let app = app().await;
     let id = app.group(1, &[2]).await;
     let message = app.send_id(1, id, "🍱?").await;
-    let react = |u: i64, e: &str, present: bool| {
+    let add = |u: i64, e: &str| {
+        let service = app.service.clone();
+        let emoji = Emoji::parse(e).unwrap();
+        async move { service.add_reaction(uid(u), message, emoji).await.unwrap() }
+    };
+    let remove = |u: i64, e: &str| {
         let service = app.service.clone();
         let emoji = Emoji::parse(e).unwrap();
         async move {
             service
-                .set_reaction(uid(u), message, emoji, present)
+                .remove_reaction(uid(u), message, emoji)
                 .await
                 .unwrap()
         }
     };
-    react(2, "🍣", true).await;
-    react(2, "🍺", true).await;
-    react(2, "🍣", true).await;
-    let after = react(1, "🍣", true).await;
+    add(2, "🍣").await;
+    add(2, "🍺").await;
+    add(2, "🍣").await;
+    let after = add(1, "🍣").await;
     let summary: Vec<(&str, u32)> = after.iter().map(|r| (r.emoji.as_str(), r.count)).collect();
     assert_eq!(summary, vec![("🍣", 2), ("🍺", 1)]);
     assert_eq!(after[0].user_ids, vec![uid(2), uid(1)]);
@@ -1035,8 +1058,8 @@ async fn rule_14_reactions_are_idempotent_distinct_and_ordered_by_first_use() {
         3,
         "no event for a repeat"
     );
-    react(2, "🍺", false).await;
-    let after = react(2, "🍺", false).await;
+    remove(2, "🍺").await;
+    let after = remove(2, "🍺").await;
     assert_eq!(after.len(), 1);
     assert_eq!(app.events.names(), vec!["reaction.removed"]);
 }
@@ -1209,7 +1232,7 @@ async fn rule_18_history_pages_by_seq_newest_first_or_forward() {
     // Reactions come with the page.
     let target = latest.items[0].message.id;
     app.service
-        .set_reaction(uid(2), target, Emoji::parse("🔥").unwrap(), true)
+        .add_reaction(uid(2), target, Emoji::parse("🔥").unwrap())
         .await
         .unwrap();
     let again = app
@@ -1236,7 +1259,7 @@ async fn typing_reaches_the_others_only_and_is_not_stored() {
         .history(uid(1), id, HistoryQuery::Latest(limit(10)))
         .await
         .unwrap();
-    assert_eq!(page.items.len(), 1, "only the creation record");
+    assert_eq!(page.items.len(), 1, "only the creation announcement");
 }
 
 #[tokio::test]

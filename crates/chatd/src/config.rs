@@ -7,24 +7,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_http::auth::{AuthConfigError, parse_algorithm};
-use chat_http::{AuthConfig, HttpSettings, Provisioning};
+use chat_http::{AuthConfig, HttpSettings, Provisioning, WsConfig};
+use chat_realtime::{RealtimeSettings, RedisSettings};
 use clap::{Args, Parser, Subcommand};
 
+use crate::startup::AppConfig;
+
 /// The secret of `--dev` mode: public on purpose, so it is only accepted on loopback.
-pub(crate) const DEV_SECRET: &str = "chatd-development-secret-never-use-in-production";
+pub const DEV_SECRET: &str = "chatd-development-secret-never-use-in-production";
 
 /// `chatd`: the chat server.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Runs the HTTP server.
     Serve(ServeArgs),
     /// Applies the database migrations to DATABASE_URL and exits.
@@ -35,99 +38,106 @@ pub(crate) enum Command {
 
 /// How tokens are verified.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct AuthArgs {
+pub struct AuthArgs {
     /// The HMAC secret tokens are signed with.
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
-    pub(crate) jwt_secret: Option<String>,
+    pub jwt_secret: Option<String>,
     /// The pinned algorithm: HS256 (default), HS384, HS512, RS256, …, ES256, EdDSA.
     #[arg(long, env = "CHAT_JWT_ALGORITHM", default_value = "HS256")]
-    pub(crate) jwt_algorithm: String,
+    pub jwt_algorithm: String,
     /// A PEM file with the public key, for RS*, PS*, ES* and EdDSA.
     #[arg(long, env = "CHAT_JWT_PUBLIC_KEY_PEM")]
-    pub(crate) jwt_public_key_pem: Option<PathBuf>,
+    pub jwt_public_key_pem: Option<PathBuf>,
     /// The required `iss` claim.
     #[arg(long, env = "CHAT_JWT_ISSUER")]
-    pub(crate) jwt_issuer: Option<String>,
+    pub jwt_issuer: Option<String>,
     /// The required `aud` claim.
     #[arg(long, env = "CHAT_JWT_AUDIENCE")]
-    pub(crate) jwt_audience: Option<String>,
+    pub jwt_audience: Option<String>,
 }
 
 /// `chatd serve`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct ServeArgs {
+pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1:8080")]
-    pub(crate) bind: String,
+    pub bind: String,
     /// The MySQL/MariaDB database; without it, an in-memory store (nothing persists).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub(crate) database_url: Option<String>,
+    pub database_url: Option<String>,
     /// Token verification.
     #[command(flatten)]
-    pub(crate) auth: AuthArgs,
+    pub auth: AuthArgs,
     /// Browser origins allowed to call the API, comma-separated (`*` for any).
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub(crate) allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<String>,
     /// `jit`: a verified token upserts its user; `external`: the platform owns users.
     #[arg(long, env = "CHAT_USER_PROVISIONING", default_value = "jit")]
-    pub(crate) user_provisioning: String,
+    pub user_provisioning: String,
     /// Development mode: a built-in secret, loopback only.
     #[arg(long)]
-    pub(crate) dev: bool,
+    pub dev: bool,
     /// Do not run the database migrations at start.
     #[arg(long)]
-    pub(crate) no_migrate: bool,
+    pub no_migrate: bool,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
-    pub(crate) shutdown_timeout: u64,
+    pub shutdown_timeout: u64,
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHAT_WORKERS")]
-    pub(crate) workers: Option<usize>,
+    pub workers: Option<usize>,
     /// Messages one user may send per second, sustained.
     #[arg(long, env = "CHAT_SEND_RATE_PER_SECOND", default_value_t = 50)]
-    pub(crate) send_rate_per_second: u32,
+    pub send_rate_per_second: u32,
     /// Messages one user may send in a burst.
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 200)]
-    pub(crate) send_burst: u32,
+    pub send_burst: u32,
+    /// Redis (`redis://host:port/db`) over which the nodes of a cluster share real-time
+    /// events; without it, events reach the WebSocket connections of this process only.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// The Redis pub/sub channel the nodes of one cluster share.
+    #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = chat_realtime::DEFAULT_CHANNEL)]
+    pub redis_channel: String,
 }
 
 /// `chatd migrate`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct MigrateArgs {
+pub struct MigrateArgs {
     /// The MySQL/MariaDB database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub(crate) database_url: Option<String>,
+    pub database_url: Option<String>,
 }
 
 /// `chatd token`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct TokenArgs {
+pub struct TokenArgs {
     /// The user id (`sub`).
     #[arg(long)]
-    pub(crate) user: i64,
+    pub user: i64,
     /// The display name (`name`).
     #[arg(long)]
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
-    pub(crate) ttl: u64,
+    pub ttl: u64,
     /// Sign with the development secret of `serve --dev` (unless CHAT_JWT_SECRET is set).
     #[arg(long)]
-    pub(crate) dev: bool,
+    pub dev: bool,
     /// The HMAC secret.
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
-    pub(crate) jwt_secret: Option<String>,
+    pub jwt_secret: Option<String>,
     /// The `iss` claim.
     #[arg(long, env = "CHAT_JWT_ISSUER")]
-    pub(crate) jwt_issuer: Option<String>,
+    pub jwt_issuer: Option<String>,
     /// The `aud` claim.
     #[arg(long, env = "CHAT_JWT_AUDIENCE")]
-    pub(crate) jwt_audience: Option<String>,
+    pub jwt_audience: Option<String>,
 }
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// No way to verify tokens.
     #[error(
         "refusing to start: CHAT_JWT_SECRET is not set, so no token could be verified. Set \
@@ -163,21 +173,15 @@ pub(crate) enum ConfigError {
 
 /// A checked `serve` configuration.
 #[derive(Debug)]
-pub(crate) struct ServeConfig {
-    /// Where to listen.
-    pub(crate) bind: Vec<SocketAddr>,
+pub struct ServeConfig {
+    /// The application.
+    pub app: AppConfig,
     /// The database, if any.
-    pub(crate) database_url: Option<String>,
-    /// Token verification.
-    pub(crate) auth: AuthConfig,
-    /// Server settings.
-    pub(crate) http: HttpSettings,
+    pub database_url: Option<String>,
     /// Whether to migrate at start (with a database).
-    pub(crate) migrate: bool,
+    pub migrate: bool,
     /// Whether this is `--dev`.
-    pub(crate) dev: bool,
-    /// The service's limits.
-    pub(crate) limits: chat_service::Limits,
+    pub dev: bool,
 }
 
 /// An empty variable counts as unset (`DATABASE_URL=` in a shell).
@@ -190,7 +194,7 @@ impl ServeArgs {
     ///
     /// # Errors
     /// [`ConfigError`] saying what to fix.
-    pub(crate) fn resolve(self) -> Result<ServeConfig, ConfigError> {
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
         let bind: Vec<SocketAddr> = self
             .bind
             .to_socket_addrs()
@@ -208,30 +212,46 @@ impl ServeArgs {
         auth.issuer = present(self.auth.jwt_issuer);
         auth.audience = present(self.auth.jwt_audience);
         auth.provisioning = Provisioning::parse(&self.user_provisioning)?;
+        let allowed_origins: Vec<String> = self
+            .allowed_origins
+            .into_iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let redis = present(self.redis_url).map(|url| RedisSettings {
+            url,
+            channel: present(Some(self.redis_channel))
+                .unwrap_or_else(|| chat_realtime::DEFAULT_CHANNEL.to_owned()),
+        });
         Ok(ServeConfig {
-            bind,
-            database_url: present(self.database_url),
-            auth,
-            http: HttpSettings {
-                allowed_origins: self
-                    .allowed_origins
-                    .into_iter()
-                    .map(|o| o.trim().to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect(),
-                workers: self.workers,
-                shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
-                handle_signals: true,
+            app: AppConfig {
+                bind,
+                auth,
+                http: HttpSettings {
+                    allowed_origins: allowed_origins.clone(),
+                    workers: self.workers,
+                    shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+                    handle_signals: true,
+                },
+                limits: chat_service::Limits {
+                    sends_per_second: NonZeroU32::new(self.send_rate_per_second)
+                        .ok_or(ConfigError::ZeroRate("CHAT_SEND_RATE_PER_SECOND"))?,
+                    send_burst: NonZeroU32::new(self.send_burst)
+                        .ok_or(ConfigError::ZeroRate("CHAT_SEND_BURST"))?,
+                    ..chat_service::Limits::default()
+                },
+                ws: WsConfig {
+                    allowed_origins,
+                    ..WsConfig::default()
+                },
+                realtime: RealtimeSettings {
+                    redis,
+                    ..RealtimeSettings::default()
+                },
             },
+            database_url: present(self.database_url),
             migrate: !self.no_migrate,
             dev: self.dev,
-            limits: chat_service::Limits {
-                sends_per_second: NonZeroU32::new(self.send_rate_per_second)
-                    .ok_or(ConfigError::ZeroRate("CHAT_SEND_RATE_PER_SECOND"))?,
-                send_burst: NonZeroU32::new(self.send_burst)
-                    .ok_or(ConfigError::ZeroRate("CHAT_SEND_BURST"))?,
-                ..chat_service::Limits::default()
-            },
         })
     }
 }
@@ -257,7 +277,7 @@ impl TokenArgs {
     ///
     /// # Errors
     /// [`ConfigError::NoSecret`] without CHAT_JWT_SECRET and without `--dev`.
-    pub(crate) fn secret(&self) -> Result<String, ConfigError> {
+    pub fn secret(&self) -> Result<String, ConfigError> {
         present(self.jwt_secret.clone())
             .or_else(|| self.dev.then(|| DEV_SECRET.to_owned()))
             .ok_or(ConfigError::NoSecret)
@@ -302,7 +322,7 @@ mod tests {
         args.dev = true;
         let config = args.resolve().expect("dev starts");
         assert!(config.dev);
-        assert!(config.bind.iter().all(|a| a.ip().is_loopback()));
+        assert!(config.app.bind.iter().all(|a| a.ip().is_loopback()));
         assert!(config.database_url.is_none());
     }
 
@@ -322,7 +342,7 @@ mod tests {
         args.allowed_origins = vec!["https://a.example".into(), " ".into()];
         let config = args.resolve().expect("starts");
         assert!(config.database_url.is_none(), "empty DATABASE_URL is unset");
-        assert_eq!(config.http.allowed_origins, ["https://a.example"]);
+        assert_eq!(config.app.http.allowed_origins, ["https://a.example"]);
         assert!(config.migrate);
     }
 

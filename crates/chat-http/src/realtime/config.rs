@@ -1,9 +1,10 @@
-//! [`WsConfig`]: the limits and timings of the real-time transport, with production
+//! [`WsConfig`]: the limits and timings of WebSocket connections, with production
 //! defaults; tests shorten the timings.
 
 use std::time::Duration;
 
-/// Limits and timings of WebSocket connections and event ordering.
+/// Limits and timings of WebSocket connections. (How long events wait for a missing
+/// predecessor is the transport's: `chat_realtime::RealtimeSettings`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsConfig {
     /// The largest frame (or reassembled fragmented message) a client may send; larger
@@ -20,9 +21,6 @@ pub struct WsConfig {
     /// events are dropped once the queue is half full; a full queue closes the connection
     /// with 4008.
     pub outbound_queue: usize,
-    /// How long a `message.created` that arrives ahead of its predecessor (by `seq`) is
-    /// held back waiting for it before it is delivered anyway.
-    pub reorder_window: Duration,
     /// How long the server tries to get a close frame out before dropping the connection.
     pub close_timeout: Duration,
     /// Browser origins (`Origin` header, exact match such as `https://app.example.com`)
@@ -39,7 +37,6 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 2,
             outbound_queue: 256,
-            reorder_window: Duration::from_millis(250),
             close_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
         }

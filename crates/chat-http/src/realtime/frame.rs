@@ -1,58 +1,33 @@
 //! Server event frames: every [`ChatEvent`] is encoded once, into the JSON text that each
-//! recipient's connections are sent as it is (`{"type":"message.created", …payload}`).
+//! recipient's connections are sent as it is (`{"type":"message.created", …payload}`),
+//! carried by the real-time transport (`chat-realtime`) as an opaque [`Frame`].
 
 use bytestring::ByteString;
-use chat_domain::{ChatEvent, ConversationDetails, ConversationId, Delivery, UserId};
+use chat_domain::{ChatEvent, ConversationDetails, Delivery};
+use chat_realtime::{EventClass, Frame};
 use serde::Serialize;
 
 use crate::wire::{MessageOut, ParticipantOut, format_time};
 
-/// How the hub orders and sheds an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventClass {
-    /// `message.created` with its `seq`: delivered per conversation in `seq` order.
-    MessageCreated(i64),
-    /// Any other stored change: delivered per conversation in publishing order.
-    Ordered,
-    /// `typing`: never stored, never held back, the first thing dropped for a slow
-    /// consumer.
-    Typing,
-}
-
-/// An event encoded for the wire, with the users it must reach.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboundEvent {
-    /// The conversation it belongs to.
-    pub conversation_id: ConversationId,
-    /// How it is ordered and shed.
-    pub class: EventClass,
-    /// Who must hear of it (every connection of each).
-    pub recipients: Vec<UserId>,
-    /// The frame, shared by every recipient (cloning it is a reference-count bump).
-    pub frame: ByteString,
-}
-
-impl OutboundEvent {
-    /// Encodes `delivery` once.
-    ///
-    /// # Errors
-    /// A `serde_json` error if the event cannot be serialised (it always can: every field
-    /// is a string, a number or a JSON value).
-    pub fn encode(delivery: &Delivery) -> Result<Self, serde_json::Error> {
-        let event = &delivery.event;
-        let class = match event {
-            ChatEvent::MessageCreated(view) => EventClass::MessageCreated(view.message.seq.get()),
-            ChatEvent::Typing { .. } => EventClass::Typing,
-            _ => EventClass::Ordered,
-        };
-        let text = serde_json::to_string(&EventFrame::from(event))?;
-        Ok(Self {
-            conversation_id: event.conversation_id(),
-            class,
-            recipients: delivery.recipients.clone(),
-            frame: ByteString::from(text),
-        })
-    }
+/// Encodes `delivery` once, into the frame every recipient's connections are sent.
+///
+/// # Errors
+/// A `serde_json` error if the event cannot be serialised (it always can: every field
+/// is a string, a number or a JSON value).
+pub fn encode(delivery: &Delivery) -> Result<Frame, serde_json::Error> {
+    let event = &delivery.event;
+    let class = match event {
+        ChatEvent::MessageCreated(view) => EventClass::MessageCreated(view.message.seq.get()),
+        ChatEvent::Typing { .. } => EventClass::Typing,
+        _ => EventClass::Ordered,
+    };
+    let text = serde_json::to_string(&EventFrame::from(event))?;
+    Ok(Frame {
+        conversation_id: event.conversation_id(),
+        class,
+        recipients: delivery.recipients.clone(),
+        payload: ByteString::from(text),
+    })
 }
 
 /// A conversation in an event: the conversation as `GET /conversations/{id}` shows it,
@@ -262,7 +237,7 @@ impl From<&ChatEvent> for EventFrame {
 
 #[cfg(test)]
 mod tests {
-    use chat_domain::{MessageId, Role, Seq};
+    use chat_domain::{ConversationId, MessageId, Role, Seq, UserId};
     use serde_json::{Value, json};
 
     use super::*;
@@ -272,13 +247,13 @@ mod tests {
     }
 
     fn encoded(event: ChatEvent) -> (EventClass, Value) {
-        let out = OutboundEvent::encode(&Delivery {
+        let out = encode(&Delivery {
             event,
             recipients: vec![user(1), user(2)],
         })
         .unwrap();
         assert_eq!(out.recipients, vec![user(1), user(2)]);
-        (out.class, serde_json::from_str(&out.frame).unwrap())
+        (out.class, serde_json::from_str(&out.payload).unwrap())
     }
 
     #[test]

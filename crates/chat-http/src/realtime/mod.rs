@@ -1,14 +1,12 @@
-//! The real-time layer behind `/api/v1/ws`: [`Realtime`] implements the service's
-//! [`EventPublisher`] port. Each event is encoded once ([`frame`]), ordered per
-//! conversation ([`order`]), queued on every connection of its recipients on this node
-//! ([`hub`]) and, when Redis is configured, forwarded to the other nodes ([`bridge`]).
-//! The protocol is described in `docs/websocket.md`.
+//! The real-time side of the HTTP adapter: [`Realtime`] implements the service's
+//! [`EventPublisher`] port by encoding each event once into JSON ([`frame`]) and handing
+//! the frame to the node's transport (`chat-realtime`'s [`Fanout`]: per-conversation
+//! ordering, the per-node hub and, in a cluster, the Redis bridge, which the composition
+//! root starts). The WebSocket endpoint (`ws/`) drains the hub's queues. The protocol is
+//! described in `docs/websocket.md`.
 
-pub mod bridge;
 pub mod config;
 pub mod frame;
-pub mod hub;
-pub mod order;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,54 +14,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_domain::Delivery;
 use chat_ports::{EventPublisher, PublishError};
+use chat_realtime::{Fanout, Hub};
 
-pub use bridge::{BridgeError, RedisBridge, RedisSettings};
 pub use config::WsConfig;
-pub use frame::{EventClass, OutboundEvent};
-pub use hub::Hub;
-pub use order::Sequencer;
 
-/// The real-time transport of one node: its hub, its sequencer, its limits and, in a
-/// cluster, its Redis bridge.
+/// The real-time side of one node: its WebSocket limits and its transport.
 #[derive(Debug)]
 pub struct Realtime {
     config: WsConfig,
-    hub: Arc<Hub>,
-    sequencer: Arc<Sequencer>,
-    bridge: Option<RedisBridge>,
+    fanout: Arc<Fanout>,
 }
 
 impl Realtime {
-    /// A single node: events reach the connections of this process only.
-    pub fn local(config: WsConfig) -> Arc<Self> {
-        let hub = Arc::new(Hub::default());
-        let sequencer = Sequencer::new(Arc::clone(&hub), config.reorder_window);
-        Arc::new(Self {
-            config,
-            hub,
-            sequencer,
-            bridge: None,
-        })
-    }
-
-    /// A node of a cluster whose nodes share events over Redis pub/sub. Must be called
-    /// on the Tokio runtime that is to run the bridge's tasks.
-    ///
-    /// # Errors
-    /// [`BridgeError`] when the URL is invalid or Redis does not answer.
-    pub async fn clustered(
-        config: WsConfig,
-        redis: &RedisSettings,
-    ) -> Result<Arc<Self>, BridgeError> {
-        let hub = Arc::new(Hub::default());
-        let sequencer = Sequencer::new(Arc::clone(&hub), config.reorder_window);
-        let bridge = RedisBridge::start(redis, Arc::clone(&sequencer)).await?;
-        Ok(Arc::new(Self {
-            config,
-            hub,
-            sequencer,
-            bridge: Some(bridge),
-        }))
+    /// WebSocket connections with `config` over `fanout` (local or bridged to other
+    /// nodes, as the composition root chose).
+    pub fn new(config: WsConfig, fanout: Arc<Fanout>) -> Arc<Self> {
+        Arc::new(Self { config, fanout })
     }
 
     /// The limits and timings of connections.
@@ -71,42 +37,37 @@ impl Realtime {
         &self.config
     }
 
-    /// The connections of this node.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    /// The transport.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
     }
 
-    /// The Redis bridge, in a cluster.
-    pub fn bridge(&self) -> Option<&RedisBridge> {
-        self.bridge.as_ref()
+    /// The connections of this node.
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.fanout.hub()
     }
 
     /// Waits until events from other nodes can arrive (at once on a single node); true
     /// when they can within `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        match &self.bridge {
-            Some(bridge) => bridge.wait_subscribed(timeout).await,
-            None => true,
-        }
+        self.fanout.wait_ready(timeout).await
     }
 
     /// Closes every connection with 1001 (going away), for a graceful shutdown.
     pub fn shut_down(&self) {
-        self.hub.shut_down();
+        self.fanout.shut_down();
     }
 }
 
 #[async_trait]
 impl EventPublisher for Realtime {
-    /// Delivers on this node at once, then queues the event for the other nodes.
+    /// Encodes the event once, delivers it on this node at once, then queues it for the
+    /// other nodes.
     async fn publish(&self, delivery: Delivery) -> Result<(), PublishError> {
-        let event = OutboundEvent::encode(&delivery)
+        let frame = frame::encode(&delivery)
             .map_err(|err| PublishError(format!("event not encoded: {err}")))?;
-        let event = Arc::new(event);
-        self.sequencer.offer(Arc::clone(&event));
-        if let Some(bridge) = &self.bridge {
-            bridge.forward(event).map_err(PublishError)?;
-        }
-        Ok(())
+        self.fanout
+            .publish(frame)
+            .map_err(|err| PublishError(err.to_string()))
     }
 }

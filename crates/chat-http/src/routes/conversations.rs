@@ -59,9 +59,9 @@ pub(crate) async fn open_direct(
     body: web::Json<OpenDirectBody>,
 ) -> Result<HttpResponse, ApiError> {
     let other = body.into_inner().into_domain()?;
-    let (item, created) = state.service.open_direct(actor, other).await?;
-    let out = ConversationOut::from(&item);
-    Ok(if created {
+    let opened = state.service.open_direct(actor, other).await?;
+    let out = ConversationOut::from(&opened.item);
+    Ok(if opened.created {
         HttpResponse::Created().json(out)
     } else {
         HttpResponse::Ok().json(out)

@@ -111,9 +111,9 @@ pub(crate) async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
     let request = body.into_inner().into_domain()?;
-    let (view, created) = state.service.send_message(actor, id, request).await?;
-    let out = MessageOut::from(&view);
-    Ok(if created {
+    let sent = state.service.send_message(actor, id, request).await?;
+    let out = MessageOut::from(&sent.view);
+    Ok(if sent.created {
         state.metrics.message_sent();
         HttpResponse::Created().json(out)
     } else {
@@ -186,22 +186,16 @@ pub(crate) async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn react(
-    state: web::Data<AppState>,
-    actor: chat_domain::UserId,
-    path: (String, String),
-    present: bool,
-) -> Result<HttpResponse, ApiError> {
+/// The message and the emoji a reaction route names.
+fn reaction_path(path: (String, String)) -> Result<(chat_domain::MessageId, Emoji), ApiError> {
     let (id, emoji) = path;
-    let id = message_id(&id)?;
-    let emoji = Emoji::parse(&emoji)?;
-    let summaries = state
-        .service
-        .set_reaction(actor, id, emoji, present)
-        .await?;
-    Ok(HttpResponse::Ok().json(ReactionsOut {
-        reactions: reactions(&summaries),
-    }))
+    Ok((message_id(&id)?, Emoji::parse(&emoji)?))
+}
+
+fn reactions_response(summaries: &[chat_domain::ReactionSummary]) -> HttpResponse {
+    HttpResponse::Ok().json(ReactionsOut {
+        reactions: reactions(summaries),
+    })
 }
 
 /// Puts the caller's reaction on a message (idempotent).
@@ -223,7 +217,9 @@ pub(crate) async fn add_reaction(
     AuthUser(actor): AuthUser,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    react(state, actor, path.into_inner(), true).await
+    let (id, emoji) = reaction_path(path.into_inner())?;
+    let summaries = state.service.add_reaction(actor, id, emoji).await?;
+    Ok(reactions_response(&summaries))
 }
 
 /// Takes the caller's reaction off a message (idempotent).
@@ -245,7 +241,9 @@ pub(crate) async fn remove_reaction(
     AuthUser(actor): AuthUser,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    react(state, actor, path.into_inner(), false).await
+    let (id, emoji) = reaction_path(path.into_inner())?;
+    let summaries = state.service.remove_reaction(actor, id, emoji).await?;
+    Ok(reactions_response(&summaries))
 }
 
 /// Who has read a message.

@@ -16,9 +16,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use super::protocol::{self, ClientFrame, FrameError, Reply};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::realtime::hub::{Connection, Hub, Offer, Outgoing};
 use crate::realtime::{Realtime, WsConfig};
 use crate::wire::MessageOut;
+use chat_realtime::{Connection, Hub, Offer, Outgoing};
 
 /// Close codes of the protocol (see `docs/websocket.md`).
 pub(crate) mod close {
@@ -311,14 +311,14 @@ impl Link {
                 conversation_id,
                 message,
             } => match service.send_message(user, conversation_id, message).await {
-                Ok((view, created)) => {
-                    if created {
+                Ok(sent) => {
+                    if sent.created {
                         self.state.metrics.message_sent();
                     }
                     self.reply(&Reply::Ack {
                         request_id,
-                        message: Some(MessageOut::from(&view)),
-                        created: Some(created),
+                        message: Some(MessageOut::from(&sent.view)),
+                        created: Some(sent.created),
                     });
                 }
                 Err(err) => self.reply(&Reply::error(request_id, &ApiError::from(err))),

@@ -10,7 +10,7 @@ use chat_domain::{
     MessageContent, MessageId, MessageType, MessageView, PostingId, UserId,
 };
 use chat_memory::MemoryStore;
-use chat_ports::{EventPublisher, PublishError, SystemClock};
+use chat_ports::{EventPublisher, PublishError};
 use chat_service::{ChatService, CreateConversation, InboxItem, Limits, Ports, SendMessage};
 
 /// Keeps every delivery for inspection.
@@ -49,15 +49,7 @@ pub(crate) fn uid(id: i64) -> UserId {
 }
 
 pub(crate) fn ports(store: Arc<MemoryStore>, events: Arc<dyn EventPublisher>) -> Ports {
-    Ports {
-        conversations: store.clone(),
-        messages: store.clone(),
-        read_state: store.clone(),
-        users: store.clone(),
-        postings: store,
-        events,
-        clock: Arc::new(SystemClock),
-    }
+    Ports::from_store(store).with_events(events)
 }
 
 /// A service with users 1..=10 ("User i").
@@ -138,7 +130,7 @@ impl TestApp {
             .send_message(uid(sender), conversation, text(content))
             .await
             .unwrap()
-            .0
+            .view
     }
 
     pub(crate) async fn send_id(

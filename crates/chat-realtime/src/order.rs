@@ -15,8 +15,8 @@ use std::time::Duration;
 use chat_domain::ConversationId;
 use tokio::time::Instant;
 
-use super::frame::{EventClass, OutboundEvent};
-use super::hub::Hub;
+use crate::frame::{EventClass, Frame};
+use crate::hub::Hub;
 
 /// Lock shards, so that unrelated conversations rarely contend.
 const SHARDS: usize = 16;
@@ -52,7 +52,7 @@ struct Lane {
 
 #[derive(Debug)]
 struct Held {
-    event: Arc<OutboundEvent>,
+    event: Arc<Frame>,
     since: Instant,
 }
 
@@ -71,21 +71,21 @@ impl Lane {
     /// `message.created` would delay every conversation's first message (and every
     /// message after ten idle minutes) for the sake of a predecessor that, published by
     /// this node, has already gone out, so it goes out and becomes the baseline.
-    fn releasable(&self, event: &OutboundEvent) -> bool {
+    fn releasable(&self, event: &Frame) -> bool {
         match (event.class, self.last_seq) {
             (EventClass::MessageCreated(seq), Some(last)) => seq <= last + 1,
             _ => true,
         }
     }
 
-    fn advance(&mut self, event: &OutboundEvent) {
+    fn advance(&mut self, event: &Frame) {
         if let EventClass::MessageCreated(seq) = event.class {
             self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
         }
     }
 
     /// Queues `event`; a `message.created` goes before any held one with a greater seq.
-    fn hold(&mut self, event: Arc<OutboundEvent>, now: Instant) {
+    fn hold(&mut self, event: Arc<Frame>, now: Instant) {
         let position = match event.class {
             EventClass::MessageCreated(seq) => self.held.iter().position(
                 |h| matches!(h.event.class, EventClass::MessageCreated(other) if other > seq),
@@ -140,7 +140,7 @@ impl Sequencer {
     /// Delivers `event` now, or after the events it must follow. Never waits: delivery
     /// itself only queues frames, and happens under the lane's lock so that two
     /// publishers cannot interleave one conversation's events.
-    pub fn offer(self: &Arc<Self>, event: Arc<OutboundEvent>) {
+    pub fn offer(self: &Arc<Self>, event: Arc<Frame>) {
         if event.class == EventClass::Typing {
             self.hub.deliver(&event);
             return;
@@ -210,12 +210,12 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::realtime::hub::Outgoing;
+    use crate::hub::Outgoing;
 
     struct Fixture {
         sequencer: Arc<Sequencer>,
         receiver: mpsc::Receiver<Outgoing>,
-        _connection: Arc<crate::realtime::hub::Connection>,
+        _connection: Arc<crate::hub::Connection>,
         conversation: ConversationId,
     }
 
@@ -237,11 +237,11 @@ mod tests {
         }
 
         fn offer_in(&self, conversation: ConversationId, class: EventClass, name: &str) {
-            self.sequencer.offer(Arc::new(OutboundEvent {
+            self.sequencer.offer(Arc::new(Frame {
                 conversation_id: conversation,
                 class,
                 recipients: vec![UserId::new(1).unwrap()],
-                frame: ByteString::from(name.to_owned()),
+                payload: ByteString::from(name.to_owned()),
             }));
         }
 

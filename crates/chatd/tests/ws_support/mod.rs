@@ -5,7 +5,6 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,15 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chat_domain::{
     ConversationId, ConversationType, GroupName, MessageBody, MessageContent, MessageType, UserId,
 };
-use chat_http::{
-    AlwaysReady, AppState, AuthConfig, Authenticator, HttpSettings, Metrics, MintClaims, Realtime,
-    RedisSettings, WsConfig, mint_hs256,
-};
-use chat_memory::MemoryStore;
-use chat_ports::{
-    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, SystemClock, UserDirectory,
-};
-use chat_service::{ChatService, CreateConversation, Limits, Ports, SendMessage};
+use chat_http::{AuthConfig, HttpSettings, Metrics, MintClaims, Realtime, WsConfig, mint_hs256};
+use chat_realtime::{RealtimeSettings, RedisSettings};
+use chat_service::{ChatService, CreateConversation, Limits, SendMessage};
+use chat_test_support::mysql::TestDb;
+use chatd::{AppConfig, Application, Storage};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -38,40 +33,6 @@ pub const SECRET: &str = "chat-http-ws-tests-secret-0123456789";
 pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// The stores one or more nodes share.
-#[derive(Clone)]
-pub struct Stores {
-    pub conversations: Arc<dyn ConversationStore>,
-    pub messages: Arc<dyn MessageStore>,
-    pub read_state: Arc<dyn ReadStateStore>,
-    pub users: Arc<dyn UserDirectory>,
-    pub postings: Arc<dyn PostingDirectory>,
-}
-
-impl Stores {
-    pub fn of<S>(store: Arc<S>) -> Self
-    where
-        S: ConversationStore
-            + MessageStore
-            + ReadStateStore
-            + UserDirectory
-            + PostingDirectory
-            + 'static,
-    {
-        Self {
-            conversations: store.clone(),
-            messages: store.clone(),
-            read_state: store.clone(),
-            users: store.clone(),
-            postings: store,
-        }
-    }
-
-    pub fn memory() -> Self {
-        Self::of(Arc::new(MemoryStore::new()))
-    }
-}
 
 /// Short timings so that deadlines can be observed quickly.
 pub fn test_config() -> WsConfig {
@@ -97,73 +58,56 @@ pub struct Node {
     pub realtime: Arc<Realtime>,
     pub service: Arc<ChatService>,
     pub metrics: Arc<Metrics>,
-    pub stores: Stores,
+    pub storage: Storage,
     handle: actix_web::dev::ServerHandle,
 }
 
 /// A node over its own in-memory store, without Redis.
 pub async fn spawn_node(config: WsConfig) -> Node {
-    spawn_node_on(Stores::memory(), config, None).await
+    spawn_node_on(Storage::memory(), config, None).await
 }
 
-/// A node over `stores`, bridged over Redis when `redis` is given.
-pub async fn spawn_node_on(stores: Stores, config: WsConfig, redis: Option<RedisSettings>) -> Node {
-    let realtime = match &redis {
-        Some(redis) => Realtime::clustered(config, redis)
-            .await
-            .expect("the redis bridge starts"),
-        None => Realtime::local(config),
-    };
-    assert!(
-        realtime.wait_ready(WAIT).await,
-        "the redis subscription is active"
-    );
-    let service = Arc::new(ChatService::with_limits(
-        Ports {
-            conversations: stores.conversations.clone(),
-            messages: stores.messages.clone(),
-            read_state: stores.read_state.clone(),
-            users: stores.users.clone(),
-            postings: stores.postings.clone(),
-            events: realtime.clone(),
-            clock: Arc::new(SystemClock),
-        },
-        generous_limits(),
-    ));
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let state = AppState {
-        service: service.clone(),
-        auth: Arc::new(Authenticator::new(
-            AuthConfig::hs256(SECRET.as_bytes()),
-            stores.users.clone(),
-        )),
-        metrics: metrics.clone(),
-        readiness: Arc::new(AlwaysReady),
-        realtime: Some(realtime.clone()),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let port = listener.local_addr().expect("local addr").port();
-    let server = chat_http::serve(
-        listener,
-        state,
-        HttpSettings {
+/// A node over `storage`, built as `chatd serve` builds it, bridged over Redis when
+/// `redis` is given.
+pub async fn spawn_node_on(
+    storage: Storage,
+    config: WsConfig,
+    redis: Option<RedisSettings>,
+) -> Node {
+    let app_config = AppConfig {
+        bind: vec!["127.0.0.1:0".parse().expect("an address")],
+        auth: AuthConfig::hs256(SECRET.as_bytes()),
+        http: HttpSettings {
             allowed_origins: vec![ALLOWED_ORIGIN.to_owned()],
             workers: Some(1),
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(1),
         },
-    )
-    .expect("server starts");
-    let handle = server.handle();
-    tokio::spawn(server);
-    Node {
-        address: format!("127.0.0.1:{port}"),
+        limits: generous_limits(),
+        ws: config,
+        realtime: RealtimeSettings {
+            redis,
+            ..RealtimeSettings::default()
+        },
+    };
+    let app = Application::build(app_config, storage.clone())
+        .await
+        .expect("the application builds (the redis bridge starts)");
+    let realtime = app.realtime().clone();
+    assert!(
+        realtime.wait_ready(WAIT).await,
+        "the redis subscription is active"
+    );
+    let node = Node {
+        address: format!("127.0.0.1:{}", app.address().port()),
         realtime,
-        service,
-        metrics,
-        stores,
-        handle,
-    }
+        service: app.service().clone(),
+        metrics: app.metrics().clone(),
+        storage,
+        handle: app.handle(),
+    };
+    tokio::spawn(app.run_until_stopped());
+    node
 }
 
 fn now_seconds() -> u64 {
@@ -208,7 +152,8 @@ impl Node {
     /// Makes the users known to the directory (as a first request would, in JIT mode).
     pub async fn users(&self, ids: &[i64]) {
         for id in ids {
-            self.stores
+            self.storage
+                .ports
                 .users
                 .upsert_user(uid(*id), None)
                 .await
@@ -246,7 +191,7 @@ impl Node {
             None,
         )
         .expect("body");
-        let (view, _) = self
+        let sent = self
             .service
             .send_message(
                 uid(sender),
@@ -259,7 +204,7 @@ impl Node {
             )
             .await
             .expect("message sent");
-        view.message.seq.get()
+        sent.view.message.seq.get()
     }
 
     /// A client of `user` authenticated by header; `ready` already consumed.
@@ -481,24 +426,6 @@ fn uuid_like() -> String {
 
 // --- Clusters: Redis and a shared store ---------------------------------------------------
 
-fn required(variable: &str) -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var(variable).is_ok_and(|v| v == "1")
-}
-
-fn banner(what: &str, url: &str, reason: &str, variable: &str) {
-    eprintln!(
-        "\n{bar}\n!!! {what} NOT AVAILABLE at {url}: {reason}\n!!! {consequence}. Set \
-         {variable}=1 (or CI=true) to make this fail.\n{bar}\n",
-        bar = "!".repeat(78),
-        consequence = if what == "Redis" {
-            "The multi-node WebSocket tests are SKIPPED"
-        } else {
-            "The nodes share an IN-MEMORY store instead"
-        },
-    );
-}
-
 /// Settings for Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`) on a channel of
 /// this run only; `None` after a loud banner when Redis does not answer and is not
 /// required (`CI=true` or `CHAT_REQUIRE_REDIS=1` make that a failure).
@@ -522,10 +449,12 @@ pub async fn redis_or_skip() -> Option<RedisSettings> {
             channel: format!("chat:test:{}", uuid::Uuid::new_v4().simple()),
         }),
         Err(reason) => {
-            banner("Redis", &url, &reason, "CHAT_REQUIRE_REDIS");
-            assert!(
-                !required("CHAT_REQUIRE_REDIS"),
-                "Redis is required: {reason}"
+            chat_test_support::skip_or_fail(
+                "Redis",
+                &url,
+                &reason,
+                "The multi-node WebSocket tests are SKIPPED",
+                "CHAT_REQUIRE_REDIS",
             );
             None
         }
@@ -535,92 +464,39 @@ pub async fn redis_or_skip() -> Option<RedisSettings> {
 /// Stores for two nodes that share one database: a fresh MySQL database (one pool per
 /// node) when `DATABASE_URL`'s server answers, else one in-memory store.
 pub struct SharedStore {
-    pub first: Stores,
-    pub second: Stores,
+    pub first: Storage,
+    pub second: Storage,
     pub backend: &'static str,
-    database: Option<String>,
-}
-
-fn mysql_server() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+    database: Option<TestDb>,
 }
 
 pub async fn shared_store() -> SharedStore {
-    use sqlx::{Connection as _, Executor as _};
-    let admin = tokio::time::timeout(
-        Duration::from_secs(5),
-        sqlx::MySqlConnection::connect(&mysql_server()),
-    )
-    .await;
-    let mut admin = match admin {
-        Ok(Ok(admin)) => admin,
-        failed => {
-            let reason = match failed {
-                Ok(Err(err)) => err.to_string(),
-                _ => "timed out".to_owned(),
-            };
-            banner(
-                "MySQL/MariaDB",
-                &mysql_server(),
-                &reason,
-                "CHAT_REQUIRE_MYSQL",
-            );
-            assert!(
-                !required("CHAT_REQUIRE_MYSQL"),
-                "MySQL is required: {reason}"
-            );
-            let store = Stores::memory();
-            return SharedStore {
-                first: store.clone(),
-                second: store,
-                backend: "memory",
-                database: None,
-            };
-        }
+    let Some(db) =
+        chat_test_support::mysql::fresh_database("The nodes share an IN-MEMORY store instead", 8)
+            .await
+    else {
+        let store = Storage::memory();
+        return SharedStore {
+            first: store.clone(),
+            second: store,
+            backend: "memory",
+            database: None,
+        };
     };
-    // Named like chat-mysql's test databases, so that its stale-database sweep also
-    // removes ours if a test dies before dropping it.
-    let name = format!(
-        "chat_test_{}_{}",
-        now_seconds(),
-        uuid::Uuid::new_v4().simple()
-    );
-    admin
-        .execute(
-            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-                .as_str(),
-        )
-        .await
-        .expect("create the test database");
-    let mut url = url::Url::parse(&mysql_server()).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{name}"));
-    let mut settings = chat_mysql::MySqlSettings::new(url.to_string());
-    settings.max_connections = 8;
-    let first = chat_mysql::MySqlStore::connect(&settings)
-        .await
-        .expect("connect");
-    first.migrate().await.expect("migrations apply");
-    let second = chat_mysql::MySqlStore::connect(&settings)
-        .await
-        .expect("connect");
+    let second = chat_test_support::mysql::open(&db.name, 8).await;
     SharedStore {
-        first: Stores::of(Arc::new(first)),
-        second: Stores::of(Arc::new(second)),
+        first: Storage::of(Arc::new(db.store.clone())),
+        second: Storage::of(Arc::new(second)),
         backend: "mysql",
-        database: Some(name),
+        database: Some(db),
     }
 }
 
 impl SharedStore {
     /// Drops the test database, if any.
     pub async fn finish(self) {
-        use sqlx::{Connection as _, Executor as _};
-        if let Some(name) = self.database {
-            if let Ok(mut admin) = sqlx::MySqlConnection::connect(&mysql_server()).await {
-                let _ = admin
-                    .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-                    .await;
-            }
+        if let Some(db) = self.database {
+            db.finish().await;
         }
     }
 }

@@ -19,12 +19,15 @@ async fn two_nodes_share_events_in_order_and_honour_membership() {
     let a = spawn_node_on(store.first.clone(), test_config(), Some(redis.clone())).await;
     let b = spawn_node_on(store.second.clone(), test_config(), Some(redis)).await;
     let group = a.group(1, &[2]).await;
-    let (direct, _) = a
+    let direct = a
         .service
         .open_direct(uid(1), uid(2))
         .await
-        .expect("direct conversation");
-    let direct = direct.details.conversation.id;
+        .expect("direct conversation")
+        .item
+        .details
+        .conversation
+        .id;
 
     let mut alice = a.connect(1).await;
     let mut alice_on_b = b.connect(1).await;

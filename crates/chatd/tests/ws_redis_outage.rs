@@ -8,10 +8,11 @@ mod ws_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_http::RedisSettings;
+use chat_realtime::RedisSettings;
+use chatd::Storage;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use ws_support::{Stores, WAIT, redis_or_skip, spawn_node_on, test_config};
+use ws_support::{WAIT, redis_or_skip, spawn_node_on, test_config};
 
 /// Forwards TCP connections to `upstream` until [`Proxy::cut`] drops them all.
 struct Proxy {
@@ -70,7 +71,7 @@ async fn a_node_that_loses_redis_recovers_and_asks_its_clients_to_catch_up() {
         channel: redis.channel.clone(),
     };
 
-    let store = Stores::memory();
+    let store = Storage::memory();
     let a = spawn_node_on(store.clone(), test_config(), Some(proxied)).await;
     let b = spawn_node_on(store, test_config(), Some(redis)).await;
     let group = a.group(1, &[2]).await;

@@ -1,21 +1,22 @@
 //! The per-node hub: which connections each user has open here, and the bounded outbound
-//! queue of each. Delivering never waits: a frame is queued or, for a consumer that cannot
-//! keep up, dropped (typing) or the connection is kicked (4008).
+//! queue of each (drained by the WebSocket writer of the HTTP adapter). Delivering never
+//! waits: a frame is queued or, for a consumer that cannot keep up, dropped (typing) or
+//! the connection is kicked (4008).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use actix_web::web::Bytes;
+use bytes::Bytes;
 use bytestring::ByteString;
 use chat_domain::UserId;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::frame::{EventClass, OutboundEvent};
+use crate::frame::{EventClass, Frame};
 
 /// Something the writer of one connection sends, in queue order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Outgoing {
+pub enum Outgoing {
     /// A text frame (an event or a reply).
     Text(ByteString),
     /// A keep-alive ping.
@@ -26,7 +27,7 @@ pub(crate) enum Outgoing {
 
 /// What became of a frame offered to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Offer {
+pub enum Offer {
     /// Queued.
     Queued,
     /// Dropped: a typing event for a busy queue, or the connection is going away.
@@ -37,7 +38,7 @@ pub(crate) enum Offer {
 
 /// One open connection, as the hub sees it.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub struct Connection {
     id: u64,
     queue: mpsc::Sender<Outgoing>,
     kicked: AtomicBool,
@@ -47,7 +48,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Offers a frame without waiting. Droppable frames are refused once the queue is
     /// half full, so that a burst of typing never crowds out messages.
-    pub(crate) fn offer(&self, item: Outgoing, droppable: bool) -> Offer {
+    pub fn offer(&self, item: Outgoing, droppable: bool) -> Offer {
         if self.kicked.load(Ordering::Acquire) {
             return Offer::Dropped;
         }
@@ -66,7 +67,7 @@ impl Connection {
     }
 
     /// Resolves once the connection has been kicked as a slow consumer.
-    pub(crate) async fn kicked(&self) {
+    pub async fn kicked(&self) {
         if self.kicked.load(Ordering::Acquire) {
             return;
         }
@@ -97,10 +98,7 @@ impl Default for Hub {
 impl Hub {
     /// A connection with an outbound queue of `capacity` frames, not yet attached to any
     /// user; the receiver is for its writer.
-    pub(crate) fn connection(
-        &self,
-        capacity: usize,
-    ) -> (Arc<Connection>, mpsc::Receiver<Outgoing>) {
+    pub fn connection(&self, capacity: usize) -> (Arc<Connection>, mpsc::Receiver<Outgoing>) {
         let (queue, receiver) = mpsc::channel(capacity.max(2));
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -112,7 +110,7 @@ impl Hub {
     }
 
     /// Makes `connection` receive `user`'s events from now on.
-    pub(crate) fn attach(&self, user: UserId, connection: &Arc<Connection>) {
+    pub fn attach(&self, user: UserId, connection: &Arc<Connection>) {
         let mut by_user = self
             .by_user
             .write()
@@ -124,7 +122,7 @@ impl Hub {
     }
 
     /// Stops delivering to `connection` (idempotent).
-    pub(crate) fn detach(&self, user: UserId, connection: &Connection) {
+    pub fn detach(&self, user: UserId, connection: &Connection) {
         let mut by_user = self
             .by_user
             .write()
@@ -139,7 +137,7 @@ impl Hub {
 
     /// Queues `event` on every connection of its recipients on this node, without waiting.
     /// A connection whose queue is full is kicked and detached at once.
-    pub fn deliver(&self, event: &OutboundEvent) {
+    pub fn deliver(&self, event: &Frame) {
         let droppable = event.class == EventClass::Typing;
         let mut kicked: Vec<(UserId, Arc<Connection>)> = Vec::new();
         {
@@ -153,7 +151,7 @@ impl Hub {
                     continue;
                 }
                 for connection in by_user.get(user).into_iter().flatten() {
-                    let item = Outgoing::Text(event.frame.clone());
+                    let item = Outgoing::Text(event.payload.clone());
                     if connection.offer(item, droppable) == Offer::Overflow {
                         kicked.push((*user, Arc::clone(connection)));
                     }
@@ -182,7 +180,7 @@ impl Hub {
     }
 
     /// Changes once [`Hub::shut_down`] has been called.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
@@ -193,7 +191,7 @@ impl Hub {
     }
 
     /// Changes whenever [`Hub::resync`] is called.
-    pub(crate) fn resync_signal(&self) -> watch::Receiver<u64> {
+    pub fn resync_signal(&self) -> watch::Receiver<u64> {
         self.resync.subscribe()
     }
 }
@@ -208,12 +206,12 @@ mod tests {
         UserId::new(id).unwrap()
     }
 
-    fn event(class: EventClass, recipients: Vec<UserId>, text: &str) -> OutboundEvent {
-        OutboundEvent {
+    fn event(class: EventClass, recipients: Vec<UserId>, text: &str) -> Frame {
+        Frame {
             conversation_id: ConversationId::new(),
             class,
             recipients,
-            frame: ByteString::from(text.to_owned()),
+            payload: ByteString::from(text.to_owned()),
         }
     }
 

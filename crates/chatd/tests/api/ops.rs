@@ -214,8 +214,8 @@ async fn every_documented_route_is_served() {
     let token = app.token(1);
     for (method, path) in ROUTES {
         if *path == "/api/v1/ws" {
-            // Served by the real-time transport, which these apps run without; the
-            // WebSocket tests (tests/ws.rs) open it.
+            // It answers only a WebSocket handshake; the WebSocket tests (tests/ws.rs)
+            // open it.
             continue;
         }
         let concrete = path

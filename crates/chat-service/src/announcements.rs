@@ -1,11 +1,12 @@
-//! The SYSTEM messages that record membership and settings changes: a short line for
-//! people and structured details (in `media_metadata`) for programs.
+//! Announcements: the SYSTEM messages the service appends to tell of a membership or
+//! settings change, as a short line for people and structured details (in
+//! `media_metadata`) for programs.
 
 use chat_domain::values::MetadataValue;
 use chat_domain::{MediaMetadata, MessageBody, MessageContent, Role, UserId, ValidationError};
 
-/// What a SYSTEM message records.
-pub(crate) enum Record<'a> {
+/// The change an announcement tells of.
+pub(crate) enum Notice<'a> {
     GroupCreated { name: Option<&'a str> },
     ParticipantsAdded(&'a [UserId]),
     ParticipantRemoved(UserId),
@@ -16,8 +17,8 @@ pub(crate) enum Record<'a> {
     Unarchived,
 }
 
-impl Record<'_> {
-    /// The message body recording this change made by `actor`.
+impl Notice<'_> {
+    /// The body of the announcement telling of this change made by `actor`.
     ///
     /// The line is never blank and is cut to the content limit (a long list of added
     /// users would exceed it); a group name cannot hold NUL. So parsing cannot fail in
@@ -25,7 +26,7 @@ impl Record<'_> {
     pub(crate) fn body(&self, actor: UserId) -> Result<MessageBody, ValidationError> {
         let actor_id = ("actor_id", MetadataValue::Integer(actor.get()));
         let (event, text, extra): (&str, String, Vec<(&str, MetadataValue)>) = match self {
-            Record::GroupCreated { name } => (
+            Notice::GroupCreated { name } => (
                 "group_created",
                 match name {
                     Some(name) => format!("User {actor} created the group \u{201c}{name}\u{201d}"),
@@ -34,7 +35,7 @@ impl Record<'_> {
                 name.map(|n| vec![("name", MetadataValue::Text(n.to_owned()))])
                     .unwrap_or_default(),
             ),
-            Record::ParticipantsAdded(users) => (
+            Notice::ParticipantsAdded(users) => (
                 "participants_added",
                 format!("User {actor} added {}", list(users)),
                 vec![(
@@ -42,13 +43,13 @@ impl Record<'_> {
                     MetadataValue::Integers(users.iter().map(|u| u.get()).collect()),
                 )],
             ),
-            Record::ParticipantRemoved(user) => (
+            Notice::ParticipantRemoved(user) => (
                 "participant_removed",
                 format!("User {actor} removed user {user}"),
                 vec![("user_id", MetadataValue::Integer(user.get()))],
             ),
-            Record::ParticipantLeft => ("participant_left", format!("User {actor} left"), vec![]),
-            Record::RoleChanged(user, role) => (
+            Notice::ParticipantLeft => ("participant_left", format!("User {actor} left"), vec![]),
+            Notice::RoleChanged(user, role) => (
                 "role_changed",
                 format!("User {actor} made user {user} {}", role.as_str()),
                 vec![
@@ -56,17 +57,17 @@ impl Record<'_> {
                     ("role", MetadataValue::Text(role.as_str().to_owned())),
                 ],
             ),
-            Record::Renamed(name) => (
+            Notice::Renamed(name) => (
                 "renamed",
                 format!("User {actor} renamed the group to \u{201c}{name}\u{201d}"),
                 vec![("name", MetadataValue::Text((*name).to_owned()))],
             ),
-            Record::Archived => (
+            Notice::Archived => (
                 "archived",
                 format!("User {actor} archived the conversation"),
                 vec![],
             ),
-            Record::Unarchived => (
+            Notice::Unarchived => (
                 "unarchived",
                 format!("User {actor} unarchived the conversation"),
                 vec![],

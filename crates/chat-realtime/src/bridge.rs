@@ -2,7 +2,9 @@
 //! delivered here) is PUBLISHed once, as recipients + pre-encoded frame + origin node id,
 //! to one channel; every node SUBSCRIBEs to it and hands what other nodes published to its
 //! sequencer, ignoring its own echo. Redis keeps the order of one publisher; the sequencer
-//! orders `message.created` across publishers.
+//! orders `message.created` across publishers. The envelope is the bridge's own JSON (so
+//! that nodes of different versions can share a channel); the frame inside it is carried
+//! as the opaque text it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::frame::{EventClass, OutboundEvent};
-use super::order::Sequencer;
+use crate::frame::{EventClass, Frame};
+use crate::order::Sequencer;
 
 /// The channel events travel on when none is configured.
 pub const DEFAULT_CHANNEL: &str = "chat:events";
@@ -69,7 +71,7 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn new(origin: &str, event: &OutboundEvent) -> Self {
+    fn new(origin: &str, event: &Frame) -> Self {
         Self {
             origin: origin.to_owned(),
             conversation_id: event.conversation_id.to_string(),
@@ -79,12 +81,12 @@ impl Envelope {
             },
             typing: event.class == EventClass::Typing,
             recipients: event.recipients.iter().map(|u| u.get()).collect(),
-            frame: event.frame.to_string(),
+            frame: event.payload.to_string(),
         }
     }
 
-    fn into_event(self) -> Option<OutboundEvent> {
-        Some(OutboundEvent {
+    fn into_event(self) -> Option<Frame> {
+        Some(Frame {
             conversation_id: ConversationId::parse(&self.conversation_id).ok()?,
             class: match (self.seq, self.typing) {
                 (Some(seq), _) => EventClass::MessageCreated(seq),
@@ -96,7 +98,7 @@ impl Envelope {
                 .into_iter()
                 .filter_map(|id| UserId::new(id).ok())
                 .collect(),
-            frame: ByteString::from(self.frame),
+            payload: ByteString::from(self.frame),
         })
     }
 }
@@ -106,7 +108,7 @@ impl Envelope {
 #[derive(Debug)]
 pub struct RedisBridge {
     node_id: String,
-    outbox: mpsc::Sender<Arc<OutboundEvent>>,
+    outbox: mpsc::Sender<Arc<Frame>>,
     subscribed: watch::Receiver<bool>,
     _stop: watch::Sender<()>,
 }
@@ -160,7 +162,7 @@ impl RedisBridge {
     /// # Errors
     /// The text of the failure when the queue is full (Redis has been unreachable for a
     /// while) or the publishing task is gone.
-    pub fn forward(&self, event: Arc<OutboundEvent>) -> Result<(), String> {
+    pub fn forward(&self, event: Arc<Frame>) -> Result<(), String> {
         self.outbox.try_send(event).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => "the redis outbox is full".to_owned(),
             mpsc::error::TrySendError::Closed(_) => "the redis publisher has stopped".to_owned(),
@@ -180,7 +182,7 @@ async fn publish_loop(
     mut connection: ConnectionManager,
     channel: String,
     node_id: String,
-    mut queue: mpsc::Receiver<Arc<OutboundEvent>>,
+    mut queue: mpsc::Receiver<Arc<Frame>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {

@@ -3,25 +3,18 @@
 //! minting helper.
 #![allow(unreachable_pub)]
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chat_domain::UserId;
-use chat_http::{
-    AlwaysReady, AppState, AuthConfig, Authenticator, DiscardingPublisher, HttpSettings, Metrics,
-    MintClaims, Readiness, mint_hs256,
-};
-use chat_memory::MemoryStore;
-use chat_mysql::{MySqlSettings, MySqlStore};
-use chat_ports::{
-    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, SystemClock, UserDirectory,
-};
-use chat_service::{ChatService, Limits, Ports};
+use chat_http::{AuthConfig, HttpSettings, MintClaims, Readiness, WsConfig, mint_hs256};
+use chat_realtime::RealtimeSettings;
+use chat_service::Limits;
+use chat_test_support::mysql::TestDb;
+use chatd::{AppConfig, Application, Storage};
 use reqwest::Method;
 use serde_json::Value;
-use sqlx::{Connection, Executor, MySqlConnection};
 
 /// The secret test servers verify tokens with.
 pub const SECRET: &str = "chat-http-tests-secret-0123456789abcdef";
@@ -46,7 +39,7 @@ pub struct Options {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    database: Option<String>,
+    database: Option<TestDb>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -87,66 +80,43 @@ pub async fn spawn_app() -> TestApp {
         .expect("memory backend always starts")
 }
 
-/// A server on `backend`; `None` (after a loud banner) when MySQL is not reachable and not
-/// required.
+/// A server on `backend`, built as `chatd serve` builds it; `None` (after a loud banner)
+/// when MySQL is not reachable and not required.
 pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
-    let (ports, readiness, database) = match backend {
-        Backend::Memory => {
-            let store = Arc::new(MemoryStore::new());
-            (
-                stores(store),
-                Arc::new(AlwaysReady) as Arc<dyn Readiness>,
-                None,
-            )
-        }
+    let (mut storage, database) = match backend {
+        Backend::Memory => (Storage::memory(), None),
         Backend::MySql => {
-            let (store, name) = fresh_mysql().await?;
-            let store = Arc::new(store);
-            (
-                stores(store),
-                Arc::new(AlwaysReady) as Arc<dyn Readiness>,
-                Some(name),
-            )
+            let db =
+                chat_test_support::mysql::fresh_database("the API tests on MySQL are SKIPPED", 8)
+                    .await?;
+            (Storage::of(Arc::new(db.store.clone())), Some(db))
         }
     };
-    let (conversations, messages, read_state, users, postings) = ports;
-    let service = ChatService::with_limits(
-        Ports {
-            conversations,
-            messages,
-            read_state,
-            users: users.clone(),
-            postings,
-            events: Arc::new(DiscardingPublisher),
-            clock: Arc::new(SystemClock),
-        },
-        options.limits.unwrap_or_default(),
-    );
+    if let Some(readiness) = options.readiness {
+        storage.readiness = readiness;
+    }
     let mut auth = AuthConfig::hs256(SECRET.as_bytes());
     auth.issuer = options.issuer;
     auth.audience = options.audience;
-    let state = AppState {
-        service: Arc::new(service),
-        auth: Arc::new(Authenticator::new(auth, users)),
-        metrics: Arc::new(Metrics::new().expect("metrics")),
-        readiness: options.readiness.unwrap_or(readiness),
-        realtime: None,
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let port = listener.local_addr().expect("local addr").port();
-    let server = chat_http::serve(
-        listener,
-        state,
-        HttpSettings {
+    let config = AppConfig {
+        bind: vec!["127.0.0.1:0".parse().expect("an address")],
+        auth,
+        http: HttpSettings {
             workers: Some(1),
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(1),
             ..HttpSettings::default()
         },
-    )
-    .expect("server starts");
-    let handle = server.handle();
-    tokio::spawn(server);
+        limits: options.limits.unwrap_or_default(),
+        ws: WsConfig::default(),
+        realtime: RealtimeSettings::default(),
+    };
+    let app = Application::build(config, storage)
+        .await
+        .expect("the application builds");
+    let port = app.address().port();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
     Some(TestApp {
         address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
@@ -155,101 +125,12 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
     })
 }
 
-type Stores = (
-    Arc<dyn ConversationStore>,
-    Arc<dyn MessageStore>,
-    Arc<dyn ReadStateStore>,
-    Arc<dyn UserDirectory>,
-    Arc<dyn PostingDirectory>,
-);
-
-fn stores<S>(store: Arc<S>) -> Stores
-where
-    S: ConversationStore
-        + MessageStore
-        + ReadStateStore
-        + UserDirectory
-        + PostingDirectory
-        + 'static,
-{
-    (
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store,
-    )
-}
-
-// --- MySQL --------------------------------------------------------------------------------
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
-}
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("CHAT_REQUIRE_MYSQL").is_ok_and(|v| v == "1")
-}
-
-fn skip(reason: &str) -> Option<(MySqlStore, String)> {
-    eprintln!(
-        "\n{bar}\n!!! MySQL/MariaDB NOT AVAILABLE at {url}: {reason}\n!!! chat-http MySQL \
-         tests are SKIPPED. Set DATABASE_URL, or CHAT_REQUIRE_MYSQL=1 to make this fail.\n{bar}\n",
-        bar = "!".repeat(78),
-        url = server_url()
-    );
-    assert!(
-        !required(),
-        "MySQL is required (CI=true or CHAT_REQUIRE_MYSQL=1): {reason}"
-    );
-    None
-}
-
-/// A fresh, migrated database named like chat-mysql's test databases (`chat_test_<secs>_…`)
-/// so that its stale-database sweep also removes ours if a test dies before dropping it.
-async fn fresh_mysql() -> Option<(MySqlStore, String)> {
-    let admin = tokio::time::timeout(
-        Duration::from_secs(5),
-        MySqlConnection::connect(&server_url()),
-    )
-    .await;
-    let mut admin = match admin {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(err)) => return skip(&err.to_string()),
-        Err(_) => return skip("timed out"),
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let name = format!("chat_test_{now}_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(
-            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-                .as_str(),
-        )
-        .await
-        .expect("create test database");
-    let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{name}"));
-    let mut settings = MySqlSettings::new(url.to_string());
-    settings.max_connections = 8;
-    let store = MySqlStore::connect(&settings).await.expect("connect");
-    store.migrate().await.expect("migrations apply");
-    Some((store, name))
-}
-
 impl TestApp {
     /// Stops the server and drops its database.
     pub async fn finish(self) {
         self.handle.stop(false).await;
-        if let Some(name) = self.database {
-            if let Ok(mut admin) = MySqlConnection::connect(&server_url()).await {
-                let _ = admin
-                    .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-                    .await;
-            }
+        if let Some(db) = self.database {
+            db.finish().await;
         }
     }
 

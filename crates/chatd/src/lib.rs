@@ -1,0 +1,105 @@
+//! `chatd`: the chat server's composition root. [`config`] reads the command line and the
+//! environment into a checked configuration; [`storage`] opens the store it names;
+//! [`startup`] builds the application from both ([`Application`], the one place the
+//! server is wired, used by `chatd serve` and by every black-box test); and the
+//! subcommands `serve`, `migrate` and `token` are here. The binary is a thin CLI over
+//! them.
+
+pub mod config;
+pub mod startup;
+pub mod storage;
+
+use anyhow::Context as _;
+use chat_domain::UserId;
+use chat_http::{MintClaims, mint_hs256};
+use tracing_subscriber::EnvFilter;
+
+pub use startup::{AppConfig, Application};
+pub use storage::Storage;
+
+use crate::config::{MigrateArgs, ServeArgs, TokenArgs};
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
+/// `CHAT_LOG_FORMAT=json`.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CHAT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// `chatd serve`: builds the application from the checked configuration and serves until
+/// SIGINT or SIGTERM.
+///
+/// # Errors
+/// When the configuration is refused, the store or Redis cannot be reached, the address
+/// cannot be bound, or the server fails.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    if config.app.auth.provisioning == chat_http::Provisioning::External
+        && config.database_url.is_none()
+    {
+        tracing::warn!(
+            "CHAT_USER_PROVISIONING=external with the in-memory store: no user will ever exist"
+        );
+    }
+    let storage = Storage::open(config.database_url.as_deref(), config.migrate).await?;
+    match &config.app.realtime.redis {
+        Some(redis) => {
+            tracing::info!(channel = %redis.channel, "real-time events bridged over Redis");
+        }
+        None => tracing::warn!(
+            "REDIS_URL is not set: WebSocket events reach the connections of THIS process \
+             only; set it when running more than one chatd"
+        ),
+    }
+    let app = Application::build(config.app, storage).await?;
+    let address = app.address();
+    tracing::info!(%address, "chatd listening");
+    if config.dev {
+        eprintln!(
+            "\nchatd is running in DEVELOPMENT mode on http://{address} (built-in secret, \
+             loopback only).\nMint a token with:\n\n    cargo run -q -p chatd -- token --dev \
+             --user 1 --name Alice\n\nthen call e.g.:\n\n    curl -H \"Authorization: Bearer \
+             $TOKEN\" http://{address}/api/v1/conversations\n"
+        );
+    }
+    app.run_until_stopped().await.context("server failed")?;
+    tracing::info!("chatd stopped");
+    Ok(())
+}
+
+/// `chatd migrate`: applies the migrations to `DATABASE_URL`.
+///
+/// # Errors
+/// Without a database, or when it cannot be reached or a migration fails.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let url = args
+        .database_url
+        .filter(|u| !u.trim().is_empty())
+        .context("DATABASE_URL is not set; `chatd migrate` needs a database")?;
+    let store = storage::connect(&url).await?;
+    store.migrate().await.context("running migrations")?;
+    tracing::info!("database migrations applied");
+    Ok(())
+}
+
+/// `chatd token`: prints a token minted with the configured secret.
+///
+/// # Errors
+/// Without a secret, for a user id that is not positive, or when minting fails.
+pub fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let secret = args.secret()?;
+    let user = UserId::new(args.user).context("--user")?;
+    let mut claims = MintClaims::new(user, args.name.clone(), args.ttl);
+    claims.iss = args.jwt_issuer.clone().filter(|v| !v.is_empty());
+    claims.aud = args.jwt_audience.clone().filter(|v| !v.is_empty());
+    let token = mint_hs256(secret.as_bytes(), &claims).context("minting the token")?;
+    println!("{token}");
+    Ok(())
+}

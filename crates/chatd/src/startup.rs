@@ -1,0 +1,154 @@
+//! [`Application`]: the one place the server is put together from an [`AppConfig`] and a
+//! [`Storage`]: the real-time transport, the service over the ports, the HTTP adapter,
+//! bound to its address. `chatd serve` runs it; every black-box test builds its servers
+//! with it too (the `spawn_app()` pattern), so tests run the wiring production runs.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use anyhow::Context as _;
+use chat_http::{AppState, AuthConfig, Authenticator, HttpSettings, Metrics, Realtime, WsConfig};
+use chat_realtime::{Fanout, RealtimeSettings};
+use chat_service::{ChatService, Limits};
+
+use crate::storage::Storage;
+
+/// What an application is built from (`chatd serve` resolves it from flags and the
+/// environment; tests write it).
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Where to listen (port 0 for any free port).
+    pub bind: Vec<SocketAddr>,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Server settings.
+    pub http: HttpSettings,
+    /// The service's limits.
+    pub limits: Limits,
+    /// WebSocket limits and timings.
+    pub ws: WsConfig,
+    /// The real-time transport: ordering and, in a cluster, Redis.
+    pub realtime: RealtimeSettings,
+}
+
+/// A built application, bound and ready to run.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    handle_signals: bool,
+    service: Arc<ChatService>,
+    realtime: Arc<Realtime>,
+    metrics: Arc<Metrics>,
+}
+
+impl Application {
+    /// Starts the real-time transport (connecting to Redis when configured), puts the
+    /// service over `storage`'s ports, and binds the HTTP server. Nothing is served until
+    /// [`Application::run_until_stopped`].
+    ///
+    /// # Errors
+    /// When Redis does not answer, the metrics cannot be registered, or the address
+    /// cannot be bound.
+    pub async fn build(config: AppConfig, storage: Storage) -> anyhow::Result<Self> {
+        let fanout = Fanout::start(&config.realtime)
+            .await
+            .context("connecting to Redis (REDIS_URL)")?;
+        let realtime = Realtime::new(config.ws, fanout);
+        let users = storage.ports.users.clone();
+        let service = Arc::new(ChatService::with_limits(
+            storage.ports.with_events(realtime.clone()),
+            config.limits,
+        ));
+        let mut metrics = Metrics::new()?;
+        if let Some(probe) = storage.pool {
+            metrics = metrics.with_pool(probe)?;
+        }
+        let metrics = Arc::new(metrics);
+        let state = AppState {
+            service: service.clone(),
+            auth: Arc::new(Authenticator::new(config.auth, users)),
+            metrics: metrics.clone(),
+            readiness: storage.readiness,
+            realtime: Some(realtime.clone()),
+        };
+        let listener = TcpListener::bind(&config.bind[..])
+            .with_context(|| format!("cannot listen on {:?}", config.bind))?;
+        let address = listener.local_addr()?;
+        let handle_signals = config.http.handle_signals;
+        let server = chat_http::serve(listener, state, config.http)?;
+        Ok(Self {
+            address,
+            server,
+            handle_signals,
+            service,
+            realtime,
+            metrics,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the server when asked (`stop(true)` for a graceful stop).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The use cases, as the HTTP handlers call them.
+    pub fn service(&self) -> &Arc<ChatService> {
+        &self.service
+    }
+
+    /// The real-time side: its hub and its transport.
+    pub fn realtime(&self) -> &Arc<Realtime> {
+        &self.realtime
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Serves until the server is stopped through its [`handle`](Self::handle) or, when
+    /// the HTTP settings handle signals, until SIGINT or SIGTERM; then every WebSocket is
+    /// closed with 1001 while in-flight requests finish.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if self.handle_signals {
+            close_websockets_on_signal(self.realtime);
+        }
+        self.server.await
+    }
+}
+
+/// On SIGTERM or SIGINT, closes every WebSocket with 1001 while actix drains the rest.
+fn close_websockets_on_signal(realtime: Arc<Realtime>) {
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "SIGTERM handler not installed");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+        tracing::info!("closing WebSocket connections (1001)");
+        realtime.shut_down();
+    });
+}
