@@ -7,21 +7,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chat_domain::{Delivery, DisplayName, MessageBody, MessageContent, MessageType, UserId};
-use chat_ports::{EventPublisher, PublishError, SystemClock, UserDirectory};
+use chat_domain::{DisplayName, MessageBody, MessageContent, MessageType, UserId};
+use chat_ports::UserDirectory;
 use chat_service::{ChatService, HistoryQuery, PageLimit, Ports, SendMessage};
 use chat_sqlite::{SqliteSettings, SqliteStore};
-
-/// No sockets here: events are dropped (a real embedder pushes them to its clients).
-struct NoEvents;
-
-#[async_trait]
-impl EventPublisher for NoEvents {
-    async fn publish(&self, _delivery: Delivery) -> Result<(), PublishError> {
-        Ok(())
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,15 +24,8 @@ async fn main() -> anyhow::Result<()> {
     // The whole setup: open (creates the file), migrate, wire the ports.
     let store = Arc::new(SqliteStore::open(&path, SqliteSettings::default()).await?);
     store.migrate().await?;
-    let service = ChatService::new(Ports {
-        conversations: store.clone(),
-        messages: store.clone(),
-        read_state: store.clone(),
-        users: store.clone(),
-        postings: store.clone(),
-        events: Arc::new(NoEvents),
-        clock: Arc::new(SystemClock),
-    });
+    // No sockets here: events are discarded (a real embedder adds `.with_events(…)`).
+    let service = ChatService::new(Ports::from_store(store.clone()));
 
     let (ada, grace) = (UserId::new(1)?, UserId::new(2)?);
     store
@@ -52,11 +34,11 @@ async fn main() -> anyhow::Result<()> {
     store
         .upsert_user(grace, Some(DisplayName::parse("Grace")?))
         .await?;
-    let (direct, created) = service.open_direct(ada, grace).await?;
-    let id = direct.details.conversation.id;
+    let direct = service.open_direct(ada, grace).await?;
+    let id = direct.item.details.conversation.id;
     println!(
         "{} conversation {id} in {}",
-        if created { "created" } else { "found" },
+        if direct.created { "created" } else { "found" },
         store.path().display()
     );
 

@@ -1,14 +1,17 @@
 //! [`ConversationStore`] on SQLite: creation with the announcement in one step, the DIRECT
-//! get-or-create settled by the single writer (and the unique `direct_key`), and one small
-//! function per membership change, each run by the writer with its SYSTEM record.
+//! get-or-create settled by the single writer (and the unique `direct_key`), and one
+//! function per change of a conversation or its membership, each run by the writer as one
+//! request together with its announcement.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use chat_domain::{ConversationDetails, ConversationId, GroupName, Role, Timestamp, UserId};
+use chat_domain::{
+    ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
+};
 use chat_ports::{
-    ConversationChange, ConversationStore, MembershipChange, NewConversation, NewMessage,
-    StoreConflict, StoreError,
+    ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
+    ParticipantRemoved, ParticipantsAdded, StoreConflict, StoreError,
 };
 use sqlx::{Row, SqliteConnection};
 
@@ -146,10 +149,13 @@ pub(crate) async fn get_or_create_direct(
     a: UserId,
     b: UserId,
     at: Timestamp,
-) -> Outcome<(ConversationDetails, bool)> {
+) -> Outcome<DirectConversation> {
     let key = direct_key(a, b);
-    if let Some(found) = find_direct(conn, &key).await? {
-        return Ok((found, false));
+    if let Some(details) = find_direct(conn, &key).await? {
+        return Ok(DirectConversation {
+            details,
+            created: false,
+        });
     }
     let at = db_time(at);
     sqlx::query(
@@ -167,11 +173,15 @@ pub(crate) async fn get_or_create_direct(
         members.push((b, Role::Member));
     }
     insert_participants(conn, id, &members, at).await?;
-    Ok((existing_details(conn, id).await?, true))
+    Ok(DirectConversation {
+        details: existing_details(conn, id).await?,
+        created: true,
+    })
 }
 
-/// The conversation's state; `NotFound` when it does not exist.
-pub(crate) async fn existing_state(
+/// The conversation's state; `NotFound` when it does not exist. Every change reads it
+/// first: the newest `seq` places the announcement.
+async fn existing_state(
     conn: &mut SqliteConnection,
     id: ConversationId,
 ) -> Outcome<ConversationState> {
@@ -180,57 +190,116 @@ pub(crate) async fn existing_state(
         .ok_or(StoreError::NotFound)?)
 }
 
+/// Appends the announcement of a change, when there is one, as the message after
+/// `last_seq`.
+async fn announce(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+    last_seq: i64,
+    announcement: Option<&NewMessage>,
+) -> Outcome<Option<MessageView>> {
+    let Some(announcement) = announcement else {
+        return Ok(None);
+    };
+    let announcement = NewMessage {
+        conversation_id: id,
+        ..announcement.clone()
+    };
+    // The sender's marker whether or not they are still active (the announcement that
+    // someone left is sent by the one who left).
+    let marker: Option<i64> = sqlx::query_scalar(
+        "SELECT last_read_seq FROM CONVERSATION_PARTICIPANTS \
+         WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(id.to_string())
+    .bind(announcement.sender_id.get())
+    .fetch_optional(&mut *conn)
+    .await?;
+    insert_message(conn, &announcement, last_seq + 1, marker).await?;
+    Ok(Some(
+        find_view(conn, announcement.id)
+            .await?
+            .ok_or(StoreError::NotFound)?,
+    ))
+}
+
+/// The conversation after a change, with its announcement.
+async fn changed(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+    announcement: Option<MessageView>,
+) -> Outcome<ConversationChanged> {
+    Ok(ConversationChanged {
+        details: existing_details(conn, id).await?,
+        announcement,
+    })
+}
+
 /// Sets the name.
 pub(crate) async fn rename(
     conn: &mut SqliteConnection,
     id: ConversationId,
     name: &GroupName,
-) -> Outcome<()> {
+    announcement: Option<&NewMessage>,
+) -> Outcome<ConversationChanged> {
+    let state = existing_state(conn, id).await?;
     sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
         .bind(name.as_str())
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    changed(conn, id, announcement).await
 }
 
-/// Makes the conversation read-only.
+/// Makes the conversation read-only; the announcement still goes in.
 pub(crate) async fn archive(
     conn: &mut SqliteConnection,
     id: ConversationId,
     at: Timestamp,
-) -> Outcome<()> {
+    announcement: Option<&NewMessage>,
+) -> Outcome<ConversationChanged> {
+    let state = existing_state(conn, id).await?;
     sqlx::query("UPDATE CONVERSATIONS SET is_archived = 1, archived_at = ? WHERE id = ?")
         .bind(db_time(at))
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    changed(conn, id, announcement).await
 }
 
 /// Makes the conversation writable again.
-pub(crate) async fn unarchive(conn: &mut SqliteConnection, id: ConversationId) -> Outcome<()> {
+pub(crate) async fn unarchive(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+    announcement: Option<&NewMessage>,
+) -> Outcome<ConversationChanged> {
+    let state = existing_state(conn, id).await?;
     sqlx::query("UPDATE CONVERSATIONS SET is_archived = 0, archived_at = NULL WHERE id = ?")
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    changed(conn, id, announcement).await
 }
 
-/// Adds users as MEMBERs with their marker at `newest` (nothing before their joining is
-/// unread), reactivating those who had left and leaving active ones as they are; refused on
-/// an archived conversation. Returns who joined (new and returning, in the order asked).
+/// Adds users as MEMBERs joining at `at`, with their marker at the newest seq (the
+/// announcement of their joining included: nothing before it is unread), reactivating
+/// those who had left and leaving active ones as they are; refused on an archived
+/// conversation. Tells who joined (new and returning, in the order asked).
 pub(crate) async fn add_participants(
     conn: &mut SqliteConnection,
     id: ConversationId,
-    state: &ConversationState,
     users: &[UserId],
-    newest: i64,
     at: Timestamp,
-) -> Outcome<Vec<UserId>> {
+    announcement: Option<&NewMessage>,
+) -> Outcome<ParticipantsAdded> {
+    let state = existing_state(conn, id).await?;
     if state.is_archived {
         return Err(StoreConflict::ConversationArchived.into());
     }
+    let newest = state.last_seq + i64::from(announcement.is_some());
     let active: HashSet<UserId> = active_roles(conn, id)
         .await?
         .into_iter()
@@ -266,17 +335,24 @@ pub(crate) async fn add_participants(
         .await?;
         joined.push(*user);
     }
-    Ok(joined)
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    Ok(ParticipantsAdded {
+        details: existing_details(conn, id).await?,
+        joined,
+        announcement,
+    })
 }
 
 /// Marks a participant as left; when no active admin remains but active members do, the
-/// earliest-joined is promoted to ADMIN and returned.
+/// earliest-joined is promoted to ADMIN and reported.
 pub(crate) async fn remove_participant(
     conn: &mut SqliteConnection,
     id: ConversationId,
     user: UserId,
     at: Timestamp,
-) -> Outcome<Option<UserId>> {
+    announcement: Option<&NewMessage>,
+) -> Outcome<ParticipantRemoved> {
+    let state = existing_state(conn, id).await?;
     let removed = sqlx::query(
         "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
          WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
@@ -290,17 +366,30 @@ pub(crate) async fn remove_participant(
     if removed == 0 {
         return Err(StoreError::NotFound.into());
     }
+    let promoted = promote_if_no_admin(conn, id).await?;
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    Ok(ParticipantRemoved {
+        details: existing_details(conn, id).await?,
+        promoted,
+        announcement,
+    })
+}
+
+/// When no active admin remains but active members do, promotes the earliest-joined
+/// active member and returns them.
+async fn promote_if_no_admin(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+) -> Outcome<Option<UserId>> {
     let active = active_roles(conn, id).await?;
     if active.iter().any(|(_, role)| *role == Role::Admin) {
         return Ok(None);
     }
-    match active.first() {
-        Some((heir, _)) => {
-            set_role(conn, id, *heir, Role::Admin).await?;
-            Ok(Some(*heir))
-        }
-        None => Ok(None),
-    }
+    let Some((heir, _)) = active.first() else {
+        return Ok(None);
+    };
+    set_role(conn, id, *heir, Role::Admin).await?;
+    Ok(Some(*heir))
 }
 
 /// Sets an active participant's role; refused when it leaves no active admin.
@@ -309,7 +398,9 @@ pub(crate) async fn change_role(
     id: ConversationId,
     user: UserId,
     role: Role,
-) -> Outcome<()> {
+    announcement: Option<&NewMessage>,
+) -> Outcome<ConversationChanged> {
+    let state = existing_state(conn, id).await?;
     let active = active_roles(conn, id).await?;
     let Some((_, current)) = active.iter().find(|(u, _)| *u == user) else {
         return Err(StoreError::NotFound.into());
@@ -328,71 +419,8 @@ pub(crate) async fn change_role(
         return Err(StoreConflict::LastAdmin.into());
     }
     set_role(conn, id, user, role).await?;
-    Ok(())
-}
-
-/// Appends a SYSTEM record of a change as message `seq`, returning its view.
-pub(crate) async fn append_record(
-    conn: &mut SqliteConnection,
-    id: ConversationId,
-    record: &NewMessage,
-    seq: i64,
-) -> Outcome<chat_domain::MessageView> {
-    let record = NewMessage {
-        conversation_id: id,
-        ..record.clone()
-    };
-    // The sender's marker whether or not they are still active (a "left" record is sent by
-    // the one who left).
-    let marker: Option<i64> = sqlx::query_scalar(
-        "SELECT last_read_seq FROM CONVERSATION_PARTICIPANTS \
-         WHERE conversation_id = ? AND user_id = ?",
-    )
-    .bind(id.to_string())
-    .bind(record.sender_id.get())
-    .fetch_optional(&mut *conn)
-    .await?;
-    insert_message(conn, &record, seq, marker).await?;
-    Ok(find_view(conn, record.id)
-        .await?
-        .ok_or(StoreError::NotFound)?)
-}
-
-/// Applies `change` and appends `record`, as one write request.
-pub(crate) async fn apply_change(
-    conn: &mut SqliteConnection,
-    id: ConversationId,
-    change: &ConversationChange,
-    at: Timestamp,
-    record: Option<&NewMessage>,
-) -> Outcome<MembershipChange> {
-    let state = existing_state(conn, id).await?;
-    // Joiners start with everything read, the record of their joining included.
-    let newest_after = state.last_seq + i64::from(record.is_some());
-    let mut promoted = None;
-    match change {
-        ConversationChange::Rename(name) => rename(conn, id, name).await?,
-        ConversationChange::Archive => archive(conn, id, at).await?,
-        ConversationChange::Unarchive => unarchive(conn, id).await?,
-        ConversationChange::AddParticipants(users) => {
-            add_participants(conn, id, &state, users, newest_after, at).await?;
-        }
-        ConversationChange::RemoveParticipant(user) => {
-            promoted = remove_participant(conn, id, *user, at).await?;
-        }
-        ConversationChange::ChangeRole { user_id, role } => {
-            change_role(conn, id, *user_id, *role).await?;
-        }
-    }
-    let record = match record {
-        Some(record) => Some(append_record(conn, id, record, newest_after).await?),
-        None => None,
-    };
-    Ok(MembershipChange {
-        details: existing_details(conn, id).await?,
-        promoted,
-        record,
-    })
+    let announcement = announce(conn, id, state.last_seq, announcement).await?;
+    changed(conn, id, announcement).await
 }
 
 impl SqliteStore {
@@ -428,15 +456,18 @@ impl ConversationStore for SqliteStore {
         a: UserId,
         b: UserId,
         at: Timestamp,
-    ) -> Result<(ConversationDetails, bool), StoreError> {
+    ) -> Result<DirectConversation, StoreError> {
         // Most calls find an existing conversation: answered by a reader, without queueing
         // behind the writes.
-        if let Some(found) = self
+        if let Some(details) = self
             .try_find_direct(a, b)
             .await
             .map_err(Failure::into_store)?
         {
-            return Ok((found, false));
+            return Ok(DirectConversation {
+                details,
+                created: false,
+            });
         }
         self.write(move |conn| {
             Box::pin(async move { get_or_create_direct(conn, id, a, b, at).await })
@@ -451,15 +482,80 @@ impl ConversationStore for SqliteStore {
         self.try_details(id).await.map_err(Failure::into_store)
     }
 
-    async fn change_conversation(
+    async fn rename_conversation(
         &self,
         id: ConversationId,
-        change: ConversationChange,
-        at: Timestamp,
-        record: Option<NewMessage>,
-    ) -> Result<MembershipChange, StoreError> {
+        name: GroupName,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { apply_change(conn, id, &change, at, record.as_ref()).await })
+            Box::pin(async move { rename(conn, id, &name, announcement.as_ref()).await })
+        })
+        .await
+    }
+
+    async fn archive_conversation(
+        &self,
+        id: ConversationId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move { archive(conn, id, at, announcement.as_ref()).await })
+        })
+        .await
+    }
+
+    async fn unarchive_conversation(
+        &self,
+        id: ConversationId,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move { unarchive(conn, id, announcement.as_ref()).await })
+        })
+        .await
+    }
+
+    async fn add_participants(
+        &self,
+        id: ConversationId,
+        users: Vec<UserId>,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantsAdded, StoreError> {
+        self.write(move |conn| {
+            Box::pin(
+                async move { add_participants(conn, id, &users, at, announcement.as_ref()).await },
+            )
+        })
+        .await
+    }
+
+    async fn remove_participant(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        at: Timestamp,
+        announcement: Option<NewMessage>,
+    ) -> Result<ParticipantRemoved, StoreError> {
+        self.write(move |conn| {
+            Box::pin(
+                async move { remove_participant(conn, id, user, at, announcement.as_ref()).await },
+            )
+        })
+        .await
+    }
+
+    async fn set_role(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        announcement: Option<NewMessage>,
+    ) -> Result<ConversationChanged, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move { change_role(conn, id, user, role, announcement.as_ref()).await })
         })
         .await
     }

@@ -411,21 +411,32 @@ impl MessageStore for SqliteStore {
             .map_err(Failure::into_store)
     }
 
-    async fn set_reaction(
+    async fn add_reaction(
         &self,
         message: MessageId,
         user: UserId,
         emoji: Emoji,
-        present: bool,
         at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let changed = if present {
-                    add_reaction(conn, message, user, &emoji, at).await?
-                } else {
-                    remove_reaction(conn, message, user, &emoji).await?
-                };
+                let changed = add_reaction(conn, message, user, &emoji, at).await?;
+                let reactions = reactions(conn, message).await?;
+                Ok(ReactionChange { changed, reactions })
+            })
+        })
+        .await
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+    ) -> Result<ReactionChange, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let changed = remove_reaction(conn, message, user, &emoji).await?;
                 let reactions = reactions(conn, message).await?;
                 Ok(ReactionChange { changed, reactions })
             })

@@ -52,7 +52,7 @@ async fn direct_between_1_and_2(store: &SqliteStore) -> ConversationId {
         .get_or_create_direct(ConversationId::new(), user(1), user(2), now())
         .await
         .unwrap()
-        .0
+        .details
         .conversation
         .id
 }
@@ -79,9 +79,9 @@ async fn twenty_racing_direct_get_or_create_calls_make_one_row() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let ids: HashSet<ConversationId> = results.iter().map(|(d, _)| d.conversation.id).collect();
+    let ids: HashSet<ConversationId> = results.iter().map(|d| d.details.conversation.id).collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(results.iter().filter(|d| d.created).count(), 1);
     let mut raw = common::raw::connect(&db.location()).await;
     let rows = common::raw::scalar(
         &mut raw,

@@ -69,7 +69,7 @@ async fn acknowledged_sends_survive_kill_9_exactly_once() {
     for id in 1..=2 {
         db.store.upsert_user(user(id), None).await.unwrap();
     }
-    let (direct, _) = db
+    let direct = db
         .store
         .get_or_create_direct(
             ConversationId::new(),
@@ -79,7 +79,7 @@ async fn acknowledged_sends_survive_kill_9_exactly_once() {
         )
         .await
         .unwrap();
-    let conversation = direct.conversation.id;
+    let conversation = direct.details.conversation.id;
     db.store.close().await;
 
     let mut child = Command::new(std::env::current_exe().unwrap())

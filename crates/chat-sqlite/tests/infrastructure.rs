@@ -35,11 +35,11 @@ async fn what_is_written_is_read_back_after_reopening() {
         .await
         .unwrap();
     store.upsert_user(user(2), None).await.unwrap();
-    let (direct, _) = store
+    let direct = store
         .get_or_create_direct(ConversationId::new(), user(1), user(2), at(0))
         .await
         .unwrap();
-    let id = direct.conversation.id;
+    let id = direct.details.conversation.id;
     let mut sent = Vec::new();
     for i in 0..5 {
         let appended = store
@@ -86,12 +86,12 @@ async fn what_is_written_is_read_back_after_reopening() {
             .map(String::as_str),
         Some("Ada")
     );
-    let (again, created) = reopened
+    let again = reopened
         .get_or_create_direct(ConversationId::new(), user(2), user(1), at(10))
         .await
         .unwrap();
-    assert!(!created);
-    assert_eq!(again.conversation.id, id);
+    assert!(!again.created);
+    assert_eq!(again.details.conversation.id, id);
     reopened.close().await;
 }
 
