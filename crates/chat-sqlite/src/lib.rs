@@ -107,6 +107,18 @@ pub fn database_path(location: &str) -> Result<PathBuf, OpenError> {
     Ok(PathBuf::from(path))
 }
 
+/// How busy the connections are, for metrics: the read pool and the one write connection
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections there can be (the readers and the writer).
+    pub max: u32,
+}
+
 /// The exclusive advisory lock on `<file>.lock`, held for as long as the store (and its
 /// writer) lives.
 #[derive(Debug)]
@@ -269,6 +281,20 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The connections' current use (readers and writer together).
+    pub fn pool_stats(&self) -> PoolStats {
+        let (read, write) = (&self.inner.read_pool, &self.inner.write_pool);
+        let idle = |pool: &SqlitePool| u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        PoolStats {
+            size: read.size().saturating_add(write.size()),
+            idle: idle(read).saturating_add(idle(write)),
+            max: read
+                .options()
+                .get_max_connections()
+                .saturating_add(write.options().get_max_connections()),
+        }
     }
 
     /// How the writes were grouped into transactions so far.

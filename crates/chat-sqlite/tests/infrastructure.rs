@@ -111,6 +111,9 @@ async fn a_file_in_use_by_another_store_is_refused_until_it_closes() {
         .await
         .unwrap();
     third.ping().await.unwrap();
+    let stats = third.pool_stats();
+    assert_eq!(stats.max, SqliteSettings::DEFAULT_READ_CONNECTIONS + 1);
+    assert!(stats.size >= 1 && stats.idle <= stats.size, "{stats:?}");
     third.close().await;
 }
 
