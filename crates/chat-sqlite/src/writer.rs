@@ -18,7 +18,6 @@ use chat_ports::StoreError;
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Executor};
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Outcome;
@@ -31,7 +30,7 @@ trait Request: Send {
     fn refuse(self: Box<Self>, error: StoreError);
 }
 
-/// The work of one write request, run on the writer's connection inside its savepoint.
+/// A queued write request, whatever its result type.
 type Work = Box<dyn Request>;
 
 /// A request: its work and where to answer.
