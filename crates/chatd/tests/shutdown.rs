@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_domain::UserId;
@@ -108,13 +108,15 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         .build()
         .unwrap();
     let stopped = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
     let senders: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (client, base, group, stopped) = (
+            let (client, base, group, stopped, acknowledged) = (
                 client.clone(),
                 base.clone(),
                 group.clone(),
                 Arc::clone(&stopped),
+                Arc::clone(&acknowledged),
             );
             let user = i64::try_from(c).unwrap() % USERS + 1;
             let token = tokens[&user].clone();
@@ -131,6 +133,9 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
                     let outcome = match sent {
                         Ok(reply) => {
                             let status = reply.status().as_u16();
+                            if status == 201 {
+                                acknowledged.fetch_add(1, Ordering::SeqCst);
+                            }
                             match reply.json::<Value>().await {
                                 Ok(body) => Outcome::Answered(status, body),
                                 Err(e) => Outcome::NoAnswer(format!("body lost: {e}")),
@@ -139,8 +144,9 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
                         Err(e) => Outcome::NoAnswer(format!("{e:?}")),
                     };
                     let refused = matches!(outcome, Outcome::NoAnswer(_));
-                    outcomes.push((key, outcome));
-                    if refused && stopped.load(Ordering::SeqCst) {
+                    let after_stop = stopped.load(Ordering::SeqCst);
+                    outcomes.push((key, outcome, after_stop));
+                    if refused && after_stop {
                         break;
                     }
                 }
@@ -149,7 +155,11 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Under load: at least 100 sends answered (or 30 s, on a very busy machine).
+    let loading = Instant::now();
+    while acknowledged.load(Ordering::SeqCst) < 100 && loading.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stopped.store(true, Ordering::SeqCst);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -191,7 +201,7 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         stored
     });
     let (mut created, mut unavailable, mut unanswered) = (0, 0, 0);
-    for (key, outcome) in &outcomes {
+    for (key, outcome, after_stop) in &outcomes {
         match outcome {
             Outcome::Answered(201, body) => {
                 created += 1;
@@ -210,6 +220,7 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
             }
             Outcome::Answered(status, body) => panic!("{key}: unexpected {status} {body}"),
             Outcome::NoAnswer(why) => {
+                assert!(*after_stop, "{key} got no answer before the stop: {why}");
                 unanswered += 1;
                 assert!(
                     !stored.contains_key(key),
@@ -220,7 +231,7 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
     }
     let acknowledged = outcomes
         .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Answered(201, _)))
+        .filter(|(_, o, _)| matches!(o, Outcome::Answered(201, _)))
         .count();
     assert_eq!(
         stored.len(),
@@ -233,9 +244,5 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         outcomes.len()
     );
     assert!(created > 0, "the load was served");
-    assert!(
-        unanswered <= CLIENTS,
-        "each client saw at most its one refused request"
-    );
     db.finish().await;
 }
