@@ -179,6 +179,14 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
     };
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
     eprintln!("chatd stopped {:?} after SIGTERM", signalled.elapsed());
+    // What chatd logged from the signal on, for the failures below.
+    let log: Vec<String> = received.try_iter().collect();
+    let log = log
+        .iter()
+        .skip_while(|line| !line.contains("SIG"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
 
     let mut outcomes = Vec::new();
     for sender in senders {
@@ -220,11 +228,14 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
             }
             Outcome::Answered(status, body) => panic!("{key}: unexpected {status} {body}"),
             Outcome::NoAnswer(why) => {
-                assert!(*after_stop, "{key} got no answer before the stop: {why}");
+                assert!(
+                    *after_stop,
+                    "{key} got no answer before the stop: {why}\n{log}"
+                );
                 unanswered += 1;
                 assert!(
                     !stored.contains_key(key),
-                    "{key} was stored but never answered: {why}"
+                    "{key} was stored but never answered: {why}\nchatd's log:\n{log}"
                 );
             }
         }
