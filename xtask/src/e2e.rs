@@ -660,6 +660,24 @@ async fn conversation(
         .context("the conversation survived the restart")?
         .to_owned();
     let away = bob.texts("#status").await?;
+    let path = format!("/api/v1/conversations/{conversation}/messages?limit=10");
+    let (_, history) = http(chatd.port, "GET", &path, Some(&token), None)?;
+    let first = history["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|m| m["content"] == "Hello Bob, edited"))
+        .and_then(|m| m["id"].as_str())
+        .context("Alice's first message is in the history")?
+        .to_owned();
+    let (status, reply) = http(
+        chatd.port,
+        "PATCH",
+        &format!("/api/v1/messages/{first}"),
+        Some(&token),
+        Some(&json!({"content": "Hello Bob, edited twice"})),
+    )?;
+    if status != 200 {
+        bail!("editing answered {status}: {reply}");
+    }
     for text in ["Missed one", "Missed two", "Missed three"] {
         let path = format!("/api/v1/conversations/{conversation}/messages");
         let (status, reply) = http(
@@ -677,7 +695,7 @@ async fn conversation(
 
     step("both pages catch up: nothing missing, nothing doubled");
     let expected = [
-        "Hello Bob, edited",
+        "Hello Bob, edited twice",
         "Yes, I am",
         "Missed one",
         "Missed two",
