@@ -727,11 +727,55 @@ async fn conversation(
     alice.screenshot("06-after-restart").await?;
     bob.screenshot("06-after-restart").await?;
 
+    step("Alice creates a group with Bob; Bob mutes it; Alice removes Bob and archives it");
+    alice.fill("#group-name", "Team").await?;
+    alice.fill("#group-members", "2").await?;
+    alice.click("#group-form button[type=submit]").await?;
+    alice
+        .until_texts("the group's title", "#conv-title", |t| t == ["Team"])
+        .await?;
+    alice.send("Welcome to Team").await?;
+    bob.until_texts(
+        "the group in the inbox",
+        ".inbox-item.unread .inbox-title",
+        |t| t.iter().any(|t| t.starts_with("Team")),
+    )
+    .await?;
+    bob.click(".inbox-item.unread").await?;
+    bob.until_texts("the group's title", "#conv-title", |t| t == ["Team"])
+        .await?;
+    bob.click("#mute").await?;
+    bob.until_texts("the mute button", "#mute", |t| t == ["Unmute"])
+        .await?;
+    bob.until_texts("the muted mark", ".inbox-item.active .tag", |t| {
+        t.iter().any(|t| t == "🔕")
+    })
+    .await?;
+    alice.click("#members-toggle").await?;
+    alice
+        .until_texts("the members", "#member-list li", |t| t.len() == 2)
+        .await?;
+    alice.screenshot("07-group-members").await?;
+    alice.click("#member-list button").await?;
+    bob.until_texts("the group gone from the inbox", ".inbox-title", |t| {
+        !t.iter().any(|t| t.starts_with("Team"))
+    })
+    .await?;
+    bob.until_texts("no open conversation", "#empty", |t| {
+        t == ["Pick a conversation, or start one."]
+    })
+    .await?;
+    alice.click("#archive").await?;
+    alice
+        .until_texts("the archive button", "#archive", |t| t == ["Unarchive"])
+        .await?;
+    bob.click(".inbox-item").await?;
+
     step("a phone-sized window shows one pane at a time");
     bob.client.set_window_size(390, 760).await?;
     bob.until_texts("the conversation", "#conv-title", |t| t == ["Alice"])
         .await?;
-    bob.screenshot("07-phone").await?;
+    bob.screenshot("08-phone").await?;
     Chatd::stop(server)?;
     Ok(())
 }
