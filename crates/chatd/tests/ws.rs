@@ -1,6 +1,9 @@
 //! The WebSocket endpoint on one node, in process: delivery, ordering, replies, limits,
 //! keep-alive and authentication, with real tokio-tungstenite clients; every scenario on
 //! the in-memory store and on a SQLite file.
+// Test code may unwrap (clippy.toml allows it in `#[test]` functions only, not in the
+// scenario functions the store variants share).
+#![allow(clippy::unwrap_used)]
 
 mod ws_support;
 
