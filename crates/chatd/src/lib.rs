@@ -61,7 +61,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = match Application::build(config.app, storage.clone()).await {
         Ok(app) => app,
         Err(err) => {
-            storage.close().await;
+            // Release the store (a SQLite file's lock) before saying why.
+            storage.shut_down(std::time::Duration::from_secs(10)).await;
             return Err(err);
         }
     };
@@ -76,10 +77,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             storage.description
         );
     }
-    let served = app.run_until_stopped().await.context("server failed");
-    // Only once the server has stopped: in-flight requests may still have been writing.
-    storage.close().await;
-    served?;
+    // Shuts the store down (a SQLite file closed and released) once the server has
+    // stopped: in-flight requests may still have been writing.
+    app.run_until_stopped().await.context("server failed")?;
     tracing::info!("chatd stopped");
     Ok(())
 }

@@ -110,6 +110,9 @@ pub struct Storage {
     pub closing: Option<Arc<dyn Closing>>,
     /// Where the data is, in words (for the start-up banner).
     pub description: String,
+    /// The MySQL store opened by [`Storage::mysql`], shut down with the application (its
+    /// append workers run on the runtime that opened it, which must outlive them).
+    mysql: Option<Arc<MySqlStore>>,
 }
 
 impl Storage {
@@ -129,7 +132,25 @@ impl Storage {
             pool: None,
             closing: None,
             description: "a custom store".to_owned(),
+            mysql: None,
         }
+    }
+
+    /// Shuts the store down once the server has stopped taking requests, within `bound`:
+    /// the MySQL store refuses new sends, finishes the batches queued and in flight
+    /// (answering every caller) and closes its pool; the SQLite store finishes its queued
+    /// writes, closes its connections and releases the file's lock. Nothing to do for the
+    /// in-memory store. Whether it finished in time.
+    pub async fn shut_down(&self, bound: std::time::Duration) -> bool {
+        let mysql = match &self.mysql {
+            Some(store) => store.shut_down(bound).await,
+            None => true,
+        };
+        let closed = match &self.closing {
+            Some(closing) => tokio::time::timeout(bound, closing.close()).await.is_ok(),
+            None => true,
+        };
+        mysql && closed
     }
 
     /// The in-memory store: nothing persists.
@@ -204,6 +225,7 @@ impl Storage {
             pool: Some(probe),
             closing: Some(Arc::new(SqliteClosing(store))),
             description,
+            mysql: None,
         })
     }
 
@@ -229,19 +251,12 @@ impl Storage {
         });
         Ok(Self {
             ports: Ports::from_store(store.clone()),
-            readiness: Arc::new(MySqlReadiness(store)),
+            readiness: Arc::new(MySqlReadiness(store.clone())),
             pool: Some(probe),
             closing: None,
             description: "MySQL (DATABASE_URL)".to_owned(),
+            mysql: Some(store),
         })
-    }
-
-    /// Closes the store once the server has stopped (finishing queued writes and
-    /// releasing a SQLite file's lock); nothing to do for the others.
-    pub async fn close(&self) {
-        if let Some(closing) = &self.closing {
-            closing.close().await;
-        }
     }
 }
 

@@ -150,7 +150,7 @@ impl TestApp {
             Held::Nothing => {}
             Held::MySql(db) => db.finish().await,
             Held::Sqlite(storage, dir) => {
-                storage.close().await;
+                storage.shut_down(Duration::from_secs(5)).await;
                 drop(dir);
             }
         }
