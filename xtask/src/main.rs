@@ -9,6 +9,7 @@
 mod architecture;
 mod bench;
 mod cmd;
+mod e2e;
 mod services;
 mod test;
 
@@ -30,6 +31,12 @@ Tasks:
                   Build chatd and chat-bench in release mode and run the
                   benchmark scenarios against the in-memory store and MySQL;
                   results in target/bench/results.{json,md}.
+  e2e             Browser tests of the web client: build chatd, start it in
+                  --dev mode over a fresh MySQL database, and drive two
+                  headless Chromium sessions (Debian's chromium and
+                  chromium-driver) over WebDriver as two users; screenshots
+                  in target/e2e/. Skipped loudly without chromium, a failure
+                  under CI=true. `test` runs it at its end.
   fmt [ARGS...]   Format the whole workspace (`cargo fmt --all [ARGS]`).
   help            Show this message.
 
@@ -79,6 +86,7 @@ fn dispatch() -> Result<()> {
         }
         "test" | "ci" => test::run(rest),
         "bench" => bench::run(rest),
+        "e2e" => e2e::run(rest),
         "fmt" => fmt(rest),
         other => {
             eprint!("{HELP}");

@@ -98,6 +98,15 @@ impl Services {
         Ok(services)
     }
 
+    /// The value prepared for `name` (e.g. `DATABASE_URL`), if the service is there.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(var, _)| *var == name)
+            .and_then(|(_, value)| value.as_deref())
+    }
+
     /// Applies the prepared environment to a test command.
     pub(crate) fn apply(&self, command: &mut Command) {
         for (name, value) in &self.env {

@@ -9,6 +9,8 @@
 //!    is installed, else `cargo test --workspace --all-features [ARGS]`
 //! 5. with nextest only: `cargo test --workspace --doc --all-features`, since
 //!    nextest does not run doctests
+//! 6. unless packages were selected: the browser tests of `cargo xtask e2e`
+//!    (skipped loudly without chromium and chromedriver, a failure under `CI=true`)
 //!
 //! Extra arguments go to the test runner of step 4. If they select packages
 //! (`-p`/`--package`), `--workspace` is dropped and the same selection is
@@ -37,7 +39,9 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
 /// The steps themselves; servers started in step 3 stop when this returns.
 fn run_steps(extra: &[String]) -> Result<()> {
     let nextest = cmd::succeeds(cmd::cargo().args(["nextest", "--version"]));
-    let mut steps = Steps::new(if nextest { 5 } else { 4 });
+    let selection = package_selection(extra);
+    let browser = !selection.picks_packages;
+    let mut steps = Steps::new(4 + usize::from(nextest) + usize::from(browser));
 
     steps.step("cargo fmt --all -- --check", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
@@ -60,7 +64,6 @@ fn run_steps(extra: &[String]) -> Result<()> {
 
     let services = steps.step("MySQL and Redis", Services::prepare)?;
 
-    let selection = package_selection(extra);
     let scope: &[&str] = if selection.picks_packages {
         &[]
     } else {
@@ -92,6 +95,12 @@ fn run_steps(extra: &[String]) -> Result<()> {
                 .args(&selection.args)
                 .args(["--doc", "--all-features"]);
             run_with(&services, &mut command)
+        })?;
+    }
+
+    if browser {
+        steps.step("browser tests (cargo xtask e2e)", || {
+            crate::e2e::run_with(&services)
         })?;
     }
 

@@ -35,6 +35,9 @@ pub struct AppState {
     /// The real-time transport behind `/api/v1/ws` (also the service's event publisher);
     /// without it the endpoint answers 404.
     pub realtime: Option<Arc<crate::realtime::Realtime>>,
+    /// Development tokens (`chatd serve --dev`): with them `POST /api/v1/dev/token`
+    /// mints a token for any user; without them that route does not exist.
+    pub dev_tokens: Option<crate::web::DevTokens>,
 }
 
 /// How the server runs.
@@ -61,7 +64,8 @@ impl Default for HttpSettings {
     }
 }
 
-/// Registers the shared state, the extractor limits and error handlers, and every route.
+/// Registers the shared state, the extractor limits and error handlers, and every route
+/// (the browser client at `/` included).
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(
@@ -76,7 +80,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::scope("/api/v1").configure(api_routes));
+        .configure(crate::web::routes)
+        .service(web::scope("/api/v1").configure(|cfg| {
+            crate::web::dev_routes(cfg, state);
+            api_routes(cfg);
+        }));
 }
 
 /// The `/api/v1` routes.

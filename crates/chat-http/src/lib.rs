@@ -4,7 +4,8 @@
 //! held in [`AppState`]. Handlers convert wire types ([`wire`]) to domain types, call one
 //! use case, and convert the result back; every failure is an [`ApiError`] answered as
 //! `application/problem+json`. Bearer tokens are checked by [`auth`]; metrics, request ids
-//! and logging live in [`metrics`] and [`telemetry`]; [`openapi`] describes every route.
+//! and logging live in [`metrics`] and [`telemetry`]; [`openapi`] describes every route;
+//! [`web`] serves the embedded browser client at `/`.
 
 pub mod app;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod readiness;
 pub mod realtime;
 mod routes;
 pub mod telemetry;
+pub mod web;
 pub mod wire;
 pub mod ws;
 
@@ -25,6 +27,7 @@ pub use error::{ApiError, Problem};
 pub use metrics::{Metrics, PoolProbe, PoolUsage};
 pub use readiness::{AlwaysReady, Readiness};
 pub use realtime::{Realtime, WsConfig};
+pub use web::DevTokens;
 
 /// The largest request body accepted (64 KiB); larger ones are answered with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_http::auth::{AuthConfigError, parse_algorithm};
-use chat_http::{AuthConfig, HttpSettings, Provisioning, WsConfig};
+use chat_http::{AuthConfig, DevTokens, HttpSettings, Provisioning, WsConfig};
 use chat_realtime::{RealtimeSettings, RedisSettings};
 use clap::{Args, Parser, Subcommand};
 
@@ -273,9 +273,24 @@ impl ServeArgs {
         }
         let secret = present(self.auth.jwt_secret.clone())
             .or_else(|| self.dev.then(|| DEV_SECRET.to_owned()));
-        let mut auth = auth_config(&self.auth, secret)?;
+        let mut auth = auth_config(&self.auth, secret.clone())?;
         auth.issuer = present(self.auth.jwt_issuer);
         auth.audience = present(self.auth.jwt_audience);
+        // The page mints its tokens as `chatd token` does: HS256 with the server's secret,
+        // so only when that is how tokens are verified.
+        let dev_tokens = secret
+            .filter(|_| {
+                self.dev
+                    && self.auth.jwt_public_key_pem.is_none()
+                    && self.auth.jwt_algorithm.eq_ignore_ascii_case("HS256")
+            })
+            .map(|secret| {
+                DevTokens::new(
+                    secret.as_bytes(),
+                    auth.issuer.clone(),
+                    auth.audience.clone(),
+                )
+            });
         auth.provisioning = Provisioning::parse(&self.user_provisioning)?;
         let allowed_origins: Vec<String> = self
             .allowed_origins
@@ -315,6 +330,7 @@ impl ServeArgs {
                     redis,
                     ..RealtimeSettings::default()
                 },
+                dev_tokens,
             },
             database_url,
             store,
@@ -398,6 +414,7 @@ mod tests {
             config.store,
             StoreChoice::Sqlite(PathBuf::from("chatd-data/chat.db"))
         );
+        assert!(config.app.dev_tokens.is_some(), "the page can sign in");
     }
 
     #[test]
@@ -449,6 +466,10 @@ mod tests {
         assert!(config.database_url.is_none(), "empty DATABASE_URL is unset");
         assert_eq!(config.app.http.allowed_origins, ["https://a.example"]);
         assert!(config.migrate);
+        assert!(
+            config.app.dev_tokens.is_none(),
+            "no token minting outside --dev"
+        );
     }
 
     #[test]

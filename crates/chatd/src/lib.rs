@@ -71,7 +71,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.dev {
         eprintln!(
             "\nchatd is running in DEVELOPMENT mode on http://{address} (built-in secret, \
-             loopback only).\nData: {}.\nMint a token with:\n\n    cargo run -q -p chatd -- token --dev \
+             loopback only).\nData: {}.\n\nOpen the web client in two browser tabs (one user per tab):\n\n    \
+             http://{address}/\n\nOr mint a token with:\n\n    cargo run -q -p chatd -- token --dev \
              --user 1 --name Alice\n\nthen call e.g.:\n\n    curl -H \"Authorization: Bearer \
              $TOKEN\" http://{address}/api/v1/conversations\n",
             storage.description

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use anyhow::Context as _;
-use chat_http::{AppState, AuthConfig, Authenticator, HttpSettings, Metrics, Realtime, WsConfig};
+use chat_http::{
+    AppState, AuthConfig, Authenticator, DevTokens, HttpSettings, Metrics, Realtime, WsConfig,
+};
 use chat_realtime::{Fanout, RealtimeSettings};
 use chat_service::{ChatService, Limits};
 
@@ -30,6 +32,9 @@ pub struct AppConfig {
     pub ws: WsConfig,
     /// The real-time transport: ordering and, in a cluster, Redis.
     pub realtime: RealtimeSettings,
+    /// Development tokens (`--dev` only): the browser client signs in through
+    /// `POST /api/v1/dev/token`, which does not exist when this is `None`.
+    pub dev_tokens: Option<DevTokens>,
 }
 
 /// A built application, bound and ready to run.
@@ -75,6 +80,7 @@ impl Application {
             metrics: metrics.clone(),
             readiness: storage.readiness,
             realtime: Some(realtime.clone()),
+            dev_tokens: config.dev_tokens,
         };
         let listener = TcpListener::bind(&config.bind[..])
             .with_context(|| format!("cannot listen on {:?}", config.bind))?;

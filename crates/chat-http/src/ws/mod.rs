@@ -64,9 +64,13 @@ pub async fn connect(
         .into());
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|origin| realtime.config().origin_allowed(origin));
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok());
+        let allowed = origin.to_str().is_ok_and(|origin| {
+            realtime.config().origin_allowed(origin) || same_origin(origin, host)
+        });
         if !allowed {
             return Err(ApiError::Service(ServiceError::Forbidden(
                 "this origin may not open a WebSocket",
@@ -190,5 +194,46 @@ mod tests {
         let long_ago = token_deadline(&token(1)).unwrap();
         assert!(long_ago <= Instant::now());
         assert_eq!(token_deadline("not-a-jwt"), None);
+    }
+}
+
+/// Whether `origin` names the host the request was sent to: the page chatd serves itself
+/// (`/`) may always open its WebSocket. The scheme is not compared, because behind a
+/// TLS-terminating proxy the page is `https` while this server sees `http`; a page of
+/// another site cannot send this server's host as its `Origin`.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    origin
+        .trim()
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.trim_end_matches('/').eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod same_origin_tests {
+    use super::same_origin;
+
+    #[test]
+    fn the_servers_own_pages_are_same_origin() {
+        let cases = [
+            ("http://127.0.0.1:8080", Some("127.0.0.1:8080"), true),
+            ("https://chat.example.com", Some("chat.example.com"), true),
+            ("http://127.0.0.1:8080/", Some("127.0.0.1:8080"), true),
+            ("http://127.0.0.1:8081", Some("127.0.0.1:8080"), false),
+            ("https://evil.example", Some("chat.example.com"), false),
+            (
+                "https://chat.example.com.evil.example",
+                Some("chat.example.com"),
+                false,
+            ),
+            ("null", Some("chat.example.com"), false),
+            ("http://127.0.0.1:8080", None, false),
+            ("http://", Some(""), false),
+        ];
+        for (origin, host, expected) in cases {
+            assert_eq!(same_origin(origin, host), expected, "{origin} {host:?}");
+        }
     }
 }

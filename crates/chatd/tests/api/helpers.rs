@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chat_domain::UserId;
-use chat_http::{AuthConfig, HttpSettings, MintClaims, Readiness, WsConfig, mint_hs256};
+use chat_http::{AuthConfig, DevTokens, HttpSettings, MintClaims, Readiness, WsConfig, mint_hs256};
 use chat_realtime::RealtimeSettings;
 use chat_service::Limits;
 use chat_test_support::mysql::TestDb;
@@ -42,6 +42,8 @@ pub struct Options {
     pub audience: Option<String>,
     pub limits: Option<Limits>,
     pub readiness: Option<Arc<dyn Readiness>>,
+    /// Serve `POST /api/v1/dev/token` (as `chatd serve --dev` does).
+    pub dev_tokens: bool,
 }
 
 /// A running server.
@@ -127,6 +129,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
         limits: options.limits.unwrap_or_default(),
         ws: WsConfig::default(),
         realtime: RealtimeSettings::default(),
+        dev_tokens: options
+            .dev_tokens
+            .then(|| DevTokens::new(SECRET.as_bytes(), None, None)),
     };
     let app = Application::build(config, storage)
         .await

@@ -10,3 +10,4 @@ mod helpers;
 mod messages;
 mod ops;
 mod validation;
+mod web;

@@ -108,6 +108,7 @@ pub async fn spawn_node_on(
             redis,
             ..RealtimeSettings::default()
         },
+        dev_tokens: None,
     };
     let app = Application::build(app_config, storage.clone())
         .await
