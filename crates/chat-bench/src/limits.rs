@@ -1,6 +1,6 @@
 //! The machine's own limits, measured in the same run: raw single-row INSERTs of the
-//! message row shape into MySQL with the scenario's concurrency (the ceiling for durable
-//! sends), and a bare tokio WebSocket broadcast of pre-encoded frames (the ceiling for
+//! message row shape into MySQL, and into a SQLite file on chatd's durable settings, with
+//! the scenario's concurrency (the ceilings for durable sends), and a bare tokio WebSocket broadcast of pre-encoded frames (the ceiling for
 //! fan-out).
 
 use std::sync::Arc;
@@ -122,6 +122,117 @@ pub(crate) async fn raw_insert(server_url: &str, plan: &Plan) -> anyhow::Result<
     Ok(json!({
         "concurrency": plan.concurrency,
         "innodb_flush_log_at_trx_commit": flush.0,
+        "inserts": latencies.count(),
+        "errors": errors,
+        "throughput_per_s": round(latencies.count() as f64 / elapsed),
+        "latency": latencies.summary(),
+    }))
+}
+
+/// Raw single-row INSERTs of the message row shape into a scratch SQLite file in `dir`, on
+/// the settings chat-sqlite uses (WAL, `synchronous=FULL`: each INSERT is its own
+/// transaction, fsynced before it returns), `concurrency` callers at a time through the one
+/// connection SQLite lets write at a time.
+pub(crate) async fn raw_insert_sqlite(dir: &std::path::Path, plan: &Plan) -> anyhow::Result<Value> {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("raw.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options)
+        .await
+        .context("opening the raw SQLite file")?;
+    sqlx::query(
+        "CREATE TABLE raw_messages (
+            id TEXT PRIMARY KEY,
+            conversation_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            sender_id INTEGER NOT NULL,
+            content TEXT NOT NULL,
+            message_type TEXT DEFAULT 'TEXT',
+            created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+            is_system_message INTEGER DEFAULT 0,
+            UNIQUE (conversation_id, seq)
+        )",
+    )
+    .execute(&pool)
+    .await?;
+    for index in [
+        "CREATE INDEX raw_by_time ON raw_messages (conversation_id, created_at)",
+        "CREATE INDEX raw_by_sender ON raw_messages (sender_id)",
+    ] {
+        sqlx::query(index).execute(&pool).await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicU64::new(0));
+    let conversations: Arc<Vec<String>> = Arc::new(
+        (0..plan.send_groups)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect(),
+    );
+    let start = Instant::now();
+    let workers = (0..plan.concurrency).map(|_| {
+        let pool = pool.clone();
+        let stop = stop.clone();
+        let seq = seq.clone();
+        let conversations = conversations.clone();
+        tokio::spawn(async move {
+            let mut latencies = Latencies::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let began = Instant::now();
+                let result = sqlx::query(
+                    "INSERT INTO raw_messages (id, conversation_id, seq, sender_id, content) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&conversations[n as usize % conversations.len()])
+                .bind(n as i64)
+                .bind(10_000 + (n % 4) as i64)
+                .bind(format!("durable {n}"))
+                .execute(&pool)
+                .await;
+                match result {
+                    Ok(_) => latencies.record(began.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let timer = {
+        let stop = stop.clone();
+        let seconds = plan.send_seconds;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let results = join_all(workers).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    timer.await?;
+    let mut latencies = Latencies::new();
+    let mut errors = 0;
+    for result in results {
+        let (l, e) = result?;
+        latencies.merge(&l);
+        errors += e;
+    }
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(json!({
+        "concurrency": plan.concurrency,
+        "settings": "journal_mode=WAL, synchronous=FULL, autocommit",
         "inserts": latencies.count(),
         "errors": errors,
         "throughput_per_s": round(latencies.count() as f64 / elapsed),

@@ -1,5 +1,6 @@
 //! `chat-bench`: the load generator behind `cargo xtask bench`. It starts the real
-//! `chatd` binary (on the in-memory store and on MySQL), drives it over HTTP and
+//! `chatd` binary (on the in-memory store, on a SQLite file and on MySQL), drives it over
+//! HTTP and
 //! WebSocket, measures the machine's own limits in the same run, and writes
 //! `results.json` and `results.md`.
 //!
@@ -172,6 +173,12 @@ where
 {
     let store = match store {
         Store::Memory => Store::Memory,
+        Store::Sqlite { dir } => {
+            // A fresh file per scenario, as MySQL gets a fresh database.
+            let dir = dir.join(scenario);
+            let _ = std::fs::remove_dir_all(&dir);
+            Store::Sqlite { dir }
+        }
         Store::MySql { url } => Store::MySql {
             url: fresh_database(url, &format!("chat_bench_{scenario}")).await?,
         },
@@ -181,6 +188,9 @@ where
     let server = Server::start(&args.chatd, &store, &args.out).await?;
     let (value, server) = run(server).await?;
     server.stop().await;
+    if let Store::Sqlite { dir } = &store {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     eprintln!(
         "  {} / {scenario} done in {:.1} s",
         store.label(),
@@ -246,6 +256,12 @@ async fn main() -> anyhow::Result<()> {
         Some(url) if args.wants("send") => Some(limits::raw_insert(url, &args.plan).await?),
         _ => None,
     };
+    let sqlite_dir = std::path::absolute(args.out.join("sqlite"))?;
+    let raw_insert_sqlite = if args.wants("send") {
+        Some(limits::raw_insert_sqlite(&sqlite_dir.join("raw"), &args.plan).await?)
+    } else {
+        None
+    };
     let mut broadcast = serde_json::Map::new();
     for members in args
         .plan
@@ -262,6 +278,10 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("scenarios:");
     let mut stores = serde_json::Map::new();
     stores.insert("memory".into(), run_store(&args, &Store::Memory).await?);
+    stores.insert(
+        "sqlite".into(),
+        run_store(&args, &Store::Sqlite { dir: sqlite_dir }).await?,
+    );
     if let Some(url) = &args.database_url {
         stores.insert(
             "mysql".into(),
@@ -273,7 +293,11 @@ async fn main() -> anyhow::Result<()> {
         "mode": args.plan.mode,
         "plan": format!("{:?}", args.plan),
         "machine": machine(),
-        "limits": { "raw_insert": raw_insert, "bare_broadcast": broadcast },
+        "limits": {
+            "raw_insert": raw_insert,
+            "raw_insert_sqlite": raw_insert_sqlite,
+            "bare_broadcast": broadcast,
+        },
         "stores": stores,
         "seconds": stats::round(began.elapsed().as_secs_f64()),
     });

@@ -11,13 +11,20 @@ use tokio::process::{Child, Command};
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
     Memory,
-    MySql { url: String },
+    /// A SQLite file in `dir` (chatd's default store).
+    Sqlite {
+        dir: PathBuf,
+    },
+    MySql {
+        url: String,
+    },
 }
 
 impl Store {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Store::Memory => "memory",
+            Store::Sqlite { .. } => "sqlite",
             Store::MySql { .. } => "mysql",
         }
     }
@@ -54,7 +61,13 @@ impl Server {
             .kill_on_drop(true);
         match store {
             Store::Memory => {
-                command.env_remove("DATABASE_URL");
+                command.env("DATABASE_URL", "memory:");
+            }
+            Store::Sqlite { dir } => {
+                command.env(
+                    "DATABASE_URL",
+                    format!("sqlite://{}", dir.join("chat.db").display()),
+                );
             }
             Store::MySql { url } => {
                 command.env("DATABASE_URL", url);

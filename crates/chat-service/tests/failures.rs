@@ -29,7 +29,7 @@ async fn a_failing_append_is_unavailable_and_stores_and_announces_nothing() {
         .returning(|_| Err(unavailable()));
     let mut silent = MockEventPublisher::new();
     silent.expect_publish().never();
-    let mut wired = ports(app.store.clone(), Arc::new(silent));
+    let mut wired = ports(app.memory(), Arc::new(silent));
     wired.messages = Arc::new(failing);
     let service = ChatService::new(wired);
 
@@ -39,7 +39,7 @@ async fn a_failing_append_is_unavailable_and_stores_and_announces_nothing() {
         .unwrap_err();
     assert_eq!(err, ServiceError::Unavailable);
     let page = app
-        .store
+        .memory()
         .history(id, HistoryQuery::Latest(PageLimit::new(10).unwrap()))
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn a_failing_publisher_never_loses_a_stored_message() {
         .expect_publish()
         .times(1)
         .returning(|_| Err(PublishError("redis is down".to_owned())));
-    let service = ChatService::new(ports(app.store.clone(), Arc::new(broken)));
+    let service = ChatService::new(ports(app.memory(), Arc::new(broken)));
 
     let sent = service
         .send_message(uid(1), id, text("kept"))
@@ -85,7 +85,7 @@ async fn an_unreachable_store_makes_every_read_unavailable() {
     let mut down = MockConversationStore::new();
     down.expect_conversation_details()
         .returning(|_| Err(unavailable()));
-    let mut wired = ports(app.store.clone(), app.events.clone());
+    let mut wired = ports(app.memory(), app.events.clone());
     wired.conversations = Arc::new(down);
     let service = ChatService::new(wired);
     let id = ConversationId::new();
@@ -108,7 +108,7 @@ async fn a_failing_delete_changes_nothing() {
     let app = app().await;
     let id = app.group(1, &[2]).await;
     let message = app.send_id(1, id, "stays").await;
-    let store = app.store.clone();
+    let store = app.memory();
     let mut failing = MockMessageStore::new();
     failing
         .expect_find_message()
@@ -119,7 +119,7 @@ async fn a_failing_delete_changes_nothing() {
     failing
         .expect_delete_message()
         .returning(|_, _| Err(unavailable()));
-    let mut wired = ports(app.store.clone(), app.events.clone());
+    let mut wired = ports(app.memory(), app.events.clone());
     wired.messages = Arc::new(failing);
     let service = ChatService::new(wired);
     app.events.take();

@@ -107,8 +107,7 @@ async fn rule_01_unknown_participants_are_invalid() {
 async fn rule_01_at_most_1000_participants() {
     let app = app().await;
     for i in 11..=1001 {
-        use chat_ports::UserDirectory;
-        app.store.upsert_user(uid(i), None).await.unwrap();
+        app.users.upsert_user(uid(i), None).await.unwrap();
     }
     let too_many: Vec<i64> = (2..=1001).collect();
     let err = app

@@ -12,9 +12,14 @@ use chat_realtime::{RealtimeSettings, RedisSettings};
 use clap::{Args, Parser, Subcommand};
 
 use crate::startup::AppConfig;
+use crate::storage::{StoreChoice, StoreChoiceError};
 
 /// The secret of `--dev` mode: public on purpose, so it is only accepted on loopback.
 pub const DEV_SECRET: &str = "chatd-development-secret-never-use-in-production";
+
+/// Where the SQLite file goes without DATABASE_URL and CHAT_DATA_DIR: `chatd-data/` in the
+/// working directory.
+pub const DEFAULT_DATA_DIR: &str = "chatd-data";
 
 /// `chatd`: the chat server.
 #[derive(Debug, Parser)]
@@ -52,6 +57,8 @@ Also read from the environment:
                                 send is answered 503 at once (default 1024)";
 
 /// The subcommands.
+// Parsed once at start and consumed at once: boxing `serve`'s arguments saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the HTTP server.
@@ -89,9 +96,17 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
-    /// The MySQL/MariaDB database; without it, an in-memory store (nothing persists).
+    /// The database: `mysql://…` (MySQL/MariaDB), `sqlite://path` (a SQLite file) or
+    /// `memory:` (nothing persists); without it, a SQLite file in CHAT_DATA_DIR.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The directory of the SQLite database file (`chat.db`) when DATABASE_URL is not set;
+    /// created when missing.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory: NOTHING PERSISTS (demos and tests).
+    #[arg(long)]
+    pub ephemeral: bool,
     /// Token verification.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -101,7 +116,7 @@ pub struct ServeArgs {
     /// `jit`: a verified token upserts its user; `external`: the platform owns users.
     #[arg(long, env = "CHAT_USER_PROVISIONING", default_value = "jit")]
     pub user_provisioning: String,
-    /// Development mode: a built-in secret, loopback only.
+    /// Development mode: a built-in secret, loopback only (data persists as without it).
     #[arg(long)]
     pub dev: bool,
     /// Do not run the database migrations at start.
@@ -131,9 +146,27 @@ pub struct ServeArgs {
 /// `chatd migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    /// The MySQL/MariaDB database.
+    /// The database: `mysql://…` or `sqlite://path`; without it, the SQLite file in
+    /// CHAT_DATA_DIR.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The directory of the SQLite database file when DATABASE_URL is not set.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl MigrateArgs {
+    /// The store to migrate.
+    ///
+    /// # Errors
+    /// [`ConfigError::Store`] when DATABASE_URL names no store.
+    pub fn store(&self) -> Result<StoreChoice, ConfigError> {
+        Ok(StoreChoice::resolve(
+            present(self.database_url.clone()).as_deref(),
+            &self.data_dir,
+            false,
+        )?)
+    }
 }
 
 /// `chatd token`.
@@ -196,6 +229,9 @@ pub enum ConfigError {
     /// A rate limit of zero would refuse every message.
     #[error("{0} must be at least 1")]
     ZeroRate(&'static str),
+    /// DATABASE_URL, CHAT_DATA_DIR and --ephemeral name no store.
+    #[error("refusing to start: {0}")]
+    Store(#[from] StoreChoiceError),
 }
 
 /// A checked `serve` configuration.
@@ -203,8 +239,10 @@ pub enum ConfigError {
 pub struct ServeConfig {
     /// The application.
     pub app: AppConfig,
-    /// The database, if any.
+    /// The database URL, if any.
     pub database_url: Option<String>,
+    /// The store to open (from the URL, the data directory and `--ephemeral`).
+    pub store: StoreChoice,
     /// Whether to migrate at start (with a database).
     pub migrate: bool,
     /// Whether this is `--dev`.
@@ -265,6 +303,8 @@ impl ServeArgs {
             channel: present(Some(self.redis_channel))
                 .unwrap_or_else(|| chat_realtime::DEFAULT_CHANNEL.to_owned()),
         });
+        let database_url = present(self.database_url);
+        let store = StoreChoice::resolve(database_url.as_deref(), &self.data_dir, self.ephemeral)?;
         Ok(ServeConfig {
             app: AppConfig {
                 bind,
@@ -292,7 +332,8 @@ impl ServeArgs {
                 },
                 dev_tokens,
             },
-            database_url: present(self.database_url),
+            database_url,
+            store,
             migrate: !self.no_migrate,
             dev: self.dev,
         })
@@ -345,6 +386,7 @@ mod tests {
         args.auth.jwt_public_key_pem = None;
         args.auth.jwt_algorithm = "HS256".into();
         args.database_url = None;
+        args.data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         args.bind = "127.0.0.1:8080".into();
         args.user_provisioning = "jit".into();
         args
@@ -367,7 +409,43 @@ mod tests {
         assert!(config.dev);
         assert!(config.app.bind.iter().all(|a| a.ip().is_loopback()));
         assert!(config.database_url.is_none());
+        // --dev persists: a SQLite file in the default data directory.
+        assert_eq!(
+            config.store,
+            StoreChoice::Sqlite(PathBuf::from("chatd-data/chat.db"))
+        );
         assert!(config.app.dev_tokens.is_some(), "the page can sign in");
+    }
+
+    #[test]
+    fn ephemeral_keeps_everything_in_memory_and_refuses_a_database() {
+        let mut args = clean(serve(&["--dev", "--ephemeral"]));
+        args.dev = true;
+        assert_eq!(
+            args.clone().resolve().expect("starts").store,
+            StoreChoice::Memory
+        );
+        args.database_url = Some("mysql://root@127.0.0.1/chat".into());
+        let err = args.resolve().expect_err("must refuse");
+        assert!(err.to_string().contains("--ephemeral"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_and_sqlite_urls_choose_the_file() {
+        let mut args = clean(serve(&["--dev"]));
+        args.dev = true;
+        args.data_dir = PathBuf::from("/srv/chat");
+        assert_eq!(
+            args.clone().resolve().expect("starts").store,
+            StoreChoice::Sqlite(PathBuf::from("/srv/chat/chat.db"))
+        );
+        args.database_url = Some("sqlite:///var/chat.db".into());
+        assert_eq!(
+            args.clone().resolve().expect("starts").store,
+            StoreChoice::Sqlite(PathBuf::from("/var/chat.db"))
+        );
+        args.database_url = Some("redis://localhost".into());
+        assert!(matches!(args.resolve(), Err(ConfigError::Store(_))));
     }
 
     #[test]

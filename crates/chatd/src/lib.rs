@@ -15,7 +15,7 @@ use chat_http::{MintClaims, mint_hs256};
 use tracing_subscriber::EnvFilter;
 
 pub use startup::{AppConfig, Application};
-pub use storage::Storage;
+pub use storage::{Storage, StoreChoice};
 
 use crate::config::{MigrateArgs, ServeArgs, TokenArgs};
 
@@ -42,13 +42,13 @@ pub fn init_tracing(format: config::LogFormat) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     if config.app.auth.provisioning == chat_http::Provisioning::External
-        && config.database_url.is_none()
+        && config.store == StoreChoice::Memory
     {
         tracing::warn!(
             "CHAT_USER_PROVISIONING=external with the in-memory store: no user will ever exist"
         );
     }
-    let storage = Storage::open(config.database_url.as_deref(), config.migrate).await?;
+    let storage = Storage::open(&config.store, config.migrate).await?;
     match &config.app.realtime.redis {
         Some(redis) => {
             tracing::info!(channel = %redis.channel, "real-time events bridged over Redis");
@@ -58,34 +58,60 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              only; set it when running more than one chatd"
         ),
     }
-    let app = Application::build(config.app, storage).await?;
+    let app = match Application::build(config.app, storage.clone()).await {
+        Ok(app) => app,
+        Err(err) => {
+            // Release the store (a SQLite file's lock) before saying why.
+            storage.shut_down(std::time::Duration::from_secs(10)).await;
+            return Err(err);
+        }
+    };
     let address = app.address();
     tracing::info!(%address, "chatd listening");
     if config.dev {
         eprintln!(
             "\nchatd is running in DEVELOPMENT mode on http://{address} (built-in secret, \
-             loopback only).\n\nOpen the web client in two browser tabs (one user per tab):\n\n    \
+             loopback only).\nData: {}.\n\nOpen the web client in two browser tabs (one user per tab):\n\n    \
              http://{address}/\n\nOr mint a token with:\n\n    cargo run -q -p chatd -- token --dev \
              --user 1 --name Alice\n\nthen call e.g.:\n\n    curl -H \"Authorization: Bearer \
-             $TOKEN\" http://{address}/api/v1/conversations\n"
+             $TOKEN\" http://{address}/api/v1/conversations\n",
+            storage.description
         );
     }
+    // Shuts the store down (a SQLite file closed and released) once the server has
+    // stopped: in-flight requests may still have been writing.
     app.run_until_stopped().await.context("server failed")?;
     tracing::info!("chatd stopped");
     Ok(())
 }
 
-/// `chatd migrate`: applies the migrations to `DATABASE_URL`.
+/// `chatd migrate`: applies the migrations to `DATABASE_URL`, or to the SQLite file in
+/// the data directory without it.
 ///
 /// # Errors
-/// Without a database, or when it cannot be reached or a migration fails.
+/// For the in-memory store (nothing to migrate), or when the database cannot be opened or
+/// reached, or a migration fails (a schema newer than this binary included).
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let url = args
-        .database_url
-        .filter(|u| !u.trim().is_empty())
-        .context("DATABASE_URL is not set; `chatd migrate` needs a database")?;
-    let store = storage::connect(&url).await?;
-    store.migrate().await.context("running migrations")?;
+    match args.store()? {
+        StoreChoice::Memory => {
+            anyhow::bail!(
+                "DATABASE_URL=memory: has no schema to migrate; `chatd migrate` needs a database"
+            )
+        }
+        StoreChoice::MySql(url) => {
+            let store = storage::connect(&url).await?;
+            store.migrate().await.context("running migrations")?;
+        }
+        StoreChoice::Sqlite(path) => {
+            let store = storage::open_sqlite(&path).await?;
+            let migrated = store.migrate().await;
+            store.close().await;
+            migrated.with_context(|| {
+                format!("cannot migrate the SQLite database {}", path.display())
+            })?;
+            tracing::info!(file = %path.display(), "SQLite database migrated");
+        }
+    }
     tracing::info!("database migrations applied");
     Ok(())
 }

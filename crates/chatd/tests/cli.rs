@@ -1,12 +1,20 @@
 //! The `chatd` binary end to end: it refuses unsafe configurations with a reason, mints
-//! tokens, serves in `--dev` mode and stops gracefully on SIGTERM.
+//! tokens, serves in `--dev` mode and stops gracefully on SIGTERM; on SQLite (the default)
+//! it persists across restarts and `kill -9`, and refuses a database file that is locked,
+//! unwritable or from a newer schema. Every server started here stores in a temporary data
+//! directory (never `chatd-data/` in the repository).
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 /// `chatd` with a clean environment for everything it reads.
 fn chatd(args: &[&str]) -> Command {
@@ -21,8 +29,11 @@ fn chatd(args: &[&str]) -> Command {
         "CHAT_ALLOWED_ORIGINS",
         "CHAT_USER_PROVISIONING",
         "DATABASE_URL",
+        "CHAT_DATA_DIR",
         "CHAT_BIND",
         "REDIS_URL",
+        "CHAT_SEND_RATE_PER_SECOND",
+        "CHAT_SEND_BURST",
     ] {
         command.env_remove(name);
     }
@@ -85,9 +96,18 @@ fn get(address: &str, path: &str, token: Option<&str>) -> String {
     response
 }
 
-#[test]
-fn dev_server_serves_and_stops_gracefully_on_sigterm() {
-    let mut child = chatd(&["serve", "--dev", "--bind", "127.0.0.1:0"])
+/// A `chatd serve` process, its address, and its stderr lines (killed if the test fails).
+struct Running {
+    child: Child,
+    address: String,
+    /// The lines printed before the address was announced.
+    seen: Vec<String>,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Spawns `command` (a `chatd serve`) and waits until it announces its address.
+fn start(mut command: Command) -> Running {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -111,6 +131,64 @@ fn dev_server_serves_and_stops_gracefully_on_sigterm() {
         }
         seen.push(line);
     };
+    Running {
+        child,
+        address,
+        seen,
+        lines: received,
+    }
+}
+
+impl Running {
+    /// The next stderr line that contains `needle` (within 10 s).
+    fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?}"),
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn stop(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "chatd did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGKILL; harmless when it has exited already.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dev_server_serves_and_stops_gracefully_on_sigterm() {
+    let server = start(chatd(&[
+        "serve",
+        "--dev",
+        "--ephemeral",
+        "--bind",
+        "127.0.0.1:0",
+    ]));
+    let (address, seen) = (server.address.clone(), &server.seen);
     assert!(
         seen.iter().any(|l| l.contains("NOTHING PERSISTS")),
         "the in-memory store is announced: {seen:#?}"
@@ -129,20 +207,299 @@ fn dev_server_serves_and_stops_gracefully_on_sigterm() {
     let anonymous = get(&address, "/api/v1/unread", None);
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(std::time::Instant::now() < deadline, "chatd did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = server.stop();
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
+}
+
+/// `chatd serve --dev` on a free port storing in `data_dir`.
+fn dev_server_in(data_dir: &Path) -> Command {
+    let mut command = chatd(&["serve", "--dev", "--bind", "127.0.0.1:0"]);
+    // Idle keep-alive connections of the test's clients need not hold up a stop.
+    command
+        .env("CHAT_DATA_DIR", data_dir)
+        .env("CHAT_SHUTDOWN_TIMEOUT", "2");
+    command
+}
+
+fn dev_token(user: i64) -> String {
+    let out = chatd(&["token", "--dev", "--user", &user.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Sends `body` (JSON) to `path` as `token`'s user; the status and the JSON answer.
+async fn call(
+    client: &reqwest::Client,
+    address: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Result<(u16, Value)> {
+    let mut request = client
+        .request(method, format!("http://{address}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Every message of `conversation`, oldest first (all pages).
+async fn history(address: &str, token: &str, conversation: &str) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let path =
+            format!("/api/v1/conversations/{conversation}/messages?limit=100&after_seq={after}");
+        let (status, page) = call(&client, address, token, reqwest::Method::GET, &path, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap().clone();
+        if let Some(last) = items.last() {
+            after = last["seq"].as_i64().unwrap();
+        }
+        all.extend(items);
+        if page["has_more"] != json!(true) {
+            return all;
+        }
+    }
+}
+
+async fn create_group(address: &str, token: &str) -> String {
+    let (status, group) = call(
+        &reqwest::Client::new(),
+        address,
+        token,
+        reqwest::Method::POST,
+        "/api/v1/conversations",
+        Some(json!({"type": "GROUP", "name": "Kept", "participant_ids": []})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{group}");
+    group["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_stores_in_the_data_dir_and_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(dev_server_in(data.path()));
+    let file = data.path().join("chat.db");
+    let banner = server.line_with("Data:");
+    assert!(
+        banner.contains(&format!("SQLite file {}", file.display())),
+        "the banner says where: {banner}"
+    );
+    assert!(
+        server
+            .seen
+            .iter()
+            .any(|l| l.contains(&file.display().to_string())),
+        "the log says where: {:#?}",
+        server.seen
+    );
+    let token = dev_token(1);
+    let group = create_group(&server.address, &token).await;
+    let (status, _) = call(
+        &reqwest::Client::new(),
+        &server.address,
+        &token,
+        reqwest::Method::POST,
+        &format!("/api/v1/conversations/{group}/messages"),
+        Some(json!({"content": "still here after a restart"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let ready = get(&server.address, "/readyz", None);
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = get(&server.address, "/metrics", None);
+    assert!(
+        metrics.contains(r#"chat_db_pool_connections{state="max"}"#),
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+    assert!(file.exists());
+
+    let server = start(dev_server_in(data.path()));
+    let messages = history(&server.address, &token, &group).await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["content"] == "still here after a restart"),
+        "{messages:#?}"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_data_dir_in_use_by_another_chatd_stops_start_up() {
+    let data = tempfile::tempdir().unwrap();
+    let first = start(dev_server_in(data.path()));
+    let out = dev_server_in(data.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another chatd"), "{stderr}");
+    assert!(
+        stderr.contains(&data.path().join("chat.db").display().to_string()),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    let health = get(&first.address, "/readyz", None);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(first.stop().success());
+}
+
+#[test]
+fn an_unwritable_data_dir_stops_start_up() {
+    let data = tempfile::tempdir().unwrap();
+    // A directory cannot be made under a plain file (this holds even for root).
+    let blocker = data.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let out = dev_server_in(&blocker.join("data")).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be created or written"), "{stderr}");
+    assert!(stderr.contains("CHAT_DATA_DIR"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_chatd_stops_start_up_and_migrate() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("chat.db");
+    let url = format!("sqlite://{}", file.display());
+    let migrated = chatd(&["migrate"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    // What a newer chatd would have left: a migration this binary does not know.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000000, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    for args in [
+        &["serve", "--dev", "--bind", "127.0.0.1:0"][..],
+        &["migrate"],
+    ] {
+        let out = chatd(args)
+            .env("CHAT_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("newer than this chatd"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("29991231000000"), "{args:?}: {stderr}");
+    }
+}
+
+/// kill -9 while sends are in flight: every send answered 201 before the kill is in the
+/// history after a restart, exactly once (WAL, synchronous=FULL, answers after COMMIT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sends_survive_kill_9_exactly_once() {
+    const SENDS: usize = 600;
+    let data = tempfile::tempdir().unwrap();
+    let mut command = dev_server_in(data.path());
+    command
+        .env("CHAT_SEND_RATE_PER_SECOND", "100000")
+        .env("CHAT_SEND_BURST", "100000");
+    let server = start(command);
+    let address = server.address.clone();
+    let token = dev_token(1);
+    let group = create_group(&address, &token).await;
+
+    let server = Arc::new(Mutex::new(server));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let path = format!("/api/v1/conversations/{group}/messages");
+    let mut sends = Vec::new();
+    for i in 0..SENDS {
+        let (client, address, token, path) =
+            (client.clone(), address.clone(), token.clone(), path.clone());
+        let (acknowledged, killed, server) = (acknowledged.clone(), killed.clone(), server.clone());
+        sends.push(tokio::spawn(async move {
+            let content = format!("crash-{i}");
+            let body = json!({"content": content, "client_message_id": format!("cm-{i}")});
+            let reply = call(
+                &client,
+                &address,
+                &token,
+                reqwest::Method::POST,
+                &path,
+                Some(body),
+            )
+            .await;
+            let acked = matches!(&reply, Ok((201, _)));
+            if acked && acknowledged.fetch_add(1, Ordering::SeqCst) + 1 == SENDS / 4 {
+                // A quarter is acknowledged, the rest in flight or queued: kill -9 now.
+                server.lock().unwrap().child.kill().unwrap();
+                killed.store(true, Ordering::SeqCst);
+            }
+            acked.then_some(content)
+        }));
+    }
+    let mut acked = Vec::new();
+    for send in sends {
+        if let Some(content) = send.await.unwrap() {
+            acked.push(content);
+        }
+    }
+    assert!(killed.load(Ordering::SeqCst), "the kill happened");
+    assert!(
+        acked.len() < SENDS,
+        "some sends were cut off by the kill ({} acknowledged)",
+        acked.len()
+    );
+    let status = server.lock().unwrap().child.wait().unwrap();
+    assert!(!status.success(), "chatd was killed: {status:?}");
+
+    let server = start(dev_server_in(data.path()));
+    let messages = history(&server.address, &token, &group).await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for message in &messages {
+        *counts
+            .entry(message["content"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    for content in &acked {
+        assert_eq!(
+            counts.get(content.as_str()),
+            Some(&1),
+            "acknowledged {content} is in history exactly once"
+        );
+    }
+    // Nothing is stored twice, acknowledged or not, and seq has no gap.
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert!(server.stop().success());
 }
 
 /// Settings the docs name that are not `chatd`'s: they steer the test suite.

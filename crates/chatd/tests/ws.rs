@@ -1,5 +1,9 @@
 //! The WebSocket endpoint on one node, in process: delivery, ordering, replies, limits,
-//! keep-alive and authentication, with real tokio-tungstenite clients.
+//! keep-alive and authentication, with real tokio-tungstenite clients; every scenario on
+//! the in-memory store and on a SQLite file.
+// Test code may unwrap (clippy.toml allows it in `#[test]` functions only, not in the
+// scenario functions the store variants share).
+#![allow(clippy::unwrap_used)]
 
 mod ws_support;
 
@@ -8,8 +12,59 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chat_http::WsConfig;
 use serde_json::{Value, json};
 use ws_support::{
-    ALLOWED_ORIGIN, Ending, Refused, WAIT, spawn_node, test_config, token, token_expiring, uid,
+    ALLOWED_ORIGIN, Ending, Refused, Store, WAIT, spawn_node, test_config, token, token_expiring,
+    uid,
 };
+
+/// Runs a scenario on a node over the in-memory store and on one over a fresh SQLite file.
+macro_rules! on_every_store {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use crate::ws_support::Store;
+
+                $(#[$attr])*
+                async fn memory() {
+                    super::$name(Store::Memory).await;
+                }
+
+                $(#[$attr])*
+                async fn sqlite() {
+                    super::$name(Store::Sqlite).await;
+                }
+            }
+        )+
+    };
+}
+
+on_every_store!(
+    #[tokio::test]
+    events_reach_every_connection_of_every_participant_and_nobody_else,
+    #[tokio::test]
+    removal_stops_delivery_at_once_and_adding_starts_it,
+    #[tokio::test]
+    typing_reaches_only_the_others_and_read_markers_everyone,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_burst_of_concurrent_sends_arrives_in_seq_order,
+    #[tokio::test]
+    requests_are_answered_with_ack_or_error_frames,
+    #[tokio::test]
+    malformed_frames_get_error_frames_and_the_connection_stays_open,
+    #[tokio::test]
+    a_frame_over_64_kib_closes_with_1009,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything,
+    #[tokio::test]
+    unanswered_pings_close_with_4000_and_answered_ones_keep_it_open,
+    #[tokio::test]
+    shutting_down_closes_every_socket_with_1001,
+    #[tokio::test]
+    handshakes_are_checked_before_upgrading,
+    #[tokio::test]
+    browsers_authenticate_with_a_first_frame,
+    #[tokio::test]
+    an_expiring_token_closes_the_socket_with_1008_unless_refreshed,
+);
 
 fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> Value {
     json!({
@@ -20,9 +75,8 @@ fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> V
     })
 }
 
-#[tokio::test]
-async fn events_reach_every_connection_of_every_participant_and_nobody_else() {
-    let node = spawn_node(test_config()).await;
+async fn events_reach_every_connection_of_every_participant_and_nobody_else(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let group = node.group(1, &[2, 3]).await;
     node.users(&[4]).await;
     let mut alice = node.connect(1).await;
@@ -68,9 +122,8 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn removal_stops_delivery_at_once_and_adding_starts_it() {
-    let node = spawn_node(test_config()).await;
+async fn removal_stops_delivery_at_once_and_adding_starts_it(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let group = node.group(1, &[2]).await;
     node.users(&[3]).await;
     let mut alice = node.connect(1).await;
@@ -109,9 +162,8 @@ async fn removal_stops_delivery_at_once_and_adding_starts_it() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn typing_reaches_only_the_others_and_read_markers_everyone() {
-    let node = spawn_node(test_config()).await;
+async fn typing_reaches_only_the_others_and_read_markers_everyone(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let group = node.group(1, &[2]).await;
     let mut alice = node.connect(1).await;
     let mut alice_phone = node.connect(1).await;
@@ -147,9 +199,8 @@ async fn typing_reaches_only_the_others_and_read_markers_everyone() {
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_concurrent_sends_arrives_in_seq_order() {
-    let node = spawn_node(test_config()).await;
+async fn a_burst_of_concurrent_sends_arrives_in_seq_order(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let group = node.group(1, &[2, 3]).await;
     let mut bob = node.connect(2).await;
     let mut tasks = Vec::new();
@@ -216,9 +267,8 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn requests_are_answered_with_ack_or_error_frames() {
-    let node = spawn_node(test_config()).await;
+async fn requests_are_answered_with_ack_or_error_frames(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let group = node.group(1, &[2]).await;
     let elsewhere = node.group(3, &[]).await;
     let mut alice = node.connect(1).await;
@@ -283,9 +333,8 @@ async fn requests_are_answered_with_ack_or_error_frames() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_frames_get_error_frames_and_the_connection_stays_open() {
-    let node = spawn_node(test_config()).await;
+async fn malformed_frames_get_error_frames_and_the_connection_stays_open(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let mut alice = node.connect(1).await;
     // (text, field named in the problem)
     let cases = [
@@ -329,9 +378,8 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_open() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn a_frame_over_64_kib_closes_with_1009() {
-    let node = spawn_node(test_config()).await;
+async fn a_frame_over_64_kib_closes_with_1009(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let mut alice = node.connect(1).await;
     // Just at the limit is fine (and a malformed frame).
     alice.send_text("x".repeat(64 * 1024)).await;
@@ -344,13 +392,15 @@ async fn a_frame_over_64_kib_closes_with_1009() {
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything() {
-    let node = spawn_node(WsConfig {
-        outbound_queue: 64,
-        close_timeout: Duration::from_secs(60),
-        ..test_config()
-    })
+async fn a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything(store: Store) {
+    let node = spawn_node(
+        store,
+        WsConfig {
+            outbound_queue: 64,
+            close_timeout: Duration::from_secs(60),
+            ..test_config()
+        },
+    )
     .await;
     let group = node.group(1, &[2, 3]).await;
     let mut slow = node.connect_small_buffer(2).await;
@@ -402,12 +452,14 @@ async fn a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything() 
     node.stop().await;
 }
 
-#[tokio::test]
-async fn unanswered_pings_close_with_4000_and_answered_ones_keep_it_open() {
-    let node = spawn_node(WsConfig {
-        ping_interval: Duration::from_millis(100),
-        ..test_config()
-    })
+async fn unanswered_pings_close_with_4000_and_answered_ones_keep_it_open(store: Store) {
+    let node = spawn_node(
+        store,
+        WsConfig {
+            ping_interval: Duration::from_millis(100),
+            ..test_config()
+        },
+    )
     .await;
     let mut lively = node.connect(1).await;
     let mut silent = node.connect(2).await;
@@ -433,9 +485,8 @@ async fn unanswered_pings_close_with_4000_and_answered_ones_keep_it_open() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn shutting_down_closes_every_socket_with_1001() {
-    let node = spawn_node(test_config()).await;
+async fn shutting_down_closes_every_socket_with_1001(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let mut alice = node.connect(1).await;
     let mut bob = node.connect(2).await;
     node.realtime.shut_down();
@@ -452,9 +503,8 @@ type HandshakeCase<'a> = (
     Result<(), Refused>,
 );
 
-#[tokio::test]
-async fn handshakes_are_checked_before_upgrading() {
-    let node = spawn_node(test_config()).await;
+async fn handshakes_are_checked_before_upgrading(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let expired = token_expiring(1, 1_000);
     let good = token(1);
     let own_origin = format!("http://{}", node.address);
@@ -514,12 +564,14 @@ async fn handshakes_are_checked_before_upgrading() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn browsers_authenticate_with_a_first_frame() {
-    let node = spawn_node(WsConfig {
-        auth_timeout: Duration::from_millis(300),
-        ..test_config()
-    })
+async fn browsers_authenticate_with_a_first_frame(store: Store) {
+    let node = spawn_node(
+        store,
+        WsConfig {
+            auth_timeout: Duration::from_millis(300),
+            ..test_config()
+        },
+    )
     .await;
     let group = node.group(1, &[2]).await;
 
@@ -566,9 +618,8 @@ async fn browsers_authenticate_with_a_first_frame() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed() {
-    let node = spawn_node(test_config()).await;
+async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed(store: Store) {
+    let node = spawn_node(store, test_config()).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

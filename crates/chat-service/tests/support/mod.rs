@@ -1,5 +1,6 @@
-//! The service test harness: a `ChatService` over the in-memory store with a recording
-//! event publisher, and short helpers for the common steps.
+//! The service test harness: a `ChatService` over the in-memory store (or, in the
+//! `rules_sqlite` target, over a fresh SQLite file) with a recording event publisher, and
+//! short helpers for the common steps.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -10,8 +11,9 @@ use chat_domain::{
     MessageContent, MessageId, MessageType, MessageView, PostingId, UserId,
 };
 use chat_memory::MemoryStore;
-use chat_ports::{EventPublisher, PublishError};
+use chat_ports::{EventPublisher, PublishError, UserDirectory};
 use chat_service::{ChatService, CreateConversation, InboxItem, Limits, Ports, SendMessage};
+use chat_test_support::sqlite::TestFile;
 
 /// Keeps every delivery for inspection.
 #[derive(Default)]
@@ -40,8 +42,23 @@ impl EventPublisher for Recorder {
 
 pub(crate) struct TestApp {
     pub(crate) service: Arc<ChatService>,
-    pub(crate) store: Arc<MemoryStore>,
+    /// The store's user directory.
+    pub(crate) users: Arc<dyn UserDirectory>,
     pub(crate) events: Arc<Recorder>,
+    store: Backend,
+}
+
+/// The store under the service.
+enum Backend {
+    Memory(Arc<MemoryStore>),
+    /// The file's directory lives as long as the app.
+    Sqlite(TestFile),
+}
+
+/// Whether this test target runs the service on SQLite: `rules_sqlite` compiles `rules.rs`
+/// a second time, and this harness sees the target's name.
+fn on_sqlite() -> bool {
+    env!("CARGO_CRATE_NAME") == "rules_sqlite"
 }
 
 pub(crate) fn uid(id: i64) -> UserId {
@@ -58,15 +75,28 @@ pub(crate) async fn app() -> TestApp {
 }
 
 pub(crate) async fn app_with(limits: Limits) -> TestApp {
-    let store = Arc::new(MemoryStore::new());
     let events = Arc::new(Recorder::default());
-    let service = Arc::new(ChatService::with_limits(
-        ports(store.clone(), events.clone()),
-        limits,
-    ));
+    let (wired, users, store) = if on_sqlite() {
+        let file = chat_test_support::sqlite::fresh_store().await;
+        let sqlite = Arc::new(file.store.clone());
+        let wired = Ports::from_store(sqlite.clone()).with_events(events.clone());
+        (
+            wired,
+            sqlite as Arc<dyn UserDirectory>,
+            Backend::Sqlite(file),
+        )
+    } else {
+        let memory = Arc::new(MemoryStore::new());
+        let wired = ports(memory.clone(), events.clone());
+        (
+            wired,
+            memory.clone() as Arc<dyn UserDirectory>,
+            Backend::Memory(memory),
+        )
+    };
+    let service = Arc::new(ChatService::with_limits(wired, limits));
     for i in 1..=10 {
-        use chat_ports::UserDirectory;
-        store
+        users
             .upsert_user(
                 uid(i),
                 Some(DisplayName::parse(&format!("User {i}")).unwrap()),
@@ -76,8 +106,9 @@ pub(crate) async fn app_with(limits: Limits) -> TestApp {
     }
     TestApp {
         service,
-        store,
+        users,
         events,
+        store,
     }
 }
 
@@ -96,6 +127,18 @@ pub(crate) fn text(content: &str) -> SendMessage {
 }
 
 impl TestApp {
+    /// The in-memory store under the service (the failure-injection tests wire mocks
+    /// around it).
+    ///
+    /// # Panics
+    /// On SQLite.
+    pub(crate) fn memory(&self) -> Arc<MemoryStore> {
+        match &self.store {
+            Backend::Memory(store) => store.clone(),
+            Backend::Sqlite(_) => panic!("this test needs the in-memory store"),
+        }
+    }
+
     pub(crate) async fn group(&self, creator: i64, members: &[i64]) -> ConversationId {
         let item = self
             .service
@@ -116,7 +159,10 @@ impl TestApp {
 
     pub(crate) async fn posting(&self) -> PostingId {
         let id = PostingId::new();
-        self.store.add_posting(id).await;
+        match &self.store {
+            Backend::Memory(store) => store.add_posting(id).await,
+            Backend::Sqlite(file) => file.store.add_posting(id, None).await.unwrap(),
+        }
         id
     }
 

@@ -1,5 +1,5 @@
 //! Test support: `spawn_app()` starts the real server on `127.0.0.1:0` over its own store
-//! (in memory, or a fresh MySQL database), and returns typed request helpers and a token
+//! (in memory, a fresh SQLite file, or a fresh MySQL database), and returns typed request helpers and a token
 //! minting helper.
 #![allow(unreachable_pub)]
 
@@ -23,7 +23,16 @@ pub const SECRET: &str = "chat-http-tests-secret-0123456789abcdef";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Memory,
+    Sqlite,
     MySql,
+}
+
+/// What a test server's store holds on to, to be released when it finishes.
+enum Held {
+    Nothing,
+    MySql(TestDb),
+    /// The storage (to close) and its directory, which must outlive it.
+    Sqlite(Storage, tempfile::TempDir),
 }
 
 /// Knobs for unusual servers.
@@ -41,7 +50,7 @@ pub struct Options {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    database: Option<TestDb>,
+    database: Held,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -86,12 +95,20 @@ pub async fn spawn_app() -> TestApp {
 /// when MySQL is not reachable and not required.
 pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
     let (mut storage, database) = match backend {
-        Backend::Memory => (Storage::memory(), None),
+        Backend::Memory => (Storage::memory(), Held::Nothing),
+        Backend::Sqlite => {
+            // As `chatd serve` opens it: migrated, with its ping and pool gauges.
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let storage = Storage::sqlite(&dir.path().join("chat.db"), true)
+                .await
+                .expect("the SQLite store opens");
+            (storage.clone(), Held::Sqlite(storage, dir))
+        }
         Backend::MySql => {
             let db =
                 chat_test_support::mysql::fresh_database("the API tests on MySQL are SKIPPED", 8)
                     .await?;
-            (Storage::of(Arc::new(db.store.clone())), Some(db))
+            (Storage::of(Arc::new(db.store.clone())), Held::MySql(db))
         }
     };
     if let Some(readiness) = options.readiness {
@@ -131,11 +148,16 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
 }
 
 impl TestApp {
-    /// Stops the server and drops its database.
+    /// Stops the server and drops its database (or closes and removes its SQLite file).
     pub async fn finish(self) {
         self.handle.stop(false).await;
-        if let Some(db) = self.database {
-            db.finish().await;
+        match self.database {
+            Held::Nothing => {}
+            Held::MySql(db) => db.finish().await,
+            Held::Sqlite(storage, dir) => {
+                storage.shut_down(Duration::from_secs(5)).await;
+                drop(dir);
+            }
         }
     }
 
@@ -296,8 +318,8 @@ impl Readiness for NeverReady {
     }
 }
 
-/// Runs a scenario against the in-memory store and against MySQL (skipped loudly when
-/// MySQL is absent and not required).
+/// Runs a scenario against the in-memory store, a SQLite file and MySQL (skipped loudly
+/// when MySQL is absent and not required).
 macro_rules! on_every_backend {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -307,6 +329,13 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn memory() {
                     let app = spawn_with(Backend::Memory, Options::default()).await.expect("memory");
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let app = spawn_with(Backend::Sqlite, Options::default()).await.expect("sqlite");
                     super::$name(&app).await;
                     app.finish().await;
                 }

@@ -35,6 +35,27 @@ async fn health_ready_and_request_ids() {
 }
 
 #[tokio::test]
+async fn sqlite_readiness_pings_and_metrics_show_its_connections() {
+    let app = spawn_with(Backend::Sqlite, Options::default())
+        .await
+        .unwrap();
+    let reply = app.send(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let alice = app.login(1).await;
+    let group = alice.create_group("Stored", &[]).await;
+    alice.say(&group, "on disk").await;
+    let reply = app.send(Method::GET, "/metrics", None, None, &[]).await;
+    let text = reply.body.as_str().unwrap();
+    // The readers and the one writer connection.
+    assert!(
+        text.contains(r#"chat_db_pool_connections{state="max"} 5"#),
+        "{text}"
+    );
+    assert!(text.contains("chat_messages_sent_total 1"), "{text}");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn readiness_failure_is_503_with_retry_after() {
     let app = spawn_with(
         Backend::Memory,

@@ -16,6 +16,7 @@ use chat_http::{AuthConfig, HttpSettings, Metrics, MintClaims, Realtime, WsConfi
 use chat_realtime::{RealtimeSettings, RedisSettings};
 use chat_service::{ChatService, CreateConversation, Limits, SendMessage};
 use chat_test_support::mysql::TestDb;
+use chat_test_support::sqlite::TestFile;
 use chatd::{AppConfig, Application, Storage};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -60,11 +61,29 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub storage: Storage,
     handle: actix_web::dev::ServerHandle,
+    /// The node's own SQLite file, kept (with its directory) as long as the node.
+    file: Option<TestFile>,
 }
 
-/// A node over its own in-memory store, without Redis.
-pub async fn spawn_node(config: WsConfig) -> Node {
-    spawn_node_on(Storage::memory(), config, None).await
+/// Which store a node of its own uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+    Sqlite,
+}
+
+/// A node over its own store (in memory, or a fresh SQLite file), without Redis.
+pub async fn spawn_node(store: Store, config: WsConfig) -> Node {
+    match store {
+        Store::Memory => spawn_node_on(Storage::memory(), config, None).await,
+        Store::Sqlite => {
+            let file = chat_test_support::sqlite::fresh_store().await;
+            let storage = Storage::of(Arc::new(file.store.clone()));
+            let mut node = spawn_node_on(storage, config, None).await;
+            node.file = Some(file);
+            node
+        }
+    }
 }
 
 /// A node over `storage`, built as `chatd serve` builds it, bridged over Redis when
@@ -106,6 +125,7 @@ pub async fn spawn_node_on(
         metrics: app.metrics().clone(),
         storage,
         handle: app.handle(),
+        file: None,
     };
     tokio::spawn(app.run_until_stopped());
     node
@@ -293,6 +313,9 @@ impl Node {
 
     pub async fn stop(self) {
         self.handle.stop(false).await;
+        if let Some(file) = self.file {
+            file.finish().await;
+        }
     }
 }
 
