@@ -564,6 +564,35 @@ async fn browsers_authenticate_with_a_first_frame() {
 }
 
 #[tokio::test]
+async fn rule_tokens_expiring_beyond_the_clock_are_refused_without_panic() {
+    let node = spawn_node(test_config()).await;
+    for exp in [1u64 << 63, i64::MAX as u64, u64::MAX] {
+        let far = token_expiring(1, exp);
+        let outcome = node.handshake(Some(&far), None, "").await.map(|_| ());
+        assert_eq!(
+            outcome,
+            Err(Refused {
+                status: 401,
+                code: Some("unauthorized".to_owned()),
+            }),
+            "exp {exp}"
+        );
+        let mut browser = node.handshake(None, None, "").await.unwrap();
+        browser
+            .send_json(json!({"type": "auth", "token": far}))
+            .await;
+        let (frames, ending) = browser.read_to_end().await;
+        assert!(frames.is_empty(), "{frames:?}");
+        assert_eq!(ending, Ending::Closed(1008), "exp {exp}");
+    }
+    // The node is still serving.
+    let mut alice = node.connect(1).await;
+    alice.send_json(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed() {
     let node = spawn_node(test_config()).await;
     let now = SystemTime::now()
