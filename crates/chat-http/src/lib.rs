@@ -6,6 +6,8 @@
 //! `application/problem+json`. Bearer tokens are checked by [`auth`]; metrics, request ids
 //! and logging live in [`metrics`] and [`telemetry`]; [`openapi`] describes every route.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod auth;
 pub mod cursor;

@@ -3,6 +3,8 @@
 //! server it needs is absent: skip loudly, and fail when the run requires the server
 //! ([`skip_or_fail`]).
 
+#![forbid(unsafe_code)]
+
 pub mod mysql;
 
 /// Whether this run requires the servers the tests use: under CI (`CI=true`) or when
