@@ -453,6 +453,70 @@ type HandshakeCase<'a> = (
 );
 
 #[tokio::test]
+async fn rule_acks_queued_before_a_close_are_flushed() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let node = spawn_node(test_config()).await;
+    let group = node.group(1, &[]).await;
+
+    // The client's close follows its sends in one write: the server reads it right after
+    // committing the last send, before its writer has had a turn.
+    let mut alice = node.connect(1).await;
+    let sends = 20;
+    for i in 0..sends {
+        let frame = send_frame(&format!("r{i}"), group, &format!("m{i}"));
+        alice
+            .socket
+            .feed(Message::Text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+    alice
+        .socket
+        .feed(Message::Close(Some(CloseFrame {
+            code: ws_support::code(1000),
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    alice.socket.flush().await.unwrap();
+    let (frames, ending) = alice.read_to_end().await;
+    let acks: Vec<&Value> = frames.iter().filter(|f| f["type"] == "ack").collect();
+    assert_eq!(
+        acks.len(),
+        sends,
+        "acks lost on an echoed close: {frames:#?}"
+    );
+    assert_eq!(acks[sends - 1]["request_id"], format!("r{}", sends - 1));
+    assert_eq!(ending, Ending::Closed(1000));
+
+    // The same on a shutdown (1001): what was committed is acked before the close.
+    let mut bob = node.connect(1).await;
+    for i in 0..sends {
+        let frame = send_frame(&format!("s{i}"), group, &format!("n{i}"));
+        bob.socket
+            .feed(Message::Text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+    bob.socket.flush().await.unwrap();
+    bob.expect("message.created").await;
+    node.realtime.shut_down();
+    let (frames, ending) = bob.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(1001), "{frames:#?}");
+    let created = frames
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .count()
+        + 1;
+    let acked = frames.iter().filter(|f| f["type"] == "ack").count();
+    assert_eq!(acked, created, "every committed send is acked: {frames:#?}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn handshakes_are_checked_before_upgrading() {
     let node = spawn_node(test_config()).await;
     let expired = token_expiring(1, 1_000);
