@@ -517,7 +517,7 @@ impl ConversationStore for MySqlStore {
         new: NewConversation,
         announcement: NewMessage,
     ) -> Result<ConversationDetails, StoreError> {
-        crate::retrying!(self.try_create(&new, &announcement))
+        crate::retrying!(self, self.try_create(&new, &announcement))
     }
 
     async fn get_or_create_direct(
@@ -527,7 +527,7 @@ impl ConversationStore for MySqlStore {
         b: UserId,
         at: Timestamp,
     ) -> Result<DirectConversation, StoreError> {
-        crate::retrying!(self.try_get_or_create_direct(id, a, b, at))
+        crate::retrying!(self, self.try_get_or_create_direct(id, a, b, at))
     }
 
     async fn conversation_details(
@@ -538,7 +538,7 @@ impl ConversationStore for MySqlStore {
             let mut conn = self.pool.acquire().await?;
             details(&mut conn, id).await
         };
-        load.await.map_err(Failure::into_store)
+        self.bounded(load).await
     }
 
     async fn rename_conversation(
@@ -547,7 +547,7 @@ impl ConversationStore for MySqlStore {
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_rename(id, &name, announcement.as_ref()))
+        crate::retrying!(self, self.try_rename(id, &name, announcement.as_ref()))
     }
 
     async fn archive_conversation(
@@ -556,7 +556,7 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_archive(id, at, announcement.as_ref()))
+        crate::retrying!(self, self.try_archive(id, at, announcement.as_ref()))
     }
 
     async fn unarchive_conversation(
@@ -564,7 +564,7 @@ impl ConversationStore for MySqlStore {
         id: ConversationId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_unarchive(id, announcement.as_ref()))
+        crate::retrying!(self, self.try_unarchive(id, announcement.as_ref()))
     }
 
     async fn add_participants(
@@ -574,7 +574,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
-        crate::retrying!(self.try_add_participants(id, &users, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_add_participants(id, &users, at, announcement.as_ref())
+        )
     }
 
     async fn remove_participant(
@@ -584,7 +587,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
-        crate::retrying!(self.try_remove_participant(id, user, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_remove_participant(id, user, at, announcement.as_ref())
+        )
     }
 
     async fn set_role(
@@ -594,6 +600,9 @@ impl ConversationStore for MySqlStore {
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_set_role(id, user, role, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_set_role(id, user, role, announcement.as_ref())
+        )
     }
 }
