@@ -4,17 +4,20 @@
 //!
 //! 1. `cargo fmt --all -- --check`
 //! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
-//! 3. MySQL and Redis preparation (see [`crate::services`])
-//! 4. `cargo nextest run --workspace --all-features [ARGS]` when cargo-nextest
+//! 3. `cargo deny --offline check licenses bans sources` (supply chain, see `deny.toml`;
+//!    advisories need the network, so they are not part of this offline gate). Without
+//!    cargo-deny installed the step fails under CI and is skipped, loudly, elsewhere.
+//! 4. MySQL and Redis preparation (see [`crate::services`])
+//! 5. `cargo nextest run --workspace --all-features [ARGS]` when cargo-nextest
 //!    is installed, else `cargo test --workspace --all-features [ARGS]`
-//! 5. with nextest only: `cargo test --workspace --doc --all-features`, since
+//! 6. with nextest only: `cargo test --workspace --doc --all-features`, since
 //!    nextest does not run doctests
 //! 6. unless packages were selected: the browser tests of `cargo xtask e2e`
 //!    (skipped loudly without chromium and chromedriver, a failure under `CI=true`)
 //!
-//! Extra arguments go to the test runner of step 4. If they select packages
+//! Extra arguments go to the test runner of step 5. If they select packages
 //! (`-p`/`--package`), `--workspace` is dropped and the same selection is
-//! applied to the doctests of step 5.
+//! applied to the doctests of step 6.
 
 use std::process::Command;
 use std::time::Instant;
@@ -36,12 +39,28 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     result
 }
 
+/// Checks the dependency graph against `deny.toml`: licenses, banned crates and sources.
+fn supply_chain() -> Result<()> {
+    if !cmd::succeeds(cmd::cargo().args(["deny", "--version"])) {
+        let lines = [
+            "cargo-deny is not installed: licenses, bans and sources were NOT checked".to_owned(),
+            "install it with `cargo install --locked cargo-deny` (.ci/run does)".to_owned(),
+        ];
+        cmd::loud_banner(&lines);
+        if cmd::is_ci() {
+            anyhow::bail!("cargo-deny is required under CI");
+        }
+        return Ok(());
+    }
+    cmd::run(cmd::cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))
+}
+
 /// The steps themselves; servers started in step 3 stop when this returns.
 fn run_steps(extra: &[String]) -> Result<()> {
     let nextest = cmd::succeeds(cmd::cargo().args(["nextest", "--version"]));
     let selection = package_selection(extra);
     let browser = !selection.picks_packages;
-    let mut steps = Steps::new(4 + usize::from(nextest) + usize::from(browser));
+    let mut steps = Steps::new(5 + usize::from(nextest) + usize::from(browser));
 
     steps.step("cargo fmt --all -- --check", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
@@ -60,6 +79,11 @@ fn run_steps(extra: &[String]) -> Result<()> {
                 "warnings",
             ]))
         },
+    )?;
+
+    steps.step(
+        "cargo deny --offline check licenses bans sources",
+        supply_chain,
     )?;
 
     let services = steps.step("MySQL and Redis", Services::prepare)?;
@@ -181,5 +205,50 @@ mod tests {
         let selection = package_selection(&strings(&["--exclude", "chat-http", "some_filter"]));
         assert!(!selection.picks_packages);
         assert_eq!(selection.args, strings(&["--exclude", "chat-http"]));
+    }
+}
+
+#[cfg(test)]
+mod supply_chain_tests {
+    use std::path::PathBuf;
+
+    /// Every crate root of the workspace (libraries, binaries, xtask).
+    fn crate_roots() -> Vec<PathBuf> {
+        let root = crate::cmd::workspace_root();
+        let mut roots = vec![root.join("xtask/src/main.rs")];
+        for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+            let src = entry.unwrap().path().join("src");
+            for file in ["lib.rs", "main.rs"] {
+                if src.join(file).is_file() {
+                    roots.push(src.join(file));
+                }
+            }
+        }
+        roots
+    }
+
+    #[test]
+    fn rule_every_crate_root_forbids_unsafe_code() {
+        let roots = crate_roots();
+        assert!(roots.len() > 10, "{roots:?}");
+        let missing: Vec<_> = roots
+            .iter()
+            .filter(|path| {
+                !std::fs::read_to_string(path)
+                    .unwrap()
+                    .lines()
+                    .any(|line| line.trim() == "#![forbid(unsafe_code)]")
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "no #![forbid(unsafe_code)] in {missing:?}"
+        );
+    }
+
+    #[test]
+    fn ci_installs_cargo_deny_when_missing() {
+        let ci = std::fs::read_to_string(crate::cmd::workspace_root().join(".ci/run")).unwrap();
+        assert!(ci.contains("cargo install --locked cargo-deny"), "{ci}");
     }
 }

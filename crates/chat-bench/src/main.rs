@@ -7,6 +7,8 @@
 //! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL | --no-mysql]
 //! [--only send,fanout,history,inbox,connections] [--out DIR]`.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod limits;
 mod report;

@@ -10,6 +10,8 @@
 //! ```
 //!
 //! This is test-support code: a failed expectation panics, as in any test.
+
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! private, its constructor is fallible, and once you hold one it is valid. This crate does
 //! no I/O and knows nothing of HTTP, JSON wire formats or SQL.
 
+#![forbid(unsafe_code)]
+
 pub mod conversation;
 pub mod error;
 pub mod event;

@@ -202,10 +202,17 @@ pub fn parse_algorithm(text: &str) -> Result<Algorithm, AuthConfigError> {
         .map_err(|_| AuthConfigError::Algorithm(text.to_owned()))
 }
 
+/// The latest `exp` accepted, in seconds since the epoch: the end of year 9999. Every
+/// platform's `SystemTime` and `Instant` hold it, so the WebSocket expiry timer computed
+/// from it cannot overflow (an `exp` of 2^63 or more used to panic there).
+pub const MAX_EXP_SECONDS: u64 = 253_402_300_799;
+
 /// The claims this service reads.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Already checked by `jsonwebtoken` against the clock; read again to bound it.
+    exp: f64,
     #[serde(default)]
     name: Option<String>,
 }
@@ -259,6 +266,13 @@ impl Authenticator {
                 tracing::debug!(reason = why, "token refused");
                 ApiError::Unauthorized(why)
             })?;
+        // Compared as f64: an integer `exp` near u64::MAX rounds up, never below the bound.
+        if data.claims.exp.is_nan() || data.claims.exp > MAX_EXP_SECONDS as f64 {
+            tracing::debug!(reason = "exp too far", "token refused");
+            return Err(ApiError::Unauthorized(
+                "the token expires too far in the future",
+            ));
+        }
         let user_id = UserId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token subject is not a user id"))?;
         let name = data

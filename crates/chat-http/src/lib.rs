@@ -7,6 +7,8 @@
 //! and logging live in [`metrics`] and [`telemetry`]; [`openapi`] describes every route;
 //! [`web`] serves the embedded browser client at `/`.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod auth;
 pub mod cursor;

@@ -2,6 +2,12 @@
 //! `X-Request-Id`), runs it inside a tracing span, refuses oversized bodies early, and
 //! records its metrics by route pattern. Only the path is logged: never the query, a
 //! header or a body, so tokens and message content stay out of the logs.
+//!
+//! Every metric label and log field comes from a closed set or is bounded: the method is
+//! one of the standard ones or `OTHER`, the route is the matched template or `unmatched`,
+//! the logged path is cut to [`MAX_LOGGED_PATH`] bytes, and the request id is accepted
+//! only when short and printable. A client cannot grow `/metrics` by inventing methods
+//! or paths.
 
 use std::time::Instant;
 
@@ -34,12 +40,12 @@ pub async fn observe(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %method,
-        path = %req.path(),
+        path = %bounded_path(req.path()),
     );
     let started = Instant::now();
 
@@ -69,7 +75,7 @@ pub async fn observe(
     if let Some(state) = state {
         state
             .metrics
-            .observe_request(&method, &route, status, seconds);
+            .observe_request(method, &route, status, seconds);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -83,4 +89,67 @@ pub async fn observe(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
+}
+
+/// The most bytes of a request path written to the logs.
+pub const MAX_LOGGED_PATH: usize = 256;
+
+/// The label of an HTTP method: one of the standard methods, else `OTHER`, so a client
+/// inventing methods cannot create new metric series.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The path as logged: cut to at most [`MAX_LOGGED_PATH`] bytes on a character boundary
+/// (the path is percent-encoded ASCII, but the cut must never panic).
+fn bounded_path(path: &str) -> &str {
+    if path.len() <= MAX_LOGGED_PATH {
+        return path;
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"AAAA1").unwrap()),
+            "OTHER"
+        );
+        assert_eq!(
+            method_label(&Method::from_bytes(b"PROPFIND").unwrap()),
+            "OTHER"
+        );
+    }
+
+    #[test]
+    fn long_paths_are_cut_for_the_logs() {
+        let long = "/é".repeat(200);
+        let cut = bounded_path(&long);
+        assert!(cut.len() <= MAX_LOGGED_PATH);
+        assert!(long.starts_with(cut));
+        assert_eq!(bounded_path("/healthz"), "/healthz");
+    }
 }

@@ -5,6 +5,8 @@
 //! exactly the contract the MySQL adapter meets with transactions. Nothing persists: it is
 //! the tests' fake and the zero-setup default store of `chatd`.
 
+#![forbid(unsafe_code)]
+
 mod state;
 mod store;
 

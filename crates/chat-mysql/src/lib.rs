@@ -13,6 +13,8 @@
 //! Timestamps are UTC with second precision (the schema's `TIMESTAMP` columns): instants are
 //! truncated to the second before they are written, and what is returned is what is stored.
 
+#![forbid(unsafe_code)]
+
 mod appender;
 mod conversations;
 mod directory;

@@ -6,6 +6,8 @@
 //! method is written on it with MUST wording, and `chat-contract` checks every adapter
 //! against it.
 
+#![forbid(unsafe_code)]
+
 pub mod directory;
 pub mod error;
 pub mod events;

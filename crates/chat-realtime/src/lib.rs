@@ -6,6 +6,8 @@
 //! This crate knows neither the events' wire format nor WebSocket: the HTTP adapter
 //! encodes events into frames, and its WebSocket endpoint drains the hub's queues.
 
+#![forbid(unsafe_code)]
+
 pub mod bridge;
 pub mod frame;
 pub mod hub;

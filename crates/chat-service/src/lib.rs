@@ -5,6 +5,8 @@
 //! Visibility rule: for anyone who is not an active participant, a conversation and
 //! everything in it does not exist ([`ServiceError::NotFound`], never `Forbidden`).
 
+#![forbid(unsafe_code)]
+
 mod announcements;
 mod conversations;
 mod error;

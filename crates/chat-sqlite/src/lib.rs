@@ -13,6 +13,8 @@
 //! the MySQL adapter's `TIMESTAMP` columns do: instants are truncated to the second when
 //! written, and what is returned is what is stored.
 
+#![forbid(unsafe_code)]
+
 mod conversations;
 mod directory;
 mod error;

@@ -4,6 +4,8 @@
 //! the rule every suite follows when a server it needs is absent: skip loudly, and fail
 //! when the run requires the server ([`skip_or_fail`]).
 
+#![forbid(unsafe_code)]
+
 pub mod mysql;
 pub mod proxy;
 pub mod sqlite;

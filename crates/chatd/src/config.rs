@@ -276,6 +276,9 @@ impl ServeArgs {
         let mut auth = auth_config(&self.auth, secret.clone())?;
         auth.issuer = present(self.auth.jwt_issuer);
         auth.audience = present(self.auth.jwt_audience);
+        if let Some(warning) = unchecked_claims_warning(&auth, self.dev) {
+            tracing::warn!("{warning}");
+        }
         // The page mints its tokens as `chatd token` does: HS256 with the server's secret,
         // so only when that is how tokens are verified.
         let dev_tokens = secret
@@ -356,6 +359,31 @@ fn auth_config(args: &AuthArgs, secret: Option<String>) -> Result<AuthConfig, Co
     Ok(AuthConfig::hmac(algorithm, secret.as_bytes())?)
 }
 
+/// The start-up warning when tokens' issuer or audience is not checked outside `--dev`:
+/// then any token signed by the key is accepted, whoever it was minted for.
+fn unchecked_claims_warning(auth: &AuthConfig, dev: bool) -> Option<String> {
+    let unchecked: Vec<&str> = [
+        ("CHAT_JWT_ISSUER", auth.issuer.is_none()),
+        ("CHAT_JWT_AUDIENCE", auth.audience.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, unset)| unset.then_some(name))
+    .collect();
+    (!dev && !unchecked.is_empty()).then(|| {
+        format!(
+            "{} unset: any token signed by the key is accepted, whatever its {}",
+            unchecked.join(" and "),
+            if unchecked.len() == 2 {
+                "issuer and audience"
+            } else if auth.issuer.is_none() {
+                "issuer"
+            } else {
+                "audience"
+            }
+        )
+    })
+}
+
 impl TokenArgs {
     /// The secret to sign with.
     ///
@@ -371,6 +399,26 @@ impl TokenArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unset_issuer_or_audience_outside_dev_is_warned_about() {
+        let mut auth = AuthConfig::hs256(b"0123456789abcdef0123456789abcdef");
+        let warning = unchecked_claims_warning(&auth, false).unwrap();
+        assert!(
+            warning.contains("CHAT_JWT_ISSUER and CHAT_JWT_AUDIENCE"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("any token signed by the key is accepted"),
+            "{warning}"
+        );
+        assert_eq!(unchecked_claims_warning(&auth, true), None);
+        auth.issuer = Some("https://id.example".into());
+        let warning = unchecked_claims_warning(&auth, false).unwrap();
+        assert!(warning.starts_with("CHAT_JWT_AUDIENCE unset"), "{warning}");
+        auth.audience = Some("chat".into());
+        assert_eq!(unchecked_claims_warning(&auth, false), None);
+    }
 
     fn serve(args: &[&str]) -> ServeArgs {
         let mut argv = vec!["chatd", "serve"];

@@ -5,6 +5,8 @@
 //! subcommands `serve`, `migrate` and `token` are here. The binary is a thin CLI over
 //! them.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod startup;
 pub mod storage;

@@ -1,6 +1,8 @@
 //! The `chatd` binary: parses the command line and runs one subcommand of the `chatd`
 //! library (`serve`, `migrate` or `token`).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use chatd::config::{Cli, Command};

@@ -503,6 +503,70 @@ type HandshakeCase<'a> = (
     Result<(), Refused>,
 );
 
+#[tokio::test]
+async fn rule_acks_queued_before_a_close_are_flushed() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let node = spawn_node(Store::Memory, test_config()).await;
+    let group = node.group(1, &[]).await;
+
+    // The client's close follows its sends in one write: the server reads it right after
+    // committing the last send, before its writer has had a turn.
+    let mut alice = node.connect(1).await;
+    let sends = 20;
+    for i in 0..sends {
+        let frame = send_frame(&format!("r{i}"), group, &format!("m{i}"));
+        alice
+            .socket
+            .feed(Message::Text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+    alice
+        .socket
+        .feed(Message::Close(Some(CloseFrame {
+            code: ws_support::code(1000),
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    alice.socket.flush().await.unwrap();
+    let (frames, ending) = alice.read_to_end().await;
+    let acks: Vec<&Value> = frames.iter().filter(|f| f["type"] == "ack").collect();
+    assert_eq!(
+        acks.len(),
+        sends,
+        "acks lost on an echoed close: {frames:#?}"
+    );
+    assert_eq!(acks[sends - 1]["request_id"], format!("r{}", sends - 1));
+    assert_eq!(ending, Ending::Closed(1000));
+
+    // The same on a shutdown (1001): what was committed is acked before the close.
+    let mut bob = node.connect(1).await;
+    for i in 0..sends {
+        let frame = send_frame(&format!("s{i}"), group, &format!("n{i}"));
+        bob.socket
+            .feed(Message::Text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+    bob.socket.flush().await.unwrap();
+    bob.expect("message.created").await;
+    node.realtime.shut_down();
+    let (frames, ending) = bob.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(1001), "{frames:#?}");
+    let created = frames
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .count()
+        + 1;
+    let acked = frames.iter().filter(|f| f["type"] == "ack").count();
+    assert_eq!(acked, created, "every committed send is acked: {frames:#?}");
+    node.stop().await;
+}
+
 async fn handshakes_are_checked_before_upgrading(store: Store) {
     let node = spawn_node(store, test_config()).await;
     let expired = token_expiring(1, 1_000);
@@ -615,6 +679,35 @@ async fn browsers_authenticate_with_a_first_frame(store: Store) {
         assert!(frames.is_empty(), "{frames:?}");
         assert_eq!(ending, Ending::Closed(code));
     }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn rule_tokens_expiring_beyond_the_clock_are_refused_without_panic() {
+    let node = spawn_node(Store::Memory, test_config()).await;
+    for exp in [1u64 << 63, i64::MAX as u64, u64::MAX] {
+        let far = token_expiring(1, exp);
+        let outcome = node.handshake(Some(&far), None, "").await.map(|_| ());
+        assert_eq!(
+            outcome,
+            Err(Refused {
+                status: 401,
+                code: Some("unauthorized".to_owned()),
+            }),
+            "exp {exp}"
+        );
+        let mut browser = node.handshake(None, None, "").await.unwrap();
+        browser
+            .send_json(json!({"type": "auth", "token": far}))
+            .await;
+        let (frames, ending) = browser.read_to_end().await;
+        assert!(frames.is_empty(), "{frames:?}");
+        assert_eq!(ending, Ending::Closed(1008), "exp {exp}");
+    }
+    // The node is still serving.
+    let mut alice = node.connect(1).await;
+    alice.send_json(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
     node.stop().await;
 }
 

@@ -94,7 +94,8 @@ pub(crate) async fn run(
     let config = realtime.config().clone();
     let hub = Arc::clone(realtime.hub());
     let (connection, queue) = hub.connection(config.outbound_queue);
-    let writer = actix_web::rt::spawn(write_loop(session.clone(), queue));
+    let (drain, drain_signal) = tokio::sync::oneshot::channel();
+    let writer = actix_web::rt::spawn(write_loop(session.clone(), queue, drain_signal));
     let mut messages = stream
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
@@ -118,35 +119,36 @@ pub(crate) async fn run(
         link.become_ready(caller);
     }
 
+    // (close reason, the client closed first, flush what is queued before closing)
     let close = loop {
         let expiry = link.expires_at;
         tokio::select! {
             () = link.connection.kicked() => {
-                break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false));
+                break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false, false));
             }
             _ = shutdown.wait_for(|down| *down) => {
-                break Some((reason(close::GOING_AWAY, "server shutting down"), false));
+                break Some((reason(close::GOING_AWAY, "server shutting down"), false, true));
             }
             Ok(()) = resync.changed() => {
-                break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false));
+                break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false, false));
             }
             () = sleep_until(auth_deadline), if link.user.is_none() => {
-                break Some((reason(close::POLICY, "authentication timed out"), false));
+                break Some((reason(close::POLICY, "authentication timed out"), false, false));
             }
             () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
-                break Some((reason(close::POLICY, "the token has expired"), false));
+                break Some((reason(close::POLICY, "the token has expired"), false, false));
             }
             _ = ping.tick() => {
                 if link.missed_pongs >= link.config.max_missed_pongs {
-                    break Some((reason(close::PING_TIMEOUT, "ping timeout"), false));
+                    break Some((reason(close::PING_TIMEOUT, "ping timeout"), false, false));
                 }
                 link.missed_pongs += 1;
                 link.push(Outgoing::Ping);
             }
             message = messages.next() => match link.on_message(message).await {
                 Next::Continue => {}
-                Next::Close(reason) => break Some((reason, false)),
-                Next::Echo(reason) => break Some((reason, true)),
+                Next::Close(reason) => break Some((reason, false, false)),
+                Next::Echo(reason) => break Some((reason, true, true)),
                 Next::Gone => break None,
             },
         }
@@ -155,10 +157,24 @@ pub(crate) async fn run(
     if let Some(user) = link.user {
         link.hub.detach(user, &link.connection);
     }
-    writer.abort();
-    // The writer's end (cancelled or finished) is all that matters here.
-    let _ = writer.await;
-    let Some((reason, client_closed)) = close else {
+    let flush = close.as_ref().is_some_and(|(_, _, flush)| *flush);
+    if flush {
+        // On a shutdown or a client's close, what is queued (the ack of a send that was
+        // just committed, say) still goes out, within a short bound.
+        let _ = drain.send(());
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(link.config.close_timeout, writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    } else {
+        writer.abort();
+        // The writer's end (cancelled or finished) is all that matters here.
+        let _ = writer.await;
+    }
+    let Some((reason, client_closed, _)) = close else {
         return;
     };
     tracing::debug!(code = ?reason.code, description = ?reason.description, "closing websocket");
@@ -181,17 +197,39 @@ pub(crate) async fn run(
     drop(keep_open);
 }
 
-/// Sends what is queued, in order, until the queue or the socket closes.
-async fn write_loop(mut session: Session, mut queue: mpsc::Receiver<Outgoing>) {
-    while let Some(item) = queue.recv().await {
-        let sent = match item {
-            Outgoing::Text(text) => session.text(text).await,
-            Outgoing::Ping => session.ping(b"").await,
-            Outgoing::Pong(bytes) => session.pong(&bytes).await,
+/// Sends what is queued, in order, until the queue or the socket closes; once `drain`
+/// fires, sends what is queued at that moment and returns.
+async fn write_loop(
+    mut session: Session,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut drain: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            item = queue.recv() => item,
+            _ = &mut drain => {
+                while let Ok(item) = queue.try_recv() {
+                    if write(&mut session, item).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
         };
-        if sent.is_err() {
-            break;
+        let Some(item) = item else { return };
+        if write(&mut session, item).await.is_err() {
+            return;
         }
+    }
+}
+
+/// Writes one queued item to the socket.
+async fn write(session: &mut Session, item: Outgoing) -> Result<(), actix_ws::Closed> {
+    match item {
+        Outgoing::Text(text) => session.text(text).await,
+        Outgoing::Ping => session.ping(b"").await,
+        Outgoing::Pong(bytes) => session.pong(&bytes).await,
     }
 }
 

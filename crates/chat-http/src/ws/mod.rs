@@ -129,6 +129,10 @@ fn has_query_token(query: &str) -> bool {
         })
 }
 
+/// The farthest a connection's expiry timer is set (about 136 years): `Instant` cannot
+/// hold an arbitrary `exp`.
+const FARTHEST_DEADLINE: Duration = Duration::from_secs(u32::MAX as u64);
+
 /// When a verified token stops being accepted: its `exp` plus the leeway the verifier
 /// grants. Only called after the signature has been checked, so reading the claims
 /// without verifying them again is sound.
@@ -145,11 +149,19 @@ fn token_deadline(token: &str) -> Option<Instant> {
             .filter(|f| f.is_finite() && *f >= 0.0)
             .map(|f| f.trunc() as u64)
     })?;
-    let deadline = UNIX_EPOCH + Duration::from_secs(exp.saturating_add(LEEWAY_SECONDS));
-    let remaining = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Some(Instant::now() + remaining)
+    // The verifier refuses an `exp` past `MAX_EXP_SECONDS`; the checked arithmetic keeps
+    // this function from panicking even if that ever changed (a far deadline is capped).
+    let exp = exp.min(crate::auth::MAX_EXP_SECONDS);
+    let remaining = UNIX_EPOCH
+        .checked_add(Duration::from_secs(exp.saturating_add(LEEWAY_SECONDS)))
+        .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO)
+        .min(FARTHEST_DEADLINE);
+    let now = Instant::now();
+    Some(
+        now.checked_add(remaining)
+            .unwrap_or(now + FARTHEST_DEADLINE / 1024),
+    )
 }
 
 #[cfg(test)]
@@ -194,6 +206,11 @@ mod tests {
         let long_ago = token_deadline(&token(1)).unwrap();
         assert!(long_ago <= Instant::now());
         assert_eq!(token_deadline("not-a-jwt"), None);
+        // Far `exp` values never panic (2^63 and beyond overflowed `SystemTime` before).
+        for exp in [1 << 63, i64::MAX as u64, u64::MAX] {
+            let far = token_deadline(&token(exp)).unwrap();
+            assert!(far > Instant::now() + Duration::from_secs(3600 * 24 * 365));
+        }
     }
 }
 

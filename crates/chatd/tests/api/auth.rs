@@ -114,6 +114,41 @@ async fn invalid_tokens_are_401() {
 }
 
 #[tokio::test]
+async fn rule_tokens_expiring_beyond_the_clock_are_401() {
+    let app = spawn_app().await;
+    let bearer = |exp: Value| {
+        Some(format!(
+            "Bearer {}",
+            sign(&json!({"sub": "1", "exp": exp}), SECRET)
+        ))
+    };
+    check(
+        &app,
+        vec![
+            ("exp 2^63", bearer(json!(1u64 << 63))),
+            ("exp i64::MAX", bearer(json!(i64::MAX))),
+            ("exp u64::MAX", bearer(json!(u64::MAX))),
+            ("exp 1e300", bearer(json!(1e300))),
+            ("exp year 10000", bearer(json!(253_402_300_800u64))),
+        ],
+    )
+    .await;
+    // A token within the bound is still accepted.
+    let near = sign(&json!({"sub": "1", "exp": 253_402_300_799u64}), SECRET);
+    let reply = app
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/unread",
+            None,
+            None,
+            &[("authorization", &format!("Bearer {near}"))],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn issuer_and_audience_are_checked_when_configured() {
     let app = spawn_with(
         Backend::Memory,

@@ -160,6 +160,67 @@ async fn metrics_count_requests_by_route_pattern() {
     app.finish().await;
 }
 
+/// Sends one request with a raw TCP write (reqwest would refuse some methods) and reads
+/// the answer to its end.
+async fn raw_request(address: &str, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The label sets of `http_requests_total`, without their values.
+async fn request_series(app: &crate::helpers::TestApp) -> std::collections::BTreeSet<String> {
+    let reply = app.send(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(reply.status, 200);
+    reply
+        .body
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with("http_requests_total{"))
+        .map(|line| line.rsplit_once(' ').unwrap().0.to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn rule_invented_methods_and_paths_do_not_grow_metrics() {
+    let app = spawn_app().await;
+    let flood = |round: usize| {
+        let address = app.address.clone();
+        async move {
+            for i in 0..15 {
+                let answer = raw_request(&address, &format!("AAAA{round}x{i}"), "/").await;
+                assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+                let answer =
+                    raw_request(&address, "GET", &format!("/made/up/{round}/{i}?q={i}")).await;
+                assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+                let answer = raw_request(&address, &format!("Z{round}{i}"), "/healthz").await;
+                assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+            }
+        }
+    };
+    flood(1).await;
+    // The first scrape is counted after it answers: scrape twice so `/metrics` is in the set.
+    request_series(&app).await;
+    let before = request_series(&app).await;
+    flood(2).await;
+    let after = request_series(&app).await;
+    assert_eq!(before, after, "new series appeared");
+    let text = after.iter().cloned().collect::<Vec<_>>().join("\n");
+    assert!(
+        !text.contains("AAAA") && !text.contains("made/up"),
+        "{text}"
+    );
+    assert!(text.contains(r#"method="OTHER""#), "{text}");
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    app.finish().await;
+}
+
 /// Every route of the contract, as `(method, path)` in OpenAPI spelling.
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/conversations"),
