@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chat_crypto::{MessageCipher, StoredFields, row_ids};
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
     GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt,
@@ -13,11 +14,11 @@ use chat_ports::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
     HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
     NewConversation, NewMessage, ParticipantRemoved, ParticipantsAdded, PostingDirectory,
-    ReactionChange, ReadState, ReadStateStore, StoreConflict, StoreError, UnreadConversation,
-    UnreadSummary, UserDirectory,
+    ReactionChange, ReadState, ReadStateStore, ReencryptBatch, ReencryptStore, StoreConflict,
+    StoreError, UnreadConversation, UnreadSummary, UserDirectory,
 };
 
-use crate::state::{Author, State, StoredConversation, aggregate};
+use crate::state::{Author, State, StoredConversation, aggregate, seal};
 
 /// The in-memory store. Cheap to create; share it as `Arc<MemoryStore>`.
 #[derive(Default)]
@@ -29,6 +30,30 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that seals message text with `cipher` (plain with
+    /// [`MessageCipher::plain`]).
+    pub fn with_cipher(cipher: MessageCipher) -> Self {
+        let store = Self::default();
+        store.lock().cipher = cipher;
+        store
+    }
+
+    /// The fields of a message as stored (sealed or plain) with its key id, for tests and
+    /// tooling that check what sits at rest.
+    pub fn stored_fields(&self, id: MessageId) -> Option<StoredFields> {
+        self.lock().messages.get(&id).map(|m| m.stored_fields())
+    }
+
+    /// Overwrites the stored fields of a message as they are, bypassing the codec, for
+    /// tests that move a ciphertext to another row. Returns whether the message exists.
+    pub fn overwrite_stored_fields(&self, id: MessageId, stored: StoredFields) -> bool {
+        self.lock()
+            .messages
+            .get_mut(&id)
+            .map(|m| m.set_stored_fields(stored))
+            .is_some()
     }
 
     /// Registers a posting of the platform (the in-memory stand-in for `POSTINGS`).
@@ -368,17 +393,29 @@ impl MessageStore for MemoryStore {
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
         let mut state = self.lock();
+        let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
-        stored.message.content = content.into_inner();
+        // Re-sealed as a whole under the active key with the row's ids, as the row names
+        // one key for all its fields.
+        let mut fields = cipher
+            .open(
+                row_ids(stored.message.id, stored.message.conversation_id),
+                stored.stored_fields(),
+            )
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        fields.content = content.into_inner();
+        let sealed = seal(&cipher, &stored.message, fields)?;
+        stored.set_stored_fields(sealed);
         stored.message.edited_at = Some(to_stored_precision(at));
         state.view(id).ok_or(StoreError::NotFound)
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
         let mut state = self.lock();
+        let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
         stored.message.deleted_at = Some(to_stored_precision(at));
-        Ok(stored.message.clone())
+        Ok(stored.opened(&cipher))
     }
 
     async fn history(
@@ -686,5 +723,59 @@ impl UserDirectory for MemoryStore {
 impl PostingDirectory for MemoryStore {
     async fn posting_exists(&self, posting: PostingId) -> Result<bool, StoreError> {
         Ok(self.lock().postings.contains(&posting))
+    }
+}
+
+#[async_trait]
+impl ReencryptStore for MemoryStore {
+    async fn reencrypt_batch(
+        &self,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<ReencryptBatch, StoreError> {
+        let mut state = self.lock();
+        let cipher = state.cipher.clone();
+        if cipher.active_key_id().is_none() {
+            return Ok(ReencryptBatch::default());
+        }
+        let due = |m: &crate::state::StoredMessage| {
+            !m.message.is_system_message && cipher.needs_reencrypt(m.key_id.as_deref())
+        };
+        let mut ids: Vec<MessageId> = state
+            .messages
+            .iter()
+            .filter(|(id, m)| after.is_none_or(|a| **id > a) && due(m))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut batch = ReencryptBatch {
+            last: ids.last().copied(),
+            ..ReencryptBatch::default()
+        };
+        for id in ids {
+            let Some(stored) = state.messages.get_mut(&id) else {
+                continue;
+            };
+            let ids = row_ids(stored.message.id, stored.message.conversation_id);
+            match cipher.open(ids, stored.stored_fields()) {
+                Ok(fields) => {
+                    let sealed = seal(&cipher, &stored.message, fields)?;
+                    stored.set_stored_fields(sealed);
+                    batch.rewritten += 1;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message_id = %id,
+                        key_id = stored.key_id.as_deref().unwrap_or(""),
+                        %error,
+                        "a stored message cannot be decrypted; re-encryption leaves it as it is"
+                    );
+                    batch.undecryptable += 1;
+                }
+            }
+        }
+        batch.remaining = state.messages.values().filter(|m| due(m)).count() as u64;
+        Ok(batch)
     }
 }

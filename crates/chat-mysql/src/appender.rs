@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chat_crypto::MessageCipher;
 use chat_ports::{NewMessage, StoreError};
 use sqlx::mysql::MySqlPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -65,7 +66,7 @@ pub struct AppendStats {
 impl Appender {
     /// Starts the workers on the current tokio runtime. They stop when the appender is
     /// dropped (the queue closes).
-    pub(crate) fn start(pool: MySqlPool) -> Self {
+    pub(crate) fn start(pool: MySqlPool, cipher: MessageCipher) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         let counters = Arc::new(Counters::default());
@@ -74,7 +75,7 @@ impl Appender {
             let counters = Arc::clone(&counters);
             // The worker runs single appends with the one-message path directly, and holds
             // no sender of its own queue.
-            tokio::spawn(work(pool.clone(), receiver, counters));
+            tokio::spawn(work(pool.clone(), cipher.clone(), receiver, counters));
         }
         Self { queue, counters }
     }
@@ -111,6 +112,7 @@ impl Appender {
 /// stores it.
 async fn work(
     pool: MySqlPool,
+    cipher: MessageCipher,
     receiver: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>,
     counters: Arc<Counters>,
 ) {
@@ -127,7 +129,7 @@ async fn work(
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         if batch.len() == 1 {
             for request in batch {
-                let answer = append_alone(&pool, &request.new).await;
+                let answer = append_alone(&pool, &cipher, &request.new).await;
                 let _ = request.reply.send(Reply::Done(Box::new(answer)));
             }
             continue;
@@ -139,7 +141,7 @@ async fn work(
             Ordering::Relaxed,
         );
         let news: Vec<&NewMessage> = batch.iter().map(|r| &r.new).collect();
-        let replies = match store_batch(&pool, &news).await {
+        let replies = match store_batch(&pool, &cipher, &news).await {
             Ok(replies) => replies,
             Err(BatchFailure::BeforeCommit(failure)) => {
                 tracing::debug!(?failure, "batch of appends rolled back; running them alone");
@@ -180,12 +182,16 @@ enum BatchFailure {
 }
 
 /// Stores a batch in one transaction and decides each request's answer.
-async fn store_batch(pool: &MySqlPool, news: &[&NewMessage]) -> Result<Vec<Reply>, BatchFailure> {
+async fn store_batch(
+    pool: &MySqlPool,
+    cipher: &MessageCipher,
+    news: &[&NewMessage],
+) -> Result<Vec<Reply>, BatchFailure> {
     let mut tx = pool
         .begin()
         .await
         .map_err(|e| BatchFailure::BeforeCommit(e.into()))?;
-    let decided = decide_and_write(&mut tx, news)
+    let decided = decide_and_write(&mut tx, cipher, news)
         .await
         .map_err(BatchFailure::BeforeCommit)?;
     tx.commit()

@@ -11,6 +11,7 @@
 //! truncated to the second before they are written, and what is returned is what is stored.
 
 mod appender;
+mod at_rest;
 mod conversations;
 mod directory;
 mod error;
@@ -23,6 +24,7 @@ mod writes;
 
 use std::sync::{Arc, OnceLock};
 
+use chat_crypto::MessageCipher;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, migrate::Migrator};
 
@@ -72,6 +74,9 @@ pub struct MySqlStore {
     /// The group commit of concurrent sends, started by the first `append_message` (it
     /// needs a tokio runtime) and shared by every clone of the store.
     appender: Arc<OnceLock<appender::Appender>>,
+    /// Seals message text before it is written and opens it when it is read
+    /// (docs/security.md); plain without a key ring.
+    cipher: MessageCipher,
 }
 
 impl MySqlStore {
@@ -114,7 +119,16 @@ impl MySqlStore {
         Self {
             pool,
             appender: Arc::default(),
+            cipher: MessageCipher::plain(),
         }
+    }
+
+    /// The same store sealing message text with `cipher` (set it before the first send:
+    /// the group commit started by the first `append_message` keeps the cipher it found).
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// Applies the pending migrations (see [`migrate`]).
