@@ -10,14 +10,16 @@ pub mod startup;
 pub mod storage;
 
 use anyhow::Context as _;
+use chat_crypto::MessageCipher;
 use chat_domain::UserId;
 use chat_http::{MintClaims, mint_hs256};
+use chat_ports::{ReencryptBatch, ReencryptStore};
 use tracing_subscriber::EnvFilter;
 
 pub use startup::{AppConfig, Application};
 pub use storage::Storage;
 
-use crate::config::{MigrateArgs, ServeArgs, TokenArgs};
+use crate::config::{MigrateArgs, ReencryptArgs, ServeArgs, TokenArgs};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
 /// `CHAT_LOG_FORMAT=json`.
@@ -48,7 +50,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "CHAT_USER_PROVISIONING=external with the in-memory store: no user will ever exist"
         );
     }
-    let storage = Storage::open(config.database_url.as_deref(), config.migrate).await?;
+    match &config.key_ring {
+        Some(ring) => tracing::info!(
+            active_key = %ring.active_key_id(),
+            keys = ring.key_ids().count(),
+            "message text is encrypted at rest"
+        ),
+        None => tracing::info!(
+            "no encryption key ring (CHAT_ENCRYPTION_KEYS or CHAT_ENCRYPTION_KEYS_FILE): \
+             messages are stored in PLAIN TEXT"
+        ),
+    }
+    let cipher = MessageCipher::new(config.key_ring.clone());
+    let storage =
+        Storage::open_with(config.database_url.as_deref(), config.migrate, cipher).await?;
     match &config.app.realtime.redis {
         Some(redis) => {
             tracing::info!(channel = %redis.channel, "real-time events bridged over Redis");
@@ -87,6 +102,73 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     store.migrate().await.context("running migrations")?;
     tracing::info!("database migrations applied");
     Ok(())
+}
+
+/// `chatd reencrypt`: moves every user's message not under the active key to it, one batch
+/// (one short transaction) at a time, printing progress to stderr. Stopped and started
+/// again, it continues where the work remains (rows already moved are not selected).
+///
+/// # Errors
+/// When no key ring or database is configured, the ring is malformed, or the database
+/// fails.
+pub async fn reencrypt(args: ReencryptArgs) -> anyhow::Result<()> {
+    let ring = args
+        .encryption
+        .key_ring()?
+        .context("no encryption key ring is configured (set CHAT_ENCRYPTION_KEYS or CHAT_ENCRYPTION_KEYS_FILE)")?;
+    let url = present_url(args.database_url)
+        .context("DATABASE_URL is not set; `chatd reencrypt` needs a database")?;
+    let active = ring.active_key_id().to_string();
+    let store = storage::connect(&url)
+        .await?
+        .with_cipher(MessageCipher::new(Some(ring)));
+    let totals = run_reencrypt(&store, args.batch_size.max(1), |batch, done| {
+        eprintln!(
+            "reencrypt: {done} rows moved to key {active}, {} undecryptable skipped so far, \
+             {} remaining",
+            batch.undecryptable, batch.remaining
+        );
+    })
+    .await?;
+    eprintln!(
+        "reencrypt: done: {} rows moved to key {active}; {} rows could not be decrypted and \
+         were left as they are (see the log for their key ids)",
+        totals.rewritten, totals.undecryptable
+    );
+    Ok(())
+}
+
+/// Runs batches of [`ReencryptStore::reencrypt_batch`] from the start to the end,
+/// calling `progress` after each with the batch and the rows moved so far; returns the
+/// totals (`rewritten`, `undecryptable`).
+///
+/// # Errors
+/// When a batch fails.
+pub async fn run_reencrypt(
+    store: &dyn ReencryptStore,
+    batch_size: u32,
+    mut progress: impl FnMut(&ReencryptBatch, u64),
+) -> anyhow::Result<ReencryptBatch> {
+    let mut totals = ReencryptBatch::default();
+    let mut cursor = None;
+    loop {
+        let batch = store
+            .reencrypt_batch(cursor, batch_size)
+            .await
+            .context("re-encrypting a batch")?;
+        totals.rewritten += batch.rewritten;
+        totals.undecryptable += batch.undecryptable;
+        totals.remaining = batch.remaining;
+        let Some(last) = batch.last else {
+            return Ok(totals);
+        };
+        progress(&batch, totals.rewritten);
+        cursor = Some(last);
+    }
+}
+
+fn present_url(url: Option<String>) -> Option<String> {
+    url.filter(|u| !u.trim().is_empty())
 }
 
 /// `chatd token`: prints a token minted with the configured secret.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_http::{AlwaysReady, PoolProbe, PoolUsage, Readiness};
 use chat_memory::MemoryStore;
 use chat_mysql::{MySqlSettings, MySqlStore};
@@ -48,6 +49,11 @@ impl Storage {
         Self::of(Arc::new(MemoryStore::new()))
     }
 
+    /// The in-memory store, sealing message text with `cipher` as a database would.
+    pub fn memory_with(cipher: MessageCipher) -> Self {
+        Self::of(Arc::new(MemoryStore::with_cipher(cipher)))
+    }
+
     /// MySQL at `database_url` (migrated first when `migrate`), or the in-memory store,
     /// announced loudly, without one.
     ///
@@ -55,14 +61,26 @@ impl Storage {
     /// When the database settings are invalid, the server does not answer, or a migration
     /// fails.
     pub async fn open(database_url: Option<&str>, migrate: bool) -> anyhow::Result<Self> {
+        Self::open_with(database_url, migrate, MessageCipher::plain()).await
+    }
+
+    /// [`Storage::open`], the store sealing message text at rest with `cipher`.
+    ///
+    /// # Errors
+    /// As [`Storage::open`].
+    pub async fn open_with(
+        database_url: Option<&str>,
+        migrate: bool,
+        cipher: MessageCipher,
+    ) -> anyhow::Result<Self> {
         match database_url {
-            Some(url) => Self::mysql(url, migrate).await,
+            Some(url) => Self::mysql_with(url, migrate, cipher).await,
             None => {
                 tracing::warn!(
                     "DATABASE_URL is not set: using the IN-MEMORY store; NOTHING PERSISTS, \
                      every conversation and message is lost when chatd stops"
                 );
-                Ok(Self::memory())
+                Ok(Self::memory_with(cipher))
             }
         }
     }
@@ -73,7 +91,19 @@ impl Storage {
     /// # Errors
     /// When the settings are invalid, the server does not answer, or a migration fails.
     pub async fn mysql(url: &str, migrate: bool) -> anyhow::Result<Self> {
-        let store = Arc::new(connect(url).await?);
+        Self::mysql_with(url, migrate, MessageCipher::plain()).await
+    }
+
+    /// [`Storage::mysql`], the store sealing message text at rest with `cipher`.
+    ///
+    /// # Errors
+    /// As [`Storage::mysql`].
+    pub async fn mysql_with(
+        url: &str,
+        migrate: bool,
+        cipher: MessageCipher,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(connect(url).await?.with_cipher(cipher));
         if migrate {
             store.migrate().await.context("running migrations")?;
             tracing::info!("database migrations applied");
