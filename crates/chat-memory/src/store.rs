@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the port implementations, each one lock-hold of the shared state.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_crypto::{MessageCipher, StoredFields, row_ids};
@@ -23,7 +23,10 @@ use crate::state::{Author, State, StoredConversation, aggregate, seal};
 /// The in-memory store. Cheap to create; share it as `Arc<MemoryStore>`.
 #[derive(Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// This handle's codec: handles over one state ([`MemoryStore::reopened`]) may hold
+    /// different key rings, as processes over one database may.
+    cipher: MessageCipher,
 }
 
 impl MemoryStore {
@@ -35,9 +38,19 @@ impl MemoryStore {
     /// An empty store that seals message text with `cipher` (plain with
     /// [`MessageCipher::plain`]).
     pub fn with_cipher(cipher: MessageCipher) -> Self {
-        let store = Self::default();
-        store.lock().cipher = cipher;
-        store
+        Self {
+            state: Arc::default(),
+            cipher,
+        }
+    }
+
+    /// Another handle on the same data that seals with `cipher`, as a process restarted
+    /// with another key ring (or a second node configured differently) would.
+    pub fn reopened(&self, cipher: MessageCipher) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            cipher,
+        }
     }
 
     /// The fields of a message as stored (sealed or plain) with its key id, for tests and
@@ -63,10 +76,14 @@ impl MemoryStore {
 
     /// The state, even if a panicking thread poisoned the lock: every operation leaves
     /// the state consistent before it can panic, so the data is still sound.
+    /// The operations under the lock seal and open with this handle's codec.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
+        let mut state = self
+            .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.cipher.clone_from(&self.cipher);
+        state
     }
 }
 
@@ -775,7 +792,12 @@ impl ReencryptStore for MemoryStore {
                 }
             }
         }
-        batch.remaining = state.messages.values().filter(|m| due(m)).count() as u64;
+        let cursor = batch.last.or(after);
+        batch.remaining = state
+            .messages
+            .iter()
+            .filter(|(id, m)| cursor.is_none_or(|c| **id > c) && due(m))
+            .count() as u64;
         Ok(batch)
     }
 }

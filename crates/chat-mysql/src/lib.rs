@@ -123,11 +123,13 @@ impl MySqlStore {
         }
     }
 
-    /// The same store sealing message text with `cipher` (set it before the first send:
-    /// the group commit started by the first `append_message` keeps the cipher it found).
+    /// The same store (on the same pool) sealing message text with `cipher`, with a group
+    /// commit of its own.
     #[must_use]
     pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
         self.cipher = cipher;
+        // A clone shares the group commit, which seals with the cipher it started with.
+        self.appender = Arc::default();
         self
     }
 

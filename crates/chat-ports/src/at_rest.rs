@@ -17,8 +17,8 @@ pub struct ReencryptBatch {
     /// The cursor for the next batch: the greatest id this batch looked at. `None` when
     /// there was nothing left after the given cursor: the run is complete.
     pub last: Option<MessageId>,
-    /// Rows still to rewrite after this batch, in the whole table (undecryptable rows
-    /// included; they stay until their key comes back).
+    /// Rows still to rewrite after the cursor (`last`, or `after` when the batch was
+    /// empty): what the rest of this run has left to do.
     pub remaining: u64,
 }
 
