@@ -6,6 +6,7 @@
 //! To add a task (for example `bench`), create `src/<task>.rs` with a `run`
 //! function, declare the module below, add a match arm and a line to [`HELP`].
 
+mod architecture;
 mod bench;
 mod cmd;
 mod services;

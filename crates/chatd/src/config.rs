@@ -25,12 +25,34 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` (default) or `json` (one object per line), on stderr.
+    #[arg(long, global = true, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Settings read from the environment only (by the storage adapter and the log filter),
+/// listed in `chatd serve --help` so that every setting the docs name is found there.
+pub const ENVIRONMENT_ONLY: &str = "\
+Also read from the environment:
+  RUST_LOG                      Log filter, e.g. `info` (default) or `chat_mysql=debug,info`
+  DATABASE_MAX_CONNECTIONS      MySQL pool size (default 16)
+  DATABASE_ACQUIRE_TIMEOUT_MS   How long a request waits for a pooled MySQL connection
+                                before it is answered 503 (default 3000)";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the HTTP server.
+    #[command(after_help = ENVIRONMENT_ONLY)]
     Serve(ServeArgs),
     /// Applies the database migrations to DATABASE_URL and exits.
     Migrate(MigrateArgs),

@@ -21,14 +21,14 @@ pub use storage::Storage;
 
 use crate::config::{MigrateArgs, ReencryptArgs, ServeArgs, TokenArgs};
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
-/// `CHAT_LOG_FORMAT=json`.
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines with
+/// `--log-format json` (`CHAT_LOG_FORMAT=json`).
+pub fn init_tracing(format: config::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("CHAT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if format == config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

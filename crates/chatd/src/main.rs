@@ -9,7 +9,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    chatd::init_tracing();
+    chatd::init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => chatd::serve(args).await,
         Command::Migrate(args) => chatd::migrate(args).await,

@@ -144,3 +144,61 @@ fn dev_server_serves_and_stops_gracefully_on_sigterm() {
     };
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
 }
+
+/// Settings the docs name that are not `chatd`'s: they steer the test suite.
+const TEST_ONLY_SETTINGS: &[&str] = &[
+    "CHAT_REQUIRE_MYSQL",
+    "CHAT_REQUIRE_REDIS",
+    "CHAT_KEEP_TEST_DB",
+];
+
+/// Every `CHAT_*`, `DATABASE_*` and `REDIS_*` variable named in the README or `docs/`.
+fn settings_named_in_docs() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let bytes = text.as_bytes();
+        for prefix in ["CHAT_", "DATABASE_", "REDIS_"] {
+            for (start, _) in text.match_indices(prefix) {
+                if start > 0
+                    && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_')
+                {
+                    continue;
+                }
+                let end = text[start..]
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .map_or(text.len(), |n| start + n);
+                let name = text[start..end].trim_end_matches('_');
+                if name.len() > prefix.len() && !TEST_ONLY_SETTINGS.contains(&name) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn serve_help_lists_every_setting_the_docs_name() {
+    let out = chatd(&["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let named = settings_named_in_docs();
+    assert!(named.contains("DATABASE_URL"), "the scan found {named:?}");
+    let missing: Vec<_> = named
+        .iter()
+        .filter(|name| !help.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named in the docs but not in `chatd serve --help`: {missing:?}\n{help}"
+    );
+}

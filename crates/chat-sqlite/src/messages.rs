@@ -1,0 +1,452 @@
+//! [`MessageStore`] on SQLite: appends with gap-free `seq` (the single writer runs them one
+//! after the other), idempotent sends, keyset history, and reactions compared by their bytes.
+
+use async_trait::async_trait;
+use chat_domain::{
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Timestamp,
+    UserId,
+};
+use chat_ports::{
+    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
+    StoreError,
+};
+use sqlx::{Row, SqliteConnection};
+
+use crate::SqliteStore;
+use crate::error::{Failure, Outcome};
+use crate::rows::{
+    self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
+    with_reactions,
+};
+
+/// The state of a conversation a write reads before changing it. (The single writer makes
+/// the read and the write one atomic step.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConversationState {
+    /// The newest seq handed out.
+    pub(crate) last_seq: i64,
+    /// Whether it is archived.
+    pub(crate) is_archived: bool,
+    /// Its activity time (`last_message_at`, else `created_at`), which every active
+    /// membership carries as `activity_at`.
+    pub(crate) activity_at: i64,
+}
+
+/// The conversation's state, or `None` when it does not exist.
+pub(crate) async fn conversation_state(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+) -> Outcome<Option<ConversationState>> {
+    let row = sqlx::query(
+        "SELECT c.last_seq, c.is_archived, COALESCE(c.last_message_at, c.created_at) AS activity_at \
+         FROM CONVERSATIONS c WHERE c.id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(ConversationState {
+            last_seq: row.try_get("last_seq")?,
+            is_archived: row.try_get("is_archived")?,
+            activity_at: row.try_get("activity_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores `new` as message `seq` of a conversation whose `last_seq` is `seq - 1`: inserts it,
+/// advances the conversation, records the receipts the sender passes (from `sender_marker`,
+/// their marker when they have a membership) and updates the memberships (see
+/// [`update_memberships`]).
+pub(crate) async fn insert_message(
+    conn: &mut SqliteConnection,
+    new: &NewMessage,
+    seq: i64,
+    sender_marker: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let body = &new.body;
+    let created_at = db_time(new.created_at);
+    sqlx::query(
+        "INSERT INTO MESSAGES (id, conversation_id, seq, sender_id, content, message_type, \
+         media_url, media_metadata, reply_to_id, client_message_id, created_at, \
+         is_system_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id.to_string())
+    .bind(new.conversation_id.to_string())
+    .bind(seq)
+    .bind(new.sender_id.get())
+    .bind(body.content().as_str())
+    .bind(body.message_type().as_str())
+    .bind(body.media_url().map(|u| u.as_str()))
+    .bind(body.media_metadata().map(|m| m.as_json()))
+    .bind(new.reply_to_id.map(|r| r.to_string()))
+    .bind(new.client_message_id.as_ref().map(|c| c.as_str()))
+    .bind(created_at)
+    .bind(body.is_system())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ? WHERE id = ?")
+        .bind(seq)
+        .bind(created_at)
+        .bind(new.conversation_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if let Some(marker) = sender_marker {
+        // Receipts for what the sender passes by answering: the others' messages between
+        // their marker and this one.
+        record_receipts(
+            conn,
+            new.conversation_id,
+            new.sender_id,
+            marker,
+            seq - 1,
+            created_at,
+        )
+        .await?;
+    }
+    update_memberships(conn, new, seq, created_at).await
+}
+
+/// The membership side of a send, in one `UPDATE`:
+/// - every active membership's `activity_at` becomes the message's time (the conversation's
+///   new `last_message_at`);
+/// - every other active participant's `unread_count` + 1, unless the message is SYSTEM;
+/// - the sender's marker moves to `seq` and their count becomes 0: `seq` is the newest
+///   message, so nothing above the marker remains. (A sender with no membership has no row;
+///   a sender who left has theirs updated, harmlessly, as on MySQL.)
+async fn update_memberships(
+    conn: &mut SqliteConnection,
+    new: &NewMessage,
+    seq: i64,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    let sender = new.sender_id.get();
+    sqlx::query(
+        "UPDATE CONVERSATION_PARTICIPANTS SET \
+           unread_count = CASE WHEN user_id = ?1 THEN 0 ELSE unread_count + ?2 END, \
+           last_read_seq = CASE WHEN user_id = ?1 THEN MAX(last_read_seq, ?3) ELSE last_read_seq END, \
+           last_read_at = CASE WHEN user_id = ?1 THEN ?4 ELSE last_read_at END, \
+           activity_at = ?4 \
+         WHERE conversation_id = ?5 AND (left_at IS NULL OR user_id = ?1)",
+    )
+    .bind(sender)
+    .bind(i64::from(!new.body.is_system()))
+    .bind(seq)
+    .bind(at)
+    .bind(new.conversation_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The active participants of a conversation, earliest joined first.
+pub(crate) async fn active_user_ids(
+    conn: &mut SqliteConnection,
+    conversation: ConversationId,
+) -> Outcome<Vec<UserId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT p.user_id FROM CONVERSATION_PARTICIPANTS p \
+         WHERE p.conversation_id = ? AND p.left_at IS NULL ORDER BY p.joined_at, p.id",
+    )
+    .bind(conversation.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    ids.into_iter().map(rows::user_id).collect()
+}
+
+/// The append use case, on the writer's connection.
+pub(crate) async fn append(conn: &mut SqliteConnection, new: &NewMessage) -> Outcome<Appended> {
+    let sql = format!(
+        "SELECT c.last_seq, c.is_archived, \
+           (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = c.id \
+              AND m.sender_id = ?1 AND m.client_message_id = ?2) AS existing_id, \
+           (SELECT p.last_read_seq FROM CONVERSATION_PARTICIPANTS p \
+              WHERE p.conversation_id = c.id AND p.user_id = ?1 AND p.left_at IS NULL) \
+              AS sender_marker, \
+           (SELECT {NAME_EXPR} FROM app_users u WHERE u.id = ?1) AS sender_name \
+         FROM CONVERSATIONS c WHERE c.id = ?3"
+    );
+    let row = sqlx::query(&sql)
+        .bind(new.sender_id.get())
+        .bind(new.client_message_id.as_ref().map(|c| c.as_str()))
+        .bind(new.conversation_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let Some(marker) = row.try_get::<Option<i64>, _>("sender_marker")? else {
+        // Not an active participant: for them the conversation does not exist.
+        return Err(StoreError::NotFound.into());
+    };
+    let recipients = active_user_ids(conn, new.conversation_id).await?;
+    if let Some(existing) = row.try_get::<Option<String>, _>("existing_id")? {
+        let view =
+            find_view(conn, rows::message_id(&existing)?)
+                .await?
+                .ok_or(StoreError::Unavailable(
+                    "idempotent original vanished".into(),
+                ))?;
+        return Ok(Appended {
+            view,
+            created: false,
+            recipients,
+        });
+    }
+    if row.try_get::<bool, _>("is_archived")? {
+        return Err(StoreConflict::ConversationArchived.into());
+    }
+    let seq = row.try_get::<i64, _>("last_seq")? + 1;
+    let sender_name: Option<String> = row.try_get("sender_name")?;
+    insert_message(conn, new, seq, Some(marker)).await?;
+    Ok(Appended {
+        view: new.to_stored_view(rows::seq(seq)?, sender_name),
+        created: true,
+        recipients,
+    })
+}
+
+/// `NotFound` unless the message exists and is live.
+async fn require_live(conn: &mut SqliteConnection, id: MessageId) -> Outcome<()> {
+    let deleted: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match deleted {
+        Some(None) => Ok(()),
+        _ => Err(StoreError::NotFound.into()),
+    }
+}
+
+/// The edit use case, on the writer's connection.
+pub(crate) async fn edit(
+    conn: &mut SqliteConnection,
+    id: MessageId,
+    content: &MessageContent,
+    at: Timestamp,
+) -> Outcome<MessageView> {
+    require_live(conn, id).await?;
+    sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
+        .bind(content.as_str())
+        .bind(db_time(at))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(find_view(conn, id).await?.ok_or(StoreError::NotFound)?)
+}
+
+/// The delete use case, on the writer's connection.
+pub(crate) async fn delete(
+    conn: &mut SqliteConnection,
+    id: MessageId,
+    at: Timestamp,
+) -> Outcome<Message> {
+    require_live(conn, id).await?;
+    // The unread counters of the others who had not read it drop by one in this same
+    // statement, by trigger `trg_messages_unread_on_delete`.
+    sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
+        .bind(db_time(at))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let view = find_view(conn, id).await?.ok_or(StoreError::NotFound)?;
+    Ok(view.message)
+}
+
+/// Puts a user's reaction on a live message; whether it was not there yet.
+pub(crate) async fn add_reaction(
+    conn: &mut SqliteConnection,
+    message: MessageId,
+    user: UserId,
+    emoji: &Emoji,
+    at: Timestamp,
+) -> Outcome<bool> {
+    require_live(conn, message).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO MESSAGE_REACTIONS (message_id, user_id, emoji, created_at) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (message_id, user_id, emoji) DO NOTHING",
+    )
+    .bind(message.to_string())
+    .bind(user.get())
+    .bind(emoji.as_str())
+    .bind(db_time(at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted > 0)
+}
+
+/// Takes a user's reaction off a live message; whether it was there.
+pub(crate) async fn remove_reaction(
+    conn: &mut SqliteConnection,
+    message: MessageId,
+    user: UserId,
+    emoji: &Emoji,
+) -> Outcome<bool> {
+    require_live(conn, message).await?;
+    let removed = sqlx::query(
+        "DELETE FROM MESSAGE_REACTIONS WHERE message_id = ? AND user_id = ? AND emoji = ?",
+    )
+    .bind(message.to_string())
+    .bind(user.get())
+    .bind(emoji.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(removed > 0)
+}
+
+/// The message's reactions.
+pub(crate) async fn reactions(
+    conn: &mut SqliteConnection,
+    message: MessageId,
+) -> Outcome<Vec<chat_domain::ReactionSummary>> {
+    Ok(reactions_of(conn, &[message])
+        .await?
+        .remove(&message)
+        .unwrap_or_default())
+}
+
+/// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
+/// `uq_messages_conversation_seq` at any depth.
+pub(crate) fn history_sql(condition: &str, order: &str) -> String {
+    format!(
+        "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id \
+         WHERE m.conversation_id = ? {condition} AND m.deleted_at IS NULL \
+         ORDER BY m.seq {order} LIMIT ?",
+        message_columns()
+    )
+}
+
+impl SqliteStore {
+    async fn try_history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Outcome<HistoryPage> {
+        let (condition, order, bound, limit) = match query {
+            HistoryQuery::Latest(limit) => ("", "DESC", None, limit),
+            HistoryQuery::Before(seq, limit) => ("AND m.seq < ?", "DESC", Some(seq), limit),
+            HistoryQuery::After(seq, limit) => ("AND m.seq > ?", "ASC", Some(seq), limit),
+        };
+        let sql = history_sql(condition, order);
+        let mut q = sqlx::query(&sql).bind(conversation.to_string());
+        if let Some(seq) = bound {
+            q = q.bind(seq.get());
+        }
+        let page = limit.get();
+        let fetch = i64::try_from(page + 1).unwrap_or(i64::MAX);
+        // One read transaction: the page and its reactions from one snapshot.
+        let mut tx = self.read_pool().begin().await?;
+        let rows = q.bind(fetch).fetch_all(&mut *tx).await?;
+        let has_more = rows.len() > page;
+        let views = rows
+            .iter()
+            .take(page)
+            .map(rows::message_view)
+            .collect::<Outcome<Vec<_>>>()?;
+        let items = with_reactions(&mut tx, views).await?;
+        tx.commit().await?;
+        Ok(HistoryPage { items, has_more })
+    }
+
+    async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
+        let rows = sqlx::query(
+            "SELECT r.user_id, r.read_at FROM MESSAGE_READ_RECEIPTS r WHERE r.message_id = ? \
+             ORDER BY r.read_at, r.id",
+        )
+        .bind(message.to_string())
+        .fetch_all(self.read_pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Receipt {
+                    user_id: rows::user_id(row.try_get("user_id")?)?,
+                    read_at: rows::from_db_time(row.try_get("read_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn try_find(&self, id: MessageId) -> Outcome<Option<MessageView>> {
+        let mut tx = self.read_pool().begin().await?;
+        let view = find_view(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        self.write(move |conn| Box::pin(async move { append(conn, &new).await }))
+            .await
+    }
+
+    async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        self.try_find(id).await.map_err(Failure::into_store)
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: MessageContent,
+        at: Timestamp,
+    ) -> Result<MessageView, StoreError> {
+        self.write(move |conn| Box::pin(async move { edit(conn, id, &content, at).await }))
+            .await
+    }
+
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
+        self.write(move |conn| Box::pin(async move { delete(conn, id, at).await }))
+            .await
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        self.try_history(conversation, query)
+            .await
+            .map_err(Failure::into_store)
+    }
+
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+        at: Timestamp,
+    ) -> Result<ReactionChange, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let changed = add_reaction(conn, message, user, &emoji, at).await?;
+                let reactions = reactions(conn, message).await?;
+                Ok(ReactionChange { changed, reactions })
+            })
+        })
+        .await
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: Emoji,
+    ) -> Result<ReactionChange, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let changed = remove_reaction(conn, message, user, &emoji).await?;
+                let reactions = reactions(conn, message).await?;
+                Ok(ReactionChange { changed, reactions })
+            })
+        })
+        .await
+    }
+
+    async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {
+        self.try_receipts(message)
+            .await
+            .map_err(Failure::into_store)
+    }
+}
