@@ -13,6 +13,7 @@
 //! the MySQL adapter's `TIMESTAMP` columns do: instants are truncated to the second when
 //! written, and what is returned is what is stored.
 
+mod at_rest;
 mod conversations;
 mod directory;
 mod error;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chat_crypto::MessageCipher;
 use chat_domain::PostingId;
 use chat_ports::StoreError;
 use futures::future::BoxFuture;
@@ -160,6 +162,9 @@ impl FileLock {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Seals message text before it is written and opens it when it is read
+    /// (docs/security.md); plain without a key ring.
+    cipher: MessageCipher,
 }
 
 #[derive(Debug)]
@@ -235,6 +240,7 @@ impl SqliteStore {
         let writer =
             writer::Writer::start(write_pool.clone(), settings.max_batch, Arc::clone(&lock));
         Ok(Self {
+            cipher: MessageCipher::plain(),
             inner: Arc::new(Inner {
                 path,
                 write_pool,
@@ -333,6 +339,13 @@ impl SqliteStore {
         if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }
+    }
+
+    /// The same store (same file, same writer) sealing message text with `cipher`.
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// The read connections.
