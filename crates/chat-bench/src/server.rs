@@ -11,14 +11,24 @@ use tokio::process::{Child, Command};
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
     Memory,
-    MySql { url: String },
+    MySql {
+        url: String,
+    },
+    /// MySQL with a key ring: message text sealed at rest (docs/security.md).
+    MySqlEncrypted {
+        url: String,
+    },
 }
+
+/// The key ring of the encrypted runs: a fixed benchmark key (32 bytes, base64).
+const BENCH_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 impl Store {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Store::Memory => "memory",
             Store::MySql { .. } => "mysql",
+            Store::MySqlEncrypted { .. } => "mysql-encrypted",
         }
     }
 }
@@ -48,6 +58,9 @@ impl Server {
             .env("CHAT_SEND_BURST", "1000000")
             .env("RUST_LOG", "warn")
             .env_remove("REDIS_URL")
+            .env_remove("CHAT_ENCRYPTION_KEYS")
+            .env_remove("CHAT_ENCRYPTION_KEYS_FILE")
+            .env_remove("CHAT_ENCRYPTION_ACTIVE_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -58,6 +71,11 @@ impl Server {
             }
             Store::MySql { url } => {
                 command.env("DATABASE_URL", url);
+            }
+            Store::MySqlEncrypted { url } => {
+                command
+                    .env("DATABASE_URL", url)
+                    .env("CHAT_ENCRYPTION_KEYS", BENCH_KEYS);
             }
         }
         let child = command
