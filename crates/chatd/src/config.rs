@@ -49,6 +49,8 @@ Also read from the environment:
                                 before it is answered 503 (default 3000)";
 
 /// The subcommands.
+// Parsed once at start and moved once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the HTTP server.
