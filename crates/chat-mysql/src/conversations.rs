@@ -519,7 +519,7 @@ impl ConversationStore for MySqlStore {
         new: NewConversation,
         announcement: NewMessage,
     ) -> Result<ConversationDetails, StoreError> {
-        crate::retrying!(self.try_create(&new, &announcement))
+        crate::retrying!(self, self.try_create(&new, &announcement))
     }
 
     async fn get_or_create_direct(
@@ -529,7 +529,7 @@ impl ConversationStore for MySqlStore {
         b: UserId,
         at: Timestamp,
     ) -> Result<DirectConversation, StoreError> {
-        crate::retrying!(self.try_get_or_create_direct(id, a, b, at))
+        crate::retrying!(self, self.try_get_or_create_direct(id, a, b, at))
     }
 
     async fn conversation_details(
@@ -540,7 +540,7 @@ impl ConversationStore for MySqlStore {
             let mut conn = self.pool.acquire().await?;
             details(&mut conn, id).await
         };
-        load.await.map_err(Failure::into_store)
+        self.bounded(load).await
     }
 
     async fn rename_conversation(
@@ -549,7 +549,7 @@ impl ConversationStore for MySqlStore {
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_rename(id, &name, announcement.as_ref()))
+        crate::retrying!(self, self.try_rename(id, &name, announcement.as_ref()))
     }
 
     async fn archive_conversation(
@@ -558,7 +558,7 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_archive(id, at, announcement.as_ref()))
+        crate::retrying!(self, self.try_archive(id, at, announcement.as_ref()))
     }
 
     async fn unarchive_conversation(
@@ -566,7 +566,7 @@ impl ConversationStore for MySqlStore {
         id: ConversationId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_unarchive(id, announcement.as_ref()))
+        crate::retrying!(self, self.try_unarchive(id, announcement.as_ref()))
     }
 
     async fn add_participants(
@@ -576,7 +576,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
-        crate::retrying!(self.try_add_participants(id, &users, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_add_participants(id, &users, at, announcement.as_ref())
+        )
     }
 
     async fn remove_participant(
@@ -586,7 +589,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
-        crate::retrying!(self.try_remove_participant(id, user, at, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_remove_participant(id, user, at, announcement.as_ref())
+        )
     }
 
     async fn set_role(
@@ -596,6 +602,9 @@ impl ConversationStore for MySqlStore {
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self.try_set_role(id, user, role, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_set_role(id, user, role, announcement.as_ref())
+        )
     }
 }

@@ -9,7 +9,7 @@ use chat_ports::{PostingDirectory, StoreError, UserDirectory};
 use sqlx::Row;
 
 use crate::MySqlStore;
-use crate::error::{Failure, Outcome, translate};
+use crate::error::Outcome;
 use crate::rows::{self, NAME_EXPR, placeholders};
 
 impl MySqlStore {
@@ -50,9 +50,8 @@ impl UserDirectory for MySqlStore {
     async fn missing_users(&self, users: &[UserId]) -> Result<Vec<UserId>, StoreError> {
         let wanted = distinct(users);
         let found: HashSet<UserId> = self
-            .existing_users(&wanted)
-            .await
-            .map_err(Failure::into_store)?
+            .bounded(self.existing_users(&wanted))
+            .await?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
@@ -61,9 +60,8 @@ impl UserDirectory for MySqlStore {
 
     async fn display_names(&self, users: &[UserId]) -> Result<HashMap<UserId, String>, StoreError> {
         Ok(self
-            .existing_users(&distinct(users))
-            .await
-            .map_err(Failure::into_store)?
+            .bounded(self.existing_users(&distinct(users)))
+            .await?
             .into_iter()
             .filter_map(|(id, name)| name.map(|n| (id, n)))
             .collect())
@@ -82,24 +80,20 @@ impl UserDirectory for MySqlStore {
                last_name = IF(VALUES(first_name) IS NULL \
                   OR BINARY {composed} = BINARY VALUES(first_name), last_name, NULL)"
         );
-        sqlx::query(&sql)
+        let upsert = sqlx::query(&sql)
             .bind(user.get())
             .bind(name.as_ref().map(DisplayName::as_str))
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| translate(&e))
+            .execute(&self.pool);
+        self.bounded(upsert).await.map(|_| ())
     }
 }
 
 #[async_trait]
 impl PostingDirectory for MySqlStore {
     async fn posting_exists(&self, posting: PostingId) -> Result<bool, StoreError> {
-        sqlx::query_scalar::<_, i32>("SELECT 1 FROM POSTINGS WHERE id = ?")
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1 FROM POSTINGS WHERE id = ?")
             .bind(posting.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map(|found| found.is_some())
-            .map_err(|e| translate(&e))
+            .fetch_optional(&self.pool);
+        self.bounded(probe).await.map(|found| found.is_some())
     }
 }

@@ -86,6 +86,11 @@ impl Failure {
     }
 }
 
+/// The answer of a call the database did not answer by its deadline.
+pub(crate) fn timed_out() -> StoreError {
+    StoreError::Unavailable(crate::appender::TIMED_OUT.into())
+}
+
 /// Maps a driver error to the port's vocabulary.
 pub(crate) fn translate(error: &sqlx::Error) -> StoreError {
     use sqlx::Error as E;

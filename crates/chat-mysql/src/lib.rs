@@ -6,7 +6,10 @@
 //! explicit row locks: the conversation row (`FOR UPDATE`) for `seq` assignment, idempotent
 //! sends and membership changes; the participant row for read markers; unique keys for the
 //! DIRECT pair and the idempotency key. Concurrent sends are group-committed: a few
-//! background workers store whatever sends are queued in one transaction (`appender`).
+//! background workers, started with the store, store whatever sends are queued in one
+//! transaction (`appender`). Every call of a port has a deadline (the acquire timeout plus
+//! the statement timeout) and answers `StoreError::Unavailable` when the database did not
+//! answer by it.
 //! Timestamps are UTC with second precision (the schema's `TIMESTAMP` columns): instants are
 //! truncated to the second before they are written, and what is returned is what is stored.
 
@@ -22,7 +25,9 @@ mod send;
 mod settings;
 mod writes;
 
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chat_crypto::MessageCipher;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
@@ -71,9 +76,16 @@ pub struct PoolStats {
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    /// The group commit of concurrent sends, started by the first `append_message` (it
-    /// needs a tokio runtime) and shared by every clone of the store.
-    appender: Arc<OnceLock<appender::Appender>>,
+    /// The group commit of concurrent sends, started with the store on the runtime that
+    /// opened it and shared by every clone of the store; `None` when the store was made
+    /// outside a tokio runtime (each send then runs alone).
+    appender: Option<Arc<appender::Appender>>,
+    /// The deadline of every call of a port: the acquire timeout plus the statement
+    /// timeout.
+    call_timeout: Duration,
+    /// Room in the append queue, for a group commit started again by
+    /// [`MySqlStore::with_cipher`].
+    append_queue: usize,
     /// Seals message text before it is written and opens it when it is read
     /// (docs/security.md); plain without a key ring.
     cipher: MessageCipher,
@@ -110,27 +122,80 @@ impl MySqlStore {
             .connect_with(options)
             .await
             .map_err(|e| ConnectError(error::translate(&e).to_string()))?;
-        Ok(Self::new(pool))
+        Ok(Self::start(
+            pool,
+            settings.statement_timeout,
+            settings.append_queue,
+        ))
     }
 
-    /// Wraps an existing pool. Its connections MUST use `time_zone = '+00:00'`; READ
-    /// COMMITTED is recommended (the adapter takes the locks it needs explicitly).
+    /// Wraps an existing pool, with the default statement timeout and append queue (see
+    /// [`MySqlSettings`]). Its connections MUST use `time_zone = '+00:00'`; READ COMMITTED
+    /// is recommended (the adapter takes the locks it needs explicitly). Called within a
+    /// tokio runtime, the append workers are spawned on it: it must outlive the store (or
+    /// [`MySqlStore::shut_down`] be awaited before it stops).
     pub fn new(pool: MySqlPool) -> Self {
-        Self {
+        Self::start(
             pool,
-            appender: Arc::default(),
-            cipher: MessageCipher::plain(),
+            MySqlSettings::DEFAULT_STATEMENT_TIMEOUT,
+            MySqlSettings::DEFAULT_APPEND_QUEUE,
+        )
+    }
+
+    fn start(pool: MySqlPool, statement_timeout: Duration, append_queue: usize) -> Self {
+        let call_timeout = pool.options().get_acquire_timeout() + statement_timeout;
+        let cipher = MessageCipher::plain();
+        Self {
+            appender: spawn_appender(&pool, append_queue, &cipher),
+            pool,
+            call_timeout,
+            append_queue,
+            cipher,
         }
     }
 
     /// The same store (on the same pool) sealing message text with `cipher`, with a group
-    /// commit of its own.
+    /// commit of its own (the clone's appender seals with the cipher it started with).
     #[must_use]
     pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
+        self.appender = spawn_appender(&self.pool, self.append_queue, &cipher);
         self.cipher = cipher;
-        // A clone shares the group commit, which seals with the cipher it started with.
-        self.appender = Arc::default();
         self
+    }
+
+    /// Stops taking sends, finishes the batches queued and in flight (every caller is
+    /// answered), then closes the pool; gives up waiting after `bound`. Whether everything
+    /// finished in time. The store answers `Unavailable` afterwards.
+    pub async fn shut_down(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        let drained = match &self.appender {
+            Some(appender) => appender.shut_down(bound).await,
+            None => true,
+        };
+        let closed = tokio::time::timeout_at(deadline, self.pool.close())
+            .await
+            .is_ok();
+        drained && closed
+    }
+
+    /// The deadline of every call of a port (the acquire timeout plus the statement
+    /// timeout).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// Runs `work` (a use case) within the call deadline, translating its failure.
+    pub(crate) async fn bounded<T, E>(
+        &self,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, chat_ports::StoreError>
+    where
+        E: Into<error::Failure>,
+    {
+        match tokio::time::timeout(self.call_timeout, work).await {
+            Ok(done) => done.map_err(|e| e.into().into_store()),
+            Err(_) => Err(error::timed_out()),
+        }
     }
 
     /// Applies the pending migrations (see [`migrate`]).
@@ -158,7 +223,7 @@ impl MySqlStore {
     /// How the appends were grouped into transactions so far (zero before the first).
     pub fn append_stats(&self) -> AppendStats {
         self.appender
-            .get()
+            .as_deref()
             .map(appender::Appender::stats)
             .unwrap_or_default()
     }
@@ -168,12 +233,26 @@ impl MySqlStore {
     /// # Errors
     /// [`chat_ports::StoreError::Unavailable`] when it does not.
     pub async fn ping(&self) -> Result<(), chat_ports::StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
             .await
             .map(|_| ())
-            .map_err(|e| error::translate(&e))
     }
+}
+
+/// The group commit on the current tokio runtime, `None` outside one.
+fn spawn_appender(
+    pool: &MySqlPool,
+    append_queue: usize,
+    cipher: &MessageCipher,
+) -> Option<Arc<appender::Appender>> {
+    tokio::runtime::Handle::try_current().ok().map(|runtime| {
+        Arc::new(appender::Appender::start(
+            pool.clone(),
+            append_queue,
+            &runtime,
+            cipher.clone(),
+        ))
+    })
 }
 
 /// The SQL of the hot read paths, exactly as the adapter sends it, for `EXPLAIN` checks in
@@ -201,10 +280,19 @@ pub mod hot_queries {
     }
 }
 
-/// Runs a use case, running it again (up to three more times) when the server rolled it back
-/// as a deadlock victim or after a lock wait timeout, then translates its failure.
+/// Runs a use case of `$store`, running it again (up to three more times) when the server
+/// rolled it back as a deadlock victim or after a lock wait timeout, then translates its
+/// failure; all of it within the store's call deadline. Without a store, unbounded (the
+/// caller bounds it).
 macro_rules! retrying {
+    ($store:expr, $attempt:expr) => {{
+        let attempts = async { $crate::retrying!(@loop $attempt) };
+        $store.bounded(attempts).await
+    }};
     ($attempt:expr) => {{
+        $crate::retrying!(@loop $attempt).map_err($crate::error::Failure::into_store)
+    }};
+    (@loop $attempt:expr) => {{
         let mut retries = 0u32;
         loop {
             match $attempt.await {
@@ -212,7 +300,7 @@ macro_rules! retrying {
                     retries += 1;
                     tracing::debug!(retries, "transaction rolled back by the server; retrying");
                 }
-                other => break other.map_err($crate::error::Failure::into_store),
+                other => break other,
             }
         }
     }};

@@ -14,7 +14,6 @@ use sqlx::query::Query;
 use sqlx::{MySql, MySqlConnection, Row};
 
 use crate::MySqlStore;
-use crate::appender::Appender;
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::rows::{
     self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
@@ -205,19 +204,27 @@ impl MySqlStore {
 #[async_trait]
 impl MessageStore for MySqlStore {
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        let appender = self
-            .appender
-            .get_or_init(|| Appender::start(self.pool.clone(), self.cipher.clone()));
-        match appender.submit(new.clone()).await {
-            Some(Reply::Done(answer)) => *answer,
-            Some(Reply::Original { id, recipients }) => {
-                original(&self.pool, &self.cipher, id, recipients)
-                    .await
-                    .map_err(Failure::into_store)
+        // The send's deadline: the queue, the batch and any run alone all end by it.
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        let reply = match &self.appender {
+            Some(appender) => appender.submit(new.clone(), deadline).await?,
+            None => Reply::RunAlone,
+        };
+        let rest = async {
+            match reply {
+                Reply::Done(answer) => *answer,
+                Reply::Original { id, recipients } => {
+                    original(&self.pool, &self.cipher, id, recipients)
+                        .await
+                        .map_err(Failure::into_store)
+                }
+                // Not queued, or its batch was rolled back: nothing of it is stored.
+                Reply::RunAlone => append_alone(&self.pool, &self.cipher, &new).await,
             }
-            // Not queued, or its batch was rolled back: nothing of it is stored.
-            Some(Reply::RunAlone) | None => append_alone(&self.pool, &self.cipher, &new).await,
-        }
+        };
+        tokio::time::timeout_at(deadline, rest)
+            .await
+            .unwrap_or_else(|_| Err(crate::error::timed_out()))
     }
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
@@ -225,7 +232,7 @@ impl MessageStore for MySqlStore {
             let mut conn = self.pool.acquire().await?;
             find_view(&mut conn, &self.cipher, id).await
         };
-        find.await.map_err(Failure::into_store)
+        self.bounded(find).await
     }
 
     async fn edit_message(
@@ -234,11 +241,11 @@ impl MessageStore for MySqlStore {
         content: MessageContent,
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
-        crate::retrying!(self.try_edit(id, &content, at))
+        crate::retrying!(self, self.try_edit(id, &content, at))
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
-        crate::retrying!(self.try_delete(id, at))
+        crate::retrying!(self, self.try_delete(id, at))
     }
 
     async fn history(
@@ -246,9 +253,7 @@ impl MessageStore for MySqlStore {
         conversation: ConversationId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
-        self.try_history(conversation, query)
-            .await
-            .map_err(Failure::into_store)
+        self.bounded(self.try_history(conversation, query)).await
     }
 
     async fn add_reaction(
@@ -258,7 +263,7 @@ impl MessageStore for MySqlStore {
         emoji: Emoji,
         at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
-        crate::retrying!(self.try_add_reaction(message, user, &emoji, at))
+        crate::retrying!(self, self.try_add_reaction(message, user, &emoji, at))
     }
 
     async fn remove_reaction(
@@ -267,12 +272,10 @@ impl MessageStore for MySqlStore {
         user: chat_domain::UserId,
         emoji: Emoji,
     ) -> Result<ReactionChange, StoreError> {
-        crate::retrying!(self.try_remove_reaction(message, user, &emoji))
+        crate::retrying!(self, self.try_remove_reaction(message, user, &emoji))
     }
 
     async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {
-        self.try_receipts(message)
-            .await
-            .map_err(Failure::into_store)
+        self.bounded(self.try_receipts(message)).await
     }
 }

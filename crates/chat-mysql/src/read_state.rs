@@ -353,7 +353,7 @@ impl ReadStateStore for MySqlStore {
         up_to: Option<Seq>,
         at: Timestamp,
     ) -> Result<ReadState, StoreError> {
-        crate::retrying!(self.try_mark_read(conversation, user, up_to, at))
+        crate::retrying!(self, self.try_mark_read(conversation, user, up_to, at))
     }
 
     async fn set_muted(
@@ -362,7 +362,7 @@ impl ReadStateStore for MySqlStore {
         user: UserId,
         muted: bool,
     ) -> Result<Participant, StoreError> {
-        crate::retrying!(self.try_set_muted(conversation, user, muted))
+        crate::retrying!(self, self.try_set_muted(conversation, user, muted))
     }
 
     async fn inbox_item(
@@ -370,17 +370,15 @@ impl ReadStateStore for MySqlStore {
         conversation: ConversationId,
         user: UserId,
     ) -> Result<Option<InboxItem>, StoreError> {
-        self.snapshot_inbox(user, InboxScope::One(conversation))
+        self.bounded(self.snapshot_inbox(user, InboxScope::One(conversation)))
             .await
             .map(|mut rows| rows.items.pop())
-            .map_err(Failure::into_store)
     }
 
     async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
         let InboxRows { items, has_more } = self
-            .snapshot_inbox(user, InboxScope::Page(query))
-            .await
-            .map_err(Failure::into_store)?;
+            .bounded(self.snapshot_inbox(user, InboxScope::Page(query)))
+            .await?;
         let next_cursor = if has_more {
             items.last().map(|item| InboxCursor {
                 activity_at: item.details.conversation.activity_at(),
@@ -393,8 +391,6 @@ impl ReadStateStore for MySqlStore {
     }
 
     async fn unread_summary(&self, user: UserId) -> Result<UnreadSummary, StoreError> {
-        self.try_unread_summary(user)
-            .await
-            .map_err(Failure::into_store)
+        self.bounded(self.try_unread_summary(user)).await
     }
 }

@@ -17,6 +17,14 @@ pub struct MySqlSettings {
     pub acquire_timeout: Duration,
     /// How long an idle connection is kept (default 10 min; `None`: forever).
     pub idle_timeout: Option<Duration>,
+    /// How long a use case may run once it holds a connection (default 2 s). Every call
+    /// of a port is answered within `acquire_timeout + statement_timeout`, with
+    /// `StoreError::Unavailable` when the database did not answer in time: a statement
+    /// already sent to a frozen server has no other deadline.
+    pub statement_timeout: Duration,
+    /// How many sends may wait for the group commit (default 1024); when it is full, a
+    /// send is answered `StoreError::Unavailable` at once.
+    pub append_queue: usize,
 }
 
 impl std::fmt::Debug for MySqlSettings {
@@ -28,6 +36,8 @@ impl std::fmt::Debug for MySqlSettings {
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("append_queue", &self.append_queue)
             .finish()
     }
 }
@@ -55,6 +65,10 @@ impl MySqlSettings {
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
     /// The default lifetime of an idle connection.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// The default time a use case may run once it holds a connection.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The default bound of the queue of sends waiting for the group commit.
+    pub const DEFAULT_APPEND_QUEUE: usize = 1024;
 
     /// Settings for `url` with every other value at its default.
     pub fn new(url: impl Into<String>) -> Self {
@@ -64,11 +78,14 @@ impl MySqlSettings {
             min_connections: 0,
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            append_queue: Self::DEFAULT_APPEND_QUEUE,
         }
     }
 
-    /// Reads `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS` and
-    /// `DATABASE_ACQUIRE_TIMEOUT_MS` (optional).
+    /// Reads `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS`,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS`, `DATABASE_STATEMENT_TIMEOUT_MS` and
+    /// `DATABASE_APPEND_QUEUE` (optional).
     ///
     /// # Errors
     /// [`SettingsError`] when the URL is missing or a number is malformed.
@@ -105,6 +122,16 @@ impl MySqlSettings {
         if let Some(ms) = number("DATABASE_ACQUIRE_TIMEOUT_MS")? {
             settings.acquire_timeout = Duration::from_millis(ms);
         }
+        if let Some(ms) = number("DATABASE_STATEMENT_TIMEOUT_MS")? {
+            settings.statement_timeout = Duration::from_millis(ms);
+        }
+        if let Some(queue) = number("DATABASE_APPEND_QUEUE")? {
+            settings.append_queue =
+                usize::try_from(queue.max(1)).map_err(|_| SettingsError::NotANumber {
+                    name: "DATABASE_APPEND_QUEUE",
+                    value: queue.to_string(),
+                })?;
+        }
         Ok(settings)
     }
 }
@@ -119,9 +146,13 @@ mod tests {
             "DATABASE_URL" => Some("mysql://root@localhost/chat".to_owned()),
             "DATABASE_MAX_CONNECTIONS" => Some("40".to_owned()),
             "DATABASE_ACQUIRE_TIMEOUT_MS" => Some("250".to_owned()),
+            "DATABASE_STATEMENT_TIMEOUT_MS" => Some("750".to_owned()),
+            "DATABASE_APPEND_QUEUE" => Some("8".to_owned()),
             _ => None,
         };
         let settings = MySqlSettings::from_lookup(env).expect("valid");
+        assert_eq!(settings.statement_timeout, Duration::from_millis(750));
+        assert_eq!(settings.append_queue, 8);
         assert_eq!(settings.max_connections, 40);
         assert_eq!(settings.acquire_timeout, Duration::from_millis(250));
         assert_eq!(settings.min_connections, 0);
@@ -133,6 +164,8 @@ mod tests {
         let settings = MySqlSettings::from_lookup(only_url).expect("valid");
         assert_eq!(settings.max_connections, 16);
         assert_eq!(settings.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(settings.statement_timeout, Duration::from_secs(2));
+        assert_eq!(settings.append_queue, 1024);
         assert!(!format!("{settings:?}").contains("mysql://"));
 
         assert_eq!(

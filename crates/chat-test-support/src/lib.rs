@@ -1,9 +1,11 @@
 //! Test support shared by the workspace's test suites (a dev-dependency only): a fresh,
-//! migrated MySQL database per test ([`mysql`]), and the rule every suite follows when a
+//! migrated MySQL database per test ([`mysql`]), a TCP proxy that freezes or cuts
+//! connections to inject database faults ([`proxy`]), and the rule every suite follows when a
 //! server it needs is absent: skip loudly, and fail when the run requires the server
 //! ([`skip_or_fail`]).
 
 pub mod mysql;
+pub mod proxy;
 
 /// Whether this run requires the servers the tests use: under CI (`CI=true`) or when
 /// `variable` (such as `CHAT_REQUIRE_MYSQL`) is `1`.

@@ -24,6 +24,28 @@ pub fn database_url(name: &str) -> String {
     url.to_string()
 }
 
+/// The URL of database `name` reached through `address` (such as a
+/// [`crate::proxy::FaultProxy`]) instead of the test server's own address.
+pub fn database_url_via(name: &str, address: std::net::SocketAddr) -> String {
+    let mut url = url::Url::parse(&database_url(name)).expect("DATABASE_URL is a URL");
+    url.set_host(Some(&address.ip().to_string()))
+        .expect("an IP address is a host");
+    url.set_port(Some(address.port()))
+        .expect("the URL takes a port");
+    url.to_string()
+}
+
+/// The test server's address (host and port of [`server_url`], resolved).
+pub fn server_address() -> std::net::SocketAddr {
+    let url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(3306);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .expect("the test server's host resolves")
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

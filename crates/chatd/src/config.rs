@@ -46,7 +46,12 @@ Also read from the environment:
   RUST_LOG                      Log filter, e.g. `info` (default) or `chat_mysql=debug,info`
   DATABASE_MAX_CONNECTIONS      MySQL pool size (default 16)
   DATABASE_ACQUIRE_TIMEOUT_MS   How long a request waits for a pooled MySQL connection
-                                before it is answered 503 (default 3000)";
+                                before it is answered 503 (default 3000)
+  DATABASE_STATEMENT_TIMEOUT_MS How long a use case may then run on MySQL: every store
+                                call is answered (503 if late) within the acquire timeout
+                                plus this (default 2000)
+  DATABASE_APPEND_QUEUE         Sends that may wait for the group commit; when full, a
+                                send is answered 503 at once (default 1024)";
 
 /// The subcommands.
 // Parsed once at start and moved once: the size of the largest variant costs nothing.

@@ -40,6 +40,9 @@ pub struct Application {
     service: Arc<ChatService>,
     realtime: Arc<Realtime>,
     metrics: Arc<Metrics>,
+    /// Shut down after the server stops, within the HTTP shutdown timeout.
+    storage: Storage,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -51,6 +54,7 @@ impl Application {
     /// When Redis does not answer, the metrics cannot be registered, or the address
     /// cannot be bound.
     pub async fn build(config: AppConfig, storage: Storage) -> anyhow::Result<Self> {
+        let stored = storage.clone();
         let fanout = Fanout::start(&config.realtime)
             .await
             .context("connecting to Redis (REDIS_URL)")?;
@@ -76,6 +80,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {:?}", config.bind))?;
         let address = listener.local_addr()?;
         let handle_signals = config.http.handle_signals;
+        let shutdown_timeout = config.http.shutdown_timeout;
         let server = chat_http::serve(listener, state, config.http)?;
         Ok(Self {
             address,
@@ -84,6 +89,8 @@ impl Application {
             service,
             realtime,
             metrics,
+            storage: stored,
+            shutdown_timeout,
         })
     }
 
@@ -114,7 +121,10 @@ impl Application {
 
     /// Serves until the server is stopped through its [`handle`](Self::handle) or, when
     /// the HTTP settings handle signals, until SIGINT or SIGTERM; then every WebSocket is
-    /// closed with 1001 while in-flight requests finish.
+    /// closed with 1001 while in-flight requests finish. Once the server has stopped, the
+    /// store is shut down (its queued and in-flight sends finished and answered), within
+    /// the HTTP shutdown timeout: the caller's runtime, which runs the store's workers,
+    /// must not stop before this returns.
     ///
     /// # Errors
     /// When the server fails.
@@ -122,7 +132,11 @@ impl Application {
         if self.handle_signals {
             close_websockets_on_signal(self.realtime);
         }
-        self.server.await
+        let served = self.server.await;
+        if !self.storage.shut_down(self.shutdown_timeout).await {
+            tracing::warn!("the store did not finish its work within the shutdown timeout");
+        }
+        served
     }
 }
 

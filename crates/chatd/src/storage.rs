@@ -24,6 +24,9 @@ pub struct Storage {
     pub readiness: Arc<dyn Readiness>,
     /// The connection pool's usage, for the metrics, when there is a pool.
     pub pool: Option<PoolProbe>,
+    /// The MySQL store opened by [`Storage::mysql`], shut down with the application (its
+    /// append workers run on the runtime that opened it, which must outlive them).
+    mysql: Option<Arc<MySqlStore>>,
 }
 
 impl Storage {
@@ -41,6 +44,18 @@ impl Storage {
             ports: Ports::from_store(store),
             readiness: Arc::new(AlwaysReady),
             pool: None,
+            mysql: None,
+        }
+    }
+
+    /// Shuts the store down once the server has stopped taking requests: the MySQL store
+    /// refuses new sends, finishes the batches queued and in flight (answering every
+    /// caller) and closes its pool, within `bound`. Nothing to do for the other stores.
+    /// Whether it finished in time.
+    pub async fn shut_down(&self, bound: std::time::Duration) -> bool {
+        match &self.mysql {
+            Some(store) => store.shut_down(bound).await,
+            None => true,
         }
     }
 
@@ -119,8 +134,9 @@ impl Storage {
         });
         Ok(Self {
             ports: Ports::from_store(store.clone()),
-            readiness: Arc::new(MySqlReadiness(store)),
+            readiness: Arc::new(MySqlReadiness(store.clone())),
             pool: Some(probe),
+            mysql: Some(store),
         })
     }
 }
