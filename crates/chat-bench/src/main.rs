@@ -184,6 +184,9 @@ where
         Store::MySql { url } => Store::MySql {
             url: fresh_database(url, &format!("chat_bench_{scenario}")).await?,
         },
+        Store::MySqlEncrypted { url } => Store::MySqlEncrypted {
+            url: fresh_database(url, &format!("chat_bench_{scenario}_encrypted")).await?,
+        },
     };
     eprintln!("  {} / {scenario} …", store.label());
     let began = Instant::now();
@@ -291,8 +294,28 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    // The cost of encryption at rest: durable send on MySQL with the key ring, beside the
+    // plain run above, in the same run.
+    let encryption = match &args.database_url {
+        Some(url) if args.wants("send") => {
+            let plan = &args.plan;
+            let store = Store::MySqlEncrypted { url: url.clone() };
+            let sealed = with_server(&args, &store, "send", |s| async move {
+                Ok((scenarios::durable_send(&s, plan).await?, s))
+            })
+            .await?;
+            let plain = stores
+                .get("mysql")
+                .map(|m| m["send"].clone())
+                .unwrap_or(Value::Null);
+            report::encryption_cost(&plain, &sealed)
+        }
+        _ => Value::Null,
+    };
+
     let results = json!({
         "mode": args.plan.mode,
+        "encryption": encryption,
         "plan": format!("{:?}", args.plan),
         "machine": machine(),
         "limits": {

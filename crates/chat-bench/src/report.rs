@@ -149,6 +149,21 @@ pub(crate) fn with_targets(mut results: Value) -> Value {
     results
 }
 
+/// Durable send on MySQL with the key ring beside without it: throughput, p99 and the
+/// throughput lost to encryption, in percent.
+pub(crate) fn encryption_cost(plain: &Value, sealed: &Value) -> Value {
+    let plain_rate = num(&plain["throughput_per_s"]);
+    let sealed_rate = num(&sealed["throughput_per_s"]);
+    serde_json::json!({
+        "plain": plain,
+        "encrypted": sealed,
+        "throughput_cost_percent": plain_rate
+            .zip(sealed_rate)
+            .filter(|(p, _)| *p > 0.0)
+            .map(|(p, e)| crate::stats::round((p - e) / p * 100.0)),
+    })
+}
+
 fn fmt(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{}", round(v)))
 }
@@ -247,6 +262,23 @@ pub(crate) fn markdown(results: &Value) -> String {
         out.push_str(&format!(
             "| {store} | {} idle WebSockets | {} KiB each (RSS {} → {} KiB) |\n",
             c["connections"], c["kib_per_connection"], c["rss_before_kib"], c["rss_after_kib"]
+        ));
+    }
+    let e = &results["encryption"];
+    if !e.is_null() {
+        out.push_str(&format!(
+            "\n### Encryption at rest (MySQL, durable send, same run)\n\n\
+             | key ring | figures |\n|---|---|\n\
+             | off | {} msg/s, p50 {} ms, p99 {} ms |\n\
+             | on | {} msg/s, p50 {} ms, p99 {} ms |\n\n\
+             Throughput lost to encryption: {} %.\n",
+            e["plain"]["throughput_per_s"],
+            e["plain"]["latency"]["p50_ms"],
+            e["plain"]["latency"]["p99_ms"],
+            e["encrypted"]["throughput_per_s"],
+            e["encrypted"]["latency"]["p50_ms"],
+            e["encrypted"]["latency"]["p99_ms"],
+            e["throughput_cost_percent"],
         ));
     }
     out

@@ -18,7 +18,14 @@ pub(crate) enum Store {
     MySql {
         url: String,
     },
+    /// MySQL with a key ring: message text sealed at rest (docs/security.md).
+    MySqlEncrypted {
+        url: String,
+    },
 }
+
+/// The key ring of the encrypted runs: a fixed benchmark key (32 bytes, base64).
+const BENCH_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 impl Store {
     pub(crate) fn label(&self) -> &'static str {
@@ -26,6 +33,7 @@ impl Store {
             Store::Memory => "memory",
             Store::Sqlite { .. } => "sqlite",
             Store::MySql { .. } => "mysql",
+            Store::MySqlEncrypted { .. } => "mysql-encrypted",
         }
     }
 }
@@ -55,6 +63,9 @@ impl Server {
             .env("CHAT_SEND_BURST", "1000000")
             .env("RUST_LOG", "warn")
             .env_remove("REDIS_URL")
+            .env_remove("CHAT_ENCRYPTION_KEYS")
+            .env_remove("CHAT_ENCRYPTION_KEYS_FILE")
+            .env_remove("CHAT_ENCRYPTION_ACTIVE_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -71,6 +82,11 @@ impl Server {
             }
             Store::MySql { url } => {
                 command.env("DATABASE_URL", url);
+            }
+            Store::MySqlEncrypted { url } => {
+                command
+                    .env("DATABASE_URL", url)
+                    .env("CHAT_ENCRYPTION_KEYS", BENCH_KEYS);
             }
         }
         let child = command

@@ -8,7 +8,7 @@ use chat_ports::{ArchivedFilter, HistoryQuery, InboxQuery, PageLimit, StoreConfl
 use futures::future::join_all;
 
 use crate::Ports;
-use crate::fixtures::{at, new_message, system, text, user, with_client_id};
+use crate::fixtures::{at, new_message, ring, system, text, user, with_client_id};
 
 fn limit(n: i64) -> PageLimit {
     PageLimit::new(n).unwrap()
@@ -1207,4 +1207,323 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
     for p in &direct.participants {
         assert_eq!(p.participant.joined_at, at(5), "{p:?}");
     }
+}
+
+// Encryption at rest (docs/security.md). Each case opens the same data with the key rings
+// it needs through the adapter's `AtRest` harness.
+
+fn at_rest(ports: &Ports) -> std::sync::Arc<dyn crate::AtRest> {
+    ports
+        .at_rest
+        .clone()
+        .expect("the adapter's contract harness provides AtRest (Ports::with_at_rest)")
+}
+
+async fn latest(ports: &Ports, conversation: ConversationId) -> Vec<chat_domain::MessageView> {
+    ports
+        .messages
+        .history(conversation, HistoryQuery::Latest(limit(50)))
+        .await
+        .unwrap()
+        .items
+}
+
+fn content_of(items: &[chat_domain::MessageView], id: chat_domain::MessageId) -> Option<String> {
+    items
+        .iter()
+        .find(|v| v.message.id == id)
+        .filter(|v| !v.message.undecryptable)
+        .map(|v| v.message.content.clone())
+}
+
+pub async fn encrypted_messages_round_trip(ports: Ports) {
+    use chat_domain::{MediaMetadata, MediaUrl, MessageBody, MessageType};
+    let harness = at_rest(&ports);
+    let sealed = harness.reopen(Some(ring(&["k1"], "k1"))).await.ports;
+    sealed.users_up_to(2).await;
+    let group = sealed.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let url = "https://cdn.example.com/private/beach.jpg";
+    let body = MessageBody::from_user(
+        MessageContent::parse("a secret photo 🌊").unwrap(),
+        MessageType::Image,
+        Some(MediaUrl::parse(url).unwrap()),
+        Some(MediaMetadata::parse(r#"{"width":640}"#).unwrap()),
+    )
+    .unwrap();
+    let sent = sealed
+        .messages
+        .append_message(new_message(id, user(1), body, at(1)))
+        .await
+        .unwrap()
+        .view
+        .message;
+    assert_eq!(sent.content, "a secret photo 🌊");
+    assert_eq!(sent.media_url.as_deref(), Some(url));
+
+    let stored = harness.stored(sent.id).await;
+    assert_eq!(
+        stored.key_id.as_deref(),
+        Some("k1"),
+        "the row names its key"
+    );
+    assert!(stored.fields.content.starts_with("v1."), "{stored:?}");
+    assert!(!stored.fields.content.contains("secret"));
+    let stored_url = stored.fields.media_url.clone().unwrap();
+    assert!(stored_url.starts_with("v1.") && !stored_url.contains("cdn"));
+    let stored_meta = stored.fields.media_metadata.clone().unwrap();
+    assert!(stored_meta.starts_with("\"v1.") && !stored_meta.contains("width"));
+
+    let found = sealed
+        .messages
+        .find_message(sent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.message, sent, "read back as sent");
+    let page = latest(&sealed, id).await;
+    assert_eq!(
+        content_of(&page, sent.id).as_deref(),
+        Some("a secret photo 🌊")
+    );
+    let inbox = sealed
+        .read_state
+        .inbox(
+            user(2),
+            InboxQuery {
+                limit: limit(10),
+                after: None,
+                archived: ArchivedFilter::Any,
+            },
+        )
+        .await
+        .unwrap();
+    let last = inbox.items[0].last_message.as_ref().unwrap();
+    assert_eq!(
+        last.message.content, "a secret photo 🌊",
+        "the inbox preview"
+    );
+
+    // An edit seals the row again with its ids; the media stay readable.
+    let edited = sealed
+        .messages
+        .edit_message(
+            sent.id,
+            MessageContent::parse("edited secret").unwrap(),
+            at(2),
+        )
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(edited.content, "edited secret");
+    assert_eq!(edited.media_url.as_deref(), Some(url));
+    assert_eq!(edited.media_metadata.as_deref(), Some(r#"{"width":640}"#));
+    let restored = harness.stored(sent.id).await;
+    assert_eq!(restored.key_id.as_deref(), Some("k1"));
+    assert!(!restored.fields.content.contains("edited"));
+    assert_ne!(restored.fields.content, stored.fields.content);
+
+    // SYSTEM records stay plain.
+    let announcement = page.iter().find(|v| v.message.is_system_message).unwrap();
+    let stored_announcement = harness.stored(announcement.message.id).await;
+    assert_eq!(stored_announcement.key_id, None);
+    assert_eq!(stored_announcement.fields.content, "created");
+
+    // Without a key ring, text is stored as it is, with no key id.
+    let plain = harness.reopen(None).await.ports;
+    let clear = plain.say(id, 2, "in the clear", at(3)).await.view.message;
+    let stored_clear = harness.stored(clear.id).await;
+    assert_eq!(stored_clear.key_id, None);
+    assert_eq!(stored_clear.fields.content, "in the clear");
+    let page = latest(&sealed, id).await;
+    assert_eq!(content_of(&page, clear.id).as_deref(), Some("in the clear"));
+}
+
+pub async fn sealed_text_is_bound_to_its_row(ports: Ports) {
+    let harness = at_rest(&ports);
+    let sealed = harness.reopen(Some(ring(&["k1"], "k1"))).await.ports;
+    sealed.users_up_to(2).await;
+    let group = sealed.group(1, &[2], at(0)).await;
+    let other = sealed.group(2, &[1], at(0)).await;
+    let first = sealed
+        .say(group.conversation.id, 1, "first secret", at(1))
+        .await;
+    let second = sealed.say(group.conversation.id, 2, "second", at(2)).await;
+    let elsewhere = sealed
+        .say(other.conversation.id, 2, "elsewhere", at(3))
+        .await;
+    let first_id = first.view.message.id;
+    let moved = harness.stored(first_id).await;
+
+    // Moved to another row of the same conversation, and to another conversation.
+    for target in [second.view.message.id, elsewhere.view.message.id] {
+        harness.overwrite(target, moved.clone()).await;
+        let read = sealed.messages.find_message(target).await.unwrap().unwrap();
+        assert!(
+            read.message.undecryptable,
+            "a moved ciphertext must not open"
+        );
+        assert_eq!(read.message.content, "");
+    }
+    // Its own row still opens.
+    let page = latest(&sealed, group.conversation.id).await;
+    assert_eq!(content_of(&page, first_id).as_deref(), Some("first secret"));
+}
+
+pub async fn rotation_keeps_old_rows_readable(ports: Ports) {
+    let harness = at_rest(&ports);
+    let plain = harness.reopen(None).await.ports;
+    plain.users_up_to(2).await;
+    let group = plain.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let old = plain
+        .say(id, 1, "before any key", at(1))
+        .await
+        .view
+        .message
+        .id;
+    let k1 = harness.reopen(Some(ring(&["k1"], "k1"))).await.ports;
+    let under_k1 = k1.say(id, 2, "under k1", at(2)).await.view.message.id;
+    let rotated = harness.reopen(Some(ring(&["k1", "k2"], "k2"))).await.ports;
+    let under_k2 = rotated.say(id, 1, "under k2", at(3)).await.view.message.id;
+
+    assert_eq!(harness.stored(old).await.key_id, None);
+    assert_eq!(harness.stored(under_k1).await.key_id.as_deref(), Some("k1"));
+    assert_eq!(harness.stored(under_k2).await.key_id.as_deref(), Some("k2"));
+    let page = latest(&rotated, id).await;
+    assert_eq!(content_of(&page, old).as_deref(), Some("before any key"));
+    assert_eq!(content_of(&page, under_k1).as_deref(), Some("under k1"));
+    assert_eq!(content_of(&page, under_k2).as_deref(), Some("under k2"));
+}
+
+pub async fn reencrypt_is_resumable_and_idempotent(ports: Ports) {
+    let harness = at_rest(&ports);
+    let plain = harness.reopen(None).await.ports;
+    plain.users_up_to(2).await;
+    let group = plain.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let mut texts = Vec::new();
+    for i in 0..3 {
+        let text = format!("plain {i}");
+        texts.push((plain.say(id, 1, &text, at(i)).await.view.message.id, text));
+    }
+    let k1 = harness.reopen(Some(ring(&["k1"], "k1"))).await.ports;
+    for i in 0..2 {
+        let text = format!("k1 {i}");
+        texts.push((k1.say(id, 2, &text, at(5 + i)).await.view.message.id, text));
+    }
+    let rotated = harness.reopen(Some(ring(&["k1", "k2"], "k2"))).await;
+    let text = "k2 already".to_owned();
+    texts.push((
+        rotated.ports.say(id, 1, &text, at(9)).await.view.message.id,
+        text,
+    ));
+    let reencrypt = rotated.reencrypt.clone();
+
+    let first = reencrypt.reencrypt_batch(None, 2).await.unwrap();
+    assert_eq!((first.rewritten, first.undecryptable), (2, 0));
+    assert_eq!(first.remaining, 3, "{first:?}");
+    assert!(first.last.is_some());
+
+    // An edit made meanwhile by a node without the key ring is kept by the rewrite.
+    let mut pending = None;
+    for (message, _) in &texts {
+        if harness.stored(*message).await.key_id.is_none() {
+            pending = Some(*message);
+            break;
+        }
+    }
+    if let Some(pending) = pending {
+        plain
+            .messages
+            .edit_message(
+                pending,
+                MessageContent::parse("edited meanwhile").unwrap(),
+                at(20),
+            )
+            .await
+            .unwrap();
+        for entry in &mut texts {
+            if entry.0 == pending {
+                entry.1 = "edited meanwhile".to_owned();
+            }
+        }
+    }
+
+    // Stopped and started again from the beginning: it only finishes the work.
+    let second = reencrypt.reencrypt_batch(None, 2).await.unwrap();
+    assert_eq!((second.rewritten, second.remaining), (2, 1), "{second:?}");
+    // Or resumed from its cursor.
+    let third = reencrypt.reencrypt_batch(second.last, 2).await.unwrap();
+    assert_eq!((third.rewritten, third.remaining), (1, 0), "{third:?}");
+    let done = reencrypt.reencrypt_batch(None, 2).await.unwrap();
+    assert_eq!((done.rewritten, done.last, done.remaining), (0, None, 0));
+
+    for (message, _) in &texts {
+        let stored = harness.stored(*message).await;
+        assert_eq!(stored.key_id.as_deref(), Some("k2"), "{message}");
+    }
+    let page = latest(&rotated.ports, id).await;
+    let announcement = page.iter().find(|v| v.message.is_system_message).unwrap();
+    assert_eq!(harness.stored(announcement.message.id).await.key_id, None);
+    // Once moved, the old key can leave the ring.
+    let only_k2 = harness.reopen(Some(ring(&["k2"], "k2"))).await.ports;
+    let page = latest(&only_k2, id).await;
+    for (message, text) in &texts {
+        assert_eq!(content_of(&page, *message).as_deref(), Some(text.as_str()));
+    }
+}
+
+pub async fn undecryptable_rows_are_reported_and_the_page_served(ports: Ports) {
+    let harness = at_rest(&ports);
+    let plain = harness.reopen(None).await.ports;
+    plain.users_up_to(2).await;
+    let group = plain.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    let clear = plain.say(id, 2, "plain", at(1)).await.view.message.id;
+    let k1 = harness.reopen(Some(ring(&["k1"], "k1"))).await.ports;
+    let lost = k1
+        .say(id, 1, "under a lost key", at(2))
+        .await
+        .view
+        .message
+        .id;
+
+    let without_k1 = harness.reopen(Some(ring(&["k2"], "k2"))).await;
+    let page = latest(&without_k1.ports, id).await;
+    assert_eq!(page.len(), 3, "the page is served");
+    assert_eq!(content_of(&page, clear).as_deref(), Some("plain"));
+    let bad = page.iter().find(|v| v.message.id == lost).unwrap();
+    assert!(bad.message.undecryptable);
+    assert_eq!(
+        (bad.message.content.as_str(), bad.message.media_url.as_ref()),
+        ("", None)
+    );
+    let inbox = without_k1
+        .ports
+        .read_state
+        .inbox(
+            user(2),
+            InboxQuery {
+                limit: limit(10),
+                after: None,
+                archived: ArchivedFilter::Any,
+            },
+        )
+        .await
+        .unwrap();
+    let preview = inbox.items[0].last_message.as_ref().unwrap();
+    assert!(preview.message.undecryptable, "the inbox preview is marked");
+    // Re-encryption leaves it as it is and says so.
+    let batch = without_k1
+        .reencrypt
+        .reencrypt_batch(None, 10)
+        .await
+        .unwrap();
+    assert_eq!((batch.rewritten, batch.undecryptable), (1, 1), "{batch:?}");
+    assert_eq!(harness.stored(lost).await.key_id.as_deref(), Some("k1"));
+    // With its key back, it reads again.
+    let restored = harness.reopen(Some(ring(&["k1", "k2"], "k2"))).await.ports;
+    let page = latest(&restored, id).await;
+    assert_eq!(content_of(&page, lost).as_deref(), Some("under a lost key"));
 }

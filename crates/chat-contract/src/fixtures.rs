@@ -105,3 +105,20 @@ impl Ports {
             .unwrap()
     }
 }
+
+/// A key ring of `ids` (each with a key derived from its id) with `active` active.
+pub(crate) fn ring(ids: &[&str], active: &str) -> std::sync::Arc<chat_crypto::KeyRing> {
+    let key = |id: &str| {
+        let mut bytes = [0x5a_u8; 32];
+        for (i, b) in id.bytes().enumerate() {
+            bytes[i % 32] ^= b;
+        }
+        bytes
+    };
+    let keys = ids
+        .iter()
+        .map(|id| (chat_crypto::KeyId::parse(id).unwrap(), key(id)));
+    let ring =
+        chat_crypto::KeyRing::from_keys(keys, chat_crypto::KeyId::parse(active).unwrap()).unwrap();
+    std::sync::Arc::new(ring)
+}

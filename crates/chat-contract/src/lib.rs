@@ -17,9 +17,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_domain::PostingId;
+use chat_crypto::{KeyRing, StoredFields};
+use chat_domain::{MessageId, PostingId};
 use chat_ports::{
-    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, UserDirectory,
+    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, ReencryptStore,
+    UserDirectory,
 };
 
 pub mod cases;
@@ -32,6 +34,27 @@ pub trait Fixtures: Send + Sync {
     async fn add_posting(&self, id: PostingId);
 }
 
+/// What the encryption-at-rest cases need of an adapter's harness: the same data opened
+/// with another key ring (as after a restart with a rotated ring), and raw access to the
+/// stored text columns (to check what sits at rest, and to move a ciphertext to another
+/// row).
+#[async_trait]
+pub trait AtRest: Send + Sync {
+    /// Ports over the same data whose store seals with `ring` (`None`: plain text).
+    async fn reopen(&self, ring: Option<Arc<KeyRing>>) -> AtRestPorts;
+    /// The stored text columns of a message and its `encryption_key_id`, as stored.
+    async fn stored(&self, id: MessageId) -> StoredFields;
+    /// Overwrites the stored text columns and key id of a message, bypassing the codec.
+    async fn overwrite(&self, id: MessageId, stored: StoredFields);
+}
+
+/// Ports of a reopened store, with its re-encryption.
+#[derive(Clone)]
+pub struct AtRestPorts {
+    pub ports: Ports,
+    pub reencrypt: Arc<dyn ReencryptStore>,
+}
+
 /// Fresh ports of one adapter, all over the same empty store.
 #[derive(Clone)]
 pub struct Ports {
@@ -41,6 +64,8 @@ pub struct Ports {
     pub users: Arc<dyn UserDirectory>,
     pub postings: Arc<dyn PostingDirectory>,
     pub fixtures: Arc<dyn Fixtures>,
+    /// The encryption-at-rest harness; every adapter's harness provides it.
+    pub at_rest: Option<Arc<dyn AtRest>>,
 }
 
 impl Ports {
@@ -62,7 +87,15 @@ impl Ports {
             users: store.clone(),
             postings: store,
             fixtures,
+            at_rest: None,
         }
+    }
+
+    /// The same ports with the encryption-at-rest harness.
+    #[must_use]
+    pub fn with_at_rest(mut self, at_rest: Arc<dyn AtRest>) -> Self {
+        self.at_rest = Some(at_rest);
+        self
     }
 }
 
@@ -98,6 +131,11 @@ macro_rules! contract_suite {
             announcements_are_appended_with_changes,
             user_and_posting_directories,
             stored_instants_keep_whole_seconds,
+            encrypted_messages_round_trip,
+            sealed_text_is_bound_to_its_row,
+            rotation_keeps_old_rows_readable,
+            reencrypt_is_resumable_and_idempotent,
+            undecryptable_rows_are_reported_and_the_page_served,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

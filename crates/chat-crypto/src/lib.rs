@@ -28,10 +28,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod key_id;
 pub mod keyring;
 pub mod seal;
 
+pub use codec::{MessageCipher, MessageFields, StoredFields, row_ids};
 pub use key_id::{KeyId, KeyIdError, MAX_KEY_ID_BYTES};
 pub use keyring::{ACTIVE_KEY_VAR, KEY_BYTES, KEYS_FILE_VAR, KEYS_VAR, KeyRing, KeyRingError};
 pub use seal::{

@@ -119,6 +119,10 @@ pub struct Message {
     pub deleted_at: Option<Timestamp>,
     /// Whether the service wrote it.
     pub is_system_message: bool,
+    /// Whether its stored text could not be decrypted (its key is missing from the key
+    /// ring, or it failed authentication): `content` is then empty and the media fields
+    /// `None`, and clients are told so rather than shown an empty text.
+    pub undecryptable: bool,
 }
 
 impl Message {

@@ -154,8 +154,8 @@ pub struct MessageOut {
     pub sender_id: i64,
     /// The sender's display name, when known.
     pub sender_name: Option<String>,
-    /// The text.
-    pub content: String,
+    /// The text; `null` only when `undecryptable` is true.
+    pub content: Option<String>,
     /// TEXT, IMAGE, FILE, LINK or SYSTEM.
     #[schema(value_type = WireMessageType)]
     pub message_type: String,
@@ -177,6 +177,12 @@ pub struct MessageOut {
     pub edited_at: Option<String>,
     /// Whether the service wrote it.
     pub is_system_message: bool,
+    /// Present and `true` when the stored text could not be decrypted (its key is no
+    /// longer in the server's key ring, or the stored value was altered): `content`,
+    /// `media_url` and `media_metadata` are then `null`. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false)]
+    pub undecryptable: bool,
     /// Reactions per emoji, in order of first use.
     pub reactions: Vec<ReactionOut>,
 }
@@ -328,7 +334,7 @@ impl From<&MessageView> for MessageOut {
             seq: message.seq.get(),
             sender_id: message.sender_id.get(),
             sender_name: view.sender_name.clone(),
-            content: message.content.clone(),
+            content: (!message.undecryptable).then(|| message.content.clone()),
             message_type: message.message_type.as_str().to_owned(),
             media_url: message.media_url.clone(),
             // Stored metadata is object text; rows that predate the rules and do not
@@ -342,6 +348,7 @@ impl From<&MessageView> for MessageOut {
             created_at: format_time(message.created_at),
             edited_at: format_opt(message.edited_at),
             is_system_message: message.is_system_message,
+            undecryptable: message.undecryptable,
             reactions: reactions(&view.reactions),
         }
     }
@@ -784,5 +791,45 @@ mod tests {
             fields,
             ["content", "message_type", "media_url", "media_metadata"]
         );
+    }
+
+    fn view(undecryptable: bool) -> MessageView {
+        let message = chat_domain::Message {
+            id: MessageId::new(),
+            conversation_id: chat_domain::ConversationId::new(),
+            seq: chat_domain::Seq::new(1).unwrap(),
+            sender_id: chat_domain::UserId::new(7).unwrap(),
+            content: if undecryptable {
+                String::new()
+            } else {
+                "hi".into()
+            },
+            message_type: MessageType::Text,
+            media_url: None,
+            media_metadata: None,
+            reply_to_id: None,
+            client_message_id: None,
+            created_at: datetime!(2026-11-24 10:00:00 UTC),
+            edited_at: None,
+            deleted_at: None,
+            is_system_message: false,
+            undecryptable,
+        };
+        MessageView {
+            message,
+            sender_name: None,
+            reactions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_undecryptable_message_has_null_content_and_the_marker() {
+        let json = serde_json::to_value(MessageOut::from(&view(true))).unwrap();
+        assert_eq!(json["content"], Value::Null);
+        assert_eq!(json["media_url"], Value::Null);
+        assert_eq!(json["undecryptable"], Value::Bool(true));
+        let json = serde_json::to_value(MessageOut::from(&view(false))).unwrap();
+        assert_eq!(json["content"], "hi");
+        assert!(json.get("undecryptable").is_none(), "absent when readable");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chat_crypto::{MessageCipher, MessageFields, StoredFields, row_ids};
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, Message, MessageId, MessageView,
     Participant, ParticipantView, PostingId, ReactionSummary, Receipt, Role, Seq, Timestamp,
@@ -31,6 +32,9 @@ pub(crate) struct State {
     pub(crate) messages: HashMap<MessageId, Box<StoredMessage>>,
     /// Every conversation a user ever took part in.
     pub(crate) memberships: HashMap<UserId, HashSet<ConversationId>>,
+    /// Seals message text before it is kept and opens it when it is read, as every adapter
+    /// does, so that the contract cases on encryption apply here too.
+    pub(crate) cipher: MessageCipher,
 }
 
 /// A conversation, its participants in joining order, and its messages by `seq`.
@@ -59,11 +63,58 @@ impl StoredConversation {
     }
 }
 
-/// A message with its reactions (in order of reaction) and receipts.
+/// A message with its reactions (in order of reaction) and receipts. Its text and media
+/// fields are kept as stored (sealed under `key_id` when that is set).
 pub(crate) struct StoredMessage {
     pub(crate) message: Message,
+    /// `encryption_key_id`: the key that sealed the text, `None` for plain text.
+    pub(crate) key_id: Option<String>,
     pub(crate) reactions: Vec<(String, UserId)>,
     pub(crate) receipts: Vec<Receipt>,
+}
+
+impl StoredMessage {
+    /// The fields as stored.
+    pub(crate) fn stored_fields(&self) -> StoredFields {
+        StoredFields {
+            fields: MessageFields {
+                content: self.message.content.clone(),
+                media_url: self.message.media_url.clone(),
+                media_metadata: self.message.media_metadata.clone(),
+            },
+            key_id: self.key_id.clone(),
+        }
+    }
+
+    /// Replaces the stored fields.
+    pub(crate) fn set_stored_fields(&mut self, stored: StoredFields) {
+        self.message.content = stored.fields.content;
+        self.message.media_url = stored.fields.media_url;
+        self.message.media_metadata = stored.fields.media_metadata;
+        self.key_id = stored.key_id;
+    }
+
+    /// The message as the service sees it: opened (or marked undecryptable).
+    pub(crate) fn opened(&self, cipher: &MessageCipher) -> Message {
+        let mut message = self.message.clone();
+        cipher.open_message(&mut message, self.key_id.as_deref());
+        message
+    }
+}
+
+/// Seals `fields` for the message `message` (plain for SYSTEM messages or without a ring).
+pub(crate) fn seal(
+    cipher: &MessageCipher,
+    message: &Message,
+    fields: MessageFields,
+) -> Result<StoredFields, StoreError> {
+    cipher
+        .seal(
+            row_ids(message.id, message.conversation_id),
+            message.is_system_message,
+            fields,
+        )
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 impl State {
@@ -101,7 +152,7 @@ impl State {
     pub(crate) fn view(&self, id: MessageId) -> Option<MessageView> {
         let stored = self.messages.get(&id)?;
         Some(MessageView {
-            message: stored.message.clone(),
+            message: stored.opened(&self.cipher),
             sender_name: self.display_name(stored.message.sender_id),
             reactions: aggregate(&stored.reactions),
         })
@@ -180,7 +231,14 @@ impl State {
             return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
         let seq = stored.last_seq().next();
-        let message = new.to_stored(seq);
+        let mut message = new.to_stored(seq);
+        let plain = MessageFields {
+            content: std::mem::take(&mut message.content),
+            media_url: message.media_url.take(),
+            media_metadata: message.media_metadata.take(),
+        };
+        // Sealed before anything changes, so a failure leaves the state as it was.
+        let sealed = seal(&self.cipher, &message, plain)?;
         let at = message.created_at;
         stored.by_seq.push(message.id);
         if let Some(key) = client_key {
@@ -190,7 +248,13 @@ impl State {
         self.messages.insert(
             message.id,
             Box::new(StoredMessage {
-                message,
+                message: Message {
+                    content: sealed.fields.content,
+                    media_url: sealed.fields.media_url,
+                    media_metadata: sealed.fields.media_metadata,
+                    ..message
+                },
+                key_id: sealed.key_id,
                 reactions: Vec::new(),
                 receipts: Vec::new(),
             }),

@@ -1,9 +1,10 @@
 //! [`MemoryStore`]: the port implementations, each one lock-hold of the shared state.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chat_crypto::{MessageCipher, StoredFields, row_ids};
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
     GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt,
@@ -13,22 +14,59 @@ use chat_ports::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
     HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
     NewConversation, NewMessage, ParticipantRemoved, ParticipantsAdded, PostingDirectory,
-    ReactionChange, ReadState, ReadStateStore, StoreConflict, StoreError, UnreadConversation,
-    UnreadSummary, UserDirectory,
+    ReactionChange, ReadState, ReadStateStore, ReencryptBatch, ReencryptStore, StoreConflict,
+    StoreError, UnreadConversation, UnreadSummary, UserDirectory,
 };
 
-use crate::state::{Author, State, StoredConversation, aggregate};
+use crate::state::{Author, State, StoredConversation, aggregate, seal};
 
 /// The in-memory store. Cheap to create; share it as `Arc<MemoryStore>`.
 #[derive(Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// This handle's codec: handles over one state ([`MemoryStore::reopened`]) may hold
+    /// different key rings, as processes over one database may.
+    cipher: MessageCipher,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that seals message text with `cipher` (plain with
+    /// [`MessageCipher::plain`]).
+    pub fn with_cipher(cipher: MessageCipher) -> Self {
+        Self {
+            state: Arc::default(),
+            cipher,
+        }
+    }
+
+    /// Another handle on the same data that seals with `cipher`, as a process restarted
+    /// with another key ring (or a second node configured differently) would.
+    pub fn reopened(&self, cipher: MessageCipher) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            cipher,
+        }
+    }
+
+    /// The fields of a message as stored (sealed or plain) with its key id, for tests and
+    /// tooling that check what sits at rest.
+    pub fn stored_fields(&self, id: MessageId) -> Option<StoredFields> {
+        self.lock().messages.get(&id).map(|m| m.stored_fields())
+    }
+
+    /// Overwrites the stored fields of a message as they are, bypassing the codec, for
+    /// tests that move a ciphertext to another row. Returns whether the message exists.
+    pub fn overwrite_stored_fields(&self, id: MessageId, stored: StoredFields) -> bool {
+        self.lock()
+            .messages
+            .get_mut(&id)
+            .map(|m| m.set_stored_fields(stored))
+            .is_some()
     }
 
     /// Registers a posting of the platform (the in-memory stand-in for `POSTINGS`).
@@ -38,10 +76,14 @@ impl MemoryStore {
 
     /// The state, even if a panicking thread poisoned the lock: every operation leaves
     /// the state consistent before it can panic, so the data is still sound.
+    /// The operations under the lock seal and open with this handle's codec.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
+        let mut state = self
+            .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.cipher.clone_from(&self.cipher);
+        state
     }
 }
 
@@ -368,17 +410,29 @@ impl MessageStore for MemoryStore {
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
         let mut state = self.lock();
+        let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
-        stored.message.content = content.into_inner();
+        // Re-sealed as a whole under the active key with the row's ids, as the row names
+        // one key for all its fields.
+        let mut fields = cipher
+            .open(
+                row_ids(stored.message.id, stored.message.conversation_id),
+                stored.stored_fields(),
+            )
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        fields.content = content.into_inner();
+        let sealed = seal(&cipher, &stored.message, fields)?;
+        stored.set_stored_fields(sealed);
         stored.message.edited_at = Some(to_stored_precision(at));
         state.view(id).ok_or(StoreError::NotFound)
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
         let mut state = self.lock();
+        let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
         stored.message.deleted_at = Some(to_stored_precision(at));
-        Ok(stored.message.clone())
+        Ok(stored.opened(&cipher))
     }
 
     async fn history(
@@ -686,5 +740,64 @@ impl UserDirectory for MemoryStore {
 impl PostingDirectory for MemoryStore {
     async fn posting_exists(&self, posting: PostingId) -> Result<bool, StoreError> {
         Ok(self.lock().postings.contains(&posting))
+    }
+}
+
+#[async_trait]
+impl ReencryptStore for MemoryStore {
+    async fn reencrypt_batch(
+        &self,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<ReencryptBatch, StoreError> {
+        let mut state = self.lock();
+        let cipher = state.cipher.clone();
+        if cipher.active_key_id().is_none() {
+            return Ok(ReencryptBatch::default());
+        }
+        let due = |m: &crate::state::StoredMessage| {
+            !m.message.is_system_message && cipher.needs_reencrypt(m.key_id.as_deref())
+        };
+        let mut ids: Vec<MessageId> = state
+            .messages
+            .iter()
+            .filter(|(id, m)| after.is_none_or(|a| **id > a) && due(m))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut batch = ReencryptBatch {
+            last: ids.last().copied(),
+            ..ReencryptBatch::default()
+        };
+        for id in ids {
+            let Some(stored) = state.messages.get_mut(&id) else {
+                continue;
+            };
+            let ids = row_ids(stored.message.id, stored.message.conversation_id);
+            match cipher.open(ids, stored.stored_fields()) {
+                Ok(fields) => {
+                    let sealed = seal(&cipher, &stored.message, fields)?;
+                    stored.set_stored_fields(sealed);
+                    batch.rewritten += 1;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message_id = %id,
+                        key_id = stored.key_id.as_deref().unwrap_or(""),
+                        %error,
+                        "a stored message cannot be decrypted; re-encryption leaves it as it is"
+                    );
+                    batch.undecryptable += 1;
+                }
+            }
+        }
+        let cursor = batch.last.or(after);
+        batch.remaining = state
+            .messages
+            .iter()
+            .filter(|(id, m)| cursor.is_none_or(|c| **id > c) && due(m))
+            .count() as u64;
+        Ok(batch)
     }
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_crypto::MessageCipher;
 use chat_domain::ConversationId;
 use chat_ports::{NewMessage, StoreError};
 use sqlx::mysql::MySqlPool;
@@ -75,6 +76,8 @@ struct Request {
 #[derive(Debug)]
 struct Shared {
     pool: MySqlPool,
+    /// Seals the messages of every batch (docs/security.md).
+    cipher: MessageCipher,
     receiver: Mutex<mpsc::Receiver<Request>>,
     counters: Counters,
 }
@@ -127,11 +130,13 @@ impl Appender {
         pool: MySqlPool,
         capacity: usize,
         runtime: &tokio::runtime::Handle,
+        cipher: MessageCipher,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             pool,
+            cipher,
             receiver: Mutex::new(receiver),
             counters: Counters::default(),
         });
@@ -272,7 +277,7 @@ async fn run(shared: &Shared, batch: Vec<Request>) {
         );
     }
     let news: Vec<&NewMessage> = batch.iter().map(|r| &r.new).collect();
-    let replies = match store_batch(&shared.pool, &news, deadline).await {
+    let replies = match store_batch(&shared.pool, &shared.cipher, &news, deadline).await {
         Ending::Answered(replies) => replies,
         Ending::RolledBack(failure) => {
             if news.len() > 1 {
@@ -328,16 +333,22 @@ fn is_outage(failure: &Failure) -> bool {
 /// Writes the batch in a transaction on `conn`, leaving it open for `COMMIT`.
 async fn write<'c>(
     conn: &'c mut MySqlConnection,
+    cipher: &MessageCipher,
     news: &[&NewMessage],
 ) -> Result<(Transaction<'c, MySql>, Vec<Reply>), Failure> {
     let mut tx = conn.begin().await?;
-    let replies = decide_and_write(&mut tx, news).await?;
+    let replies = decide_and_write(&mut tx, cipher, news).await?;
     Ok((tx, replies))
 }
 
 /// Stores a batch in one transaction and decides each request's answer, every stage
 /// bounded by `deadline`.
-async fn store_batch(pool: &MySqlPool, news: &[&NewMessage], deadline: Instant) -> Ending {
+async fn store_batch(
+    pool: &MySqlPool,
+    cipher: &MessageCipher,
+    news: &[&NewMessage],
+    deadline: Instant,
+) -> Ending {
     let not_stored = format!("{TIMED_OUT}; the send was not stored");
     let mut conn: PoolConnection<MySql> = match timeout_at(deadline, pool.acquire()).await {
         Ok(Ok(conn)) => conn,
@@ -352,7 +363,7 @@ async fn store_batch(pool: &MySqlPool, news: &[&NewMessage], deadline: Instant) 
         Err(_) => return Ending::Answered(unavailable(news.len(), &not_stored)),
     };
     let written = {
-        let outcome = timeout_at(deadline, write(&mut conn, news)).await;
+        let outcome = timeout_at(deadline, write(&mut conn, cipher, news)).await;
         match outcome {
             Err(_) => Written::TimedOut,
             Ok(Err(failure)) if is_outage(&failure) => Written::Outage(failure.into_store()),

@@ -3,6 +3,7 @@
 //! serialised by the conversation's row lock.
 
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_domain::{
     ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
 };
@@ -490,7 +491,8 @@ async fn announce(
     .await?;
     insert_locked(conn, &announcement, last_seq + 1, marker).await?;
     Ok(Some(
-        find_view(conn, announcement.id)
+        // A SYSTEM message is stored plain: no key ring is needed to read it back.
+        find_view(conn, &MessageCipher::plain(), announcement.id)
             .await?
             .ok_or(StoreError::NotFound)?,
     ))

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod appender;
+mod at_rest;
 mod conversations;
 mod directory;
 mod error;
@@ -30,6 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_crypto::MessageCipher;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, migrate::Migrator};
 
@@ -83,6 +85,12 @@ pub struct MySqlStore {
     /// The deadline of every call of a port: the acquire timeout plus the statement
     /// timeout.
     call_timeout: Duration,
+    /// Room in the append queue, for a group commit started again by
+    /// [`MySqlStore::with_cipher`].
+    append_queue: usize,
+    /// Seals message text before it is written and opens it when it is read
+    /// (docs/security.md); plain without a key ring.
+    cipher: MessageCipher,
 }
 
 impl MySqlStore {
@@ -138,18 +146,23 @@ impl MySqlStore {
 
     fn start(pool: MySqlPool, statement_timeout: Duration, append_queue: usize) -> Self {
         let call_timeout = pool.options().get_acquire_timeout() + statement_timeout;
-        let appender = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            Arc::new(appender::Appender::start(
-                pool.clone(),
-                append_queue,
-                &runtime,
-            ))
-        });
+        let cipher = MessageCipher::plain();
         Self {
+            appender: spawn_appender(&pool, append_queue, &cipher),
             pool,
-            appender,
             call_timeout,
+            append_queue,
+            cipher,
         }
+    }
+
+    /// The same store (on the same pool) sealing message text with `cipher`, with a group
+    /// commit of its own (the clone's appender seals with the cipher it started with).
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
+        self.appender = spawn_appender(&self.pool, self.append_queue, &cipher);
+        self.cipher = cipher;
+        self
     }
 
     /// Stops taking sends, finishes the batches queued and in flight (every caller is
@@ -226,6 +239,22 @@ impl MySqlStore {
             .await
             .map(|_| ())
     }
+}
+
+/// The group commit on the current tokio runtime, `None` outside one.
+fn spawn_appender(
+    pool: &MySqlPool,
+    append_queue: usize,
+    cipher: &MessageCipher,
+) -> Option<Arc<appender::Appender>> {
+    tokio::runtime::Handle::try_current().ok().map(|runtime| {
+        Arc::new(appender::Appender::start(
+            pool.clone(),
+            append_queue,
+            &runtime,
+            cipher.clone(),
+        ))
+    })
 }
 
 /// The SQL of the hot read paths, exactly as the adapter sends it, for `EXPLAIN` checks in

@@ -80,22 +80,11 @@ impl MySqlStore {
             return Err(StoreError::NotFound.into());
         }
         change.execute(&mut *tx).await?;
-        let view = find_view(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        let view = find_view(&mut tx, &self.cipher, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(view)
-    }
-
-    async fn try_edit(
-        &self,
-        id: MessageId,
-        content: &MessageContent,
-        at: Timestamp,
-    ) -> Outcome<MessageView> {
-        let edit = sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
-            .bind(content.as_str())
-            .bind(db_time(at))
-            .bind(id.to_string());
-        self.change_live_message(id, edit).await
     }
 
     async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
@@ -132,7 +121,7 @@ impl MySqlStore {
         let views = rows
             .iter()
             .take(page)
-            .map(rows::message_view)
+            .map(|row| rows::message_view(row, &self.cipher))
             .collect::<Outcome<Vec<_>>>()?;
         let items = with_reactions(&mut conn, views).await?;
         Ok(HistoryPage { items, has_more })
@@ -224,11 +213,13 @@ impl MessageStore for MySqlStore {
         let rest = async {
             match reply {
                 Reply::Done(answer) => *answer,
-                Reply::Original { id, recipients } => original(&self.pool, id, recipients)
-                    .await
-                    .map_err(Failure::into_store),
+                Reply::Original { id, recipients } => {
+                    original(&self.pool, &self.cipher, id, recipients)
+                        .await
+                        .map_err(Failure::into_store)
+                }
                 // Not queued, or its batch was rolled back: nothing of it is stored.
-                Reply::RunAlone => append_alone(&self.pool, &new).await,
+                Reply::RunAlone => append_alone(&self.pool, &self.cipher, &new).await,
             }
         };
         tokio::time::timeout_at(deadline, rest)
@@ -239,7 +230,7 @@ impl MessageStore for MySqlStore {
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         let find = async {
             let mut conn = self.pool.acquire().await?;
-            find_view(&mut conn, id).await
+            find_view(&mut conn, &self.cipher, id).await
         };
         self.bounded(find).await
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_domain::{ConversationId, MessageId, Participant, Seq, Timestamp, UserId};
 use chat_ports::{
     ArchivedFilter, InboxCursor, InboxItem, InboxPage, InboxQuery, ReadState, ReadStateStore,
@@ -190,6 +191,7 @@ impl MySqlStore {
     /// their participants and last messages in one query each.
     async fn inbox_items(
         conn: &mut MySqlConnection,
+        cipher: &MessageCipher,
         user: UserId,
         scope: &InboxScope,
     ) -> Outcome<InboxRows> {
@@ -246,7 +248,7 @@ impl MySqlStore {
         let ids: Vec<ConversationId> = heads.iter().map(|h| h.0.id).collect();
         let mut participants = participants_of(conn, &ids).await?;
         let last_ids: Vec<MessageId> = heads.iter().filter_map(|h| h.3).collect();
-        let mut last_messages = Self::views_by_id(conn, &last_ids).await?;
+        let mut last_messages = Self::views_by_id(conn, cipher, &last_ids).await?;
         let items = heads
             .into_iter()
             .map(|(conversation, membership, unread_count, last)| InboxItem {
@@ -264,6 +266,7 @@ impl MySqlStore {
 
     async fn views_by_id(
         conn: &mut MySqlConnection,
+        cipher: &MessageCipher,
         ids: &[MessageId],
     ) -> Outcome<HashMap<MessageId, chat_domain::MessageView>> {
         if ids.is_empty() {
@@ -283,7 +286,7 @@ impl MySqlStore {
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(rows::message_view)
+            .map(|row| rows::message_view(row, cipher))
             .collect::<Outcome<Vec<_>>>()?;
         Ok(with_reactions(conn, views)
             .await?
@@ -302,7 +305,7 @@ impl MySqlStore {
                  START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             )
             .await?;
-        let rows = Self::inbox_items(&mut tx, user, &scope).await?;
+        let rows = Self::inbox_items(&mut tx, &self.cipher, user, &scope).await?;
         tx.commit().await?;
         Ok(rows)
     }

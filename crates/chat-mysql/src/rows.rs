@@ -13,6 +13,8 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlConnection, Row};
 use time::OffsetDateTime;
 
+use chat_crypto::MessageCipher;
+
 use crate::error::{Failure, Outcome};
 
 /// A user's display name from `app_users` (alias `u`): first and last name joined by a
@@ -199,16 +201,24 @@ pub(crate) fn message_columns() -> String {
     format!(
         "m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.message_type, m.media_url, \
          CAST(m.media_metadata AS CHAR) AS media_metadata, m.reply_to_id, m.client_message_id, m.created_at, m.edited_at, \
-         m.deleted_at, m.is_system_message, {NAME_EXPR} AS sender_name"
+         m.deleted_at, m.is_system_message, m.encryption_key_id, m.media_url_sealed, \
+         {NAME_EXPR} AS sender_name"
     )
 }
 
-/// Decodes [`message_columns`] into a view without reactions.
-pub(crate) fn message_view(row: &MySqlRow) -> Outcome<MessageView> {
+/// Decodes [`message_columns`] into a view without reactions, its text opened with
+/// `cipher` (or marked undecryptable). A sealed row keeps its media URL in
+/// `media_url_sealed` (migration `20251201000008`).
+pub(crate) fn message_view(row: &MySqlRow, cipher: &MessageCipher) -> Outcome<MessageView> {
+    let key_id: Option<String> = get(row, "encryption_key_id")?;
+    let media_url: Option<String> = match key_id {
+        Some(_) => get::<Option<String>>(row, "media_url_sealed")?.or(get(row, "media_url")?),
+        None => get(row, "media_url")?,
+    };
     let message_type: Option<String> = get(row, "message_type")?;
     let reply_to: Option<String> = get(row, "reply_to_id")?;
     let client_message_id: Option<Vec<u8>> = get(row, "client_message_id")?;
-    let message = Message {
+    let mut message = Message {
         id: message_id(&get::<String>(row, "id")?)?,
         conversation_id: conversation_id(&get::<String>(row, "conversation_id")?)?,
         seq: seq(get(row, "seq")?)?,
@@ -218,7 +228,7 @@ pub(crate) fn message_view(row: &MySqlRow) -> Outcome<MessageView> {
             Some(t) => MessageType::parse(&t).map_err(|_| Failure::corrupt("message type"))?,
             None => MessageType::Text,
         },
-        media_url: get(row, "media_url")?,
+        media_url,
         media_metadata: get(row, "media_metadata")?,
         reply_to_id: reply_to.as_deref().map(message_id).transpose()?,
         client_message_id: client_message_id
@@ -228,7 +238,9 @@ pub(crate) fn message_view(row: &MySqlRow) -> Outcome<MessageView> {
         edited_at: get(row, "edited_at")?,
         deleted_at: get(row, "deleted_at")?,
         is_system_message: get::<Option<bool>>(row, "is_system_message")?.unwrap_or(false),
+        undecryptable: false,
     };
+    cipher.open_message(&mut message, key_id.as_deref());
     Ok(MessageView {
         message,
         sender_name: get(row, "sender_name")?,
@@ -298,6 +310,7 @@ pub(crate) async fn with_reactions(
 /// A message, deleted or not, with sender name and reactions.
 pub(crate) async fn find_view(
     conn: &mut MySqlConnection,
+    cipher: &MessageCipher,
     id: MessageId,
 ) -> Outcome<Option<MessageView>> {
     let sql = format!(
@@ -311,7 +324,7 @@ pub(crate) async fn find_view(
     else {
         return Ok(None);
     };
-    let view = message_view(&row)?;
+    let view = message_view(&row, cipher)?;
     Ok(with_reactions(conn, vec![view]).await?.pop())
 }
 

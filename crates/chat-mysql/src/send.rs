@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chat_crypto::MessageCipher;
 use chat_domain::{ConversationId, MessageId, MessageView, Seq, UserId};
 use chat_ports::{Appended, NewMessage, StoreConflict, StoreError};
 use sqlx::mysql::MySqlPool;
@@ -41,27 +42,38 @@ pub(crate) enum Reply {
 /// lock wait timeout.
 pub(crate) async fn append_alone(
     pool: &MySqlPool,
+    cipher: &MessageCipher,
     new: &NewMessage,
 ) -> Result<Appended, StoreError> {
-    crate::retrying!(try_append_alone(pool, new))
+    crate::retrying!(try_append_alone(pool, cipher, new))
 }
 
-async fn try_append_alone(pool: &MySqlPool, new: &NewMessage) -> Outcome<Appended> {
-    match append_once(pool, new).await {
+async fn try_append_alone(
+    pool: &MySqlPool,
+    cipher: &MessageCipher,
+    new: &NewMessage,
+) -> Outcome<Appended> {
+    match append_once(pool, cipher, new).await {
         // A racing send with the same key (from a writer that does not take the
         // conversation lock) committed after our probe: run again, the probe now finds it.
-        Err(Failure::Db(e)) if is_duplicate_of(&e, CLIENT_ID_KEY) => append_once(pool, new).await,
+        Err(Failure::Db(e)) if is_duplicate_of(&e, CLIENT_ID_KEY) => {
+            append_once(pool, cipher, new).await
+        }
         other => other,
     }
 }
 
-async fn append_once(pool: &MySqlPool, new: &NewMessage) -> Outcome<Appended> {
+async fn append_once(
+    pool: &MySqlPool,
+    cipher: &MessageCipher,
+    new: &NewMessage,
+) -> Outcome<Appended> {
     let mut tx = pool.begin().await?;
-    let reply = decide_and_write(&mut tx, &[new]).await?.pop();
+    let reply = decide_and_write(&mut tx, cipher, &[new]).await?.pop();
     tx.commit().await?;
     match reply {
         Some(Reply::Done(answer)) => (*answer).map_err(Failure::Store),
-        Some(Reply::Original { id, recipients }) => original(pool, id, recipients).await,
+        Some(Reply::Original { id, recipients }) => original(pool, cipher, id, recipients).await,
         // A batch of one is never a repeat of another request of it.
         Some(Reply::RunAlone) | None => {
             Err(StoreError::Unavailable("the append was not decided".into()).into())
@@ -73,11 +85,12 @@ async fn append_once(pool: &MySqlPool, new: &NewMessage) -> Outcome<Appended> {
 /// transaction.
 pub(crate) async fn original(
     pool: &MySqlPool,
+    cipher: &MessageCipher,
     id: MessageId,
     recipients: Vec<UserId>,
 ) -> Outcome<Appended> {
     let mut conn = pool.acquire().await?;
-    let view = find_view(&mut conn, id)
+    let view = find_view(&mut conn, cipher, id)
         .await?
         .ok_or(StoreError::Unavailable(
             "idempotent original vanished".into(),
@@ -116,6 +129,7 @@ enum Decision {
 /// request of a conversation gets the next seq), stores the new messages, and answers each.
 pub(crate) async fn decide_and_write(
     conn: &mut MySqlConnection,
+    cipher: &MessageCipher,
     news: &[&NewMessage],
 ) -> Outcome<Vec<Reply>> {
     let conversations: Vec<ConversationId> = news.iter().map(|n| n.conversation_id).collect();
@@ -195,7 +209,7 @@ pub(crate) async fn decide_and_write(
             _ => None,
         })
         .collect();
-    write_sends(conn, &created, &receipts).await?;
+    write_sends(conn, cipher, &created, &receipts).await?;
 
     let views: Vec<Option<MessageView>> = news
         .iter()

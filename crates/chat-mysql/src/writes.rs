@@ -10,11 +10,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chat_crypto::MessageCipher;
 use chat_domain::{ConversationId, MessageId};
 use chat_ports::NewMessage;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 use time::OffsetDateTime;
 
+use crate::at_rest::StoredColumns;
 use crate::error::Outcome;
 use crate::rows::{self, db_time};
 
@@ -137,6 +139,7 @@ pub(crate) struct ReceiptRange {
 /// and updates the memberships (see [`update_memberships`]).
 pub(crate) async fn write_sends(
     conn: &mut MySqlConnection,
+    cipher: &MessageCipher,
     created: &[(&NewMessage, i64)],
     receipts: &[ReceiptRange],
 ) -> Result<(), sqlx::Error> {
@@ -155,7 +158,7 @@ pub(crate) async fn write_sends(
                 at: db_time(new.created_at),
             });
     }
-    insert_messages(conn, created).await?;
+    insert_messages(conn, cipher, created).await?;
     advance_conversations(conn, &by_conversation).await?;
     record_receipts(conn, receipts).await?;
     update_memberships(conn, &by_conversation).await
@@ -180,7 +183,8 @@ pub(crate) async fn insert_locked(
         })
         .into_iter()
         .collect();
-    write_sends(conn, &[(new, seq)], &receipts).await
+    // Only the service's SYSTEM messages come this way, and they are stored plain.
+    write_sends(conn, &MessageCipher::plain(), &[(new, seq)], &receipts).await
 }
 
 /// A message stored by [`write_sends`], as the conversation's statements need it.
@@ -196,32 +200,42 @@ struct Sent {
 /// One multi-row `INSERT` of the new messages.
 async fn insert_messages(
     conn: &mut MySqlConnection,
+    cipher: &MessageCipher,
     created: &[(&NewMessage, i64)],
 ) -> Result<(), sqlx::Error> {
+    let stored: Vec<StoredColumns> = created
+        .iter()
+        .map(|(new, _)| StoredColumns::seal(cipher, new))
+        .collect::<Result<_, _>>()?;
     let mut query = QueryBuilder::<MySql>::new(
         "INSERT INTO MESSAGES (id, conversation_id, seq, sender_id, content, message_type, \
          media_url, media_metadata, reply_to_id, client_message_id, created_at, \
-         is_system_message) ",
+         is_system_message, encryption_key_id, media_url_sealed) ",
     );
-    query.push_values(created, |mut row, (new, seq)| {
-        let body = &new.body;
-        row.push_bind(new.id.to_string())
-            .push_bind(new.conversation_id.to_string())
-            .push_bind(*seq)
-            .push_bind(new.sender_id.get())
-            .push_bind(body.content().as_str().to_owned())
-            .push_bind(body.message_type().as_str())
-            .push_bind(body.media_url().map(|u| u.as_str().to_owned()))
-            .push_bind(body.media_metadata().map(|m| m.as_json().to_owned()))
-            .push_bind(new.reply_to_id.map(|r| r.to_string()))
-            .push_bind(
-                new.client_message_id
-                    .as_ref()
-                    .map(|c| c.as_str().as_bytes().to_vec()),
-            )
-            .push_bind(db_time(new.created_at))
-            .push_bind(body.is_system());
-    });
+    query.push_values(
+        created.iter().zip(stored),
+        |mut row, ((new, seq), stored)| {
+            let body = &new.body;
+            row.push_bind(new.id.to_string())
+                .push_bind(new.conversation_id.to_string())
+                .push_bind(*seq)
+                .push_bind(new.sender_id.get())
+                .push_bind(stored.content)
+                .push_bind(body.message_type().as_str())
+                .push_bind(stored.media_url)
+                .push_bind(stored.media_metadata)
+                .push_bind(new.reply_to_id.map(|r| r.to_string()))
+                .push_bind(
+                    new.client_message_id
+                        .as_ref()
+                        .map(|c| c.as_str().as_bytes().to_vec()),
+                )
+                .push_bind(db_time(new.created_at))
+                .push_bind(body.is_system())
+                .push_bind(stored.key_id)
+                .push_bind(stored.media_url_sealed);
+        },
+    );
     query.build().execute(&mut *conn).await?;
     Ok(())
 }

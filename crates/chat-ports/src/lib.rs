@@ -8,12 +8,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod at_rest;
 pub mod directory;
 pub mod error;
 pub mod events;
 pub mod store;
 pub mod stored;
 
+pub use at_rest::{ReencryptBatch, ReencryptStore};
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
 pub use events::{DiscardingPublisher, EventPublisher};

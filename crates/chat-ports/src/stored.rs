@@ -29,6 +29,7 @@ impl NewMessage {
             edited_at: None,
             deleted_at: None,
             is_system_message: body.is_system(),
+            undecryptable: false,
         }
     }
 

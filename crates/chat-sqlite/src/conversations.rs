@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_domain::{
     ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
 };
@@ -121,7 +122,7 @@ pub(crate) async fn create(
         conversation_id: new.id,
         ..announcement.clone()
     };
-    insert_message(conn, &announcement, 1, Some(0)).await?;
+    insert_message(conn, &MessageCipher::plain(), &announcement, 1, Some(0)).await?;
     existing_details(conn, new.id).await
 }
 
@@ -215,9 +216,17 @@ async fn announce(
     .bind(announcement.sender_id.get())
     .fetch_optional(&mut *conn)
     .await?;
-    insert_message(conn, &announcement, last_seq + 1, marker).await?;
+    insert_message(
+        conn,
+        &MessageCipher::plain(),
+        &announcement,
+        last_seq + 1,
+        marker,
+    )
+    .await?;
     Ok(Some(
-        find_view(conn, announcement.id)
+        // A SYSTEM message is stored plain: no key ring is needed to read it back.
+        find_view(conn, &MessageCipher::plain(), announcement.id)
             .await?
             .ok_or(StoreError::NotFound)?,
     ))

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+mod at_rest;
 mod conversations;
 mod directory;
 mod error;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chat_crypto::MessageCipher;
 use chat_domain::PostingId;
 use chat_ports::StoreError;
 use futures::future::BoxFuture;
@@ -162,6 +164,9 @@ impl FileLock {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Seals message text before it is written and opens it when it is read
+    /// (docs/security.md); plain without a key ring.
+    cipher: MessageCipher,
 }
 
 #[derive(Debug)]
@@ -237,6 +242,7 @@ impl SqliteStore {
         let writer =
             writer::Writer::start(write_pool.clone(), settings.max_batch, Arc::clone(&lock));
         Ok(Self {
+            cipher: MessageCipher::plain(),
             inner: Arc::new(Inner {
                 path,
                 write_pool,
@@ -335,6 +341,13 @@ impl SqliteStore {
         if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }
+    }
+
+    /// The same store (same file, same writer) sealing message text with `cipher`.
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: MessageCipher) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// The read connections.

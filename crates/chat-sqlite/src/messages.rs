@@ -2,6 +2,7 @@
 //! after the other), idempotent sends, keyset history, and reactions compared by their bytes.
 
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_domain::{
     ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Timestamp,
     UserId,
@@ -60,29 +61,32 @@ pub(crate) async fn conversation_state(
 /// [`update_memberships`]).
 pub(crate) async fn insert_message(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     new: &NewMessage,
     seq: i64,
     sender_marker: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     let body = &new.body;
     let created_at = db_time(new.created_at);
+    let stored = crate::at_rest::seal_new(cipher, new)?;
     sqlx::query(
         "INSERT INTO MESSAGES (id, conversation_id, seq, sender_id, content, message_type, \
          media_url, media_metadata, reply_to_id, client_message_id, created_at, \
-         is_system_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         is_system_message, encryption_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(new.id.to_string())
     .bind(new.conversation_id.to_string())
     .bind(seq)
     .bind(new.sender_id.get())
-    .bind(body.content().as_str())
+    .bind(stored.fields.content)
     .bind(body.message_type().as_str())
-    .bind(body.media_url().map(|u| u.as_str()))
-    .bind(body.media_metadata().map(|m| m.as_json()))
+    .bind(stored.fields.media_url)
+    .bind(stored.fields.media_metadata)
     .bind(new.reply_to_id.map(|r| r.to_string()))
     .bind(new.client_message_id.as_ref().map(|c| c.as_str()))
     .bind(created_at)
     .bind(body.is_system())
+    .bind(stored.key_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ? WHERE id = ?")
@@ -155,7 +159,11 @@ pub(crate) async fn active_user_ids(
 }
 
 /// The append use case, on the writer's connection.
-pub(crate) async fn append(conn: &mut SqliteConnection, new: &NewMessage) -> Outcome<Appended> {
+pub(crate) async fn append(
+    conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
+    new: &NewMessage,
+) -> Outcome<Appended> {
     let sql = format!(
         "SELECT c.last_seq, c.is_archived, \
            (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = c.id \
@@ -179,12 +187,11 @@ pub(crate) async fn append(conn: &mut SqliteConnection, new: &NewMessage) -> Out
     };
     let recipients = active_user_ids(conn, new.conversation_id).await?;
     if let Some(existing) = row.try_get::<Option<String>, _>("existing_id")? {
-        let view =
-            find_view(conn, rows::message_id(&existing)?)
-                .await?
-                .ok_or(StoreError::Unavailable(
-                    "idempotent original vanished".into(),
-                ))?;
+        let view = find_view(conn, cipher, rows::message_id(&existing)?)
+            .await?
+            .ok_or(StoreError::Unavailable(
+                "idempotent original vanished".into(),
+            ))?;
         return Ok(Appended {
             view,
             created: false,
@@ -196,7 +203,7 @@ pub(crate) async fn append(conn: &mut SqliteConnection, new: &NewMessage) -> Out
     }
     let seq = row.try_get::<i64, _>("last_seq")? + 1;
     let sender_name: Option<String> = row.try_get("sender_name")?;
-    insert_message(conn, new, seq, Some(marker)).await?;
+    insert_message(conn, cipher, new, seq, Some(marker)).await?;
     Ok(Appended {
         view: new.to_stored_view(rows::seq(seq)?, sender_name),
         created: true,
@@ -217,26 +224,38 @@ async fn require_live(conn: &mut SqliteConnection, id: MessageId) -> Outcome<()>
     }
 }
 
-/// The edit use case, on the writer's connection.
+/// The edit use case, on the writer's connection: the row is opened, its text replaced
+/// and the whole row sealed again under the active key (one key per row).
 pub(crate) async fn edit(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     id: MessageId,
     content: &MessageContent,
     at: Timestamp,
 ) -> Outcome<MessageView> {
     require_live(conn, id).await?;
-    sqlx::query("UPDATE MESSAGES SET content = ?, edited_at = ? WHERE id = ?")
-        .bind(content.as_str())
+    crate::at_rest::reseal_row(conn, cipher, id, Some(content.as_str()))
+        .await?
+        .map_err(|error| {
+            // The media fields of a row whose key is gone cannot be carried over.
+            Failure::Store(StoreError::Unavailable(format!(
+                "the message cannot be decrypted: {error}"
+            )))
+        })?;
+    sqlx::query("UPDATE MESSAGES SET edited_at = ? WHERE id = ?")
         .bind(db_time(at))
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(find_view(conn, id).await?.ok_or(StoreError::NotFound)?)
+    Ok(find_view(conn, cipher, id)
+        .await?
+        .ok_or(StoreError::NotFound)?)
 }
 
 /// The delete use case, on the writer's connection.
 pub(crate) async fn delete(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     id: MessageId,
     at: Timestamp,
 ) -> Outcome<Message> {
@@ -248,7 +267,9 @@ pub(crate) async fn delete(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    let view = find_view(conn, id).await?.ok_or(StoreError::NotFound)?;
+    let view = find_view(conn, cipher, id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     Ok(view.message)
 }
 
@@ -342,7 +363,7 @@ impl SqliteStore {
         let views = rows
             .iter()
             .take(page)
-            .map(rows::message_view)
+            .map(|row| rows::message_view(row, &self.cipher))
             .collect::<Outcome<Vec<_>>>()?;
         let items = with_reactions(&mut tx, views).await?;
         tx.commit().await?;
@@ -369,7 +390,7 @@ impl SqliteStore {
 
     async fn try_find(&self, id: MessageId) -> Outcome<Option<MessageView>> {
         let mut tx = self.read_pool().begin().await?;
-        let view = find_view(&mut tx, id).await?;
+        let view = find_view(&mut tx, &self.cipher, id).await?;
         tx.commit().await?;
         Ok(view)
     }
@@ -378,7 +399,8 @@ impl SqliteStore {
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        self.write(move |conn| Box::pin(async move { append(conn, &new).await }))
+        let cipher = self.cipher.clone();
+        self.write(move |conn| Box::pin(async move { append(conn, &cipher, &new).await }))
             .await
     }
 
@@ -392,12 +414,14 @@ impl MessageStore for SqliteStore {
         content: MessageContent,
         at: Timestamp,
     ) -> Result<MessageView, StoreError> {
-        self.write(move |conn| Box::pin(async move { edit(conn, id, &content, at).await }))
+        let cipher = self.cipher.clone();
+        self.write(move |conn| Box::pin(async move { edit(conn, &cipher, id, &content, at).await }))
             .await
     }
 
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
-        self.write(move |conn| Box::pin(async move { delete(conn, id, at).await }))
+        let cipher = self.cipher.clone();
+        self.write(move |conn| Box::pin(async move { delete(conn, &cipher, id, at).await }))
             .await
     }
 

@@ -3,6 +3,7 @@
 //! along the index `idx_participants_inbox`.
 
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_domain::{ConversationDetails, ConversationId, Participant, Seq, Timestamp, UserId};
 use chat_ports::{
     ArchivedFilter, InboxCursor, InboxItem, InboxPage, InboxQuery, ReadState, ReadStateStore,
@@ -176,6 +177,7 @@ pub(crate) async fn set_muted(
 /// their participants and last messages in one query each. Whether more follow.
 async fn inbox_items(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     user: UserId,
     scope: &InboxScope,
 ) -> Outcome<(Vec<InboxItem>, bool)> {
@@ -226,7 +228,7 @@ async fn inbox_items(
     let ids: Vec<ConversationId> = heads.iter().map(|h| h.0.id).collect();
     let mut participants = participants_of(conn, &ids).await?;
     let last_ids: Vec<chat_domain::MessageId> = heads.iter().filter_map(|h| h.3).collect();
-    let mut last_messages = views_by_id(conn, &last_ids).await?;
+    let mut last_messages = views_by_id(conn, cipher, &last_ids).await?;
     let items = heads
         .into_iter()
         .map(|(conversation, membership, unread_count, last)| InboxItem {
@@ -250,7 +252,7 @@ impl SqliteStore {
         scope: InboxScope,
     ) -> Outcome<(Vec<InboxItem>, bool)> {
         let mut tx = self.read_pool().begin().await?;
-        let items = inbox_items(&mut tx, user, &scope).await?;
+        let items = inbox_items(&mut tx, &self.cipher, user, &scope).await?;
         tx.commit().await?;
         Ok(items)
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use chat_crypto::MessageCipher;
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, Message, MessageId,
     MessageType, MessageView, Participant, ParticipantView, PostingId, ReactionSummary, Role, Seq,
@@ -197,15 +198,17 @@ pub(crate) fn message_columns() -> String {
     format!(
         "m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.message_type, m.media_url, \
          m.media_metadata, m.reply_to_id, m.client_message_id, m.created_at, m.edited_at, \
-         m.deleted_at, m.is_system_message, {NAME_EXPR} AS sender_name"
+         m.deleted_at, m.is_system_message, m.encryption_key_id, {NAME_EXPR} AS sender_name"
     )
 }
 
-/// Decodes [`message_columns`] into a view without reactions.
-pub(crate) fn message_view(row: &SqliteRow) -> Outcome<MessageView> {
+/// Decodes [`message_columns`] into a view without reactions, its text opened with
+/// `cipher` (or marked undecryptable).
+pub(crate) fn message_view(row: &SqliteRow, cipher: &MessageCipher) -> Outcome<MessageView> {
+    let key_id: Option<String> = get(row, "encryption_key_id")?;
     let message_type: String = get(row, "message_type")?;
     let reply_to: Option<String> = get(row, "reply_to_id")?;
-    let message = Message {
+    let mut message = Message {
         id: message_id(&get::<String>(row, "id")?)?,
         conversation_id: conversation_id(&get::<String>(row, "conversation_id")?)?,
         seq: seq(get(row, "seq")?)?,
@@ -221,7 +224,9 @@ pub(crate) fn message_view(row: &SqliteRow) -> Outcome<MessageView> {
         edited_at: time_opt(row, "edited_at")?,
         deleted_at: time_opt(row, "deleted_at")?,
         is_system_message: get::<bool>(row, "is_system_message")?,
+        undecryptable: false,
     };
+    cipher.open_message(&mut message, key_id.as_deref());
     Ok(MessageView {
         message,
         sender_name: get(row, "sender_name")?,
@@ -284,6 +289,7 @@ pub(crate) async fn with_reactions(
 /// A message, deleted or not, with sender name and reactions.
 pub(crate) async fn find_view(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     id: MessageId,
 ) -> Outcome<Option<MessageView>> {
     let sql = format!(
@@ -297,13 +303,14 @@ pub(crate) async fn find_view(
     else {
         return Ok(None);
     };
-    let view = message_view(&row)?;
+    let view = message_view(&row, cipher)?;
     Ok(with_reactions(conn, vec![view]).await?.pop())
 }
 
 /// Messages by id, with sender names and reactions.
 pub(crate) async fn views_by_id(
     conn: &mut SqliteConnection,
+    cipher: &MessageCipher,
     ids: &[MessageId],
 ) -> Outcome<HashMap<MessageId, MessageView>> {
     if ids.is_empty() {
@@ -323,7 +330,7 @@ pub(crate) async fn views_by_id(
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(message_view)
+        .map(|row| message_view(row, cipher))
         .collect::<Outcome<Vec<_>>>()?;
     Ok(with_reactions(conn, views)
         .await?

@@ -4,8 +4,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chat_crypto::{KeyRing, KeyRingError};
 use chat_http::auth::{AuthConfigError, parse_algorithm};
 use chat_http::{AuthConfig, DevTokens, HttpSettings, Provisioning, WsConfig};
 use chat_realtime::{RealtimeSettings, RedisSettings};
@@ -68,6 +70,61 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Mints a token with the configured secret (for development and scripts).
     Token(TokenArgs),
+    /// Moves stored messages written under other keys, or in plain text, to the key ring's
+    /// active key, in batches, while the service keeps running (docs/security.md).
+    Reencrypt(ReencryptArgs),
+}
+
+/// The key ring that encrypts message text at rest (docs/security.md). Values are never
+/// shown in `--help`; prefer the environment or the key file to flags, which other users
+/// of the machine may see in the process list.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EncryptionArgs {
+    /// Keys as `id:base64-key` entries, comma separated (256-bit keys).
+    #[arg(long, env = chat_crypto::KEYS_VAR, hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+    /// A file of `id:base64-key` entries (one per line, `#` comments), e.g. a mounted
+    /// secret; instead of CHAT_ENCRYPTION_KEYS.
+    #[arg(long, env = chat_crypto::KEYS_FILE_VAR, hide_env_values = true)]
+    pub encryption_keys_file: Option<String>,
+    /// The id of the key that encrypts new messages (needed when several keys are set).
+    #[arg(long, env = chat_crypto::ACTIVE_KEY_VAR, hide_env_values = true)]
+    pub encryption_active_key: Option<String>,
+}
+
+impl EncryptionArgs {
+    /// The configured key ring; `None` when no key is configured (plain text).
+    ///
+    /// # Errors
+    /// [`ConfigError::KeyRing`] when the configuration is malformed; the message names a
+    /// key id or an entry's position, never a key.
+    pub fn key_ring(&self) -> Result<Option<Arc<KeyRing>>, ConfigError> {
+        let ring = KeyRing::from_env_lookup(|name| match name {
+            chat_crypto::KEYS_VAR => self.encryption_keys.clone(),
+            chat_crypto::KEYS_FILE_VAR => self.encryption_keys_file.clone(),
+            chat_crypto::ACTIVE_KEY_VAR => self.encryption_active_key.clone(),
+            _ => None,
+        })?;
+        Ok(ring.map(Arc::new))
+    }
+}
+
+/// `chatd reencrypt`.
+#[derive(Debug, Clone, Args)]
+pub struct ReencryptArgs {
+    /// The database: `mysql://…` or `sqlite://path`; without it, the SQLite file in
+    /// CHAT_DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The directory of the SQLite database file when DATABASE_URL is not set.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// The key ring; its active key is the one rows are moved to.
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
+    /// Rows per batch (each batch is one short transaction).
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: u32,
 }
 
 /// How tokens are verified.
@@ -141,6 +198,9 @@ pub struct ServeArgs {
     /// The Redis pub/sub channel the nodes of one cluster share.
     #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = chat_realtime::DEFAULT_CHANNEL)]
     pub redis_channel: String,
+    /// Encryption of message text at rest.
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
 }
 
 /// `chatd migrate`.
@@ -153,6 +213,20 @@ pub struct MigrateArgs {
     /// The directory of the SQLite database file when DATABASE_URL is not set.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+}
+
+impl ReencryptArgs {
+    /// The store to re-encrypt.
+    ///
+    /// # Errors
+    /// [`ConfigError::Store`] when DATABASE_URL names no store.
+    pub fn store(&self) -> Result<StoreChoice, ConfigError> {
+        Ok(StoreChoice::resolve(
+            present(self.database_url.clone()).as_deref(),
+            &self.data_dir,
+            false,
+        )?)
+    }
 }
 
 impl MigrateArgs {
@@ -232,6 +306,9 @@ pub enum ConfigError {
     /// DATABASE_URL, CHAT_DATA_DIR and --ephemeral name no store.
     #[error("refusing to start: {0}")]
     Store(#[from] StoreChoiceError),
+    /// The encryption key ring is malformed.
+    #[error("refusing to start: the encryption key ring is invalid: {0}")]
+    KeyRing(#[from] KeyRingError),
 }
 
 /// A checked `serve` configuration.
@@ -247,6 +324,8 @@ pub struct ServeConfig {
     pub migrate: bool,
     /// Whether this is `--dev`.
     pub dev: bool,
+    /// The key ring that seals message text at rest; `None` stores plain text.
+    pub key_ring: Option<Arc<KeyRing>>,
 }
 
 /// An empty variable counts as unset (`DATABASE_URL=` in a shell).
@@ -260,6 +339,7 @@ impl ServeArgs {
     /// # Errors
     /// [`ConfigError`] saying what to fix.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let key_ring = self.encryption.key_ring()?;
         let bind: Vec<SocketAddr> = self
             .bind
             .to_socket_addrs()
@@ -339,6 +419,7 @@ impl ServeArgs {
             store,
             migrate: !self.no_migrate,
             dev: self.dev,
+            key_ring,
         })
     }
 }
@@ -437,6 +518,7 @@ mod tests {
         args.data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         args.bind = "127.0.0.1:8080".into();
         args.user_provisioning = "jit".into();
+        args.encryption = EncryptionArgs::default();
         args
     }
 

@@ -12,14 +12,16 @@ pub mod startup;
 pub mod storage;
 
 use anyhow::Context as _;
+use chat_crypto::MessageCipher;
 use chat_domain::UserId;
 use chat_http::{MintClaims, mint_hs256};
+use chat_ports::{ReencryptBatch, ReencryptStore};
 use tracing_subscriber::EnvFilter;
 
 pub use startup::{AppConfig, Application};
 pub use storage::{Storage, StoreChoice};
 
-use crate::config::{MigrateArgs, ServeArgs, TokenArgs};
+use crate::config::{MigrateArgs, ReencryptArgs, ServeArgs, TokenArgs};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines with
 /// `--log-format json` (`CHAT_LOG_FORMAT=json`).
@@ -50,7 +52,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "CHAT_USER_PROVISIONING=external with the in-memory store: no user will ever exist"
         );
     }
-    let storage = Storage::open(&config.store, config.migrate).await?;
+    match &config.key_ring {
+        Some(ring) => tracing::info!(
+            active_key = %ring.active_key_id(),
+            keys = ring.key_ids().count(),
+            "message text is encrypted at rest"
+        ),
+        None => tracing::info!(
+            "no encryption key ring (CHAT_ENCRYPTION_KEYS or CHAT_ENCRYPTION_KEYS_FILE): \
+             messages are stored in PLAIN TEXT"
+        ),
+    }
+    let cipher = MessageCipher::new(config.key_ring.clone());
+    let storage = Storage::open(&config.store, config.migrate, cipher).await?;
     match &config.app.realtime.redis {
         Some(redis) => {
             tracing::info!(channel = %redis.channel, "real-time events bridged over Redis");
@@ -116,6 +130,80 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     }
     tracing::info!("database migrations applied");
     Ok(())
+}
+
+/// `chatd reencrypt`: moves every user's message not under the active key to it, one batch
+/// (one short transaction) at a time, printing progress to stderr. Stopped and started
+/// again, it continues where the work remains (rows already moved are not selected).
+///
+/// # Errors
+/// When no key ring or database is configured, the ring is malformed, or the database
+/// fails.
+pub async fn reencrypt(args: ReencryptArgs) -> anyhow::Result<()> {
+    let ring = args
+        .encryption
+        .key_ring()?
+        .context("no encryption key ring is configured (set CHAT_ENCRYPTION_KEYS or CHAT_ENCRYPTION_KEYS_FILE)")?;
+    let active = ring.active_key_id().to_string();
+    let cipher = MessageCipher::new(Some(ring));
+    let progress = |batch: &ReencryptBatch, done: u64| {
+        eprintln!(
+            "reencrypt: {done} rows moved to key {active}, {} undecryptable skipped so far, \
+             {} remaining",
+            batch.undecryptable, batch.remaining
+        );
+    };
+    let batch_size = args.batch_size.max(1);
+    let totals = match args.store()? {
+        StoreChoice::Memory => anyhow::bail!(
+            "DATABASE_URL=memory: keeps nothing to re-encrypt; `chatd reencrypt` needs a database"
+        ),
+        StoreChoice::MySql(url) => {
+            let store = storage::connect(&url).await?.with_cipher(cipher);
+            run_reencrypt(&store, batch_size, progress).await?
+        }
+        StoreChoice::Sqlite(path) => {
+            let store = storage::open_sqlite(&path).await?.with_cipher(cipher);
+            let totals = run_reencrypt(&store, batch_size, progress).await;
+            store.close().await;
+            totals?
+        }
+    };
+    eprintln!(
+        "reencrypt: done: {} rows moved to key {active}; {} rows could not be decrypted and \
+         were left as they are (see the log for their key ids)",
+        totals.rewritten, totals.undecryptable
+    );
+    Ok(())
+}
+
+/// Runs batches of [`ReencryptStore::reencrypt_batch`] from the start to the end,
+/// calling `progress` after each with the batch and the rows moved so far; returns the
+/// totals (`rewritten`, `undecryptable`).
+///
+/// # Errors
+/// When a batch fails.
+pub async fn run_reencrypt(
+    store: &dyn ReencryptStore,
+    batch_size: u32,
+    mut progress: impl FnMut(&ReencryptBatch, u64),
+) -> anyhow::Result<ReencryptBatch> {
+    let mut totals = ReencryptBatch::default();
+    let mut cursor = None;
+    loop {
+        let batch = store
+            .reencrypt_batch(cursor, batch_size)
+            .await
+            .context("re-encrypting a batch")?;
+        totals.rewritten += batch.rewritten;
+        totals.undecryptable += batch.undecryptable;
+        totals.remaining = batch.remaining;
+        let Some(last) = batch.last else {
+            return Ok(totals);
+        };
+        progress(&batch, totals.rewritten);
+        cursor = Some(last);
+    }
 }
 
 /// `chatd token`: prints a token minted with the configured secret.

@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => chatd::serve(args).await,
         Command::Migrate(args) => chatd::migrate(args).await,
         Command::Token(args) => chatd::token(&args),
+        Command::Reencrypt(args) => chatd::reencrypt(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

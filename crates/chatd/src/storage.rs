@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chat_crypto::MessageCipher;
 use chat_http::{AlwaysReady, PoolProbe, PoolUsage, Readiness};
 use chat_memory::MemoryStore;
 use chat_mysql::{MySqlSettings, MySqlStore};
@@ -155,30 +156,40 @@ impl Storage {
 
     /// The in-memory store: nothing persists.
     pub fn memory() -> Self {
+        Self::memory_with(MessageCipher::plain())
+    }
+
+    /// The in-memory store, sealing message text with `cipher` as a database would.
+    pub fn memory_with(cipher: MessageCipher) -> Self {
         Self {
             description: "IN MEMORY: nothing persists, every conversation is lost when chatd \
                           stops"
                 .to_owned(),
-            ..Self::of(Arc::new(MemoryStore::new()))
+            ..Self::of(Arc::new(MemoryStore::with_cipher(cipher)))
         }
     }
 
-    /// Opens the store `choice` names (migrated first when `migrate`, for a database) and
-    /// says where the data is; the in-memory store is announced loudly.
+    /// Opens the store `choice` names (migrated first when `migrate`, for a database),
+    /// sealing message text at rest with `cipher`, and says where the data is; the
+    /// in-memory store is announced loudly.
     ///
     /// # Errors
     /// When the database settings are invalid, the database cannot be opened (a SQLite
     /// file in use by another chatd, unwritable, or not a database; a MySQL server that
     /// does not answer), or a migration fails (including a schema newer than this binary).
-    pub async fn open(choice: &StoreChoice, migrate: bool) -> anyhow::Result<Self> {
+    pub async fn open(
+        choice: &StoreChoice,
+        migrate: bool,
+        cipher: MessageCipher,
+    ) -> anyhow::Result<Self> {
         match choice {
             StoreChoice::MySql(url) => {
-                let storage = Self::mysql(url, migrate).await?;
+                let storage = Self::mysql_with(url, migrate, cipher).await?;
                 tracing::info!("storing in MySQL (DATABASE_URL)");
                 Ok(storage)
             }
             StoreChoice::Sqlite(path) => {
-                let storage = Self::sqlite(path, migrate).await?;
+                let storage = Self::sqlite_with(path, migrate, cipher).await?;
                 tracing::info!("storing in the {} (survives restarts)", storage.description);
                 Ok(storage)
             }
@@ -187,7 +198,7 @@ impl Storage {
                     "using the IN-MEMORY store (--ephemeral or DATABASE_URL=memory:): NOTHING \
                      PERSISTS, every conversation and message is lost when chatd stops"
                 );
-                Ok(Self::memory())
+                Ok(Self::memory_with(cipher))
             }
         }
     }
@@ -199,7 +210,19 @@ impl Storage {
     /// When the file is in use by another chatd, cannot be created or written, is not a
     /// database, or its schema is newer than this binary or fails to migrate.
     pub async fn sqlite(path: &Path, migrate: bool) -> anyhow::Result<Self> {
-        let store = Arc::new(open_sqlite(path).await?);
+        Self::sqlite_with(path, migrate, MessageCipher::plain()).await
+    }
+
+    /// [`Storage::sqlite`], the store sealing message text at rest with `cipher`.
+    ///
+    /// # Errors
+    /// As [`Storage::sqlite`].
+    pub async fn sqlite_with(
+        path: &Path,
+        migrate: bool,
+        cipher: MessageCipher,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(open_sqlite(path).await?.with_cipher(cipher));
         if migrate {
             if let Err(err) = store.migrate().await {
                 store.close().await;
@@ -235,7 +258,19 @@ impl Storage {
     /// # Errors
     /// When the settings are invalid, the server does not answer, or a migration fails.
     pub async fn mysql(url: &str, migrate: bool) -> anyhow::Result<Self> {
-        let store = Arc::new(connect(url).await?);
+        Self::mysql_with(url, migrate, MessageCipher::plain()).await
+    }
+
+    /// [`Storage::mysql`], the store sealing message text at rest with `cipher`.
+    ///
+    /// # Errors
+    /// As [`Storage::mysql`].
+    pub async fn mysql_with(
+        url: &str,
+        migrate: bool,
+        cipher: MessageCipher,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(connect(url).await?.with_cipher(cipher));
         if migrate {
             store.migrate().await.context("running migrations")?;
             tracing::info!("database migrations applied");

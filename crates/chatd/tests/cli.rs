@@ -34,6 +34,9 @@ fn chatd(args: &[&str]) -> Command {
         "REDIS_URL",
         "CHAT_SEND_RATE_PER_SECOND",
         "CHAT_SEND_BURST",
+        "CHAT_ENCRYPTION_KEYS",
+        "CHAT_ENCRYPTION_KEYS_FILE",
+        "CHAT_ENCRYPTION_ACTIVE_KEY",
     ] {
         command.env_remove(name);
     }
@@ -76,6 +79,51 @@ fn token_needs_a_secret_or_dev() {
     assert_eq!(token.trim().split('.').count(), 3, "{token}");
     let out = chatd(&["token", "--dev", "--user", "0"]).output().unwrap();
     assert!(!out.status.success(), "user ids are positive");
+}
+
+/// 16 bytes, base64: a key of the wrong length.
+const SHORT_KEY: &str = "c2hvcnQta2V5LTE2Ynl0ZQ==";
+/// 32 bytes, base64.
+const GOOD_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[test]
+fn a_malformed_key_ring_stops_serve_naming_the_key_id_never_the_key() {
+    let out = chatd(&["serve", "--dev", "--bind", "127.0.0.1:0"])
+        .env("CHAT_ENCRYPTION_KEYS", format!("2026-11:{SHORT_KEY}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("key 2026-11"), "{stderr}");
+    assert!(stderr.contains("16 bytes"), "{stderr}");
+    assert!(!stderr.contains(SHORT_KEY), "the key leaked: {stderr}");
+}
+
+#[test]
+fn keys_never_show_in_help() {
+    for command in ["serve", "reencrypt"] {
+        let out = chatd(&[command, "--help"])
+            .env("CHAT_ENCRYPTION_KEYS", format!("2026-11:{GOOD_KEY}"))
+            .env("CHAT_ENCRYPTION_ACTIVE_KEY", "2026-11")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("CHAT_ENCRYPTION_KEYS"), "{help}");
+        assert!(!help.contains(GOOD_KEY), "a key shows in --help: {help}");
+    }
+}
+
+#[test]
+fn reencrypt_needs_a_key_ring() {
+    let out = chatd(&["reencrypt"])
+        .env("DATABASE_URL", "mysql://root@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no encryption key ring"), "{stderr}");
 }
 
 fn get(address: &str, path: &str, token: Option<&str>) -> String {

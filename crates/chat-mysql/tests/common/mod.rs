@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_contract::{Fixtures, Ports};
-use chat_domain::PostingId;
+use chat_contract::{AtRest, AtRestPorts, Fixtures, Ports};
+use chat_crypto::{KeyRing, MessageCipher, MessageFields, StoredFields};
+use chat_domain::{MessageId, PostingId};
 use chat_mysql::MySqlStore;
-use sqlx::MySqlConnection;
+use sqlx::{MySqlConnection, Row};
 
 /// What happens to these tests without a server.
 const SKIPPED: &str = "chat-mysql tests are SKIPPED";
@@ -45,11 +46,77 @@ impl Fixtures for MySqlFixtures {
     }
 }
 
+/// The same database opened with another key ring, and its text columns read and written
+/// with plain SQL.
+pub struct MySqlAtRest(pub MySqlStore);
+
+/// The stored text columns of a message as SQL sees them, with its key id (the media URL
+/// from `media_url_sealed` when the row names a key).
+pub async fn stored_columns(store: &MySqlStore, id: MessageId) -> StoredFields {
+    let row = sqlx::query(
+        "SELECT content, media_url, media_url_sealed, CAST(media_metadata AS CHAR) AS meta, \
+         encryption_key_id FROM MESSAGES WHERE id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_one(store.pool())
+    .await
+    .expect("the message exists");
+    let key_id: Option<String> = row.get("encryption_key_id");
+    let media_url: Option<String> = if key_id.is_some() {
+        row.get("media_url_sealed")
+    } else {
+        row.get("media_url")
+    };
+    StoredFields {
+        fields: MessageFields {
+            content: row.get("content"),
+            media_url,
+            media_metadata: row.get("meta"),
+        },
+        key_id,
+    }
+}
+
+#[async_trait]
+impl AtRest for MySqlAtRest {
+    async fn reopen(&self, ring: Option<Arc<KeyRing>>) -> AtRestPorts {
+        let store = Arc::new(self.0.clone().with_cipher(MessageCipher::new(ring)));
+        let fixtures = Arc::new(MySqlFixtures(self.0.clone()));
+        AtRestPorts {
+            ports: Ports::from_store(store.clone(), fixtures),
+            reencrypt: store,
+        }
+    }
+
+    async fn stored(&self, id: MessageId) -> StoredFields {
+        stored_columns(&self.0, id).await
+    }
+
+    async fn overwrite(&self, id: MessageId, stored: StoredFields) {
+        let sealed = stored.key_id.is_some();
+        let url = stored.fields.media_url;
+        sqlx::query(
+            "UPDATE MESSAGES SET content = ?, media_url = ?, media_url_sealed = ?, \
+             media_metadata = ?, encryption_key_id = ? WHERE id = ?",
+        )
+        .bind(stored.fields.content)
+        .bind(if sealed { None } else { url.clone() })
+        .bind(if sealed { url } else { None })
+        .bind(stored.fields.media_metadata)
+        .bind(stored.key_id)
+        .bind(id.to_string())
+        .execute(self.0.pool())
+        .await
+        .expect("overwrite the stored columns");
+    }
+}
+
 /// The contract suite's factory. Its database is left for the stale-database sweep.
 pub async fn fresh_ports() -> Option<Ports> {
     let db = fresh_store().await?;
     let fixtures = Arc::new(MySqlFixtures(db.store.clone()));
-    Some(Ports::from_store(Arc::new(db.store), fixtures))
+    let at_rest = Arc::new(MySqlAtRest(db.store.clone()));
+    Some(Ports::from_store(Arc::new(db.store), fixtures).with_at_rest(at_rest))
 }
 
 /// A text message body.
