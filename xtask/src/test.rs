@@ -10,14 +10,19 @@
 //! 4. MySQL and Redis preparation (see [`crate::services`])
 //! 5. `cargo nextest run --workspace --all-features [ARGS]` when cargo-nextest
 //!    is installed, else `cargo test --workspace --all-features [ARGS]`
-//! 6. with nextest only: `cargo test --workspace --doc --all-features`, since
+//! 6. the **key-ring pass**: the test binaries of the crates that store messages
+//!    ([`KEY_RING_PACKAGES`]) run again with `CHAT_TEST_KEY_RING=1`, so every store their
+//!    fixtures build seals message text under a generated key ring
+//!    (`chat_contract::switch`): every test of those crates passes with and without
+//!    encryption at rest. With extra arguments, the same selection runs again instead.
+//! 7. with nextest only: `cargo test --workspace --doc --all-features`, since
 //!    nextest does not run doctests
-//! 6. unless packages were selected: the browser tests of `cargo xtask e2e`
+//! 8. unless packages were selected: the browser tests of `cargo xtask e2e`
 //!    (skipped loudly without chromium and chromedriver, a failure under `CI=true`)
 //!
-//! Extra arguments go to the test runner of step 5. If they select packages
+//! Extra arguments go to the test runners of steps 5 and 6. If they select packages
 //! (`-p`/`--package`), `--workspace` is dropped and the same selection is
-//! applied to the doctests of step 6.
+//! applied to the doctests of step 7.
 
 use std::process::Command;
 use std::time::Instant;
@@ -26,6 +31,21 @@ use anyhow::Result;
 
 use crate::cmd::{self, Steps};
 use crate::services::Services;
+
+/// The crates whose tests store messages: the key-ring pass runs them again with
+/// [`KEY_RING_SWITCH`] set.
+const KEY_RING_PACKAGES: &[&str] = &[
+    "chat-contract",
+    "chat-memory",
+    "chat-mysql",
+    "chat-sqlite",
+    "chat-service",
+    "chatd",
+];
+
+/// The environment variable that makes the test fixtures build every store with a key
+/// ring (read by `chat_contract::switch`).
+const KEY_RING_SWITCH: &str = "CHAT_TEST_KEY_RING";
 
 /// Runs the gate; `extra` is passed to the test runner.
 pub(crate) fn run(extra: &[String]) -> Result<()> {
@@ -60,7 +80,7 @@ fn run_steps(extra: &[String]) -> Result<()> {
     let nextest = cmd::succeeds(cmd::cargo().args(["nextest", "--version"]));
     let selection = package_selection(extra);
     let browser = !selection.picks_packages;
-    let mut steps = Steps::new(5 + usize::from(nextest) + usize::from(browser));
+    let mut steps = Steps::new(6 + usize::from(nextest) + usize::from(browser));
 
     steps.step("cargo fmt --all -- --check", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
@@ -110,6 +130,27 @@ fn run_steps(extra: &[String]) -> Result<()> {
         run_with(&services, &mut command)
     })?;
 
+    steps.step(
+        &format!(
+            "KEY-RING PASS: {runner} again with {KEY_RING_SWITCH}=1 (every store sealed at rest)"
+        ),
+        || {
+            let mut command = cmd::cargo();
+            if nextest {
+                command.args(["nextest", "run"]);
+            } else {
+                command.arg("test");
+            }
+            command.args(key_ring_pass_args(nextest, extra));
+            command.env(KEY_RING_SWITCH, "1");
+            println!(
+                "key-ring pass: the stores of {} seal message text under a generated key ring",
+                KEY_RING_PACKAGES.join(", ")
+            );
+            run_with(&services, &mut command)
+        },
+    )?;
+
     if nextest {
         steps.step("cargo test --doc (doctests; nextest skips them)", || {
             let mut command = cmd::cargo();
@@ -130,6 +171,36 @@ fn run_steps(extra: &[String]) -> Result<()> {
 
     drop(services);
     Ok(())
+}
+
+/// The arguments of the key-ring pass after `cargo nextest run` (or `cargo test`): the
+/// caller's own selection when there is one, else the storage crates. Under nextest the
+/// selection is a filter over the whole workspace, so the build of step 5 is reused as
+/// it is (selecting with `-p` would unify features differently and rebuild).
+fn key_ring_pass_args(nextest: bool, extra: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    if extra.is_empty() {
+        if nextest {
+            let filter = KEY_RING_PACKAGES
+                .iter()
+                .map(|package| format!("package({package})"))
+                .collect::<Vec<_>>()
+                .join(" | ");
+            args.extend(["--workspace".to_owned(), "-E".to_owned(), filter]);
+        } else {
+            for package in KEY_RING_PACKAGES {
+                args.extend(["-p".to_owned(), (*package).to_owned()]);
+            }
+        }
+        args.push("--all-features".to_owned());
+    } else {
+        if !package_selection(extra).picks_packages {
+            args.push("--workspace".to_owned());
+        }
+        args.push("--all-features".to_owned());
+        args.extend(extra.iter().cloned());
+    }
+    args
 }
 
 /// Runs a test command with the MySQL/Redis environment applied.
@@ -176,7 +247,7 @@ fn package_selection(extra: &[String]) -> PackageSelection {
 
 #[cfg(test)]
 mod tests {
-    use super::package_selection;
+    use super::{key_ring_pass_args, package_selection};
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|arg| (*arg).to_owned()).collect()
@@ -197,6 +268,37 @@ mod tests {
         assert_eq!(
             selection.args,
             strings(&["-p", "chat-domain", "--package=chat-mysql"])
+        );
+    }
+
+    #[test]
+    fn the_key_ring_pass_filters_the_storage_crates_of_the_workspace_build() {
+        let args = key_ring_pass_args(true, &[]);
+        assert_eq!(args[..2], strings(&["--workspace", "-E"]));
+        for package in super::KEY_RING_PACKAGES {
+            assert!(args[2].contains(&format!("package({package})")), "{args:?}");
+        }
+        assert!(args[2].contains("package(chat-mysql) | "), "{args:?}");
+        let without_nextest = key_ring_pass_args(false, &[]);
+        assert!(
+            without_nextest
+                .windows(2)
+                .any(|w| w == strings(&["-p", "chatd"]))
+        );
+        assert!(!without_nextest.contains(&"--workspace".to_owned()));
+    }
+
+    #[test]
+    fn the_key_ring_pass_repeats_the_callers_selection() {
+        let args = key_ring_pass_args(true, &strings(&["-p", "chat-sqlite", "some_test"]));
+        assert_eq!(
+            args,
+            strings(&["--all-features", "-p", "chat-sqlite", "some_test"])
+        );
+        let args = key_ring_pass_args(true, &strings(&["some_test"]));
+        assert_eq!(
+            args,
+            strings(&["--workspace", "--all-features", "some_test"])
         );
     }
 

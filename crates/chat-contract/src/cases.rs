@@ -1236,6 +1236,30 @@ fn content_of(items: &[chat_domain::MessageView], id: chat_domain::MessageId) ->
         .map(|v| v.message.content.clone())
 }
 
+/// The key-ring switch reaches the adapter: in the key-ring pass (`CHAT_TEST_KEY_RING=1`)
+/// the suite's own ports seal what they store under the generated ring, so every other
+/// case of this suite runs with encryption at rest; otherwise they store plain text.
+pub async fn fixtures_follow_the_key_ring_switch(ports: Ports) {
+    let harness = at_rest(&ports);
+    ports.users_up_to(2).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let sent = ports
+        .say(group.conversation.id, 1, "switched", at(1))
+        .await
+        .view
+        .message;
+    let stored = harness.stored(sent.id).await;
+    if crate::switch::enabled() {
+        assert_eq!(stored.key_id.as_deref(), Some(crate::switch::KEY_ID));
+        assert!(stored.fields.content.starts_with("v1."), "{stored:?}");
+    } else {
+        assert_eq!(stored.key_id, None);
+        assert_eq!(stored.fields.content, "switched");
+    }
+    let page = latest(&ports, group.conversation.id).await;
+    assert_eq!(content_of(&page, sent.id).as_deref(), Some("switched"));
+}
+
 pub async fn encrypted_messages_round_trip(ports: Ports) {
     use chat_domain::{MediaMetadata, MediaUrl, MessageBody, MessageType};
     let harness = at_rest(&ports);

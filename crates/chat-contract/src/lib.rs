@@ -26,6 +26,7 @@ use chat_ports::{
 
 pub mod cases;
 mod fixtures;
+pub mod switch;
 
 /// Seeding an adapter needs beyond its ports.
 #[async_trait]
@@ -131,6 +132,7 @@ macro_rules! contract_suite {
             announcements_are_appended_with_changes,
             user_and_posting_directories,
             stored_instants_keep_whole_seconds,
+            fixtures_follow_the_key_ring_switch,
             encrypted_messages_round_trip,
             sealed_text_is_bound_to_its_row,
             rotation_keeps_old_rows_readable,

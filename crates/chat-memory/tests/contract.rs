@@ -44,7 +44,7 @@ impl AtRest for MemoryAtRest {
 }
 
 async fn fresh() -> Option<Ports> {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(MemoryStore::with_cipher(chat_contract::switch::cipher()));
     let fixtures = Arc::new(MemoryFixtures(store.clone()));
     let at_rest = Arc::new(MemoryAtRest(store.clone()));
     Some(Ports::from_store(store, fixtures).with_at_rest(at_rest))

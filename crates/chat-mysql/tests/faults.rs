@@ -80,7 +80,10 @@ async fn through(
     settings.acquire_timeout = acquire;
     settings.statement_timeout = statement;
     settings.append_queue = queue;
-    MySqlStore::connect(&settings).await.unwrap()
+    MySqlStore::connect(&settings)
+        .await
+        .unwrap()
+        .with_cipher(chat_test_support::key_ring::cipher())
 }
 
 /// Whether message `id` is stored.

@@ -198,7 +198,10 @@ async fn badge_and_inbox_for_one_user_in_a_thousand_unread_conversations() {
     let single = {
         let mut settings = MySqlSettings::new(common::database_url(&db.name));
         settings.max_connections = 1;
-        MySqlStore::connect(&settings).await.unwrap()
+        MySqlStore::connect(&settings)
+            .await
+            .unwrap()
+            .with_cipher(chat_test_support::key_ring::cipher())
     };
     let mut per_page = Vec::new();
     for size in [2, 20] {

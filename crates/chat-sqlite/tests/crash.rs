@@ -32,7 +32,8 @@ fn user(id: i64) -> UserId {
 async fn send_until_killed(location: &str, conversation: ConversationId) {
     let store = SqliteStore::open(location, SqliteSettings::default())
         .await
-        .expect("the child opens the file");
+        .expect("the child opens the file")
+        .with_cipher(chat_contract::switch::cipher());
     let tasks = (0..8).map(|task| {
         let store = store.clone();
         tokio::spawn(async move {
@@ -91,6 +92,7 @@ async fn acknowledged_sends_survive_kill_9_exactly_once() {
         ])
         .env(CHILD, db.location())
         .env(CONVERSATION, conversation.to_string())
+        .envs(chat_contract::switch::child_env())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -132,14 +134,18 @@ async fn acknowledged_sends_survive_kill_9_exactly_once() {
 
     let store = SqliteStore::open(&db.location(), SqliteSettings::default())
         .await
-        .expect("the file opens after the crash: the lock died with the process");
+        .expect("the file opens after the crash: the lock died with the process")
+        .with_cipher(chat_contract::switch::cipher());
     store.migrate().await.unwrap();
     let mut raw = common::raw::connect(&db.location()).await;
     let distinct: HashSet<MessageId> = acknowledged.iter().copied().collect();
     assert_eq!(distinct.len(), acknowledged.len());
     for id in &acknowledged {
         let found = store.find_message(*id).await.unwrap();
-        assert!(found.is_some(), "acknowledged message {id} lost");
+        assert!(
+            found.is_some_and(|view| !view.message.undecryptable),
+            "acknowledged message {id} lost or unreadable"
+        );
         let copies = common::raw::scalar(
             &mut raw,
             "SELECT COUNT(*) FROM MESSAGES WHERE id = ?",

@@ -28,7 +28,8 @@ async fn what_is_written_is_read_back_after_reopening() {
         .to_string();
     let store = SqliteStore::open(&location, SqliteSettings::default())
         .await
-        .unwrap();
+        .unwrap()
+        .with_cipher(chat_contract::switch::cipher());
     store.migrate().await.unwrap();
     store
         .upsert_user(user(1), Some(DisplayName::parse("Ada").unwrap()))
@@ -65,7 +66,8 @@ async fn what_is_written_is_read_back_after_reopening() {
 
     let reopened = SqliteStore::open(&location, SqliteSettings::default())
         .await
-        .unwrap();
+        .unwrap()
+        .with_cipher(chat_contract::switch::cipher());
     reopened.migrate().await.unwrap();
     let page = reopened
         .history(id, HistoryQuery::Latest(PageLimit::new(10).unwrap()))

@@ -2,9 +2,13 @@
 //! migrated MySQL database per test ([`mysql`]), a fresh SQLite file per test ([`sqlite`]),
 //! a TCP proxy that freezes or cuts connections to inject database faults ([`proxy`]), and
 //! the rule every suite follows when a server it needs is absent: skip loudly, and fail
-//! when the run requires the server ([`skip_or_fail`]).
+//! when the run requires the server ([`skip_or_fail`]). The stores built here follow the
+//! key-ring switch ([`key_ring`], `CHAT_TEST_KEY_RING=1`): sealed at rest in the key-ring
+//! pass, plain otherwise.
 
 #![forbid(unsafe_code)]
+
+pub use chat_contract::switch as key_ring;
 
 pub mod mysql;
 pub mod proxy;

@@ -120,11 +120,15 @@ async fn drop_stale(admin: &mut MySqlConnection) {
     }
 }
 
-/// Opens a store on database `name` with a pool of `max_connections`.
+/// Opens a store on database `name` with a pool of `max_connections`, sealing under the
+/// key-ring switch's ring in the key-ring pass (see [`crate::key_ring`]).
 pub async fn open(name: &str, max_connections: u32) -> MySqlStore {
     let mut settings = MySqlSettings::new(database_url(name));
     settings.max_connections = max_connections;
-    MySqlStore::connect(&settings).await.expect("connect")
+    MySqlStore::connect(&settings)
+        .await
+        .expect("connect")
+        .with_cipher(crate::key_ring::cipher())
 }
 
 /// A fresh database holding a migrated store; [`TestDb::finish`] drops it.

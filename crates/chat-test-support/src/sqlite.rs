@@ -13,7 +13,8 @@ pub struct TestFile {
     dir: TempDir,
 }
 
-/// A fresh, migrated store in a new temporary directory.
+/// A fresh, migrated store in a new temporary directory, sealing under the key-ring
+/// switch's ring in the key-ring pass.
 ///
 /// # Panics
 /// When the temporary directory or the database cannot be created: the test cannot run.
@@ -25,7 +26,8 @@ pub async fn fresh_store() -> TestFile {
         SqliteSettings::default(),
     )
     .await
-    .expect("the SQLite store opens");
+    .expect("the SQLite store opens")
+    .with_cipher(crate::key_ring::cipher());
     store.migrate().await.expect("migrations apply");
     TestFile { store, dir }
 }

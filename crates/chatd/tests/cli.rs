@@ -259,13 +259,15 @@ fn dev_server_serves_and_stops_gracefully_on_sigterm() {
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
 }
 
-/// `chatd serve --dev` on a free port storing in `data_dir`.
+/// `chatd serve --dev` on a free port storing in `data_dir` (with the key-ring switch's ring
+/// in the key-ring pass).
 fn dev_server_in(data_dir: &Path) -> Command {
     let mut command = chatd(&["serve", "--dev", "--bind", "127.0.0.1:0"]);
     // Idle keep-alive connections of the test's clients need not hold up a stop.
     command
         .env("CHAT_DATA_DIR", data_dir)
-        .env("CHAT_SHUTDOWN_TIMEOUT", "2");
+        .env("CHAT_SHUTDOWN_TIMEOUT", "2")
+        .envs(chat_test_support::key_ring::chatd_env());
     command
 }
 

@@ -52,6 +52,7 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         .env("CHAT_SEND_RATE_PER_SECOND", "100000")
         .env("CHAT_SEND_BURST", "100000")
         .env("RUST_LOG", "info")
+        .envs(chat_test_support::key_ring::chatd_env())
         .env_remove("REDIS_URL")
         .env_remove("CHAT_JWT_SECRET")
         .env_remove("CHAT_BIND")

@@ -71,7 +71,7 @@ async fn a_node_that_loses_redis_recovers_and_asks_its_clients_to_catch_up() {
         channel: redis.channel.clone(),
     };
 
-    let store = Storage::memory();
+    let store = Storage::memory_with(chat_test_support::key_ring::cipher());
     let a = spawn_node_on(store.clone(), test_config(), Some(proxied)).await;
     let b = spawn_node_on(store, test_config(), Some(redis)).await;
     let group = a.group(1, &[2]).await;

@@ -86,7 +86,9 @@ pub(crate) async fn app_with(limits: Limits) -> TestApp {
             Backend::Sqlite(file),
         )
     } else {
-        let memory = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::with_cipher(
+            chat_test_support::key_ring::cipher(),
+        ));
         let wired = ports(memory.clone(), events.clone());
         (
             wired,

@@ -26,13 +26,14 @@ impl TestDb {
     }
 }
 
-/// A fresh, migrated store.
+/// A fresh, migrated store (sealing under the key-ring switch's ring in the key-ring pass).
 pub async fn fresh_store() -> TestDb {
     let dir = tempfile::tempdir().expect("temporary directory");
     let location = dir.path().join("chat.db").display().to_string();
     let store = SqliteStore::open(&location, SqliteSettings::default())
         .await
-        .expect("open");
+        .expect("open")
+        .with_cipher(chat_contract::switch::cipher());
     store.migrate().await.expect("migrations apply");
     TestDb { store, dir }
 }

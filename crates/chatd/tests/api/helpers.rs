@@ -95,13 +95,20 @@ pub async fn spawn_app() -> TestApp {
 /// when MySQL is not reachable and not required.
 pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
     let (mut storage, database) = match backend {
-        Backend::Memory => (Storage::memory(), Held::Nothing),
+        Backend::Memory => (
+            Storage::memory_with(chat_test_support::key_ring::cipher()),
+            Held::Nothing,
+        ),
         Backend::Sqlite => {
             // As `chatd serve` opens it: migrated, with its ping and pool gauges.
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let storage = Storage::sqlite(&dir.path().join("chat.db"), true)
-                .await
-                .expect("the SQLite store opens");
+            let storage = Storage::sqlite_with(
+                &dir.path().join("chat.db"),
+                true,
+                chat_test_support::key_ring::cipher(),
+            )
+            .await
+            .expect("the SQLite store opens");
             (storage.clone(), Held::Sqlite(storage, dir))
         }
         Backend::MySql => {

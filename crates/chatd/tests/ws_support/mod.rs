@@ -75,7 +75,14 @@ pub enum Store {
 /// A node over its own store (in memory, or a fresh SQLite file), without Redis.
 pub async fn spawn_node(store: Store, config: WsConfig) -> Node {
     match store {
-        Store::Memory => spawn_node_on(Storage::memory(), config, None).await,
+        Store::Memory => {
+            spawn_node_on(
+                Storage::memory_with(chat_test_support::key_ring::cipher()),
+                config,
+                None,
+            )
+            .await
+        }
         Store::Sqlite => {
             let file = chat_test_support::sqlite::fresh_store().await;
             let storage = Storage::of(Arc::new(file.store.clone()));
@@ -499,7 +506,7 @@ pub async fn shared_store() -> SharedStore {
         chat_test_support::mysql::fresh_database("The nodes share an IN-MEMORY store instead", 8)
             .await
     else {
-        let store = Storage::memory();
+        let store = Storage::memory_with(chat_test_support::key_ring::cipher());
         return SharedStore {
             first: store.clone(),
             second: store,
