@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod crypto;
 mod limits;
 mod report;
 mod scenarios;
@@ -39,6 +40,11 @@ pub(crate) struct Plan {
     pub(crate) inbox_conversations: usize,
     pub(crate) samples: usize,
     pub(crate) idle_connections: usize,
+    /// Rounds of the encryption comparison (each a durable send without, then with, the
+    /// key ring, in alternating order).
+    pub(crate) encryption_rounds: usize,
+    /// Seals and opens per size in the encryption micro-measure.
+    pub(crate) crypto_iterations: u32,
 }
 
 impl Plan {
@@ -55,6 +61,8 @@ impl Plan {
             inbox_conversations: 1_000,
             samples: 200,
             idle_connections: 1_000,
+            encryption_rounds: 3,
+            crypto_iterations: 2_000,
         }
     }
 
@@ -66,6 +74,7 @@ impl Plan {
             history_messages: 100_000,
             samples: 1_000,
             idle_connections: 5_000,
+            crypto_iterations: 10_000,
             ..Self::quick()
         }
     }
@@ -294,21 +303,41 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // The cost of encryption at rest: durable send on MySQL with the key ring, beside the
-    // plain run above, in the same run.
+    // The cost of encryption at rest: durable send on MySQL without and with the key ring,
+    // in alternating rounds of the same run (so the database's drift hits both), and the
+    // seal/open cost per message measured on its own.
     let encryption = match &args.database_url {
         Some(url) if args.wants("send") => {
             let plan = &args.plan;
-            let store = Store::MySqlEncrypted { url: url.clone() };
-            let sealed = with_server(&args, &store, "send", |s| async move {
-                Ok((scenarios::durable_send(&s, plan).await?, s))
-            })
-            .await?;
-            let plain = stores
-                .get("mysql")
-                .map(|m| m["send"].clone())
-                .unwrap_or(Value::Null);
-            report::encryption_cost(&plain, &sealed)
+            let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+            for round in 1..=plan.encryption_rounds {
+                let order = if round % 2 == 1 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
+                for with_ring in order {
+                    let (store, scenario) = if with_ring {
+                        (Store::MySqlEncrypted { url: url.clone() }, "ring_on")
+                    } else {
+                        (Store::MySql { url: url.clone() }, "ring_off")
+                    };
+                    let value = with_server(
+                        &args,
+                        &store,
+                        &format!("send_{scenario}_{round}"),
+                        |s| async move { Ok((scenarios::durable_send(&s, plan).await?, s)) },
+                    )
+                    .await?;
+                    if with_ring {
+                        sealed.push(value);
+                    } else {
+                        plain.push(value);
+                    }
+                }
+            }
+            let crypto = crypto::seal_open_cost(plan.crypto_iterations)?;
+            report::encryption_cost(&plain, &sealed, &crypto, raw_insert.as_ref())
         }
         _ => Value::Null,
     };

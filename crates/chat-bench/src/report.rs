@@ -149,18 +149,92 @@ pub(crate) fn with_targets(mut results: Value) -> Value {
     results
 }
 
-/// Durable send on MySQL with the key ring beside without it: throughput, p99 and the
-/// throughput lost to encryption, in percent.
-pub(crate) fn encryption_cost(plain: &Value, sealed: &Value) -> Value {
-    let plain_rate = num(&plain["throughput_per_s"]);
-    let sealed_rate = num(&sealed["throughput_per_s"]);
+/// Median, lowest and highest of `values`, and the spread (highest − lowest) as a percent
+/// of the median.
+fn spread(values: &[f64]) -> Value {
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let Some((&low, &high)) = sorted.first().zip(sorted.last()) else {
+        return Value::Null;
+    };
+    let middle = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    };
+    json!({
+        "median": round(median),
+        "min": round(low),
+        "max": round(high),
+        "spread_percent": (median > 0.0).then(|| round((high - low) / median * 100.0)),
+    })
+}
+
+/// Durable send on MySQL without (`plain`) and with (`sealed`) the key ring, over the same
+/// rounds: each side's throughput and p50 (median, spread), the throughput lost to
+/// encryption in percent of the medians, and whether that is beyond the rounds' own
+/// spread; beside it the seal/open cost per message (`crypto`) as a fraction of the
+/// database's time per message (`raw_insert`: one INSERT's p50 latency, and the time per
+/// row at the INSERT ceiling).
+pub(crate) fn encryption_cost(
+    plain: &[Value],
+    sealed: &[Value],
+    crypto: &Value,
+    raw_insert: Option<&Value>,
+) -> Value {
+    let field = |runs: &[Value], get: fn(&Value) -> Option<f64>| {
+        runs.iter().filter_map(get).collect::<Vec<f64>>()
+    };
+    let throughput = |v: &Value| num(&v["throughput_per_s"]);
+    let p50 = |v: &Value| num(&v["latency"]["p50_ms"]);
+    let plain_rate = spread(&field(plain, throughput));
+    let sealed_rate = spread(&field(sealed, throughput));
+    let cost = num(&plain_rate["median"])
+        .zip(num(&sealed_rate["median"]))
+        .filter(|(p, _)| *p > 0.0)
+        .map(|(p, e)| (p - e) / p * 100.0);
+    let noise = num(&plain_rate["spread_percent"])
+        .into_iter()
+        .chain(num(&sealed_rate["spread_percent"]))
+        .fold(None, |max: Option<f64>, s| {
+            Some(max.map_or(s, |m| m.max(s)))
+        });
+    let longest_ns = num(&crypto["longest"]["seal_and_open_ns"]);
+    let insert_p50_ns = raw_insert
+        .and_then(|r| num(&r["latency"]["p50_ms"]))
+        .map(|ms| ms * 1e6);
+    let insert_row_ns = raw_insert
+        .and_then(|r| num(&r["throughput_per_s"]))
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| 1e9 / rate);
+    let ratio = |db: Option<f64>| {
+        longest_ns
+            .zip(db)
+            .filter(|(_, d)| *d > 0.0)
+            .map(|(c, d)| round(c / d * 100.0))
+    };
     serde_json::json!({
-        "plain": plain,
-        "encrypted": sealed,
-        "throughput_cost_percent": plain_rate
-            .zip(sealed_rate)
-            .filter(|(p, _)| *p > 0.0)
-            .map(|(p, e)| crate::stats::round((p - e) / p * 100.0)),
+        "rounds": plain.len().min(sealed.len()),
+        "plain": {
+            "throughput_per_s": plain_rate,
+            "p50_ms": spread(&field(plain, p50)),
+            "runs": plain,
+        },
+        "encrypted": {
+            "throughput_per_s": sealed_rate,
+            "p50_ms": spread(&field(sealed, p50)),
+            "runs": sealed,
+        },
+        "throughput_cost_percent": cost.map(round),
+        "within_noise": cost.zip(noise).map(|(c, n)| c.abs() <= n),
+        "seal_open": crypto,
+        "database_ns_per_message": {
+            "raw_insert_p50": insert_p50_ns.map(round),
+            "raw_insert_ceiling": insert_row_ns.map(round),
+        },
+        "longest_seal_open_percent_of_insert_p50": ratio(insert_p50_ns),
+        "longest_seal_open_percent_of_insert_ceiling": ratio(insert_row_ns),
     })
 }
 
@@ -266,20 +340,88 @@ pub(crate) fn markdown(results: &Value) -> String {
     }
     let e = &results["encryption"];
     if !e.is_null() {
+        let side = |v: &Value| {
+            let t = &v["throughput_per_s"];
+            format!(
+                "{} msg/s (min {}, max {}, spread {} %) | {} ms |",
+                t["median"], t["min"], t["max"], t["spread_percent"], v["p50_ms"]["median"]
+            )
+        };
+        let cost = |size: &str| {
+            let c = &e["seal_open"][size];
+            format!(
+                "| {} bytes ({} stored) | {} | {} | {} |\n",
+                c["plaintext_bytes"],
+                c["stored_chars"],
+                c["seal_ns"],
+                c["open_ns"],
+                c["seal_and_open_ns"]
+            )
+        };
         out.push_str(&format!(
             "\n### Encryption at rest (MySQL, durable send, same run)\n\n\
-             | key ring | figures |\n|---|---|\n\
-             | off | {} msg/s, p50 {} ms, p99 {} ms |\n\
-             | on | {} msg/s, p50 {} ms, p99 {} ms |\n\n\
-             Throughput lost to encryption: {} %.\n",
-            e["plain"]["throughput_per_s"],
-            e["plain"]["latency"]["p50_ms"],
-            e["plain"]["latency"]["p99_ms"],
-            e["encrypted"]["throughput_per_s"],
-            e["encrypted"]["latency"]["p50_ms"],
-            e["encrypted"]["latency"]["p99_ms"],
+             {} alternating rounds of each (off, on; then on, off; …), a fresh database each.\n\n\
+             | key ring | throughput, median of the rounds | p50, median |\n|---|---|---|\n\
+             | off | {}\n| on | {}\n\n\
+             Throughput lost to encryption (medians): {} % (within the rounds' spread: {}).\n\n\
+             Seal and open on their own (one core of this process):\n\n\
+             | message | seal ns | open ns | seal + open ns |\n|---|---|---|---|\n{}{}\n\
+             Database time per message: one INSERT's p50 {} ns; at the INSERT ceiling {} ns per \
+             row. Sealing and opening the longest message costs {} % of the first and {} % of \
+             the second.\n",
+            e["rounds"],
+            side(&e["plain"]),
+            side(&e["encrypted"]),
             e["throughput_cost_percent"],
+            e["within_noise"],
+            cost("short"),
+            cost("longest"),
+            e["database_ns_per_message"]["raw_insert_p50"],
+            e["database_ns_per_message"]["raw_insert_ceiling"],
+            e["longest_seal_open_percent_of_insert_p50"],
+            e["longest_seal_open_percent_of_insert_ceiling"],
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{encryption_cost, spread};
+
+    #[test]
+    fn spread_gives_the_median_and_the_range_in_percent_of_it() {
+        assert_eq!(
+            spread(&[1200.0, 1000.0, 1100.0]),
+            json!({"median": 1100.0, "min": 1000.0, "max": 1200.0, "spread_percent": 18.182})
+        );
+        assert_eq!(spread(&[1.0, 3.0])["median"], 2.0);
+        assert!(spread(&[]).is_null());
+    }
+
+    #[test]
+    fn the_encryption_cost_compares_medians_and_says_when_it_is_noise() {
+        let send = |rate: f64| json!({"throughput_per_s": rate, "latency": {"p50_ms": 20.0}});
+        let crypto = json!({"longest": {"seal_and_open_ns": 20_000.0}});
+        let raw = json!({"throughput_per_s": 10_000.0, "latency": {"p50_ms": 2.0}});
+        let e = encryption_cost(
+            &[send(1000.0), send(1100.0), send(900.0)],
+            &[send(950.0), send(1000.0), send(1050.0)],
+            &crypto,
+            Some(&raw),
+        );
+        assert_eq!(e["rounds"], 3);
+        assert_eq!(e["throughput_cost_percent"], 0.0);
+        assert_eq!(e["within_noise"], true);
+        // 20 µs against a 2 ms INSERT, and against 100 µs per row at the ceiling.
+        assert_eq!(e["longest_seal_open_percent_of_insert_p50"], 1.0);
+        assert_eq!(e["longest_seal_open_percent_of_insert_ceiling"], 20.0);
+
+        let slower = encryption_cost(&vec![send(1000.0); 3], &vec![send(500.0); 3], &crypto, None);
+        assert_eq!(slower["throughput_cost_percent"], 50.0);
+        assert_eq!(slower["within_noise"], false);
+        assert!(slower["longest_seal_open_percent_of_insert_p50"].is_null());
+    }
 }

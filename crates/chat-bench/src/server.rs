@@ -25,7 +25,7 @@ pub(crate) enum Store {
 }
 
 /// The key ring of the encrypted runs: a fixed benchmark key (32 bytes, base64).
-const BENCH_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub(crate) const BENCH_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 impl Store {
     pub(crate) fn label(&self) -> &'static str {
