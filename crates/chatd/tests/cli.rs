@@ -389,6 +389,154 @@ async fn dev_mode_stores_in_the_data_dir_and_survives_a_restart() {
     assert!(server.stop().success());
 }
 
+/// Two more 32-byte keys, base64 (bytes 32..64 and 64..96).
+const SECOND_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const THIRD_KEY: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
+
+/// [`dev_server_in`] with its own key ring (whatever the key-ring switch says).
+fn dev_server_with_ring(data_dir: &Path, keys: &str, active: Option<&str>) -> Command {
+    let mut command = dev_server_in(data_dir);
+    command.env("CHAT_ENCRYPTION_KEYS", keys);
+    match active {
+        Some(active) => command.env("CHAT_ENCRYPTION_ACTIVE_KEY", active),
+        None => command.env_remove("CHAT_ENCRYPTION_ACTIVE_KEY"),
+    };
+    command
+}
+
+impl Running {
+    /// SIGTERM, a clean exit, and every stderr line the server printed.
+    fn stop_with_log(mut self) -> Vec<String> {
+        let mut log = std::mem::take(&mut self.seen);
+        let (_, lines) = mpsc::channel();
+        let rest = std::mem::replace(&mut self.lines, lines);
+        assert!(self.stop().success());
+        while let Ok(line) = rest.recv_timeout(Duration::from_secs(5)) {
+            log.push(line);
+        }
+        log
+    }
+}
+
+/// Rotation end to end on the binary: messages sealed under one key, `chatd reencrypt`
+/// moving them to a new key in batches with progress, the old key removed, and a ring
+/// without the key the rows name serving the page with the `undecryptable` marker and an
+/// error naming the key id; no key shows in any log line, answer or metric on the way.
+#[tokio::test]
+async fn rotation_reencrypt_and_a_lost_key_end_to_end_never_show_a_key() {
+    let data = tempfile::tempdir().unwrap();
+    let mut outputs: Vec<String> = Vec::new();
+    let token = dev_token(1);
+
+    let server = start(dev_server_with_ring(
+        data.path(),
+        &format!("old:{GOOD_KEY}"),
+        None,
+    ));
+    let group = create_group(&server.address, &token).await;
+    for text in ["first secret", "second secret"] {
+        let (status, sent) = call(
+            &reqwest::Client::new(),
+            &server.address,
+            &token,
+            reqwest::Method::POST,
+            &format!("/api/v1/conversations/{group}/messages"),
+            Some(json!({ "content": text })),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201, "{sent}");
+        outputs.push(sent.to_string());
+    }
+    outputs.push(get(&server.address, "/metrics", None));
+    outputs.extend(server.stop_with_log());
+
+    // Rotate: a new active key beside the old one, then re-encrypt offline in batches of 1.
+    let ring = format!("old:{GOOD_KEY},new:{SECOND_KEY}");
+    let out = chatd(&["reencrypt", "--batch-size", "1"])
+        .env("CHAT_DATA_DIR", data.path())
+        .env("CHAT_ENCRYPTION_KEYS", &ring)
+        .env("CHAT_ENCRYPTION_ACTIVE_KEY", "new")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 rows moved to key new") && stderr.contains("1 remaining"),
+        "progress after each batch: {stderr}"
+    );
+    assert!(
+        stderr.contains("done: 2 rows moved to key new; 0 rows could not be decrypted"),
+        "{stderr}"
+    );
+    outputs.push(stderr);
+    // Run again: nothing left to do.
+    let again = chatd(&["reencrypt"])
+        .env("CHAT_DATA_DIR", data.path())
+        .env("CHAT_ENCRYPTION_KEYS", &ring)
+        .env("CHAT_ENCRYPTION_ACTIVE_KEY", "new")
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(again.contains("done: 0 rows moved"), "{again}");
+    outputs.push(again);
+
+    // The old key removed: everything still reads.
+    let server = start(dev_server_with_ring(
+        data.path(),
+        &format!("new:{SECOND_KEY}"),
+        None,
+    ));
+    let messages = history(&server.address, &token, &group).await;
+    let texts: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"first secret") && texts.contains(&"second secret"),
+        "{messages:#?}"
+    );
+    outputs.push(format!("{messages:?}"));
+    outputs.extend(server.stop_with_log());
+
+    // A ring without the key the rows name: the page is served, those messages marked.
+    let server = start(dev_server_with_ring(
+        data.path(),
+        &format!("lost:{THIRD_KEY}"),
+        None,
+    ));
+    let messages = history(&server.address, &token, &group).await;
+    let marked: Vec<_> = messages
+        .iter()
+        .filter(|m| m["undecryptable"] == json!(true))
+        .collect();
+    assert_eq!(marked.len(), 2, "{messages:#?}");
+    for message in &marked {
+        assert_eq!(message["content"], Value::Null, "{message}");
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["is_system_message"] == json!(true) && m["content"].is_string()),
+        "the SYSTEM record is plain and readable: {messages:#?}"
+    );
+    outputs.push(format!("{messages:?}"));
+    outputs.push(get(&server.address, "/metrics", None));
+    let log = server.stop_with_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("cannot be decrypted") && l.contains("new")),
+        "an error names the key id: {log:#?}"
+    );
+    outputs.extend(log);
+
+    for key in [GOOD_KEY, SECOND_KEY, THIRD_KEY] {
+        for output in &outputs {
+            assert!(!output.contains(key), "a key leaked: {output}");
+        }
+    }
+}
+
 #[test]
 fn a_data_dir_in_use_by_another_chatd_stops_start_up() {
     let data = tempfile::tempdir().unwrap();
