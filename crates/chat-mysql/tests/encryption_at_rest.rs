@@ -1,5 +1,5 @@
 //! Encryption at rest as the database sees it: after sends with a key ring, plain SQL finds
-//! no message text, media URL or metadata, and finds the key id; the longest message and the
+//! no message text, media URL or metadata, and finds the key id (reactions stay plain); the longest message and the
 //! longest media URL fit their columns once sealed.
 #![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
 
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chat_crypto::{KeyId, KeyRing, MessageCipher, sealed_len};
 use chat_domain::values::{MAX_CONTENT_CHARS, MAX_MEDIA_URL_BYTES};
 use chat_domain::{
-    ConversationId, MediaMetadata, MediaUrl, MessageBody, MessageContent, MessageId, MessageType,
-    UserId,
+    ConversationId, Emoji, MediaMetadata, MediaUrl, MessageBody, MessageContent, MessageId,
+    MessageType, UserId,
 };
 use chat_ports::{ConversationStore, MessageStore, NewMessage, UserDirectory};
 use sqlx::Row;
@@ -58,7 +58,7 @@ async fn sql_sees_no_plain_text_and_the_key_id() {
         .unwrap()
         .details;
     let conversation = direct.conversation.id;
-    send(
+    let first = send(
         &store,
         conversation,
         MessageBody::from_user(
@@ -112,6 +112,19 @@ async fn sql_sees_no_plain_text_and_the_key_id() {
         }
         assert!(content.starts_with("v1."));
     }
+
+    // Reactions stay plain (an emoji is no user text), on a sealed message too.
+    store
+        .add_reaction(first, user(1), Emoji::parse("👍").unwrap(), at)
+        .await
+        .unwrap();
+    let emoji: String =
+        sqlx::query_scalar("SELECT emoji FROM MESSAGE_REACTIONS WHERE message_id = ?")
+            .bind(first.to_string())
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(emoji, "👍");
     db.finish().await;
 }
 
