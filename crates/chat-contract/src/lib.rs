@@ -137,6 +137,7 @@ macro_rules! contract_suite {
             sealed_text_is_bound_to_its_row,
             rotation_keeps_old_rows_readable,
             reencrypt_is_resumable_and_idempotent,
+            reencrypt_racing_edits_keeps_every_edit,
             undecryptable_rows_are_reported_and_the_page_served,
         );
     };
