@@ -26,7 +26,9 @@ Usage: cargo xtask <TASK> [ARGS...]
 Tasks:
   test [ARGS...]  Full gate: rustfmt check, clippy (-D warnings), MySQL/Redis
                   preparation, then the workspace tests (cargo nextest if
-                  installed, plus doctests; cargo test otherwise). ARGS are
+                  installed, plus doctests; cargo test otherwise), then the
+                  key-ring pass: the storage crates' tests again with
+                  CHAT_TEST_KEY_RING=1 (every store encrypts at rest). ARGS are
                   passed to the test runner, e.g. `cargo xtask test -p chat-domain`.
   ci [ARGS...]    Same as `test` (what .ci/run executes).
   bench [--quick|--full]

@@ -449,10 +449,21 @@ async fn rotation_reencrypt_and_a_lost_key_end_to_end_never_show_a_key() {
         outputs.push(sent.to_string());
     }
     outputs.push(get(&server.address, "/metrics", None));
+    // Rotate: a new active key beside the old one. On SQLite, re-encryption waits for the
+    // server to stop (one chatd per file); tried while it runs, it changes nothing.
+    let ring = format!("old:{GOOD_KEY},new:{SECOND_KEY}");
+    let busy = chatd(&["reencrypt"])
+        .env("CHAT_DATA_DIR", data.path())
+        .env("CHAT_ENCRYPTION_KEYS", &ring)
+        .env("CHAT_ENCRYPTION_ACTIVE_KEY", "new")
+        .output()
+        .unwrap();
+    let busy = String::from_utf8_lossy(&busy.stderr).into_owned();
+    assert!(busy.contains("in use by another chatd"), "{busy}");
+    outputs.push(busy);
     outputs.extend(server.stop_with_log());
 
-    // Rotate: a new active key beside the old one, then re-encrypt offline in batches of 1.
-    let ring = format!("old:{GOOD_KEY},new:{SECOND_KEY}");
+    // Re-encrypt with the server stopped, in batches of 1.
     let out = chatd(&["reencrypt", "--batch-size", "1"])
         .env("CHAT_DATA_DIR", data.path())
         .env("CHAT_ENCRYPTION_KEYS", &ring)
@@ -705,6 +716,7 @@ const TEST_ONLY_SETTINGS: &[&str] = &[
     "CHAT_REQUIRE_MYSQL",
     "CHAT_REQUIRE_REDIS",
     "CHAT_KEEP_TEST_DB",
+    "CHAT_TEST_KEY_RING",
 ];
 
 /// Every `CHAT_*`, `DATABASE_*` and `REDIS_*` variable named in the README or `docs/`.
