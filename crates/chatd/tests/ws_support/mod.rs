@@ -14,7 +14,7 @@ use chat_domain::{
 };
 use chat_http::{AuthConfig, HttpSettings, Metrics, MintClaims, Realtime, WsConfig, mint_hs256};
 use chat_realtime::{RealtimeSettings, RedisSettings};
-use chat_service::{ChatService, CreateConversation, Limits, SendMessage};
+use chat_service::{ActionRates, ChatService, CreateConversation, Limits, Rate, SendMessage};
 use chat_test_support::mysql::TestDb;
 use chat_test_support::sqlite::TestFile;
 use chatd::{AppConfig, Application, Storage};
@@ -50,6 +50,7 @@ pub fn generous_limits() -> Limits {
         max_participants: 1000,
         sends_per_second: lots,
         send_burst: lots,
+        rates: ActionRates::uniform(Rate::per_second(lots, lots)),
     }
 }
 
