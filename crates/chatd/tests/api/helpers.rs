@@ -126,7 +126,17 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
             shutdown_timeout: Duration::from_secs(1),
             ..HttpSettings::default()
         },
-        limits: options.limits.unwrap_or_default(),
+        // Abuse limits other than the send rate stay out of the way unless a test sets
+        // them (`tests/api/limits.rs` does).
+        limits: options.limits.unwrap_or_else(|| {
+            let lots = std::num::NonZeroU32::new(1_000_000).expect("non-zero");
+            Limits {
+                rates: chat_service::ActionRates::uniform(chat_service::Rate::per_second(
+                    lots, lots,
+                )),
+                ..Limits::default()
+            }
+        }),
         ws: WsConfig::default(),
         realtime: RealtimeSettings::default(),
         dev_tokens: options
