@@ -773,6 +773,10 @@ async fn rule_ws_frames_over_budget_get_rate_limited_errors_and_typing_is_droppe
     let group = node.group(1, &[2]).await;
     let mut alice = node.connect(1).await;
     let mut bob = node.connect(2).await;
+    // Something unread, so that marking read moves Alice's marker and tells everyone.
+    node.say(2, group, "unread").await;
+    alice.expect("message.created").await;
+    bob.expect("message.created").await;
 
     alice
         .send_json(

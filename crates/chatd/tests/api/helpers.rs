@@ -44,6 +44,8 @@ pub struct Options {
     pub readiness: Option<Arc<dyn Readiness>>,
     /// Serve `POST /api/v1/dev/token` (as `chatd serve --dev` does).
     pub dev_tokens: bool,
+    /// HTTP worker threads (default 1).
+    pub workers: Option<usize>,
 }
 
 /// A running server.
@@ -121,7 +123,7 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
         bind: vec!["127.0.0.1:0".parse().expect("an address")],
         auth,
         http: HttpSettings {
-            workers: Some(1),
+            workers: Some(options.workers.unwrap_or(1)),
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(1),
             ..HttpSettings::default()
