@@ -61,6 +61,8 @@ impl Server {
             .env("CHAT_JWT_SECRET", SECRET)
             .env("CHAT_SEND_RATE_PER_SECOND", "1000000")
             .env("CHAT_SEND_BURST", "1000000")
+            .env("CHAT_RATE_LIMITS", "*=1000000/s:1000000")
+            .env("CHAT_WS_MAX_CONNECTIONS_PER_USER", "1000000")
             .env("RUST_LOG", "warn")
             .env_remove("REDIS_URL")
             .env_remove("CHAT_ENCRYPTION_KEYS")

@@ -569,6 +569,86 @@ pub async fn reactions_on_deleted_messages_are_not_found(ports: Ports) {
     assert_eq!(result.unwrap_err(), StoreError::NotFound);
 }
 
+/// The `n`th of 80 distinct one-code-point emoji (the Emoticons block).
+fn nth_emoji(n: u32) -> Emoji {
+    let c = char::from_u32(0x1F600 + n).unwrap();
+    Emoji::parse(&c.to_string()).unwrap()
+}
+
+pub async fn reactions_are_capped_per_message_and_per_user_even_when_racing(ports: Ports) {
+    use chat_domain::{
+        MAX_DISTINCT_EMOJI_PER_MESSAGE as DISTINCT, MAX_REACTIONS_PER_USER_PER_MESSAGE as PER_USER,
+        ReactionCap,
+    };
+    assert_eq!((DISTINCT, PER_USER), (50, 20));
+    ports.users_up_to(6).await;
+    let group = ports.group(1, &[2, 3, 4, 5, 6], at(0)).await;
+    let message = ports
+        .say(group.conversation.id, 1, "react!", at(1))
+        .await
+        .view
+        .message
+        .id;
+    let add = |u: i64, n: u32| {
+        let ports = ports.clone();
+        async move {
+            ports
+                .messages
+                .add_reaction(message, user(u), nth_emoji(n), at(2))
+                .await
+        }
+    };
+    let refused = |cap| Err(StoreError::Conflict(StoreConflict::ReactionCap(cap)));
+    // Per user: 20 reactions, then the 21st is refused; re-adding one is still a no-op.
+    for n in 0..20 {
+        assert!(add(1, n).await.unwrap().changed, "{n}");
+    }
+    assert_eq!(
+        add(1, 20).await.map(|c| c.changed),
+        refused(ReactionCap::PerUser)
+    );
+    assert!(!add(1, 0).await.unwrap().changed);
+    // Distinct emoji: users 2 and 3 bring the message to 49, then to 50.
+    for n in 20..40 {
+        assert!(add(2, n).await.unwrap().changed, "{n}");
+    }
+    for n in 40..49 {
+        assert!(add(3, n).await.unwrap().changed, "{n}");
+    }
+    // At 49, several new emoji race: exactly one gets in.
+    let racing = join_all((60..66).map(|n| add(4, n))).await;
+    let passed = racing.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(passed, 1, "{racing:?}");
+    for result in racing.into_iter().filter(Result::is_err) {
+        assert_eq!(
+            result.map(|c| c.changed),
+            refused(ReactionCap::DistinctEmoji)
+        );
+    }
+    assert_eq!(
+        add(5, 70).await.map(|c| c.changed),
+        refused(ReactionCap::DistinctEmoji)
+    );
+    // An emoji already there may still be added by anyone under their own cap.
+    let joined = add(5, 0).await.unwrap();
+    assert!(joined.changed);
+    assert_eq!(joined.reactions.len(), DISTINCT);
+    // Per user, racing: user 6 at 19 reactions adds three existing emoji at once.
+    for n in 20..39 {
+        assert!(add(6, n).await.unwrap().changed, "{n}");
+    }
+    let racing = join_all((40..43).map(|n| add(6, n))).await;
+    assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "{racing:?}");
+    let view = ports.messages.find_message(message).await.unwrap().unwrap();
+    assert_eq!(view.reactions.len(), DISTINCT);
+    let mine = view
+        .reactions
+        .iter()
+        .filter(|r| r.user_ids.contains(&user(6)))
+        .count();
+    assert_eq!(mine, PER_USER);
+}
+
 pub async fn mark_read_moves_forward_only_and_records_receipts(ports: Ports) {
     ports.users_up_to(3).await;
     let group = ports.group(1, &[2, 3], at(0)).await;

@@ -121,6 +121,7 @@ macro_rules! contract_suite {
             edit_and_delete_only_touch_live_messages,
             reactions_are_idempotent_and_distinct_per_emoji,
             reactions_on_deleted_messages_are_not_found,
+            reactions_are_capped_per_message_and_per_user_even_when_racing,
             mark_read_moves_forward_only_and_records_receipts,
             unread_counts_skip_own_deleted_and_system_messages,
             muted_conversations_leave_the_badge_total,

@@ -21,7 +21,10 @@ pub use event::{ChatEvent, Delivery};
 pub use ids::{ConversationId, MessageId, PostingId, Seq, UserId};
 pub use instant::to_stored_precision;
 pub use kinds::{ConversationType, MessageType, Role};
-pub use message::{Message, MessageBody, MessageView, ReactionSummary, Receipt};
+pub use message::{
+    MAX_DISTINCT_EMOJI_PER_MESSAGE, MAX_REACTIONS_PER_USER_PER_MESSAGE, Message, MessageBody,
+    MessageView, ReactionCap, ReactionSummary, Receipt,
+};
 pub use values::{
     ClientMessageId, DisplayName, Emoji, GroupName, MediaMetadata, MediaUrl, MessageContent,
 };

@@ -143,6 +143,60 @@ pub struct ReactionSummary {
     pub user_ids: Vec<UserId>,
 }
 
+/// The most distinct emoji one message may carry, so that a history page stays small.
+pub const MAX_DISTINCT_EMOJI_PER_MESSAGE: usize = 50;
+
+/// The most reactions (different emoji) one user may put on one message.
+pub const MAX_REACTIONS_PER_USER_PER_MESSAGE: usize = 20;
+
+/// A cap a new reaction would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionCap {
+    /// The message already carries [`MAX_DISTINCT_EMOJI_PER_MESSAGE`] other emoji.
+    DistinctEmoji,
+    /// The user already put [`MAX_REACTIONS_PER_USER_PER_MESSAGE`] reactions on it.
+    PerUser,
+}
+
+impl ReactionCap {
+    /// Whether a user may add a reaction they do not have yet: `distinct_emoji` is how
+    /// many different emoji the message carries, `emoji_present` whether the new one is
+    /// among them (by anyone), `users_reactions` how many the user has on it. The one
+    /// rule the service checks early and every store re-checks under its lock.
+    pub fn refused(
+        distinct_emoji: usize,
+        emoji_present: bool,
+        users_reactions: usize,
+    ) -> Option<ReactionCap> {
+        if !emoji_present && distinct_emoji >= MAX_DISTINCT_EMOJI_PER_MESSAGE {
+            Some(ReactionCap::DistinctEmoji)
+        } else if users_reactions >= MAX_REACTIONS_PER_USER_PER_MESSAGE {
+            Some(ReactionCap::PerUser)
+        } else {
+            None
+        }
+    }
+
+    /// Applies [`ReactionCap::refused`] to a message's aggregated reactions, for `user`
+    /// adding `emoji` (`None` also when the user already has that reaction: re-adding is
+    /// a no-op, never refused).
+    pub fn refused_by(
+        reactions: &[ReactionSummary],
+        user: UserId,
+        emoji: &str,
+    ) -> Option<ReactionCap> {
+        let same = reactions.iter().find(|r| r.emoji == emoji);
+        if same.is_some_and(|r| r.user_ids.contains(&user)) {
+            return None;
+        }
+        let users_reactions = reactions
+            .iter()
+            .filter(|r| r.user_ids.contains(&user))
+            .count();
+        ReactionCap::refused(reactions.len(), same.is_some(), users_reactions)
+    }
+}
+
 /// A message as clients see it: with its sender's name and its reactions, aggregated per
 /// emoji in order of first use.
 #[derive(Debug, Clone, PartialEq)]

@@ -232,6 +232,7 @@ pub struct Authenticator {
     validation: Validation,
     users: Arc<dyn UserDirectory>,
     provisioned: Mutex<HashMap<UserId, Option<DisplayName>>>,
+    provisioned_limit: usize,
 }
 
 impl Authenticator {
@@ -242,6 +243,7 @@ impl Authenticator {
             config,
             users,
             provisioned: Mutex::new(HashMap::new()),
+            provisioned_limit: PROVISIONED_CACHE_LIMIT,
         }
     }
 
@@ -319,7 +321,7 @@ impl Authenticator {
             .await
             .map_err(ServiceError::from)?;
         if let Ok(mut seen) = self.provisioned.lock() {
-            if seen.len() >= PROVISIONED_CACHE_LIMIT {
+            if seen.len() >= self.provisioned_limit {
                 seen.clear();
             }
             seen.insert(identity.user_id, identity.name.clone());
@@ -402,4 +404,59 @@ pub fn mint_hs256(
         claims,
         &EncodingKey::from_secret(secret),
     )
+}
+
+#[cfg(test)]
+mod provisioned_cache_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use chat_ports::StoreError;
+
+    use super::*;
+
+    /// Counts upserts; knows nobody.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl UserDirectory for Counting {
+        async fn missing_users(&self, users: &[UserId]) -> Result<Vec<UserId>, StoreError> {
+            Ok(users.to_vec())
+        }
+        async fn display_names(
+            &self,
+            _users: &[UserId],
+        ) -> Result<HashMap<UserId, String>, StoreError> {
+            Ok(HashMap::new())
+        }
+        async fn upsert_user(
+            &self,
+            _user: UserId,
+            _name: Option<DisplayName>,
+        ) -> Result<(), StoreError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_provisioned_users_cache_never_passes_its_bound() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let users = Arc::new(Counting::default());
+        let mut auth = Authenticator::new(AuthConfig::hs256(secret), users.clone());
+        auth.provisioned_limit = 3;
+        let bearer = |id: i64| {
+            let claims = MintClaims::new(UserId::new(id).unwrap(), None, 600);
+            format!("Bearer {}", mint_hs256(secret, &claims).unwrap())
+        };
+        for id in 1..=10 {
+            auth.authenticate(Some(&bearer(id))).await.unwrap();
+            assert!(auth.provisioned.lock().unwrap().len() <= 3);
+        }
+        assert_eq!(users.0.load(Ordering::SeqCst), 10);
+        // A remembered user is not upserted again.
+        auth.authenticate(Some(&bearer(10))).await.unwrap();
+        assert_eq!(users.0.load(Ordering::SeqCst), 10);
+    }
 }

@@ -105,6 +105,8 @@ impl ApiError {
                 ServiceError::Conflict { code } => match code {
                     ConflictCode::ConversationArchived => "conversation_archived",
                     ConflictCode::LastAdmin => "last_admin",
+                    ConflictCode::TooManyEmoji => "too_many_emoji",
+                    ConflictCode::TooManyReactions => "too_many_reactions",
                 },
                 ServiceError::RateLimited { .. } => "rate_limited",
                 ServiceError::Unavailable => "unavailable",
@@ -136,12 +138,20 @@ impl ApiError {
                         ConflictCode::LastAdmin => {
                             "The conversation would be left without an admin.".to_owned()
                         }
+                        ConflictCode::TooManyEmoji => format!(
+                            "The message already carries {} different emoji.",
+                            chat_domain::MAX_DISTINCT_EMOJI_PER_MESSAGE
+                        ),
+                        ConflictCode::TooManyReactions => format!(
+                            "You already put {} reactions on this message.",
+                            chat_domain::MAX_REACTIONS_PER_USER_PER_MESSAGE
+                        ),
                     },
                     None,
                 ),
                 ServiceError::RateLimited { retry_after } => (
                     format!(
-                        "Too many messages; retry after {} s.",
+                        "Too many requests of this kind; retry after {} s.",
                         retry_after_seconds(*retry_after)
                     ),
                     None,
@@ -481,6 +491,34 @@ mod tests {
                 ),
             ),
             (
+                ServiceError::Conflict {
+                    code: ConflictCode::TooManyEmoji,
+                }
+                .into(),
+                409,
+                None,
+                expected(
+                    409,
+                    "Conflict",
+                    "too_many_emoji",
+                    "The message already carries 50 different emoji.",
+                ),
+            ),
+            (
+                ServiceError::Conflict {
+                    code: ConflictCode::TooManyReactions,
+                }
+                .into(),
+                409,
+                None,
+                expected(
+                    409,
+                    "Conflict",
+                    "too_many_reactions",
+                    "You already put 20 reactions on this message.",
+                ),
+            ),
+            (
                 ApiError::PayloadTooLarge,
                 413,
                 None,
@@ -502,7 +540,7 @@ mod tests {
                     429,
                     "Too Many Requests",
                     "rate_limited",
-                    "Too many messages; retry after 2 s.",
+                    "Too many requests of this kind; retry after 2 s.",
                 ),
             ),
             (

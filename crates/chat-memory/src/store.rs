@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chat_crypto::{MessageCipher, StoredFields, row_ids};
 use chat_domain::{
     Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
-    GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId, Receipt,
-    Role, Seq, Timestamp, UserId, to_stored_precision,
+    GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId,
+    ReactionCap, Receipt, Role, Seq, Timestamp, UserId, to_stored_precision,
 };
 use chat_ports::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
@@ -519,6 +519,16 @@ impl MessageStore for MemoryStore {
             .iter()
             .any(|(e, u)| e == emoji.as_str() && *u == user);
         if !present {
+            let mut distinct: Vec<&str> =
+                stored.reactions.iter().map(|(e, _)| e.as_str()).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let emoji_present = distinct.contains(&emoji.as_str());
+            let users_reactions = stored.reactions.iter().filter(|(_, u)| *u == user).count();
+            if let Some(cap) = ReactionCap::refused(distinct.len(), emoji_present, users_reactions)
+            {
+                return Err(StoreError::Conflict(StoreConflict::ReactionCap(cap)));
+            }
             stored.reactions.push((emoji.as_str().to_owned(), user));
         }
         Ok(ReactionChange {

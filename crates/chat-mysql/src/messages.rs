@@ -4,10 +4,12 @@
 
 use async_trait::async_trait;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Timestamp,
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
+    Timestamp,
 };
 use chat_ports::{
-    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreError,
+    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
+    StoreError,
 };
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
@@ -32,6 +34,59 @@ async fn lock_live_message(conn: &mut MySqlConnection, message: MessageId) -> Ou
         Ok(())
     } else {
         Err(StoreError::NotFound.into())
+    }
+}
+
+/// Locks a live message's row exclusively (`NotFound` when it is deleted or missing).
+async fn lock_live_message_exclusively(
+    conn: &mut MySqlConnection,
+    message: MessageId,
+) -> Outcome<()> {
+    let deleted: Option<Option<time::OffsetDateTime>> =
+        sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
+            .bind(message.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if matches!(deleted, Some(None)) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound.into())
+    }
+}
+
+/// Counts the message's reactions (under the message's exclusive lock): `false` when the
+/// user already has this reaction (nothing to add), a conflict when adding it would break
+/// a cap, else `true`.
+async fn within_reaction_caps(
+    conn: &mut MySqlConnection,
+    message: MessageId,
+    user: chat_domain::UserId,
+    emoji: &Emoji,
+) -> Outcome<bool> {
+    let (distinct, users, emoji_present, already): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT emoji_bin), \
+                CAST(COALESCE(SUM(user_id = ?), 0) AS SIGNED), \
+                CAST(COALESCE(SUM(emoji_bin = ?), 0) AS SIGNED), \
+                CAST(COALESCE(SUM(user_id = ? AND emoji_bin = ?), 0) AS SIGNED) \
+         FROM MESSAGE_REACTIONS WHERE message_id = ? LOCK IN SHARE MODE",
+    )
+    .bind(user.get())
+    .bind(emoji.as_str().as_bytes())
+    .bind(user.get())
+    .bind(emoji.as_str().as_bytes())
+    .bind(message.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    if already > 0 {
+        return Ok(false);
+    }
+    match ReactionCap::refused(
+        usize::try_from(distinct).unwrap_or(usize::MAX),
+        emoji_present > 0,
+        usize::try_from(users).unwrap_or(usize::MAX),
+    ) {
+        Some(cap) => Err(StoreError::Conflict(StoreConflict::ReactionCap(cap)).into()),
+        None => Ok(true),
     }
 }
 
@@ -135,7 +190,11 @@ impl MySqlStore {
         at: Timestamp,
     ) -> Outcome<ReactionChange> {
         let mut tx = self.pool.begin().await?;
-        lock_live_message(&mut tx, message).await?;
+        // Exclusively: adds to one message take turns, so the caps counted below hold.
+        lock_live_message_exclusively(&mut tx, message).await?;
+        if !within_reaction_caps(&mut tx, message, user, emoji).await? {
+            return reactions_after(tx, message, false).await;
+        }
         let inserted = sqlx::query(
             "INSERT INTO MESSAGE_REACTIONS (id, message_id, user_id, emoji, created_at) \
              VALUES (?, ?, ?, ?, ?)",

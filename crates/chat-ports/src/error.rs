@@ -8,6 +8,8 @@ pub enum StoreConflict {
     ConversationArchived,
     /// The change would leave the conversation without an active admin.
     LastAdmin,
+    /// A new reaction would break a reaction cap (counted under the message's lock).
+    ReactionCap(chat_domain::ReactionCap),
 }
 
 /// Why a store operation failed.

@@ -121,6 +121,45 @@ impl Hub {
             .push(Arc::clone(connection));
     }
 
+    /// Makes `connection` receive `user`'s events from now on, unless `user` already has
+    /// `max_per_user` connections on this node: then nothing changes and `false` is
+    /// returned (the caller closes the connection). Counting and attaching happen under
+    /// one lock, so racing connections cannot pass the cap. `first`, when given, is
+    /// queued on the connection under that lock, before any event can reach it.
+    pub fn try_attach(
+        &self,
+        user: UserId,
+        connection: &Arc<Connection>,
+        max_per_user: usize,
+        first: Option<Outgoing>,
+    ) -> bool {
+        let mut by_user = self
+            .by_user
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = by_user.entry(user).or_default();
+        if list.len() >= max_per_user {
+            if list.is_empty() {
+                by_user.remove(&user);
+            }
+            return false;
+        }
+        if let Some(first) = first {
+            connection.offer(first, false);
+        }
+        list.push(Arc::clone(connection));
+        true
+    }
+
+    /// How many connections `user` has on this node.
+    pub fn connections_of(&self, user: UserId) -> usize {
+        self.by_user
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&user)
+            .map_or(0, Vec::len)
+    }
+
     /// Stops delivering to `connection` (idempotent).
     pub fn detach(&self, user: UserId, connection: &Connection) {
         let mut by_user = self
@@ -253,6 +292,35 @@ mod tests {
         assert_eq!(drain(&mut a1_rx), vec![]);
         assert_eq!(drain(&mut a2_rx), vec![text("f")]);
         assert_eq!(hub.connection_count(), 3);
+    }
+
+    #[test]
+    fn a_user_gets_at_most_the_cap_of_connections() {
+        let hub = Hub::default();
+        let mut kept = Vec::new();
+        for _ in 0..3 {
+            let (c, rx) = hub.connection(4);
+            assert!(hub.try_attach(user(1), &c, 3, None));
+            kept.push((c, rx));
+        }
+        let (fourth, _rx) = hub.connection(4);
+        assert!(!hub.try_attach(user(1), &fourth, 3, None));
+        assert_eq!(hub.connections_of(user(1)), 3);
+        // Another user is not affected, and a closed connection frees a place.
+        let (other, _other_rx) = hub.connection(4);
+        assert!(hub.try_attach(user(2), &other, 3, None));
+        hub.detach(user(1), &kept[0].0);
+        assert!(hub.try_attach(user(1), &fourth, 3, None));
+        let (none, mut none_rx) = hub.connection(4);
+        assert!(!hub.try_attach(user(3), &none, 0, Some(text("ready"))));
+        assert_eq!(hub.connections_of(user(3)), 0);
+        assert_eq!(hub.connection_count(), 4);
+        // `first` goes out only on an accepted attach, before any event.
+        let (fifth, mut fifth_rx) = hub.connection(4);
+        assert!(hub.try_attach(user(4), &fifth, 1, Some(text("ready"))));
+        hub.deliver(&event(EventClass::Ordered, vec![user(4)], "e"));
+        assert_eq!(drain(&mut fifth_rx), vec![text("ready"), text("e")]);
+        assert_eq!(drain(&mut none_rx), vec![]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use chat_ports::{
 };
 
 use crate::announcements::Notice;
-use crate::{ChatService, ServiceError};
+use crate::{Action, ChatService, ServiceError};
 
 /// A GROUP or POST_LINKED conversation to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,7 @@ impl ChatService {
         actor: UserId,
         request: CreateConversation,
     ) -> Result<InboxItem, ServiceError> {
+        self.check_rate(Action::CreateGroup, actor)?;
         match request.kind {
             ConversationType::Direct => {
                 return Err(ServiceError::invalid(
@@ -146,6 +147,7 @@ impl ChatService {
         actor: UserId,
         other: UserId,
     ) -> Result<OpenedDirect, ServiceError> {
+        self.check_rate(Action::OpenDirect, actor)?;
         if other != actor {
             let missing = self.ports.users.missing_users(&[other]).await?;
             if !missing.is_empty() {
@@ -211,6 +213,7 @@ impl ChatService {
         id: ConversationId,
         update: ConversationUpdate,
     ) -> Result<InboxItem, ServiceError> {
+        self.check_rate(Action::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
         let direct = details.conversation.kind == ConversationType::Direct;
         if update.name.is_some() && direct {
@@ -275,6 +278,7 @@ impl ChatService {
         id: ConversationId,
         user_ids: Vec<UserId>,
     ) -> Result<InboxItem, ServiceError> {
+        self.check_rate(Action::AddParticipants, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
         require_group_admin(&details, membership.role)?;
         if details.conversation.is_archived {
@@ -338,6 +342,7 @@ impl ChatService {
         id: ConversationId,
         user: UserId,
     ) -> Result<(), ServiceError> {
+        self.check_rate(Action::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
         if details.conversation.kind == ConversationType::Direct {
             return Err(ServiceError::Forbidden(
@@ -404,6 +409,7 @@ impl ChatService {
         user: UserId,
         role: Role,
     ) -> Result<InboxItem, ServiceError> {
+        self.check_rate(Action::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
         require_group_admin(&details, membership.role)?;
         let target = details

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chat_domain::ValidationError;
+use chat_domain::{ReactionCap, ValidationError};
 use chat_ports::{StoreConflict, StoreError};
 
 /// Which conflict with the stored state refused a change.
@@ -13,14 +13,21 @@ pub enum ConflictCode {
     ConversationArchived,
     /// The change would leave the conversation without an admin.
     LastAdmin,
+    /// The message already carries the most distinct emoji it may.
+    TooManyEmoji,
+    /// The user already put the most reactions they may on the message.
+    TooManyReactions,
 }
 
 impl ConflictCode {
-    /// The stable code clients see (`conversation_archived`, `last_admin`).
+    /// The stable code clients see (`conversation_archived`, `last_admin`,
+    /// `too_many_emoji`, `too_many_reactions`).
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictCode::ConversationArchived => "conversation_archived",
             ConflictCode::LastAdmin => "last_admin",
+            ConflictCode::TooManyEmoji => "too_many_emoji",
+            ConflictCode::TooManyReactions => "too_many_reactions",
         }
     }
 }
@@ -83,6 +90,17 @@ impl From<ValidationError> for ServiceError {
     }
 }
 
+impl From<ReactionCap> for ServiceError {
+    fn from(cap: ReactionCap) -> Self {
+        ServiceError::Conflict {
+            code: match cap {
+                ReactionCap::DistinctEmoji => ConflictCode::TooManyEmoji,
+                ReactionCap::PerUser => ConflictCode::TooManyReactions,
+            },
+        }
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -91,6 +109,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(StoreConflict::LastAdmin) => ServiceError::Conflict {
                 code: ConflictCode::LastAdmin,
             },
+            StoreError::Conflict(StoreConflict::ReactionCap(cap)) => ServiceError::from(cap),
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "store unavailable");
                 ServiceError::Unavailable

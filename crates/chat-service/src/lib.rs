@@ -7,17 +7,21 @@
 
 #![forbid(unsafe_code)]
 
+mod active_members;
 mod announcements;
 mod conversations;
 mod error;
 mod messages;
 mod ordering;
+mod rate;
 mod read_state;
 mod service;
 
+pub use active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL};
 pub use conversations::{ConversationUpdate, CreateConversation, OpenedDirect};
 pub use error::{ConflictCode, ServiceError};
 pub use messages::{SendMessage, SentMessage};
+pub use rate::{Action, ActionRates, MAX_TRACKED_USERS, Rate};
 pub use service::{ChatService, Limits, Ports};
 
 /// Re-exported so embedders need only this crate and `chat-domain` to call the service.

@@ -3,11 +3,11 @@
 
 use chat_domain::{
     ChatEvent, ClientMessageId, ConversationId, ConversationType, Emoji, MessageBody,
-    MessageContent, MessageId, MessageView, ReactionSummary, Receipt, Role, UserId,
+    MessageContent, MessageId, MessageView, ReactionCap, ReactionSummary, Receipt, Role, UserId,
 };
 use chat_ports::{HistoryPage, HistoryQuery, NewMessage};
 
-use crate::{ChatService, ServiceError};
+use crate::{Action, ChatService, ServiceError};
 
 /// A message a user sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,7 @@ impl ChatService {
                 ));
             }
         }
-        self.check_send_rate(actor)?;
+        self.check_rate(Action::Send, actor)?;
         // The store checks membership and archiving atomically with the append, and names
         // the recipients, so the hot path is one store call.
         let _turn = self.order.lock(conversation).await;
@@ -130,6 +130,7 @@ impl ChatService {
         id: MessageId,
         content: MessageContent,
     ) -> Result<MessageView, ServiceError> {
+        self.check_rate(Action::Edit, actor)?;
         let (view, details) = self.visible_message(actor, id).await?;
         if view.message.sender_id != actor {
             return Err(ServiceError::Forbidden(
@@ -161,6 +162,7 @@ impl ChatService {
     /// # Errors
     /// `NotFound`; `Forbidden` for anyone else; `Unavailable` when the store fails.
     pub async fn delete_message(&self, actor: UserId, id: MessageId) -> Result<(), ServiceError> {
+        self.check_rate(Action::Delete, actor)?;
         let (view, details) = self.visible_message(actor, id).await?;
         let is_admin = details.conversation.kind != ConversationType::Direct
             && details
@@ -185,17 +187,29 @@ impl ChatService {
     }
 
     /// Puts the caller's reaction on a message; idempotent. Returns the message's
-    /// reactions afterwards.
+    /// reactions afterwards. A message carries at most
+    /// [`MAX_DISTINCT_EMOJI_PER_MESSAGE`](chat_domain::MAX_DISTINCT_EMOJI_PER_MESSAGE)
+    /// different emoji, and a user puts at most
+    /// [`MAX_REACTIONS_PER_USER_PER_MESSAGE`](chat_domain::MAX_REACTIONS_PER_USER_PER_MESSAGE)
+    /// on one message.
     ///
     /// # Errors
-    /// `NotFound`; `Conflict(conversation_archived)`; `Unavailable` when the store fails.
+    /// `NotFound`; `Conflict(conversation_archived)`; `Conflict(too_many_emoji)` and
+    /// `Conflict(too_many_reactions)` over the caps; `RateLimited`; `Unavailable` when the
+    /// store fails.
     pub async fn add_reaction(
         &self,
         actor: UserId,
         id: MessageId,
         emoji: Emoji,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
+        self.check_rate(Action::React, actor)?;
         let (view, details) = self.reactable_message(actor, id).await?;
+        // Checked here on what was read, and again by the store under the message's
+        // lock, where racing adds cannot both pass.
+        if let Some(cap) = ReactionCap::refused_by(&view.reactions, actor, emoji.as_str()) {
+            return Err(cap.into());
+        }
         let text = emoji.as_str().to_owned();
         let change = self
             .ports
@@ -225,6 +239,7 @@ impl ChatService {
         id: MessageId,
         emoji: Emoji,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
+        self.check_rate(Action::React, actor)?;
         let (view, details) = self.reactable_message(actor, id).await?;
         let text = emoji.as_str().to_owned();
         let change = self

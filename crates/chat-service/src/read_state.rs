@@ -4,7 +4,7 @@
 use chat_domain::{ChatEvent, ConversationId, MessageId, UserId};
 use chat_ports::{InboxItem, ReadState, UnreadSummary};
 
-use crate::{ChatService, ServiceError};
+use crate::{Action, ChatService, ServiceError};
 
 impl ChatService {
     /// Moves the caller's read marker up to a message (default: the newest). The marker
@@ -19,6 +19,7 @@ impl ChatService {
         conversation: ConversationId,
         up_to: Option<MessageId>,
     ) -> Result<ReadState, ServiceError> {
+        self.check_rate(Action::Read, actor)?;
         let (details, _) = self.member_view(conversation, actor).await?;
         let up_to_seq = match up_to {
             None => None,
@@ -70,6 +71,7 @@ impl ChatService {
         conversation: ConversationId,
         muted: bool,
     ) -> Result<InboxItem, ServiceError> {
+        self.check_rate(Action::Read, actor)?;
         self.ports
             .read_state
             .set_muted(conversation, actor, muted)
@@ -86,23 +88,26 @@ impl ChatService {
         Ok(self.ports.read_state.unread_summary(actor).await?)
     }
 
-    /// Tells the other participants that the caller started or stopped typing. Nothing is
-    /// stored.
+    /// Tells the other active participants that the caller started or stopped typing.
+    /// Nothing is stored; membership comes from a small cache that lives a couple of
+    /// seconds, so repeated frames cost no store round trip.
     ///
     /// # Errors
-    /// `NotFound` for non-participants; `Unavailable` when the store fails.
+    /// `RateLimited` over the typing budget (checked before anything else); `NotFound`
+    /// for non-participants; `Unavailable` when the store fails.
     pub async fn typing(
         &self,
         actor: UserId,
         conversation: ConversationId,
         is_typing: bool,
     ) -> Result<(), ServiceError> {
-        let (details, _) = self.member_view(conversation, actor).await?;
-        let others: Vec<UserId> = details
-            .active_user_ids()
-            .into_iter()
-            .filter(|u| *u != actor)
-            .collect();
+        // The budget first: over it, nothing at all is read or sent.
+        self.check_rate(Action::Typing, actor)?;
+        let members = self.active_members(conversation).await?;
+        if !members.contains(&actor) {
+            return Err(ServiceError::NotFound);
+        }
+        let others: Vec<UserId> = members.iter().copied().filter(|u| *u != actor).collect();
         self.publish(
             ChatEvent::Typing {
                 conversation_id: conversation,

@@ -3,8 +3,11 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::ServiceError;
+use crate::active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL, ActiveMembers};
+use crate::ordering::PublishOrder;
+use crate::rate::{Action, ActionRates, MAX_TRACKED_USERS, Rate, RateLimiters};
 use chat_domain::{
     ChatEvent, ConversationDetails, ConversationId, Delivery, Participant, Timestamp, UserId,
 };
@@ -12,11 +15,6 @@ use chat_ports::{
     Clock, ConversationStore, DiscardingPublisher, EventPublisher, MessageStore, PostingDirectory,
     ReadStateStore, SystemClock, UserDirectory,
 };
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::ServiceError;
-use crate::ordering::PublishOrder;
 
 /// Everything the service needs from the outside world.
 #[derive(Clone)]
@@ -86,6 +84,8 @@ pub struct Limits {
     pub sends_per_second: NonZeroU32,
     /// Messages one user may send in a burst.
     pub send_burst: NonZeroU32,
+    /// The per-user rate of every other class of action.
+    pub rates: ActionRates,
 }
 
 impl Default for Limits {
@@ -94,6 +94,7 @@ impl Default for Limits {
             max_participants: 1000,
             sends_per_second: NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN),
             send_burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
+            rates: ActionRates::default(),
         }
     }
 }
@@ -102,7 +103,8 @@ impl Default for Limits {
 pub struct ChatService {
     pub(crate) ports: Ports,
     pub(crate) limits: Limits,
-    send_limiter: DefaultKeyedRateLimiter<UserId>,
+    limiters: RateLimiters,
+    active_members: ActiveMembers,
     pub(crate) order: PublishOrder,
 }
 
@@ -114,11 +116,12 @@ impl ChatService {
 
     /// A service over `ports` with the given limits.
     pub fn with_limits(ports: Ports, limits: Limits) -> Self {
-        let quota = Quota::per_second(limits.sends_per_second).allow_burst(limits.send_burst);
+        let send = Rate::per_second(limits.sends_per_second, limits.send_burst);
         Self {
             ports,
             limits,
-            send_limiter: RateLimiter::keyed(quota),
+            limiters: RateLimiters::new(send, &limits.rates, MAX_TRACKED_USERS),
+            active_members: ActiveMembers::new(ACTIVE_MEMBERS_TTL, ACTIVE_MEMBERS_CAPACITY),
             order: PublishOrder::new(),
         }
     }
@@ -132,14 +135,39 @@ impl ChatService {
         self.ports.clock.now()
     }
 
-    /// Refuses a send when `user` exceeds their rate.
-    pub(crate) fn check_send_rate(&self, user: UserId) -> Result<(), ServiceError> {
-        self.send_limiter.check_key(&user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ServiceError::RateLimited {
-                retry_after: wait.max(Duration::from_secs(1)),
-            }
-        })
+    /// Spends one of `user`'s budget for `action`, or refuses with `RateLimited`.
+    pub(crate) fn check_rate(&self, action: Action, user: UserId) -> Result<(), ServiceError> {
+        self.limiters.check(action, user)
+    }
+
+    /// Forgets the rate-limiter entries of users whose budget is full again and the
+    /// expired entries of the typing membership cache; returns how many entries remain
+    /// (users over all action classes, plus cached conversations). `chatd` calls this on
+    /// a timer so that the maps keyed by user or conversation stay bounded by recent
+    /// activity.
+    pub fn prune_rate_limiters(&self) -> usize {
+        self.limiters.prune() + self.active_members.prune()
+    }
+
+    /// The active participants of `conversation` for a typing frame: from the small
+    /// cache when fresh, otherwise read once and remembered (only for a conversation
+    /// that exists).
+    pub(crate) async fn active_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Arc<[UserId]>, ServiceError> {
+        if let Some(members) = self.active_members.get(conversation) {
+            return Ok(members);
+        }
+        let details = self
+            .ports
+            .conversations
+            .conversation_details(conversation)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let members: Arc<[UserId]> = details.active_user_ids().into();
+        self.active_members.put(conversation, Arc::clone(&members));
+        Ok(members)
     }
 
     /// The conversation and the actor's active membership; `NotFound` for anyone else.
@@ -164,6 +192,14 @@ impl ChatService {
     /// Hands an event to the publisher. Publishing is best effort: the change is stored
     /// already, so a failure is logged and never undoes or fails the use case.
     pub(crate) async fn publish(&self, event: ChatEvent, recipients: Vec<UserId>) {
+        // A membership change through this node makes the typing cache forget the
+        // conversation at once.
+        if matches!(
+            event,
+            ChatEvent::ParticipantAdded { .. } | ChatEvent::ParticipantRemoved { .. }
+        ) {
+            self.active_members.forget(event.conversation_id());
+        }
         if recipients.is_empty() {
             return;
         }

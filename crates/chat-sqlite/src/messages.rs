@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, Receipt, Timestamp,
-    UserId,
+    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
+    Timestamp, UserId,
 };
 use chat_ports::{
     Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
@@ -282,6 +282,29 @@ pub(crate) async fn add_reaction(
     at: Timestamp,
 ) -> Outcome<bool> {
     require_live(conn, message).await?;
+    // The write connection is the only writer: counting here cannot race another add.
+    let (distinct, users, emoji_present, already): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT emoji), COALESCE(SUM(user_id = ?), 0), \
+                COALESCE(SUM(emoji = ?), 0), COALESCE(SUM(user_id = ? AND emoji = ?), 0) \
+         FROM MESSAGE_REACTIONS WHERE message_id = ?",
+    )
+    .bind(user.get())
+    .bind(emoji.as_str())
+    .bind(user.get())
+    .bind(emoji.as_str())
+    .bind(message.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    if already > 0 {
+        return Ok(false);
+    }
+    if let Some(cap) = ReactionCap::refused(
+        usize::try_from(distinct).unwrap_or(usize::MAX),
+        emoji_present > 0,
+        usize::try_from(users).unwrap_or(usize::MAX),
+    ) {
+        return Err(StoreError::Conflict(StoreConflict::ReactionCap(cap)).into());
+    }
     let inserted = sqlx::query(
         "INSERT INTO MESSAGE_REACTIONS (message_id, user_id, emoji, created_at) \
          VALUES (?, ?, ?, ?) ON CONFLICT (message_id, user_id, emoji) DO NOTHING",

@@ -11,6 +11,7 @@ use chat_crypto::{KeyRing, KeyRingError};
 use chat_http::auth::{AuthConfigError, parse_algorithm};
 use chat_http::{AuthConfig, DevTokens, HttpSettings, Provisioning, WsConfig};
 use chat_realtime::{RealtimeSettings, RedisSettings};
+use chat_service::{Action, ActionRates, Rate};
 use clap::{Args, Parser, Subcommand};
 
 use crate::startup::AppConfig;
@@ -191,6 +192,16 @@ pub struct ServeArgs {
     /// Messages one user may send in a burst.
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 200)]
     pub send_burst: u32,
+    /// Per-user rates of the other actions, overriding the defaults (docs/security.md):
+    /// comma-separated `ACTION=COUNT/UNIT[:BURST]`, UNIT `s`, `min` or `h`, ACTION one of
+    /// edit, delete, react, read, typing, create_group, add_participants, open_direct,
+    /// manage, or `*` for all of them; e.g. `react=10/s:40,create_group=60/min:20`.
+    #[arg(long, env = "CHAT_RATE_LIMITS", default_value = "")]
+    pub rate_limits: String,
+    /// The most WebSockets one user may have open on this node (one more is closed
+    /// with 4029).
+    #[arg(long, env = "CHAT_WS_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub ws_max_connections_per_user: usize,
     /// Redis (`redis://host:port/db`) over which the nodes of a cluster share real-time
     /// events; without it, events reach the WebSocket connections of this process only.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -303,6 +314,9 @@ pub enum ConfigError {
     /// A rate limit of zero would refuse every message.
     #[error("{0} must be at least 1")]
     ZeroRate(&'static str),
+    /// `CHAT_RATE_LIMITS` does not parse.
+    #[error("CHAT_RATE_LIMITS: {0}")]
+    RateLimits(String),
     /// DATABASE_URL, CHAT_DATA_DIR and --ephemeral name no store.
     #[error("refusing to start: {0}")]
     Store(#[from] StoreChoiceError),
@@ -326,6 +340,56 @@ pub struct ServeConfig {
     pub dev: bool,
     /// The key ring that seals message text at rest; `None` stores plain text.
     pub key_ring: Option<Arc<KeyRing>>,
+}
+
+/// The default rates with the overrides of `CHAT_RATE_LIMITS` applied
+/// (`ACTION=COUNT/UNIT[:BURST]`, comma-separated; `*` names every action).
+///
+/// # Errors
+/// [`ConfigError::RateLimits`] naming the entry that does not parse.
+pub fn parse_rate_limits(text: &str) -> Result<ActionRates, ConfigError> {
+    let mut rates = ActionRates::default();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: &str| ConfigError::RateLimits(format!("`{entry}`: {why}"));
+        let (name, rate) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("expected ACTION=COUNT/UNIT[:BURST]"))?;
+        let (rate, burst) = match rate.split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (rate, None),
+        };
+        let (count, unit) = rate
+            .split_once('/')
+            .ok_or_else(|| bad("expected COUNT/UNIT, e.g. 10/s"))?;
+        let positive = |text: &str| {
+            text.trim()
+                .parse::<NonZeroU32>()
+                .map_err(|_| bad("counts are whole numbers from 1"))
+        };
+        let count = positive(count)?;
+        let burst = burst.map(positive).transpose()?.unwrap_or(count);
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad("the unit is s, min or h")),
+        };
+        let rate = Rate::new(count, per, burst).ok_or_else(|| bad("too fast to measure"))?;
+        let name = name.trim();
+        if name == "*" {
+            rates = ActionRates::uniform(rate);
+            continue;
+        }
+        let action = Action::from_name(name).ok_or_else(|| {
+            bad("unknown action (send has CHAT_SEND_RATE_PER_SECOND and CHAT_SEND_BURST)")
+        })?;
+        if !rates.set(action, rate) {
+            return Err(bad(
+                "sends are set by CHAT_SEND_RATE_PER_SECOND and CHAT_SEND_BURST",
+            ));
+        }
+    }
+    Ok(rates)
 }
 
 /// An empty variable counts as unset (`DATABASE_URL=` in a shell).
@@ -403,10 +467,16 @@ impl ServeArgs {
                         .ok_or(ConfigError::ZeroRate("CHAT_SEND_RATE_PER_SECOND"))?,
                     send_burst: NonZeroU32::new(self.send_burst)
                         .ok_or(ConfigError::ZeroRate("CHAT_SEND_BURST"))?,
+                    rates: parse_rate_limits(&self.rate_limits)?,
                     ..chat_service::Limits::default()
                 },
                 ws: WsConfig {
                     allowed_origins,
+                    max_connections_per_user: if self.ws_max_connections_per_user == 0 {
+                        return Err(ConfigError::ZeroRate("CHAT_WS_MAX_CONNECTIONS_PER_USER"));
+                    } else {
+                        self.ws_max_connections_per_user
+                    },
                     ..WsConfig::default()
                 },
                 realtime: RealtimeSettings {
@@ -480,6 +550,37 @@ impl TokenArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_override_the_defaults_and_refuse_nonsense() {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        assert_eq!(parse_rate_limits("").unwrap(), ActionRates::default());
+        let rates =
+            parse_rate_limits(" react=10/s:40 , create_group=60/min:20,typing=2/s").unwrap();
+        assert_eq!(rates.react, Rate::per_second(n(10), n(40)));
+        assert_eq!(rates.create_group, Rate::per_minute(n(60), n(20)));
+        assert_eq!(rates.typing, Rate::per_second(n(2), n(2)));
+        assert_eq!(rates.edit, ActionRates::default().edit);
+        let all = parse_rate_limits("*=1/h:5,read=3/s").unwrap();
+        assert_eq!(
+            all.manage,
+            Rate::new(n(1), Duration::from_secs(3600), n(5)).unwrap()
+        );
+        assert_eq!(all.read, Rate::per_second(n(3), n(3)));
+        for bad in [
+            "react",
+            "react=10",
+            "react=0/s",
+            "react=10/s:0",
+            "react=10/day",
+            "send=10/s",
+            "shout=1/s",
+            "react=-1/s",
+        ] {
+            let err = parse_rate_limits(bad).unwrap_err().to_string();
+            assert!(err.starts_with("CHAT_RATE_LIMITS: `"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn unset_issuer_or_audience_outside_dev_is_warned_about() {

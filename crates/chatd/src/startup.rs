@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use anyhow::Context as _;
@@ -69,6 +70,7 @@ impl Application {
             storage.ports.with_events(realtime.clone()),
             config.limits,
         ));
+        prune_rate_limiters_periodically(Arc::downgrade(&service));
         let mut metrics = Metrics::new()?;
         if let Some(probe) = storage.pool {
             metrics = metrics.with_pool(probe)?;
@@ -144,6 +146,26 @@ impl Application {
         }
         served
     }
+}
+
+/// How often the per-user rate limiters forget users whose budget is full again.
+const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Prunes the service's rate-limiter maps on a timer, for as long as the service lives.
+fn prune_rate_limiters_periodically(service: std::sync::Weak<ChatService>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RATE_LIMITER_PRUNE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            let remaining = service.prune_rate_limiters();
+            tracing::debug!(remaining, "rate limiters pruned");
+        }
+    });
 }
 
 /// On SIGTERM or SIGINT, closes every WebSocket with 1001 while actix drains the rest.

@@ -34,6 +34,8 @@ fn chatd(args: &[&str]) -> Command {
         "REDIS_URL",
         "CHAT_SEND_RATE_PER_SECOND",
         "CHAT_SEND_BURST",
+        "CHAT_RATE_LIMITS",
+        "CHAT_WS_MAX_CONNECTIONS_PER_USER",
         "CHAT_ENCRYPTION_KEYS",
         "CHAT_ENCRYPTION_KEYS_FILE",
         "CHAT_ENCRYPTION_ACTIVE_KEY",

@@ -751,3 +751,109 @@ async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed(store: S
     refreshed.expect_nothing_pending().await;
     node.stop().await;
 }
+
+/// Over their budget, read frames get an `error` frame with `rate_limited` (as HTTP gets
+/// 429), while typing frames over theirs are dropped without an answer and reach nobody.
+#[tokio::test]
+async fn rule_ws_frames_over_budget_get_rate_limited_errors_and_typing_is_dropped_silently() {
+    let one_per_minute = |burst| {
+        chat_service::Rate::per_minute(
+            std::num::NonZeroU32::MIN,
+            std::num::NonZeroU32::new(burst).unwrap(),
+        )
+    };
+    let limits = chat_service::Limits {
+        rates: chat_service::ActionRates {
+            typing: one_per_minute(2),
+            ..chat_service::ActionRates::uniform(one_per_minute(1))
+        },
+        ..ws_support::generous_limits()
+    };
+    let node = ws_support::spawn_node_limited(test_config(), limits).await;
+    let group = node.group(1, &[2]).await;
+    let mut alice = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+    // Something unread, so that marking read moves Alice's marker and tells everyone.
+    node.say(2, group, "unread").await;
+    alice.expect("message.created").await;
+    bob.expect("message.created").await;
+
+    alice
+        .send_json(
+            json!({"type": "read", "request_id": "r1", "conversation_id": group.to_string()}),
+        )
+        .await;
+    let frames = alice.expect_unordered(&["ack", "conversation.read"]).await;
+    assert_eq!(frames[0]["request_id"], "r1");
+    alice
+        .send_json(
+            json!({"type": "read", "request_id": "r2", "conversation_id": group.to_string()}),
+        )
+        .await;
+    let error = alice.expect("error").await;
+    assert_eq!(error["request_id"], "r2", "{error:#}");
+    assert_eq!(error["error"]["code"], "rate_limited", "{error:#}");
+    assert_eq!(error["error"]["status"], 429, "{error:#}");
+
+    for (i, expect_ack) in [(1, true), (2, true), (3, false), (4, false)] {
+        alice
+            .send_json(json!({"type": "typing", "request_id": format!("t{i}"),
+                "conversation_id": group.to_string(), "is_typing": true}))
+            .await;
+        if expect_ack {
+            assert_eq!(alice.expect("ack").await["request_id"], format!("t{i}"));
+        }
+    }
+    // Nothing answered the dropped frames: the next frame is the pong of this ping.
+    alice.expect_nothing_pending().await;
+    bob.expect("conversation.read").await;
+    bob.expect("typing").await;
+    bob.expect("typing").await;
+    bob.expect_nothing_pending().await;
+    node.stop().await;
+}
+
+/// A user may keep 20 WebSockets open on a node; the 21st, authenticated by header or by
+/// an `auth` frame, is closed with 4029 without `ready`, and closing one frees a place.
+#[tokio::test]
+async fn rule_the_21st_websocket_of_a_user_is_closed_with_4029() {
+    let node = spawn_node(Store::Memory, test_config()).await;
+    node.users(&[1, 2]).await;
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(node.connect(1).await);
+    }
+    let mut by_header = node
+        .handshake(Some(&token(1)), None, "")
+        .await
+        .expect("the handshake itself is accepted");
+    let (frames, ending) = by_header.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(4029), "{frames:#?}");
+    assert!(frames.is_empty(), "no ready: {frames:#?}");
+    let mut by_frame = node.handshake(None, None, "").await.unwrap();
+    by_frame
+        .send_json(json!({"type": "auth", "token": token(1)}))
+        .await;
+    let (frames, ending) = by_frame.read_to_end().await;
+    assert_eq!(ending, Ending::Closed(4029), "{frames:#?}");
+    assert!(frames.is_empty(), "no ready: {frames:#?}");
+    assert_eq!(node.realtime.hub().connections_of(uid(1)), 20);
+
+    // Another user is not affected.
+    node.connect(2).await;
+    // Closing one frees its place.
+    let mut first = open.remove(0);
+    first.socket.close(None).await.unwrap();
+    let _ = first.read_to_end().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.realtime.hub().connections_of(uid(1)) > 19 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed socket is never detached"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    open.push(node.connect(1).await);
+    assert_eq!(node.realtime.hub().connections_of(uid(1)), 20);
+    node.stop().await;
+}

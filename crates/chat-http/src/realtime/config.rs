@@ -23,6 +23,9 @@ pub struct WsConfig {
     pub outbound_queue: usize,
     /// How long the server tries to get a close frame out before dropping the connection.
     pub close_timeout: Duration,
+    /// The most WebSockets one user may have open on this node; one more is closed with
+    /// 4029 once authenticated.
+    pub max_connections_per_user: usize,
     /// Browser origins (`Origin` header, exact match such as `https://app.example.com`)
     /// allowed to open a WebSocket; `*` allows any. Requests without `Origin` (native
     /// clients) are not checked.
@@ -38,6 +41,7 @@ impl Default for WsConfig {
             max_missed_pongs: 2,
             outbound_queue: 256,
             close_timeout: Duration::from_secs(10),
+            max_connections_per_user: 20,
             allowed_origins: Vec::new(),
         }
     }

@@ -209,6 +209,7 @@ fn reactions_response(summaries: &[chat_domain::ReactionSummary]) -> HttpRespons
         (status = 200, description = "The reactions", body = ReactionsOut),
         (status = 400, description = "Not an emoji", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Archived (`conversation_archived`), the message already carries 50 different emoji (`too_many_emoji`), or the caller already put 20 reactions on it (`too_many_reactions`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

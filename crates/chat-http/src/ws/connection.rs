@@ -38,6 +38,8 @@ pub(crate) mod close {
     pub(crate) const PING_TIMEOUT: u16 = 4000;
     /// The client did not read its events fast enough.
     pub(crate) const SLOW_CONSUMER: u16 = 4008;
+    /// The user already has the most WebSockets open that they may.
+    pub(crate) const TOO_MANY_CONNECTIONS: u16 = 4029;
 }
 
 /// A caller whose token has been verified.
@@ -115,42 +117,50 @@ pub(crate) async fn run(
         expires_at: None,
         missed_pongs: 0,
     };
-    if let Some(caller) = authenticated {
-        link.become_ready(caller);
-    }
-
     // (close reason, the client closed first, flush what is queued before closing)
-    let close = loop {
-        let expiry = link.expires_at;
-        tokio::select! {
-            () = link.connection.kicked() => {
-                break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false, false));
-            }
-            _ = shutdown.wait_for(|down| *down) => {
-                break Some((reason(close::GOING_AWAY, "server shutting down"), false, true));
-            }
-            Ok(()) = resync.changed() => {
-                break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false, false));
-            }
-            () = sleep_until(auth_deadline), if link.user.is_none() => {
-                break Some((reason(close::POLICY, "authentication timed out"), false, false));
-            }
-            () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
-                break Some((reason(close::POLICY, "the token has expired"), false, false));
-            }
-            _ = ping.tick() => {
-                if link.missed_pongs >= link.config.max_missed_pongs {
-                    break Some((reason(close::PING_TIMEOUT, "ping timeout"), false, false));
+    let refused = match authenticated {
+        Some(caller) => link.become_ready(caller).err(),
+        None => None,
+    };
+
+    let close = if let Some(next) = refused {
+        match next {
+            Next::Close(reason) => Some((reason, false, false)),
+            _ => None,
+        }
+    } else {
+        loop {
+            let expiry = link.expires_at;
+            tokio::select! {
+                () = link.connection.kicked() => {
+                    break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false, false));
                 }
-                link.missed_pongs += 1;
-                link.push(Outgoing::Ping);
+                _ = shutdown.wait_for(|down| *down) => {
+                    break Some((reason(close::GOING_AWAY, "server shutting down"), false, true));
+                }
+                Ok(()) = resync.changed() => {
+                    break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false, false));
+                }
+                () = sleep_until(auth_deadline), if link.user.is_none() => {
+                    break Some((reason(close::POLICY, "authentication timed out"), false, false));
+                }
+                () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
+                    break Some((reason(close::POLICY, "the token has expired"), false, false));
+                }
+                _ = ping.tick() => {
+                    if link.missed_pongs >= link.config.max_missed_pongs {
+                        break Some((reason(close::PING_TIMEOUT, "ping timeout"), false, false));
+                    }
+                    link.missed_pongs += 1;
+                    link.push(Outgoing::Ping);
+                }
+                message = messages.next() => match link.on_message(message).await {
+                    Next::Continue => {}
+                    Next::Close(reason) => break Some((reason, false, false)),
+                    Next::Echo(reason) => break Some((reason, true, true)),
+                    Next::Gone => break None,
+                },
             }
-            message = messages.next() => match link.on_message(message).await {
-                Next::Continue => {}
-                Next::Close(reason) => break Some((reason, false, false)),
-                Next::Echo(reason) => break Some((reason, true, true)),
-                Next::Gone => break None,
-            },
         }
     };
 
@@ -257,12 +267,25 @@ impl Link {
         self.push(Outgoing::Text(reply.encode()));
     }
 
-    /// Sends `ready`, then starts delivering events (so `ready` always comes first).
-    fn become_ready(&mut self, caller: Authenticated) {
-        self.reply(&Reply::ready(caller.user));
-        self.hub.attach(caller.user, &self.connection);
+    /// Queues `ready` and starts delivering events, under the hub's lock (so `ready`
+    /// always comes first);
+    /// refuses (4029) a user who already has the most connections allowed on this node.
+    fn become_ready(&mut self, caller: Authenticated) -> Result<(), Next> {
+        let ready = Outgoing::Text(Reply::ready(caller.user).encode());
+        if !self.hub.try_attach(
+            caller.user,
+            &self.connection,
+            self.config.max_connections_per_user,
+            Some(ready),
+        ) {
+            return Err(Next::Close(reason(
+                close::TOO_MANY_CONNECTIONS,
+                "too many connections for this user",
+            )));
+        }
         self.user = Some(caller.user);
         self.expires_at = caller.expires_at;
+        Ok(())
     }
 
     async fn on_message(
@@ -312,10 +335,10 @@ impl Link {
         let Some(user) = self.user else {
             return match protocol::parse(text) {
                 Ok(ClientFrame::Auth { token }) => match self.authenticate(&token).await {
-                    Ok(caller) => {
-                        self.become_ready(caller);
-                        Next::Continue
-                    }
+                    Ok(caller) => match self.become_ready(caller) {
+                        Ok(()) => Next::Continue,
+                        Err(next) => next,
+                    },
                     Err(next) => next,
                 },
                 _ => Next::Close(reason(close::POLICY, "the first frame must be auth")),
@@ -366,8 +389,12 @@ impl Link {
                 conversation_id,
                 is_typing,
             } => {
-                let done = service.typing(user, conversation_id, is_typing).await;
-                self.answer(request_id, done);
+                match service.typing(user, conversation_id, is_typing).await {
+                    // Over the typing budget the frame is dropped silently: typing is a
+                    // hint, and answering every extra frame would cost more than it.
+                    Err(chat_service::ServiceError::RateLimited { .. }) => {}
+                    done => self.answer(request_id, done),
+                }
             }
             ClientFrame::Read {
                 request_id,

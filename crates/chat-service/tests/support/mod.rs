@@ -71,7 +71,14 @@ pub(crate) fn ports(store: Arc<MemoryStore>, events: Arc<dyn EventPublisher>) ->
 
 /// A service with users 1..=10 ("User i").
 pub(crate) async fn app() -> TestApp {
-    app_with(Limits::default()).await
+    // The rules, not the abuse limits, are under test here: every class of action but
+    // sends (whose limit a rule test covers) gets a budget no test reaches.
+    let lots = std::num::NonZeroU32::new(1_000_000).expect("non-zero");
+    app_with(Limits {
+        rates: chat_service::ActionRates::uniform(chat_service::Rate::per_second(lots, lots)),
+        ..Limits::default()
+    })
+    .await
 }
 
 pub(crate) async fn app_with(limits: Limits) -> TestApp {

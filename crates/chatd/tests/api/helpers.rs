@@ -44,6 +44,8 @@ pub struct Options {
     pub readiness: Option<Arc<dyn Readiness>>,
     /// Serve `POST /api/v1/dev/token` (as `chatd serve --dev` does).
     pub dev_tokens: bool,
+    /// HTTP worker threads (default 1).
+    pub workers: Option<usize>,
 }
 
 /// A running server.
@@ -128,12 +130,22 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
         bind: vec!["127.0.0.1:0".parse().expect("an address")],
         auth,
         http: HttpSettings {
-            workers: Some(1),
+            workers: Some(options.workers.unwrap_or(1)),
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(1),
             ..HttpSettings::default()
         },
-        limits: options.limits.unwrap_or_default(),
+        // Abuse limits other than the send rate stay out of the way unless a test sets
+        // them (`tests/api/limits.rs` does).
+        limits: options.limits.unwrap_or_else(|| {
+            let lots = std::num::NonZeroU32::new(1_000_000).expect("non-zero");
+            Limits {
+                rates: chat_service::ActionRates::uniform(chat_service::Rate::per_second(
+                    lots, lots,
+                )),
+                ..Limits::default()
+            }
+        }),
         ws: WsConfig::default(),
         realtime: RealtimeSettings::default(),
         dev_tokens: options

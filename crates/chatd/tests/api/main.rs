@@ -7,6 +7,7 @@ mod auth;
 mod authorization;
 mod conversations;
 mod helpers;
+mod limits;
 mod messages;
 mod ops;
 mod validation;

@@ -14,7 +14,7 @@ use chat_domain::{
 };
 use chat_http::{AuthConfig, HttpSettings, Metrics, MintClaims, Realtime, WsConfig, mint_hs256};
 use chat_realtime::{RealtimeSettings, RedisSettings};
-use chat_service::{ChatService, CreateConversation, Limits, SendMessage};
+use chat_service::{ActionRates, ChatService, CreateConversation, Limits, Rate, SendMessage};
 use chat_test_support::mysql::TestDb;
 use chat_test_support::sqlite::TestFile;
 use chatd::{AppConfig, Application, Storage};
@@ -50,6 +50,7 @@ pub fn generous_limits() -> Limits {
         max_participants: 1000,
         sends_per_second: lots,
         send_burst: lots,
+        rates: ActionRates::uniform(Rate::per_second(lots, lots)),
     }
 }
 
@@ -93,12 +94,26 @@ pub async fn spawn_node(store: Store, config: WsConfig) -> Node {
     }
 }
 
+/// A node over the in-memory store with the given service limits.
+pub async fn spawn_node_limited(config: WsConfig, limits: Limits) -> Node {
+    spawn_node_with(Storage::memory(), config, None, limits).await
+}
+
 /// A node over `storage`, built as `chatd serve` builds it, bridged over Redis when
 /// `redis` is given.
 pub async fn spawn_node_on(
     storage: Storage,
     config: WsConfig,
     redis: Option<RedisSettings>,
+) -> Node {
+    spawn_node_with(storage, config, redis, generous_limits()).await
+}
+
+async fn spawn_node_with(
+    storage: Storage,
+    config: WsConfig,
+    redis: Option<RedisSettings>,
+    limits: Limits,
 ) -> Node {
     let app_config = AppConfig {
         bind: vec!["127.0.0.1:0".parse().expect("an address")],
@@ -109,7 +124,7 @@ pub async fn spawn_node_on(
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(1),
         },
-        limits: generous_limits(),
+        limits,
         ws: config,
         realtime: RealtimeSettings {
             redis,
