@@ -1261,6 +1261,53 @@ async fn typing_reaches_the_others_only_and_is_not_stored() {
     assert_eq!(page.items.len(), 1, "only the creation announcement");
 }
 
+/// Typing membership comes from a short-lived cache, but a change made through this
+/// service is seen at once: a removed participant neither types nor hears typing, an
+/// added one does both, and a leaver too.
+#[tokio::test]
+async fn typing_follows_membership_changes_at_once() {
+    let app = app().await;
+    let id = app.group(1, &[2, 3]).await;
+    let recipients = |app: &support::TestApp| -> HashSet<i64> {
+        let deliveries = app.events.take();
+        let typing: Vec<_> = deliveries
+            .into_iter()
+            .filter(|d| d.event.name() == "typing")
+            .collect();
+        assert_eq!(typing.len(), 1);
+        typing[0].recipients.iter().map(|u| u.get()).collect()
+    };
+    app.service.typing(uid(1), id, true).await.unwrap();
+    assert_eq!(recipients(&app), HashSet::from([2, 3]));
+    app.service
+        .remove_participant(uid(1), id, uid(3))
+        .await
+        .unwrap();
+    app.users.upsert_user(uid(4), None).await.unwrap();
+    app.service
+        .add_participants(uid(1), id, vec![uid(4)])
+        .await
+        .unwrap();
+    app.events.take();
+    app.service.typing(uid(1), id, true).await.unwrap();
+    assert_eq!(recipients(&app), HashSet::from([2, 4]));
+    assert_eq!(
+        app.service.typing(uid(3), id, true).await.unwrap_err(),
+        ServiceError::NotFound
+    );
+    app.service.typing(uid(4), id, false).await.unwrap();
+    assert_eq!(recipients(&app), HashSet::from([1, 2]));
+    app.service
+        .remove_participant(uid(2), id, uid(2))
+        .await
+        .unwrap();
+    app.events.take();
+    assert_eq!(
+        app.service.typing(uid(2), id, true).await.unwrap_err(),
+        ServiceError::NotFound
+    );
+}
+
 #[tokio::test]
 async fn sending_too_fast_is_rate_limited() {
     let limits = chat_service::Limits {

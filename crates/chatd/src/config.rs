@@ -551,6 +551,37 @@ impl TokenArgs {
 mod tests {
     use super::*;
 
+    /// The defaults table in docs/security.md says what the code does.
+    #[test]
+    fn the_documented_rate_defaults_are_the_defaults() {
+        let doc = include_str!("../../../docs/security.md");
+        let defaults = ActionRates::default();
+        for action in Action::ALL {
+            let (count, per, burst) = match defaults.get(action) {
+                Some(rate) => (rate.count(), rate.per(), rate.burst()),
+                None => {
+                    let limits = chat_service::Limits::default();
+                    (
+                        limits.sends_per_second,
+                        Duration::from_secs(1),
+                        limits.send_burst,
+                    )
+                }
+            };
+            let unit = if per == Duration::from_secs(60) {
+                "min"
+            } else {
+                "s"
+            };
+            let row = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", action.name())))
+                .unwrap_or_else(|| panic!("no row for {}", action.name()));
+            let expected = format!("| {count}/{unit}, burst {burst} |");
+            assert!(row.contains(&expected), "{row} should say {expected}");
+        }
+    }
+
     #[test]
     fn rate_limits_override_the_defaults_and_refuse_nonsense() {
         let n = |v| NonZeroU32::new(v).unwrap();

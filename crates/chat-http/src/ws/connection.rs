@@ -117,50 +117,44 @@ pub(crate) async fn run(
         expires_at: None,
         missed_pongs: 0,
     };
-    // (close reason, the client closed first, flush what is queued before closing)
-    let refused = match authenticated {
-        Some(caller) => link.become_ready(caller).err(),
-        None => None,
-    };
+    // A user over the connection cap is closed (4029) before `ready`.
+    let mut refused = authenticated.and_then(|caller| link.become_ready(caller).err());
 
-    let close = if let Some(next) = refused {
-        match next {
-            Next::Close(reason) => Some((reason, false, false)),
-            _ => None,
+    // (close reason, the client closed first, flush what is queued before closing)
+    let close = loop {
+        if let Some(refused) = refused.take() {
+            break Some((refused, false, false));
         }
-    } else {
-        loop {
-            let expiry = link.expires_at;
-            tokio::select! {
-                () = link.connection.kicked() => {
-                    break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false, false));
-                }
-                _ = shutdown.wait_for(|down| *down) => {
-                    break Some((reason(close::GOING_AWAY, "server shutting down"), false, true));
-                }
-                Ok(()) = resync.changed() => {
-                    break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false, false));
-                }
-                () = sleep_until(auth_deadline), if link.user.is_none() => {
-                    break Some((reason(close::POLICY, "authentication timed out"), false, false));
-                }
-                () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
-                    break Some((reason(close::POLICY, "the token has expired"), false, false));
-                }
-                _ = ping.tick() => {
-                    if link.missed_pongs >= link.config.max_missed_pongs {
-                        break Some((reason(close::PING_TIMEOUT, "ping timeout"), false, false));
-                    }
-                    link.missed_pongs += 1;
-                    link.push(Outgoing::Ping);
-                }
-                message = messages.next() => match link.on_message(message).await {
-                    Next::Continue => {}
-                    Next::Close(reason) => break Some((reason, false, false)),
-                    Next::Echo(reason) => break Some((reason, true, true)),
-                    Next::Gone => break None,
-                },
+        let expiry = link.expires_at;
+        tokio::select! {
+            () = link.connection.kicked() => {
+                break Some((reason(close::SLOW_CONSUMER, "slow consumer"), false, false));
             }
+            _ = shutdown.wait_for(|down| *down) => {
+                break Some((reason(close::GOING_AWAY, "server shutting down"), false, true));
+            }
+            Ok(()) = resync.changed() => {
+                break Some((reason(close::RESYNC, "events may have been missed; reconnect"), false, false));
+            }
+            () = sleep_until(auth_deadline), if link.user.is_none() => {
+                break Some((reason(close::POLICY, "authentication timed out"), false, false));
+            }
+            () = sleep_until(expiry.unwrap_or(auth_deadline)), if expiry.is_some() => {
+                break Some((reason(close::POLICY, "the token has expired"), false, false));
+            }
+            _ = ping.tick() => {
+                if link.missed_pongs >= link.config.max_missed_pongs {
+                    break Some((reason(close::PING_TIMEOUT, "ping timeout"), false, false));
+                }
+                link.missed_pongs += 1;
+                link.push(Outgoing::Ping);
+            }
+            message = messages.next() => match link.on_message(message).await {
+                Next::Continue => {}
+                Next::Close(reason) => break Some((reason, false, false)),
+                Next::Echo(reason) => break Some((reason, true, true)),
+                Next::Gone => break None,
+            },
         }
     };
 
@@ -268,9 +262,9 @@ impl Link {
     }
 
     /// Queues `ready` and starts delivering events, under the hub's lock (so `ready`
-    /// always comes first);
-    /// refuses (4029) a user who already has the most connections allowed on this node.
-    fn become_ready(&mut self, caller: Authenticated) -> Result<(), Next> {
+    /// always comes first); refuses (4029) a user who already has the most connections
+    /// allowed on this node.
+    fn become_ready(&mut self, caller: Authenticated) -> Result<(), CloseReason> {
         let ready = Outgoing::Text(Reply::ready(caller.user).encode());
         if !self.hub.try_attach(
             caller.user,
@@ -278,10 +272,10 @@ impl Link {
             self.config.max_connections_per_user,
             Some(ready),
         ) {
-            return Err(Next::Close(reason(
+            return Err(reason(
                 close::TOO_MANY_CONNECTIONS,
                 "too many connections for this user",
-            )));
+            ));
         }
         self.user = Some(caller.user);
         self.expires_at = caller.expires_at;
@@ -337,7 +331,7 @@ impl Link {
                 Ok(ClientFrame::Auth { token }) => match self.authenticate(&token).await {
                     Ok(caller) => match self.become_ready(caller) {
                         Ok(()) => Next::Continue,
-                        Err(next) => next,
+                        Err(refused) => Next::Close(refused),
                     },
                     Err(next) => next,
                 },
