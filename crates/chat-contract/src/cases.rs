@@ -302,7 +302,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     let id = group.conversation.id;
     ports
         .conversations
-        .archive_conversation(id, at(1), None)
+        .archive_conversation(id, user(1), at(1), None)
         .await
         .unwrap();
     let refused = ports
@@ -325,7 +325,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .unarchive_conversation(id, None)
+        .unarchive_conversation(id, user(1), None)
         .await
         .unwrap();
     assert!(ports.say(id, 2, "back", at(4)).await.created);
@@ -386,7 +386,11 @@ pub async fn history_pages_by_seq_and_skips_deleted(ports: Ports) {
         );
     }
     // seq 6 (ids[4]) is deleted.
-    ports.messages.delete_message(ids[4], at(20)).await.unwrap();
+    ports
+        .messages
+        .delete_message(ids[4], user(1), at(20))
+        .await
+        .unwrap();
     let newest = ports
         .messages
         .history(id, HistoryQuery::Latest(limit(3)))
@@ -437,13 +441,24 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     let sent = ports.say(id, 1, "draft", at(1)).await.view.message;
     let edited = ports
         .messages
-        .edit_message(sent.id, MessageContent::parse("final ✅").unwrap(), at(2))
+        .edit_message(
+            sent.id,
+            user(1),
+            MessageContent::parse("final ✅").unwrap(),
+            at(2),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .view;
     assert_eq!(edited.message.content, "final ✅");
     assert_eq!(edited.message.edited_at, Some(at(2)));
     assert_eq!(edited.message.seq, sent.seq);
-    let deleted = ports.messages.delete_message(sent.id, at(3)).await.unwrap();
+    let deleted = ports
+        .messages
+        .delete_message(sent.id, user(1), at(3))
+        .await
+        .unwrap()
+        .message;
     assert_eq!(deleted.id, sent.id);
     assert_eq!(deleted.seq, sent.seq);
     let found = ports.messages.find_message(sent.id).await.unwrap().unwrap();
@@ -451,7 +466,7 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     assert_eq!(
         ports
             .messages
-            .delete_message(sent.id, at(4))
+            .delete_message(sent.id, user(1), at(4))
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -459,7 +474,12 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     assert_eq!(
         ports
             .messages
-            .edit_message(sent.id, MessageContent::parse("again").unwrap(), at(4))
+            .edit_message(
+                sent.id,
+                user(1),
+                MessageContent::parse("again").unwrap(),
+                at(4)
+            )
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -561,7 +581,11 @@ pub async fn reactions_on_deleted_messages_are_not_found(ports: Ports) {
         .view
         .message
         .id;
-    ports.messages.delete_message(message, at(2)).await.unwrap();
+    ports
+        .messages
+        .delete_message(message, user(1), at(2))
+        .await
+        .unwrap();
     let result = ports
         .messages
         .add_reaction(message, user(1), Emoji::parse("👀").unwrap(), at(3))
@@ -652,10 +676,14 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
     assert_eq!(item.unread_count, 0);
     ports.say(id, 1, "d", at(6)).await;
     let doomed_later = ports.say(id, 1, "e", at(7)).await.view.message.id;
-    ports.messages.delete_message(doomed, at(8)).await.unwrap();
     ports
         .messages
-        .delete_message(doomed_later, at(8))
+        .delete_message(doomed, user(1), at(8))
+        .await
+        .unwrap();
+    ports
+        .messages
+        .delete_message(doomed_later, user(1), at(8))
         .await
         .unwrap();
     let item = ports
@@ -785,12 +813,12 @@ pub async fn inbox_filters_archived_and_hides_left_conversations(ports: Ports) {
     let left = ports.group(3, &[2], at(2)).await.conversation.id;
     ports
         .conversations
-        .archive_conversation(archived, at(3), None)
+        .archive_conversation(archived, user(1), at(3), None)
         .await
         .unwrap();
     ports
         .conversations
-        .remove_participant(left, user(2), at(4), None)
+        .remove_participant(left, user(2), user(2), at(4), None)
         .await
         .unwrap();
     let list = |filter| {
@@ -849,12 +877,12 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     ports.say(id, 1, "before 3 joins", at(1)).await;
     ports
         .conversations
-        .remove_participant(id, user(2), at(2), None)
+        .remove_participant(id, user(1), user(2), at(2), None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .add_participants(id, vec![user(2), user(3)], at(3), None)
+        .add_participants(id, user(1), vec![user(2), user(3)], at(3), 1000, None)
         .await
         .unwrap();
     let back = change.details.participant(user(2)).unwrap();
@@ -888,7 +916,7 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     );
     let again = ports
         .conversations
-        .add_participants(id, vec![user(1), user(3)], at(4), None)
+        .add_participants(id, user(1), vec![user(1), user(3)], at(4), 1000, None)
         .await
         .unwrap();
     assert!(
@@ -902,12 +930,12 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     );
     ports
         .conversations
-        .archive_conversation(id, at(4), None)
+        .archive_conversation(id, user(1), at(4), None)
         .await
         .unwrap();
     let refused = ports
         .conversations
-        .add_participants(id, vec![user(4)], at(5), None)
+        .add_participants(id, user(1), vec![user(4)], at(5), 1000, None)
         .await;
     assert_eq!(
         refused.unwrap_err(),
@@ -921,12 +949,12 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     let id = group.conversation.id;
     ports
         .conversations
-        .add_participants(id, vec![user(3)], at(5), None)
+        .add_participants(id, user(1), vec![user(3)], at(5), 1000, None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .remove_participant(id, user(1), at(6), None)
+        .remove_participant(id, user(1), user(1), at(6), None)
         .await
         .unwrap();
     assert_eq!(change.promoted, Some(user(2)));
@@ -941,14 +969,14 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     assert!(!change.details.participant(user(1)).unwrap().is_active());
     let again = ports
         .conversations
-        .remove_participant(id, user(3), at(7), None)
+        .remove_participant(id, user(3), user(3), at(7), None)
         .await
         .unwrap();
     assert_eq!(again.promoted, None, "an admin remains");
     assert_eq!(
         ports
             .conversations
-            .remove_participant(id, user(3), at(8), None)
+            .remove_participant(id, user(2), user(3), at(8), None)
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -962,19 +990,19 @@ pub async fn demoting_the_last_admin_is_refused(ports: Ports) {
     assert_eq!(
         ports
             .conversations
-            .set_role(id, user(1), Role::Member, None)
+            .set_role(id, user(1), user(1), Role::Member, None)
             .await
             .unwrap_err(),
         StoreError::Conflict(StoreConflict::LastAdmin)
     );
     ports
         .conversations
-        .set_role(id, user(2), Role::Admin, None)
+        .set_role(id, user(1), user(2), Role::Admin, None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .set_role(id, user(1), Role::Member, None)
+        .set_role(id, user(1), user(1), Role::Member, None)
         .await
         .unwrap();
     assert_eq!(
@@ -992,6 +1020,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
         .conversations
         .rename_conversation(
             id,
+            user(1),
             GroupName::parse("  New name ").unwrap(),
             Some(new_message(id, user(1), system("renamed"), at(1))),
         )
@@ -1008,6 +1037,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
         .conversations
         .archive_conversation(
             id,
+            user(1),
             at(2),
             Some(new_message(id, user(1), system("archived"), at(2))),
         )
@@ -1022,7 +1052,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
     );
     let unknown = ports
         .conversations
-        .archive_conversation(ConversationId::new(), at(3), None)
+        .archive_conversation(ConversationId::new(), user(1), at(3), None)
         .await;
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
 }
@@ -1080,7 +1110,7 @@ pub async fn append_names_recipients_and_refuses_outsiders(ports: Ports) {
     assert_eq!(outsider.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .remove_participant(id, user(3), at(3), None)
+        .remove_participant(id, user(1), user(3), at(3), None)
         .await
         .unwrap();
     let left = ports
@@ -1158,11 +1188,13 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
         .messages
         .edit_message(
             sent.id,
+            user(2),
             MessageContent::parse("edited").unwrap(),
             millis(2, 500),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .view;
     assert_eq!(edited.message.edited_at, Some(at(2)));
 
     let read = ports
@@ -1192,9 +1224,10 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
 
     let deleted = ports
         .messages
-        .delete_message(sent.id, millis(4, 1))
+        .delete_message(sent.id, user(2), millis(4, 1))
         .await
-        .unwrap();
+        .unwrap()
+        .message;
     assert_eq!(deleted.deleted_at, Some(at(4)));
 
     let direct = ports
@@ -1309,11 +1342,13 @@ pub async fn encrypted_messages_round_trip(ports: Ports) {
         .messages
         .edit_message(
             sent.id,
+            user(1),
             MessageContent::parse("edited secret").unwrap(),
             at(2),
         )
         .await
         .unwrap()
+        .view
         .message;
     assert_eq!(edited.content, "edited secret");
     assert_eq!(edited.media_url.as_deref(), Some(url));
@@ -1434,10 +1469,19 @@ pub async fn reencrypt_is_resumable_and_idempotent(ports: Ports) {
         }
     }
     if let Some(pending) = pending {
+        let sender = plain
+            .messages
+            .find_message(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .sender_id;
         plain
             .messages
             .edit_message(
                 pending,
+                sender,
                 MessageContent::parse("edited meanwhile").unwrap(),
                 at(20),
             )

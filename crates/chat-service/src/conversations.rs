@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use chat_domain::{
-    ChatEvent, ConversationDetails, ConversationId, ConversationType, GroupName, MessageBody,
-    MessageId, MessageView, PostingId, Role, UserId,
+    Action, ChatEvent, ConversationId, ConversationType, GroupName, MessageBody, MessageId,
+    MessageView, PostingId, Role, UserId, authorize, check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
@@ -212,15 +212,12 @@ impl ChatService {
         update: ConversationUpdate,
     ) -> Result<InboxItem, ServiceError> {
         let (details, membership) = self.member_view(id, actor).await?;
-        let direct = details.conversation.kind == ConversationType::Direct;
-        if update.name.is_some() && direct {
-            return Err(ServiceError::Forbidden("a DIRECT conversation has no name"));
+        // Checked here to answer early; the store checks again under its lock.
+        let (kind, role) = (details.conversation.kind, Some(membership.role));
+        if update.name.is_some() {
+            authorize(kind, actor, role, Action::Rename)?;
         }
-        if !direct && membership.role != Role::Admin {
-            return Err(ServiceError::Forbidden(
-                "only admins may change the conversation",
-            ));
-        }
+        authorize(kind, actor, role, Action::Archive)?;
         if let Some(name) = update.name {
             if details.conversation.name.as_deref() != Some(name.as_str()) {
                 let body = Notice::Renamed(name.as_str()).body(actor)?;
@@ -229,7 +226,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .rename_conversation(id, name, Some(announcement))
+                    .rename_conversation(id, actor, name, Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -242,7 +239,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .archive_conversation(id, self.now(), Some(announcement))
+                    .archive_conversation(id, actor, self.now(), Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -253,7 +250,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .unarchive_conversation(id, Some(announcement))
+                    .unarchive_conversation(id, actor, Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -276,7 +273,13 @@ impl ChatService {
         user_ids: Vec<UserId>,
     ) -> Result<InboxItem, ServiceError> {
         let (details, membership) = self.member_view(id, actor).await?;
-        require_group_admin(&details, membership.role)?;
+        let role = Some(membership.role);
+        authorize(
+            details.conversation.kind,
+            actor,
+            role,
+            Action::AddParticipants,
+        )?;
         if details.conversation.is_archived {
             return Err(ServiceError::archived());
         }
@@ -287,15 +290,10 @@ impl ChatService {
             .into_iter()
             .filter(|u| details.active_participant(*u).is_none())
             .collect();
-        if details.active_participants().count() + new.len() > self.limits.max_participants {
-            return Err(ServiceError::invalid(
-                "user_ids",
-                format!(
-                    "a conversation has at most {} participants",
-                    self.limits.max_participants
-                ),
-            ));
-        }
+        check_participant_limit(
+            details.active_participants().count() + new.len(),
+            self.limits.max_participants,
+        )?;
         self.require_existing_users("user_ids", &new).await?;
         if !new.is_empty() {
             let body = Notice::ParticipantsAdded(&new).body(actor)?;
@@ -304,7 +302,14 @@ impl ChatService {
             let added = self
                 .ports
                 .conversations
-                .add_participants(id, new, self.now(), Some(announcement))
+                .add_participants(
+                    id,
+                    actor,
+                    new,
+                    self.now(),
+                    self.limits.max_participants,
+                    Some(announcement),
+                )
                 .await?;
             let recipients = added.details.active_user_ids();
             self.publish_announcement(added.announcement, recipients.clone())
@@ -339,33 +344,33 @@ impl ChatService {
         user: UserId,
     ) -> Result<(), ServiceError> {
         let (details, membership) = self.member_view(id, actor).await?;
-        if details.conversation.kind == ConversationType::Direct {
-            return Err(ServiceError::Forbidden(
-                "nobody joins or leaves a DIRECT conversation",
-            ));
-        }
+        let action = Action::RemoveParticipant { target: user };
+        authorize(
+            details.conversation.kind,
+            actor,
+            Some(membership.role),
+            action,
+        )?;
         let notice = if user == actor {
             Notice::ParticipantLeft
         } else {
-            if membership.role != Role::Admin {
-                return Err(ServiceError::Forbidden(
-                    "only admins may remove participants",
-                ));
-            }
             if details.active_participant(user).is_none() {
                 return Err(ServiceError::NotFound);
             }
             Notice::ParticipantRemoved(user)
         };
-        let recipients_before = details.active_user_ids();
         let _turn = self.order.lock(id).await;
         let announcement = self.announcement(actor, id, notice.body(actor)?);
         // Leaving and being removed are one change to the store.
         let change = self
             .ports
             .conversations
-            .remove_participant(id, user, self.now(), Some(announcement))
+            .remove_participant(id, actor, user, self.now(), Some(announcement))
             .await?;
+        // Who was there when the removal committed: those still active, and the one who
+        // left.
+        let mut recipients_before = change.details.active_user_ids();
+        recipients_before.push(user);
         self.publish_announcement(change.announcement, change.details.active_user_ids())
             .await;
         self.publish(
@@ -405,7 +410,12 @@ impl ChatService {
         role: Role,
     ) -> Result<InboxItem, ServiceError> {
         let (details, membership) = self.member_view(id, actor).await?;
-        require_group_admin(&details, membership.role)?;
+        authorize(
+            details.conversation.kind,
+            actor,
+            Some(membership.role),
+            Action::SetRole,
+        )?;
         let target = details
             .active_participant(user)
             .ok_or(ServiceError::NotFound)?;
@@ -421,7 +431,7 @@ impl ChatService {
             let changed = self
                 .ports
                 .conversations
-                .set_role(id, user, role, Some(announcement))
+                .set_role(id, actor, user, role, Some(announcement))
                 .await?;
             let recipients = changed.details.active_user_ids();
             self.publish_announcement(changed.announcement, recipients.clone())
@@ -492,19 +502,6 @@ impl ChatService {
             ))
         }
     }
-}
-
-/// Admin actions exist only in GROUP and POST_LINKED conversations, and only for admins.
-fn require_group_admin(details: &ConversationDetails, role: Role) -> Result<(), ServiceError> {
-    if details.conversation.kind == ConversationType::Direct {
-        return Err(ServiceError::Forbidden(
-            "a DIRECT conversation has no admin actions",
-        ));
-    }
-    if role != Role::Admin {
-        return Err(ServiceError::Forbidden("only admins may do this"));
-    }
-    Ok(())
 }
 
 /// `users` without duplicates and without `except`, in first-seen order.

@@ -19,7 +19,7 @@ impl ChatService {
         conversation: ConversationId,
         up_to: Option<MessageId>,
     ) -> Result<ReadState, ServiceError> {
-        let (details, _) = self.member_view(conversation, actor).await?;
+        self.member_view(conversation, actor).await?;
         let up_to_seq = match up_to {
             None => None,
             Some(id) => {
@@ -38,6 +38,7 @@ impl ChatService {
                 Some(target.message.seq)
             }
         };
+        let _turn = self.order.lock(conversation).await;
         let state = self
             .ports
             .read_state
@@ -52,7 +53,7 @@ impl ChatService {
                         last_read_seq: state.last_read_seq,
                         last_read_at: at,
                     },
-                    details.active_user_ids(),
+                    state.recipients.clone(),
                 )
                 .await;
             }
