@@ -1571,3 +1571,275 @@ pub async fn undecryptable_rows_are_reported_and_the_page_served(ports: Ports) {
     let page = latest(&restored, id).await;
     assert_eq!(content_of(&page, lost).as_deref(), Some("under a lost key"));
 }
+
+/// Issue 11, item 5: two admins removing each other at the same moment. The store decides
+/// each removal on the membership it holds locked, so the second to get the lock is no
+/// longer an active participant and is refused: exactly one succeeds, and the group keeps
+/// an admin. (Without the re-check in the store both succeed.)
+pub async fn two_admins_removing_each_other_at_once_exactly_one_succeeds(ports: Ports) {
+    ports.users_up_to(3).await;
+    for round in 0..5 {
+        let group = ports.group(1, &[2, 3], at(round)).await;
+        let id = group.conversation.id;
+        ports
+            .conversations
+            .set_role(id, user(1), user(2), Role::Admin, None)
+            .await
+            .unwrap();
+        let removals = [(1, 2), (2, 1)].map(|(actor, target)| {
+            let ports = ports.clone();
+            tokio::spawn(async move {
+                ports
+                    .conversations
+                    .remove_participant(id, user(actor), user(target), at(round), None)
+                    .await
+            })
+        });
+        let outcomes: Vec<_> = join_all(removals)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(succeeded, 1, "round {round}: {outcomes:?}");
+        let refused = outcomes.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(
+            refused,
+            StoreError::NotFound,
+            "round {round}: the loser is no longer a participant"
+        );
+        let details = ports
+            .conversations
+            .conversation_details(id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(details.active_participants().count(), 2, "round {round}");
+        assert_eq!(details.active_admin_count(), 1, "round {round}");
+    }
+}
+
+/// Issue 11, item 5: an admin demoted (or removed) by a change that has committed can no
+/// longer act as one, even when the caller checked their role before: the store refuses
+/// the stale actor's add, rename, archive, role change and removal, and changes nothing.
+pub async fn a_demoted_admins_changes_are_refused_by_the_store(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    // The service's pre-check would pass here: user 1 is an admin.
+    ports
+        .conversations
+        .set_role(id, user(1), user(2), Role::Admin, None)
+        .await
+        .unwrap();
+    // Then user 2 demotes user 1, and that commits first.
+    ports
+        .conversations
+        .set_role(id, user(2), user(1), Role::Member, None)
+        .await
+        .unwrap();
+    let forbidden = |result: Result<(), StoreError>, what: &str| {
+        assert!(
+            matches!(result, Err(StoreError::Forbidden(_))),
+            "{what}: {result:?}"
+        );
+    };
+    let stale = user(1);
+    forbidden(
+        ports
+            .conversations
+            .add_participants(id, stale, vec![user(3)], at(2), 1000, None)
+            .await
+            .map(|_| ()),
+        "add",
+    );
+    forbidden(
+        ports
+            .conversations
+            .rename_conversation(id, stale, GroupName::parse("mine").unwrap(), None)
+            .await
+            .map(|_| ()),
+        "rename",
+    );
+    forbidden(
+        ports
+            .conversations
+            .archive_conversation(id, stale, at(2), None)
+            .await
+            .map(|_| ()),
+        "archive",
+    );
+    forbidden(
+        ports
+            .conversations
+            .set_role(id, stale, user(1), Role::Admin, None)
+            .await
+            .map(|_| ()),
+        "promote oneself",
+    );
+    forbidden(
+        ports
+            .conversations
+            .remove_participant(id, stale, user(2), at(2), None)
+            .await
+            .map(|_| ()),
+        "remove another",
+    );
+    let by_two = ports.say(id, 2, "mine", at(3)).await.view.message.id;
+    forbidden(
+        ports
+            .messages
+            .delete_message(by_two, stale, at(3))
+            .await
+            .map(|_| ()),
+        "delete another's message",
+    );
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.conversation.name.as_deref(), Some("Crew 🚀"));
+    assert!(!details.conversation.is_archived);
+    assert!(details.participant(user(3)).is_none(), "nobody was added");
+    assert_eq!(details.active_participants().count(), 2);
+    assert!(
+        ports
+            .messages
+            .find_message(by_two)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .deleted_at
+            .is_none()
+    );
+    // Removed altogether, user 1 is an outsider: for them the conversation does not exist.
+    ports
+        .conversations
+        .remove_participant(id, user(2), user(1), at(4), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        ports
+            .conversations
+            .rename_conversation(id, stale, GroupName::parse("mine").unwrap(), None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        ports
+            .messages
+            .add_reaction(by_two, stale, Emoji::parse("👀").unwrap(), at(5))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+/// Issue 11, item 5: adds racing from several tasks never take a conversation past its
+/// participant limit: each add counts the active participants under the lock.
+pub async fn concurrent_adds_never_pass_the_participant_limit(ports: Ports) {
+    const MAX: usize = 1000;
+    // 995 participants (the creator and 994 members), then eight adds of one new user
+    // each, all at once: five fit.
+    ports.users_up_to(1003).await;
+    let members: Vec<i64> = (2..=995).collect();
+    let group = ports.group(1, &members, at(0)).await;
+    let id = group.conversation.id;
+    assert_eq!(group.active_participants().count(), 995);
+    let adds = (996..=1003).map(|newcomer| {
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            ports
+                .conversations
+                .add_participants(id, user(1), vec![user(newcomer)], at(1), MAX, None)
+                .await
+        })
+    });
+    let outcomes: Vec<_> = join_all(adds)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let added = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(added, 5, "exactly the room there was");
+    for refused in outcomes.into_iter().filter_map(Result::err) {
+        assert_eq!(refused, StoreError::TooManyParticipants { max: MAX });
+    }
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.active_participants().count(), MAX);
+}
+
+/// Issue 11, item 5: who hears of an edit, a delete, a reaction or a read is decided from
+/// the membership committed with the change, so a participant removed before it commits
+/// is not told (never the edited text after their `participant.removed`).
+pub async fn change_recipients_exclude_a_participant_removed_before_the_change(ports: Ports) {
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    let id = group.conversation.id;
+    let message = ports.say(id, 2, "draft", at(1)).await.view.message.id;
+    let other = ports.say(id, 2, "another", at(1)).await.view.message.id;
+    let theirs = ports.say(id, 3, "mine", at(1)).await.view.message.id;
+    ports
+        .conversations
+        .remove_participant(id, user(1), user(3), at(2), None)
+        .await
+        .unwrap();
+    let sorted = |mut users: Vec<UserId>| {
+        users.sort();
+        users
+    };
+    let expected = vec![user(1), user(2)];
+    let edited = ports
+        .messages
+        .edit_message(
+            message,
+            user(2),
+            MessageContent::parse("the secret").unwrap(),
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sorted(edited.recipients), expected, "edit");
+    let reacted = ports
+        .messages
+        .add_reaction(message, user(1), Emoji::parse("👍").unwrap(), at(4))
+        .await
+        .unwrap();
+    assert_eq!(sorted(reacted.recipients), expected, "reaction added");
+    let unreacted = ports
+        .messages
+        .remove_reaction(message, user(1), Emoji::parse("👍").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sorted(unreacted.recipients), expected, "reaction removed");
+    let read = ports
+        .read_state
+        .mark_read(id, user(1), None, at(5))
+        .await
+        .unwrap();
+    assert_eq!(sorted(read.recipients), expected, "read");
+    let deleted = ports
+        .messages
+        .delete_message(other, user(1), at(6))
+        .await
+        .unwrap();
+    assert_eq!(sorted(deleted.recipients), expected, "delete by an admin");
+    // The removed participant's own message is theirs no more to edit.
+    assert_eq!(
+        ports
+            .messages
+            .edit_message(theirs, user(3), MessageContent::parse("x").unwrap(), at(8))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
