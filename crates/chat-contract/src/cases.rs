@@ -302,7 +302,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     let id = group.conversation.id;
     ports
         .conversations
-        .archive_conversation(id, at(1), None)
+        .archive_conversation(id, user(1), at(1), None)
         .await
         .unwrap();
     let refused = ports
@@ -325,7 +325,7 @@ pub async fn append_refuses_archived_and_unknown_conversations(ports: Ports) {
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .unarchive_conversation(id, None)
+        .unarchive_conversation(id, user(1), None)
         .await
         .unwrap();
     assert!(ports.say(id, 2, "back", at(4)).await.created);
@@ -386,7 +386,11 @@ pub async fn history_pages_by_seq_and_skips_deleted(ports: Ports) {
         );
     }
     // seq 6 (ids[4]) is deleted.
-    ports.messages.delete_message(ids[4], at(20)).await.unwrap();
+    ports
+        .messages
+        .delete_message(ids[4], user(1), at(20))
+        .await
+        .unwrap();
     let newest = ports
         .messages
         .history(id, HistoryQuery::Latest(limit(3)))
@@ -437,13 +441,24 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     let sent = ports.say(id, 1, "draft", at(1)).await.view.message;
     let edited = ports
         .messages
-        .edit_message(sent.id, MessageContent::parse("final ✅").unwrap(), at(2))
+        .edit_message(
+            sent.id,
+            user(1),
+            MessageContent::parse("final ✅").unwrap(),
+            at(2),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .view;
     assert_eq!(edited.message.content, "final ✅");
     assert_eq!(edited.message.edited_at, Some(at(2)));
     assert_eq!(edited.message.seq, sent.seq);
-    let deleted = ports.messages.delete_message(sent.id, at(3)).await.unwrap();
+    let deleted = ports
+        .messages
+        .delete_message(sent.id, user(1), at(3))
+        .await
+        .unwrap()
+        .message;
     assert_eq!(deleted.id, sent.id);
     assert_eq!(deleted.seq, sent.seq);
     let found = ports.messages.find_message(sent.id).await.unwrap().unwrap();
@@ -451,7 +466,7 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     assert_eq!(
         ports
             .messages
-            .delete_message(sent.id, at(4))
+            .delete_message(sent.id, user(1), at(4))
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -459,7 +474,12 @@ pub async fn edit_and_delete_only_touch_live_messages(ports: Ports) {
     assert_eq!(
         ports
             .messages
-            .edit_message(sent.id, MessageContent::parse("again").unwrap(), at(4))
+            .edit_message(
+                sent.id,
+                user(1),
+                MessageContent::parse("again").unwrap(),
+                at(4)
+            )
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -561,7 +581,11 @@ pub async fn reactions_on_deleted_messages_are_not_found(ports: Ports) {
         .view
         .message
         .id;
-    ports.messages.delete_message(message, at(2)).await.unwrap();
+    ports
+        .messages
+        .delete_message(message, user(1), at(2))
+        .await
+        .unwrap();
     let result = ports
         .messages
         .add_reaction(message, user(1), Emoji::parse("👀").unwrap(), at(3))
@@ -732,10 +756,14 @@ pub async fn unread_counts_skip_own_deleted_and_system_messages(ports: Ports) {
     assert_eq!(item.unread_count, 0);
     ports.say(id, 1, "d", at(6)).await;
     let doomed_later = ports.say(id, 1, "e", at(7)).await.view.message.id;
-    ports.messages.delete_message(doomed, at(8)).await.unwrap();
     ports
         .messages
-        .delete_message(doomed_later, at(8))
+        .delete_message(doomed, user(1), at(8))
+        .await
+        .unwrap();
+    ports
+        .messages
+        .delete_message(doomed_later, user(1), at(8))
         .await
         .unwrap();
     let item = ports
@@ -865,12 +893,12 @@ pub async fn inbox_filters_archived_and_hides_left_conversations(ports: Ports) {
     let left = ports.group(3, &[2], at(2)).await.conversation.id;
     ports
         .conversations
-        .archive_conversation(archived, at(3), None)
+        .archive_conversation(archived, user(1), at(3), None)
         .await
         .unwrap();
     ports
         .conversations
-        .remove_participant(left, user(2), at(4), None)
+        .remove_participant(left, user(2), user(2), at(4), None)
         .await
         .unwrap();
     let list = |filter| {
@@ -929,12 +957,12 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     ports.say(id, 1, "before 3 joins", at(1)).await;
     ports
         .conversations
-        .remove_participant(id, user(2), at(2), None)
+        .remove_participant(id, user(1), user(2), at(2), None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .add_participants(id, vec![user(2), user(3)], at(3), None)
+        .add_participants(id, user(1), vec![user(2), user(3)], at(3), 1000, None)
         .await
         .unwrap();
     let back = change.details.participant(user(2)).unwrap();
@@ -968,7 +996,7 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     );
     let again = ports
         .conversations
-        .add_participants(id, vec![user(1), user(3)], at(4), None)
+        .add_participants(id, user(1), vec![user(1), user(3)], at(4), 1000, None)
         .await
         .unwrap();
     assert!(
@@ -982,12 +1010,12 @@ pub async fn adding_participants_reactivates_and_refuses_archived(ports: Ports) 
     );
     ports
         .conversations
-        .archive_conversation(id, at(4), None)
+        .archive_conversation(id, user(1), at(4), None)
         .await
         .unwrap();
     let refused = ports
         .conversations
-        .add_participants(id, vec![user(4)], at(5), None)
+        .add_participants(id, user(1), vec![user(4)], at(5), 1000, None)
         .await;
     assert_eq!(
         refused.unwrap_err(),
@@ -1001,12 +1029,12 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     let id = group.conversation.id;
     ports
         .conversations
-        .add_participants(id, vec![user(3)], at(5), None)
+        .add_participants(id, user(1), vec![user(3)], at(5), 1000, None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .remove_participant(id, user(1), at(6), None)
+        .remove_participant(id, user(1), user(1), at(6), None)
         .await
         .unwrap();
     assert_eq!(change.promoted, Some(user(2)));
@@ -1021,14 +1049,14 @@ pub async fn removing_the_last_admin_promotes_the_earliest_member(ports: Ports) 
     assert!(!change.details.participant(user(1)).unwrap().is_active());
     let again = ports
         .conversations
-        .remove_participant(id, user(3), at(7), None)
+        .remove_participant(id, user(3), user(3), at(7), None)
         .await
         .unwrap();
     assert_eq!(again.promoted, None, "an admin remains");
     assert_eq!(
         ports
             .conversations
-            .remove_participant(id, user(3), at(8), None)
+            .remove_participant(id, user(2), user(3), at(8), None)
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -1042,19 +1070,19 @@ pub async fn demoting_the_last_admin_is_refused(ports: Ports) {
     assert_eq!(
         ports
             .conversations
-            .set_role(id, user(1), Role::Member, None)
+            .set_role(id, user(1), user(1), Role::Member, None)
             .await
             .unwrap_err(),
         StoreError::Conflict(StoreConflict::LastAdmin)
     );
     ports
         .conversations
-        .set_role(id, user(2), Role::Admin, None)
+        .set_role(id, user(1), user(2), Role::Admin, None)
         .await
         .unwrap();
     let change = ports
         .conversations
-        .set_role(id, user(1), Role::Member, None)
+        .set_role(id, user(1), user(1), Role::Member, None)
         .await
         .unwrap();
     assert_eq!(
@@ -1072,6 +1100,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
         .conversations
         .rename_conversation(
             id,
+            user(1),
             GroupName::parse("  New name ").unwrap(),
             Some(new_message(id, user(1), system("renamed"), at(1))),
         )
@@ -1088,6 +1117,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
         .conversations
         .archive_conversation(
             id,
+            user(1),
             at(2),
             Some(new_message(id, user(1), system("archived"), at(2))),
         )
@@ -1102,7 +1132,7 @@ pub async fn announcements_are_appended_with_changes(ports: Ports) {
     );
     let unknown = ports
         .conversations
-        .archive_conversation(ConversationId::new(), at(3), None)
+        .archive_conversation(ConversationId::new(), user(1), at(3), None)
         .await;
     assert_eq!(unknown.unwrap_err(), StoreError::NotFound);
 }
@@ -1160,7 +1190,7 @@ pub async fn append_names_recipients_and_refuses_outsiders(ports: Ports) {
     assert_eq!(outsider.unwrap_err(), StoreError::NotFound);
     ports
         .conversations
-        .remove_participant(id, user(3), at(3), None)
+        .remove_participant(id, user(1), user(3), at(3), None)
         .await
         .unwrap();
     let left = ports
@@ -1238,11 +1268,13 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
         .messages
         .edit_message(
             sent.id,
+            user(2),
             MessageContent::parse("edited").unwrap(),
             millis(2, 500),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .view;
     assert_eq!(edited.message.edited_at, Some(at(2)));
 
     let read = ports
@@ -1272,9 +1304,10 @@ pub async fn stored_instants_keep_whole_seconds(ports: Ports) {
 
     let deleted = ports
         .messages
-        .delete_message(sent.id, millis(4, 1))
+        .delete_message(sent.id, user(2), millis(4, 1))
         .await
-        .unwrap();
+        .unwrap()
+        .message;
     assert_eq!(deleted.deleted_at, Some(at(4)));
 
     let direct = ports
@@ -1413,11 +1446,13 @@ pub async fn encrypted_messages_round_trip(ports: Ports) {
         .messages
         .edit_message(
             sent.id,
+            user(1),
             MessageContent::parse("edited secret").unwrap(),
             at(2),
         )
         .await
         .unwrap()
+        .view
         .message;
     assert_eq!(edited.content, "edited secret");
     assert_eq!(edited.media_url.as_deref(), Some(url));
@@ -1538,10 +1573,19 @@ pub async fn reencrypt_is_resumable_and_idempotent(ports: Ports) {
         }
     }
     if let Some(pending) = pending {
+        let sender = plain
+            .messages
+            .find_message(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .sender_id;
         plain
             .messages
             .edit_message(
                 pending,
+                sender,
                 MessageContent::parse("edited meanwhile").unwrap(),
                 at(20),
             )
@@ -1608,7 +1652,10 @@ pub async fn reencrypt_racing_edits_keeps_every_edit(ports: Ports) {
         let message = *message;
         tokio::spawn(async move {
             let text = MessageContent::parse(format!("edited {i}")).unwrap();
-            store.edit_message(message, text, at(100)).await.unwrap();
+            store
+                .edit_message(message, user(1), text, at(100))
+                .await
+                .unwrap();
         })
     });
     for editor in join_all(editors).await {
@@ -1682,4 +1729,276 @@ pub async fn undecryptable_rows_are_reported_and_the_page_served(ports: Ports) {
     let restored = harness.reopen(Some(ring(&["k1", "k2"], "k2"))).await.ports;
     let page = latest(&restored, id).await;
     assert_eq!(content_of(&page, lost).as_deref(), Some("under a lost key"));
+}
+
+/// Issue 11, item 5: two admins removing each other at the same moment. The store decides
+/// each removal on the membership it holds locked, so the second to get the lock is no
+/// longer an active participant and is refused: exactly one succeeds, and the group keeps
+/// an admin. (Without the re-check in the store both succeed.)
+pub async fn two_admins_removing_each_other_at_once_exactly_one_succeeds(ports: Ports) {
+    ports.users_up_to(3).await;
+    for round in 0..5 {
+        let group = ports.group(1, &[2, 3], at(round)).await;
+        let id = group.conversation.id;
+        ports
+            .conversations
+            .set_role(id, user(1), user(2), Role::Admin, None)
+            .await
+            .unwrap();
+        let removals = [(1, 2), (2, 1)].map(|(actor, target)| {
+            let ports = ports.clone();
+            tokio::spawn(async move {
+                ports
+                    .conversations
+                    .remove_participant(id, user(actor), user(target), at(round), None)
+                    .await
+            })
+        });
+        let outcomes: Vec<_> = join_all(removals)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(succeeded, 1, "round {round}: {outcomes:?}");
+        let refused = outcomes.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(
+            refused,
+            StoreError::NotFound,
+            "round {round}: the loser is no longer a participant"
+        );
+        let details = ports
+            .conversations
+            .conversation_details(id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(details.active_participants().count(), 2, "round {round}");
+        assert_eq!(details.active_admin_count(), 1, "round {round}");
+    }
+}
+
+/// Issue 11, item 5: an admin demoted (or removed) by a change that has committed can no
+/// longer act as one, even when the caller checked their role before: the store refuses
+/// the stale actor's add, rename, archive, role change and removal, and changes nothing.
+pub async fn a_demoted_admins_changes_are_refused_by_the_store(ports: Ports) {
+    ports.users_up_to(4).await;
+    let group = ports.group(1, &[2], at(0)).await;
+    let id = group.conversation.id;
+    // The service's pre-check would pass here: user 1 is an admin.
+    ports
+        .conversations
+        .set_role(id, user(1), user(2), Role::Admin, None)
+        .await
+        .unwrap();
+    // Then user 2 demotes user 1, and that commits first.
+    ports
+        .conversations
+        .set_role(id, user(2), user(1), Role::Member, None)
+        .await
+        .unwrap();
+    let forbidden = |result: Result<(), StoreError>, what: &str| {
+        assert!(
+            matches!(result, Err(StoreError::Forbidden(_))),
+            "{what}: {result:?}"
+        );
+    };
+    let stale = user(1);
+    forbidden(
+        ports
+            .conversations
+            .add_participants(id, stale, vec![user(3)], at(2), 1000, None)
+            .await
+            .map(|_| ()),
+        "add",
+    );
+    forbidden(
+        ports
+            .conversations
+            .rename_conversation(id, stale, GroupName::parse("mine").unwrap(), None)
+            .await
+            .map(|_| ()),
+        "rename",
+    );
+    forbidden(
+        ports
+            .conversations
+            .archive_conversation(id, stale, at(2), None)
+            .await
+            .map(|_| ()),
+        "archive",
+    );
+    forbidden(
+        ports
+            .conversations
+            .set_role(id, stale, user(1), Role::Admin, None)
+            .await
+            .map(|_| ()),
+        "promote oneself",
+    );
+    forbidden(
+        ports
+            .conversations
+            .remove_participant(id, stale, user(2), at(2), None)
+            .await
+            .map(|_| ()),
+        "remove another",
+    );
+    let by_two = ports.say(id, 2, "mine", at(3)).await.view.message.id;
+    forbidden(
+        ports
+            .messages
+            .delete_message(by_two, stale, at(3))
+            .await
+            .map(|_| ()),
+        "delete another's message",
+    );
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.conversation.name.as_deref(), Some("Crew 🚀"));
+    assert!(!details.conversation.is_archived);
+    assert!(details.participant(user(3)).is_none(), "nobody was added");
+    assert_eq!(details.active_participants().count(), 2);
+    assert!(
+        ports
+            .messages
+            .find_message(by_two)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .deleted_at
+            .is_none()
+    );
+    // Removed altogether, user 1 is an outsider: for them the conversation does not exist.
+    ports
+        .conversations
+        .remove_participant(id, user(2), user(1), at(4), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        ports
+            .conversations
+            .rename_conversation(id, stale, GroupName::parse("mine").unwrap(), None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        ports
+            .messages
+            .add_reaction(by_two, stale, Emoji::parse("👀").unwrap(), at(5))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+/// Issue 11, item 5: adds racing from several tasks never take a conversation past its
+/// participant limit: each add counts the active participants under the lock.
+pub async fn concurrent_adds_never_pass_the_participant_limit(ports: Ports) {
+    const MAX: usize = 1000;
+    // 995 participants (the creator and 994 members), then eight adds of one new user
+    // each, all at once: five fit.
+    ports.users_up_to(1003).await;
+    let members: Vec<i64> = (2..=995).collect();
+    let group = ports.group(1, &members, at(0)).await;
+    let id = group.conversation.id;
+    assert_eq!(group.active_participants().count(), 995);
+    let adds = (996..=1003).map(|newcomer| {
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            ports
+                .conversations
+                .add_participants(id, user(1), vec![user(newcomer)], at(1), MAX, None)
+                .await
+        })
+    });
+    let outcomes: Vec<_> = join_all(adds)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let added = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(added, 5, "exactly the room there was");
+    for refused in outcomes.into_iter().filter_map(Result::err) {
+        assert_eq!(refused, StoreError::TooManyParticipants { max: MAX });
+    }
+    let details = ports
+        .conversations
+        .conversation_details(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(details.active_participants().count(), MAX);
+}
+
+/// Issue 11, item 5: who hears of an edit, a delete, a reaction or a read is decided from
+/// the membership committed with the change, so a participant removed before it commits
+/// is not told (never the edited text after their `participant.removed`).
+pub async fn change_recipients_exclude_a_participant_removed_before_the_change(ports: Ports) {
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    let id = group.conversation.id;
+    let message = ports.say(id, 2, "draft", at(1)).await.view.message.id;
+    let other = ports.say(id, 2, "another", at(1)).await.view.message.id;
+    let theirs = ports.say(id, 3, "mine", at(1)).await.view.message.id;
+    ports
+        .conversations
+        .remove_participant(id, user(1), user(3), at(2), None)
+        .await
+        .unwrap();
+    let sorted = |mut users: Vec<UserId>| {
+        users.sort();
+        users
+    };
+    let expected = vec![user(1), user(2)];
+    let edited = ports
+        .messages
+        .edit_message(
+            message,
+            user(2),
+            MessageContent::parse("the secret").unwrap(),
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sorted(edited.recipients), expected, "edit");
+    let reacted = ports
+        .messages
+        .add_reaction(message, user(1), Emoji::parse("👍").unwrap(), at(4))
+        .await
+        .unwrap();
+    assert_eq!(sorted(reacted.recipients), expected, "reaction added");
+    let unreacted = ports
+        .messages
+        .remove_reaction(message, user(1), Emoji::parse("👍").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sorted(unreacted.recipients), expected, "reaction removed");
+    let read = ports
+        .read_state
+        .mark_read(id, user(1), None, at(5))
+        .await
+        .unwrap();
+    assert_eq!(sorted(read.recipients), expected, "read");
+    let deleted = ports
+        .messages
+        .delete_message(other, user(1), at(6))
+        .await
+        .unwrap();
+    assert_eq!(sorted(deleted.recipients), expected, "delete by an admin");
+    // The removed participant's own message is theirs no more to edit.
+    assert_eq!(
+        ports
+            .messages
+            .edit_message(theirs, user(3), MessageContent::parse("x").unwrap(), at(8))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
 }

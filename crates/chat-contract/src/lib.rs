@@ -139,6 +139,10 @@ macro_rules! contract_suite {
             rotation_keeps_old_rows_readable,
             reencrypt_is_resumable_and_idempotent,
             reencrypt_racing_edits_keeps_every_edit,
+            two_admins_removing_each_other_at_once_exactly_one_succeeds,
+            a_demoted_admins_changes_are_refused_by_the_store,
+            concurrent_adds_never_pass_the_participant_limit,
+            change_recipients_exclude_a_participant_removed_before_the_change,
             undecryptable_rows_are_reported_and_the_page_served,
         );
     };

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod conversation;
 pub mod error;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod kinds;
 pub mod message;
 pub mod values;
 
+pub use authority::{Action, Refusal, authorize, check_participant_limit};
 pub use conversation::{Conversation, ConversationDetails, Participant, ParticipantView};
 pub use error::ValidationError;
 pub use event::{ChatEvent, Delivery};

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chat_crypto::{MessageCipher, StoredFields, row_ids};
 use chat_domain::{
-    Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName, Emoji,
-    GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId,
-    ReactionCap, Receipt, Role, Seq, Timestamp, UserId, to_stored_precision,
+    Action, Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName,
+    Emoji, GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId,
+    ReactionCap, Receipt, Role, Seq, Timestamp, UserId, authorize, check_participant_limit,
+    to_stored_precision,
 };
 use chat_ports::{
-    Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
-    HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
+    Appended, ArchivedFilter, ConversationChanged, ConversationStore, Deleted, DirectConversation,
+    Edited, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
     NewConversation, NewMessage, ParticipantRemoved, ParticipantsAdded, PostingDirectory,
     ReactionChange, ReadState, ReadStateStore, ReencryptBatch, ReencryptStore, StoreConflict,
     StoreError, UnreadConversation, UnreadSummary, UserDirectory,
@@ -217,10 +218,12 @@ impl ConversationStore for MemoryStore {
     async fn rename_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
+        state.authorize(id, actor, Action::Rename)?;
         state.stored_conversation_mut(id)?.conversation.name = Some(name.as_str().to_owned());
         state.settled(id, announcement)
     }
@@ -228,10 +231,12 @@ impl ConversationStore for MemoryStore {
     async fn archive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
+        state.authorize(id, actor, Action::Archive)?;
         let conversation = &mut state.stored_conversation_mut(id)?.conversation;
         conversation.is_archived = true;
         conversation.archived_at = Some(to_stored_precision(at));
@@ -241,9 +246,11 @@ impl ConversationStore for MemoryStore {
     async fn unarchive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
+        state.authorize(id, actor, Action::Archive)?;
         let conversation = &mut state.stored_conversation_mut(id)?.conversation;
         conversation.is_archived = false;
         conversation.archived_at = None;
@@ -253,15 +260,27 @@ impl ConversationStore for MemoryStore {
     async fn add_participants(
         &self,
         id: ConversationId,
+        actor: UserId,
         users: Vec<UserId>,
         at: Timestamp,
+        max_participants: usize,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
         let mut state = self.lock();
-        let stored = state.stored_conversation_mut(id)?;
+        let stored = state.authorize(id, actor, Action::AddParticipants)?;
         if stored.conversation.is_archived {
             return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
         }
+        let mut joining: Vec<UserId> = users
+            .iter()
+            .copied()
+            .filter(|u| stored.active_participant(*u).is_none())
+            .collect();
+        joining.sort_unstable();
+        joining.dedup();
+        let active = stored.participants.iter().filter(|p| p.is_active()).count();
+        check_participant_limit(active + joining.len(), max_participants)?;
+        let stored = state.stored_conversation_mut(id)?;
         let joined = join(stored, id, &users, to_stored_precision(at));
         for user in &joined {
             state.memberships.entry(*user).or_default().insert(id);
@@ -286,11 +305,13 @@ impl ConversationStore for MemoryStore {
     async fn remove_participant(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
         let mut state = self.lock();
+        state.authorize(id, actor, Action::RemoveParticipant { target: user })?;
         let stored = state.stored_conversation_mut(id)?;
         stored
             .participant_mut(user)
@@ -309,11 +330,13 @@ impl ConversationStore for MemoryStore {
     async fn set_role(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
+        state.authorize(id, actor, Action::SetRole)?;
         let stored = state.stored_conversation_mut(id)?;
         let admins = stored
             .participants
@@ -362,6 +385,49 @@ fn join(
 }
 
 impl State {
+    /// Decides whether `actor` may do `action` in conversation `id` as it stands under the
+    /// store's lock (the rule of [`chat_domain::authorize`]); the conversation when they
+    /// may.
+    fn authorize(
+        &self,
+        id: ConversationId,
+        actor: UserId,
+        action: Action,
+    ) -> Result<&StoredConversation, StoreError> {
+        let stored = self.conversations.get(&id).ok_or(StoreError::NotFound)?;
+        let role = stored.active_participant(actor).map(|p| p.role);
+        authorize(stored.conversation.kind, actor, role, action)?;
+        Ok(stored)
+    }
+
+    /// Decides whether `actor` may do what `action` says with live message `id` (see
+    /// [`State::authorize`]), refusing an archived conversation when `writes` (an edit, a
+    /// reaction); the active participants, who must hear of the change.
+    fn authorize_on_message(
+        &self,
+        id: MessageId,
+        actor: UserId,
+        action: impl FnOnce(&Message) -> Action,
+        writes: bool,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let message = &self
+            .messages
+            .get(&id)
+            .filter(|m| !m.message.is_deleted())
+            .ok_or(StoreError::NotFound)?
+            .message;
+        let stored = self.authorize(message.conversation_id, actor, action(message))?;
+        if writes && stored.conversation.is_archived {
+            return Err(StoreError::Conflict(StoreConflict::ConversationArchived));
+        }
+        Ok(stored
+            .participants
+            .iter()
+            .filter(|p| p.is_active())
+            .map(|p| p.user_id)
+            .collect())
+    }
+
     fn stored_conversation_mut(
         &mut self,
         id: ConversationId,
@@ -406,10 +472,16 @@ impl MessageStore for MemoryStore {
     async fn edit_message(
         &self,
         id: MessageId,
+        actor: UserId,
         content: MessageContent,
         at: Timestamp,
-    ) -> Result<MessageView, StoreError> {
+    ) -> Result<Edited, StoreError> {
         let mut state = self.lock();
+        let edit = |m: &Message| Action::EditMessage {
+            sender: m.sender_id,
+            is_system: m.is_system_message,
+        };
+        let recipients = state.authorize_on_message(id, actor, edit, true)?;
         let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
         // Re-sealed as a whole under the active key with the row's ids, as the row names
@@ -424,15 +496,30 @@ impl MessageStore for MemoryStore {
         let sealed = seal(&cipher, &stored.message, fields)?;
         stored.set_stored_fields(sealed);
         stored.message.edited_at = Some(to_stored_precision(at));
-        state.view(id).ok_or(StoreError::NotFound)
+        Ok(Edited {
+            view: state.view(id).ok_or(StoreError::NotFound)?,
+            recipients,
+        })
     }
 
-    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        actor: UserId,
+        at: Timestamp,
+    ) -> Result<Deleted, StoreError> {
         let mut state = self.lock();
+        let delete = |m: &Message| Action::DeleteMessage {
+            sender: m.sender_id,
+        };
+        let recipients = state.authorize_on_message(id, actor, delete, false)?;
         let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
         stored.message.deleted_at = Some(to_stored_precision(at));
-        Ok(stored.opened(&cipher))
+        Ok(Deleted {
+            message: stored.opened(&cipher),
+            recipients,
+        })
     }
 
     async fn history(
@@ -513,6 +600,7 @@ impl MessageStore for MemoryStore {
         _at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
         let mut state = self.lock();
+        let recipients = state.authorize_on_message(message, user, |_| Action::React, true)?;
         let stored = state.live_message_mut(message)?;
         let present = stored
             .reactions
@@ -534,6 +622,7 @@ impl MessageStore for MemoryStore {
         Ok(ReactionChange {
             changed: !present,
             reactions: aggregate(&stored.reactions),
+            recipients,
         })
     }
 
@@ -544,6 +633,7 @@ impl MessageStore for MemoryStore {
         emoji: Emoji,
     ) -> Result<ReactionChange, StoreError> {
         let mut state = self.lock();
+        let recipients = state.authorize_on_message(message, user, |_| Action::React, true)?;
         let stored = state.live_message_mut(message)?;
         let position = stored
             .reactions
@@ -555,6 +645,7 @@ impl MessageStore for MemoryStore {
         Ok(ReactionChange {
             changed: position.is_some(),
             reactions: aggregate(&stored.reactions),
+            recipients,
         })
     }
 
@@ -612,6 +703,12 @@ impl ReadStateStore for MemoryStore {
             last_read_at: participant.last_read_at,
             unread_count: state.unread_count(stored, participant),
             moved,
+            recipients: stored
+                .participants
+                .iter()
+                .filter(|p| p.is_active())
+                .map(|p| p.user_id)
+                .collect(),
         })
     }
 

@@ -5,13 +5,14 @@
 
 use async_trait::async_trait;
 use chat_crypto::{MessageCipher, MessageFields, StoredFields, row_ids};
-use chat_domain::{MessageContent, MessageId, MessageView, Timestamp};
-use chat_ports::{NewMessage, ReencryptBatch, ReencryptStore, StoreError};
+use chat_domain::{Action, MessageContent, MessageId, Timestamp, UserId};
+use chat_ports::{Edited, NewMessage, ReencryptBatch, ReencryptStore, StoreError};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome};
+use crate::guard::lock_message_for;
 use crate::rows::{self, db_time, find_view};
 
 /// The text columns of one `MESSAGES` row as written.
@@ -148,16 +149,20 @@ fn reseal(
 }
 
 impl MySqlStore {
-    /// Edits a live message in a transaction of its own: locks its row, opens it, replaces
-    /// the text and seals the whole row again under the active key (one key per row), then
-    /// reads the message back.
+    /// Edits a live message in a transaction of its own: locks its row (after its
+    /// conversation's, deciding whether `actor` may edit it and who must hear of it, see
+    /// [`lock_message_for`]), opens it, replaces the text and seals the whole row again
+    /// under the active key (one key per row), then reads the message back.
     pub(crate) async fn try_edit(
         &self,
         id: MessageId,
+        actor: UserId,
         content: &MessageContent,
         at: Timestamp,
-    ) -> Outcome<MessageView> {
+    ) -> Outcome<Edited> {
         let mut tx = self.pool.begin().await?;
+        let edit = |sender, is_system| Action::EditMessage { sender, is_system };
+        let recipients = lock_message_for(&mut tx, id, actor, edit, true).await?;
         let sql = format!("SELECT {LOCKED_COLUMNS} FROM MESSAGES WHERE id = ? FOR UPDATE");
         let row = sqlx::query(&sql)
             .bind(id.to_string())
@@ -179,7 +184,7 @@ impl MySqlStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
-        Ok(view)
+        Ok(Edited { view, recipients })
     }
 
     async fn try_reencrypt_batch(

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
+    Action, ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
+    check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
@@ -15,6 +16,7 @@ use sqlx::{MySql, MySqlConnection, Row, Transaction};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
+use crate::guard::authorize_locked;
 use crate::rows::{
     self, db_time, details, direct_key, existing_details, find_view, new_row_id, uuid_order,
 };
@@ -253,25 +255,31 @@ impl MySqlStore {
     }
 
     /// Opens a transaction holding the conversation's row lock, which serialises every
-    /// change to the conversation and its membership; `NotFound` when there is none.
+    /// change to the conversation and its membership, and decides under it whether
+    /// `actor` may do `action` (see [`authorize_locked`]); `NotFound` when there is no
+    /// such conversation.
     async fn begin_change(
         &self,
         id: ConversationId,
+        actor: UserId,
+        action: Action,
     ) -> Outcome<(Transaction<'static, MySql>, LockedConversation)> {
         let mut tx = self.pool.begin().await?;
         let locked = lock_conversation(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        authorize_locked(&mut tx, id, actor, action).await?;
         Ok((tx, locked))
     }
 
     async fn try_rename(
         &self,
         id: ConversationId,
+        actor: UserId,
         name: &GroupName,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let (mut tx, locked) = self.begin_change(id, actor, Action::Rename).await?;
         sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
             .bind(name.as_str())
             .bind(id.to_string())
@@ -284,10 +292,11 @@ impl MySqlStore {
     async fn try_archive(
         &self,
         id: ConversationId,
+        actor: UserId,
         at: Timestamp,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let (mut tx, locked) = self.begin_change(id, actor, Action::Archive).await?;
         sqlx::query("UPDATE CONVERSATIONS SET is_archived = TRUE, archived_at = ? WHERE id = ?")
             .bind(db_time(at))
             .bind(id.to_string())
@@ -300,9 +309,10 @@ impl MySqlStore {
     async fn try_unarchive(
         &self,
         id: ConversationId,
+        actor: UserId,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let (mut tx, locked) = self.begin_change(id, actor, Action::Archive).await?;
         sqlx::query(
             "UPDATE CONVERSATIONS SET is_archived = FALSE, archived_at = NULL WHERE id = ?",
         )
@@ -316,12 +326,16 @@ impl MySqlStore {
     async fn try_add_participants(
         &self,
         id: ConversationId,
+        actor: UserId,
         users: &[UserId],
         at: Timestamp,
+        max_participants: usize,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ParticipantsAdded> {
         let at = db_time(at);
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let (mut tx, locked) = self
+            .begin_change(id, actor, Action::AddParticipants)
+            .await?;
         if locked.is_archived {
             return Err(StoreConflict::ConversationArchived.into());
         }
@@ -332,6 +346,8 @@ impl MySqlStore {
                 joined.push(*user);
             }
         }
+        check_participant_limit(active.len() + joined.len(), max_participants)
+            .map_err(StoreError::from)?;
         // Joiners start with everything read, the announcement of their joining included.
         let newest_after = locked.last_seq + i64::from(announcement.is_some());
         for user in users {
@@ -350,11 +366,13 @@ impl MySqlStore {
     async fn try_remove_participant(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         at: Timestamp,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ParticipantRemoved> {
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let action = Action::RemoveParticipant { target: user };
+        let (mut tx, locked) = self.begin_change(id, actor, action).await?;
         let removed = sqlx::query(
             "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
              WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
@@ -382,11 +400,12 @@ impl MySqlStore {
     async fn try_set_role(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         role: Role,
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
-        let (mut tx, locked) = self.begin_change(id).await?;
+        let (mut tx, locked) = self.begin_change(id, actor, Action::SetRole).await?;
         let active = active_roles(&mut tx, id).await?;
         let Some((_, current)) = active.iter().find(|(u, _)| *u == user) else {
             return Err(StoreError::NotFound.into());
@@ -546,65 +565,82 @@ impl ConversationStore for MySqlStore {
     async fn rename_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_rename(id, &name, announcement.as_ref()))
+        crate::retrying!(
+            self,
+            self.try_rename(id, actor, &name, announcement.as_ref())
+        )
     }
 
     async fn archive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_archive(id, at, announcement.as_ref()))
+        crate::retrying!(self, self.try_archive(id, actor, at, announcement.as_ref()))
     }
 
     async fn unarchive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_unarchive(id, announcement.as_ref()))
+        crate::retrying!(self, self.try_unarchive(id, actor, announcement.as_ref()))
     }
 
     async fn add_participants(
         &self,
         id: ConversationId,
+        actor: UserId,
         users: Vec<UserId>,
         at: Timestamp,
+        max_participants: usize,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
         crate::retrying!(
             self,
-            self.try_add_participants(id, &users, at, announcement.as_ref())
+            self.try_add_participants(
+                id,
+                actor,
+                &users,
+                at,
+                max_participants,
+                announcement.as_ref()
+            )
         )
     }
 
     async fn remove_participant(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
         crate::retrying!(
             self,
-            self.try_remove_participant(id, user, at, announcement.as_ref())
+            self.try_remove_participant(id, actor, user, at, announcement.as_ref())
         )
     }
 
     async fn set_role(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         crate::retrying!(
             self,
-            self.try_set_role(id, user, role, announcement.as_ref())
+            self.try_set_role(id, actor, user, role, announcement.as_ref())
         )
     }
 }

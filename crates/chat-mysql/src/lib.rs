@@ -20,6 +20,7 @@ mod at_rest;
 mod conversations;
 mod directory;
 mod error;
+mod guard;
 mod messages;
 mod read_state;
 mod rows;
@@ -282,10 +283,28 @@ pub mod hot_queries {
     }
 }
 
-/// Runs a use case of `$store`, running it again (up to three more times) when the server
-/// rolled it back as a deadlock victim or after a lock wait timeout, then translates its
-/// failure; all of it within the store's call deadline. Without a store, unbounded (the
-/// caller bounds it).
+/// How many times a use case rolled back by the server (deadlock victim, lock wait
+/// timeout) is run again before its failure is answered. Each retry waits a jittered,
+/// growing pause first (see [`retry_pause`]); all of them stay within the call deadline.
+pub(crate) const MAX_RETRIES: u32 = 8;
+
+/// The pause before retry number `retry` (1-based): "full jitter" over an exponentially
+/// growing window (4 ms, 8 ms, … capped at 128 ms), so that transactions which deadlocked
+/// each other do not meet again at once. The randomness comes from std's per-instance
+/// hasher keys: the jitter needs to differ between tasks, not to be unpredictable.
+pub(crate) fn retry_pause(retry: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let window_ms = 4u64 << retry.saturating_sub(1).min(5);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(retry);
+    Duration::from_micros(hasher.finish() % (window_ms * 1000) + 1)
+}
+
+/// Runs a use case of `$store`, running it again (up to [`MAX_RETRIES`] more times, each
+/// after a jittered pause) when the server rolled it back as a deadlock victim or after a
+/// lock wait timeout, then translates its failure; all of it within the store's call
+/// deadline. Only whole transactions are retried: the server rolled the failed one back,
+/// so nothing of it stays. Without a store, unbounded (the caller bounds it).
 macro_rules! retrying {
     ($store:expr, $attempt:expr) => {{
         let attempts = async { $crate::retrying!(@loop $attempt) };
@@ -298,9 +317,12 @@ macro_rules! retrying {
         let mut retries = 0u32;
         loop {
             match $attempt.await {
-                Err(failure) if failure.is_transient_conflict() && retries < 3 => {
+                Err(failure)
+                    if failure.is_transient_conflict() && retries < $crate::MAX_RETRIES =>
+                {
                     retries += 1;
                     tracing::debug!(retries, "transaction rolled back by the server; retrying");
+                    tokio::time::sleep($crate::retry_pause(retries)).await;
                 }
                 other => break other,
             }

@@ -4,55 +4,22 @@
 
 use async_trait::async_trait;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
-    Timestamp,
+    Action, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
+    Timestamp, UserId,
 };
 use chat_ports::{
-    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
-    StoreError,
+    Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
+    StoreConflict, StoreError,
 };
-use sqlx::mysql::MySqlArguments;
-use sqlx::query::Query;
-use sqlx::{MySql, MySqlConnection, Row};
+use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
+use crate::guard::lock_message_for;
 use crate::rows::{
     self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
 };
 use crate::send::{Reply, append_alone, original};
-
-/// Takes a shared lock on a live message: reactions may race each other, but not a
-/// delete. `NotFound` when it does not exist or is deleted.
-async fn lock_live_message(conn: &mut MySqlConnection, message: MessageId) -> Outcome<()> {
-    let deleted: Option<Option<time::OffsetDateTime>> =
-        sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? LOCK IN SHARE MODE")
-            .bind(message.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if matches!(deleted, Some(None)) {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound.into())
-    }
-}
-
-/// Locks a live message's row exclusively (`NotFound` when it is deleted or missing).
-async fn lock_live_message_exclusively(
-    conn: &mut MySqlConnection,
-    message: MessageId,
-) -> Outcome<()> {
-    let deleted: Option<Option<time::OffsetDateTime>> =
-        sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
-            .bind(message.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if matches!(deleted, Some(None)) {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound.into())
-    }
-}
 
 /// Counts the message's reactions (under the message's exclusive lock): `false` when the
 /// user already has this reaction (nothing to add), a conflict when adding it would break
@@ -60,7 +27,7 @@ async fn lock_live_message_exclusively(
 async fn within_reaction_caps(
     conn: &mut MySqlConnection,
     message: MessageId,
-    user: chat_domain::UserId,
+    user: UserId,
     emoji: &Emoji,
 ) -> Outcome<bool> {
     let (distinct, users, emoji_present, already): (i64, i64, i64, i64) = sqlx::query_as(
@@ -95,13 +62,29 @@ async fn reactions_after(
     mut tx: sqlx::Transaction<'static, sqlx::MySql>,
     message: MessageId,
     changed: bool,
+    recipients: Vec<UserId>,
 ) -> Outcome<ReactionChange> {
     let reactions = reactions_of(&mut tx, &[message])
         .await?
         .remove(&message)
         .unwrap_or_default();
     tx.commit().await?;
-    Ok(ReactionChange { changed, reactions })
+    Ok(ReactionChange {
+        changed,
+        reactions,
+        recipients,
+    })
+}
+
+/// Locks a live message for `user`'s reaction (see [`lock_message_for`]): its row is
+/// taken `FOR UPDATE`, so one user's racing toggles of a reaction run one after the other
+/// instead of deadlocking on the reaction's unique key.
+async fn lock_for_reaction(
+    conn: &mut MySqlConnection,
+    message: MessageId,
+    user: UserId,
+) -> Outcome<Vec<UserId>> {
+    lock_message_for(conn, message, user, |_, _| Action::React, true).await
 }
 
 /// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
@@ -117,40 +100,27 @@ pub(crate) fn history_sql(condition: &str, order: &str) -> String {
 }
 
 impl MySqlStore {
-    /// Changes a live message in a transaction of its own: locks its row (`NotFound` when
-    /// it does not exist or is deleted), runs `change` (an `UPDATE` of that row) and reads
-    /// the message back.
-    async fn change_live_message(
-        &self,
-        id: MessageId,
-        change: Query<'_, MySql, MySqlArguments>,
-    ) -> Outcome<MessageView> {
+    async fn try_delete(&self, id: MessageId, actor: UserId, at: Timestamp) -> Outcome<Deleted> {
         let mut tx = self.pool.begin().await?;
-        let deleted: Option<Option<time::OffsetDateTime>> =
-            sqlx::query_scalar("SELECT deleted_at FROM MESSAGES WHERE id = ? FOR UPDATE")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if !matches!(deleted, Some(None)) {
-            return Err(StoreError::NotFound.into());
-        }
-        change.execute(&mut *tx).await?;
-        let view = find_view(&mut tx, &self.cipher, id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(view)
-    }
-
-    async fn try_delete(&self, id: MessageId, at: Timestamp) -> Outcome<Message> {
+        let delete = |sender, _| Action::DeleteMessage { sender };
+        let recipients = lock_message_for(&mut tx, id, actor, delete, false).await?;
         // The unread counters of the others who had not read it drop by one in this same
         // statement, by trigger `trg_messages_unread_on_delete`: both this service and the
         // previous system soft-delete with this bare UPDATE, and the trigger is the one place
         // that sees either (docs/schema.md, "Unread counters and inbox order").
-        let delete = sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
+        sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
             .bind(db_time(at))
-            .bind(id.to_string());
-        Ok(self.change_live_message(id, delete).await?.message)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let view = find_view(&mut tx, &self.cipher, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(Deleted {
+            message: view.message,
+            recipients,
+        })
     }
 
     async fn try_history(
@@ -185,15 +155,16 @@ impl MySqlStore {
     async fn try_add_reaction(
         &self,
         message: MessageId,
-        user: chat_domain::UserId,
+        user: UserId,
         emoji: &Emoji,
         at: Timestamp,
     ) -> Outcome<ReactionChange> {
         let mut tx = self.pool.begin().await?;
-        // Exclusively: adds to one message take turns, so the caps counted below hold.
-        lock_live_message_exclusively(&mut tx, message).await?;
+        // Exclusively (see `lock_for_reaction`): adds to one message take turns, so the
+        // caps counted below hold.
+        let recipients = lock_for_reaction(&mut tx, message, user).await?;
         if !within_reaction_caps(&mut tx, message, user, emoji).await? {
-            return reactions_after(tx, message, false).await;
+            return reactions_after(tx, message, false, recipients).await;
         }
         let inserted = sqlx::query(
             "INSERT INTO MESSAGE_REACTIONS (id, message_id, user_id, emoji, created_at) \
@@ -212,17 +183,17 @@ impl MySqlStore {
             Err(e) if is_duplicate_of(&e, "uq_reactions_message_user_emoji_bin") => false,
             Err(e) => return Err(e.into()),
         };
-        reactions_after(tx, message, changed).await
+        reactions_after(tx, message, changed, recipients).await
     }
 
     async fn try_remove_reaction(
         &self,
         message: MessageId,
-        user: chat_domain::UserId,
+        user: UserId,
         emoji: &Emoji,
     ) -> Outcome<ReactionChange> {
         let mut tx = self.pool.begin().await?;
-        lock_live_message(&mut tx, message).await?;
+        let recipients = lock_for_reaction(&mut tx, message, user).await?;
         let changed = sqlx::query(
             "DELETE FROM MESSAGE_REACTIONS \
              WHERE message_id = ? AND user_id = ? AND emoji_bin = ?",
@@ -234,7 +205,7 @@ impl MySqlStore {
         .await?
         .rows_affected()
             > 0;
-        reactions_after(tx, message, changed).await
+        reactions_after(tx, message, changed, recipients).await
     }
 
     async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
@@ -297,14 +268,20 @@ impl MessageStore for MySqlStore {
     async fn edit_message(
         &self,
         id: MessageId,
+        actor: UserId,
         content: MessageContent,
         at: Timestamp,
-    ) -> Result<MessageView, StoreError> {
-        crate::retrying!(self, self.try_edit(id, &content, at))
+    ) -> Result<Edited, StoreError> {
+        crate::retrying!(self, self.try_edit(id, actor, &content, at))
     }
 
-    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
-        crate::retrying!(self, self.try_delete(id, at))
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        actor: UserId,
+        at: Timestamp,
+    ) -> Result<Deleted, StoreError> {
+        crate::retrying!(self, self.try_delete(id, actor, at))
     }
 
     async fn history(
@@ -318,7 +295,7 @@ impl MessageStore for MySqlStore {
     async fn add_reaction(
         &self,
         message: MessageId,
-        user: chat_domain::UserId,
+        user: UserId,
         emoji: Emoji,
         at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
@@ -328,7 +305,7 @@ impl MessageStore for MySqlStore {
     async fn remove_reaction(
         &self,
         message: MessageId,
-        user: chat_domain::UserId,
+        user: UserId,
         emoji: Emoji,
     ) -> Result<ReactionChange, StoreError> {
         crate::retrying!(self, self.try_remove_reaction(message, user, &emoji))

@@ -144,12 +144,17 @@ impl MySqlStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Who hears of the move: the active participants as this transaction last sees
+        // them. The conversation row is not locked, so that marking read never waits for
+        // a send; a read event carries no content.
+        let recipients = crate::guard::active_user_ids(&mut tx, conversation).await?;
         tx.commit().await?;
         Ok(ReadState {
             last_read_seq: Seq::new(marker).map_err(|_| Failure::corrupt("seq"))?,
             last_read_at,
             unread_count: count(unread),
             moved,
+            recipients,
         })
     }
 

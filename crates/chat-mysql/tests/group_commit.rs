@@ -197,11 +197,11 @@ async fn a_burst_of_mixed_sends_is_decided_per_request() {
     let archived = group(&store, 1, &[2]).await;
     let left = group(&store, 1, &[3]).await;
     store
-        .archive_conversation(archived, at(1), None)
+        .archive_conversation(archived, user(1), at(1), None)
         .await
         .unwrap();
     store
-        .remove_participant(left, user(3), at(1), None)
+        .remove_participant(left, user(3), user(3), at(1), None)
         .await
         .unwrap();
     // A key stored before the burst: its repeats return it from the probe.

@@ -161,7 +161,7 @@ async fn counters_stay_exact_across_every_kind_of_write() {
     );
 
     // Deleting a message 2 has already read changes nothing for 2; 3 and 4 lose one.
-    store.delete_message(m1, now()).await.unwrap();
+    store.delete_message(m1, user(1), now()).await.unwrap();
     assert_eq!(
         check(&store, c, "delete read").await,
         expect(&[(1, 1), (2, 0), (3, 2), (4, 2)])
@@ -180,7 +180,7 @@ async fn counters_stay_exact_across_every_kind_of_write() {
         expect(&[(1, 1), (2, 0), (3, 0), (4, 2)]),
         "3's marker moved to its record"
     );
-    store.delete_message(record, now()).await.unwrap();
+    store.delete_message(record, user(3), now()).await.unwrap();
     assert_eq!(
         check(&store, c, "delete system").await,
         expect(&[(1, 1), (2, 0), (3, 0), (4, 2)])
@@ -192,7 +192,7 @@ async fn counters_stay_exact_across_every_kind_of_write() {
         check(&store, c, "4 sends").await,
         expect(&[(1, 2), (2, 1), (3, 1), (4, 0)])
     );
-    store.delete_message(own, now()).await.unwrap();
+    store.delete_message(own, user(4), now()).await.unwrap();
     assert_eq!(
         check(&store, c, "delete own").await,
         expect(&[(1, 1), (2, 0), (3, 0), (4, 0)])
@@ -225,7 +225,7 @@ async fn counters_stay_exact_across_every_kind_of_write() {
 
     // Leaving and being re-added: nothing from before the return is unread.
     store
-        .remove_participant(c, user(4), now(), None)
+        .remove_participant(c, user(1), user(4), now(), None)
         .await
         .unwrap();
     say(&store, c, 1).await;
@@ -234,8 +234,10 @@ async fn counters_stay_exact_across_every_kind_of_write() {
     store
         .add_participants(
             c,
+            user(1),
             vec![user(4), user(5)],
             now(),
+            1000,
             Some(message(c, 1, system("added"))),
         )
         .await
@@ -283,7 +285,7 @@ async fn counters_stay_exact_under_racing_sends_reads_and_deletes() {
         let store = store.clone();
         tokio::spawn(async move {
             for id in early {
-                store.delete_message(id, now()).await.unwrap();
+                store.delete_message(id, user(4), now()).await.unwrap();
             }
         })
     };

@@ -20,8 +20,8 @@ pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
 pub use events::{DiscardingPublisher, EventPublisher};
 pub use store::{
-    Appended, ArchivedFilter, ConversationChanged, ConversationStore, DirectConversation,
-    HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
+    Appended, ArchivedFilter, ConversationChanged, ConversationStore, Deleted, DirectConversation,
+    Edited, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
     NewConversation, NewMessage, PageLimit, ParticipantRemoved, ParticipantsAdded, ReactionChange,
     ReadState, ReadStateStore, UnreadConversation, UnreadSummary,
 };

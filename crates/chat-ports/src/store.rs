@@ -155,6 +155,29 @@ pub struct ReactionChange {
     pub changed: bool,
     /// The message's reactions afterwards.
     pub reactions: Vec<ReactionSummary>,
+    /// The conversation's active participants when the change was committed: who must
+    /// hear of it.
+    pub recipients: Vec<UserId>,
+}
+
+/// The outcome of editing a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edited {
+    /// The message after the edit.
+    pub view: MessageView,
+    /// The conversation's active participants when the edit was committed: who must hear
+    /// of it (a participant removed before it committed is not among them).
+    pub recipients: Vec<UserId>,
+}
+
+/// The outcome of deleting a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    /// The message, now deleted.
+    pub message: Message,
+    /// The conversation's active participants when the delete was committed: who must
+    /// hear of it.
+    pub recipients: Vec<UserId>,
 }
 
 /// A participant's read state after marking read.
@@ -168,6 +191,8 @@ pub struct ReadState {
     pub unread_count: u64,
     /// Whether the marker moved.
     pub moved: bool,
+    /// The conversation's active participants when the marker moved: who must hear of it.
+    pub recipients: Vec<UserId>,
 }
 
 /// Which conversations the inbox lists.
@@ -284,41 +309,51 @@ pub trait ConversationStore: Send + Sync {
     ) -> Result<Option<ConversationDetails>, StoreError>;
 
     /// Renames a GROUP or POST_LINKED conversation and, when given, appends
-    /// `announcement` (a SYSTEM message) in the same step.
+    /// `announcement` (a SYSTEM message) in the same step. It MUST first decide, on the
+    /// state it holds locked for the change, whether `actor` may rename it
+    /// ([`chat_domain::authorize`] with [`chat_domain::Action::Rename`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::NotFound`] for an unknown conversation or an `actor` who is not an
+    /// active participant; [`StoreError::Forbidden`] when the rule refuses `actor`;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn rename_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError>;
 
     /// Makes the conversation read-only from `at` on and, when given, appends
     /// `announcement` (a SYSTEM message) in the same step: the announcement MUST go in
-    /// even though the conversation is now archived.
+    /// even though the conversation is now archived. It MUST first decide, under the
+    /// lock, whether `actor` may ([`chat_domain::Action::Archive`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::NotFound`] for an unknown conversation or an `actor` who is not an
+    /// active participant; [`StoreError::Forbidden`] when the rule refuses `actor`;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn archive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError>;
 
     /// Makes the conversation writable again and, when given, appends `announcement` (a
-    /// SYSTEM message) in the same step.
+    /// SYSTEM message) in the same step. It MUST first decide, under the lock, whether
+    /// `actor` may ([`chat_domain::Action::Archive`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation;
+    /// [`StoreError::NotFound`] for an unknown conversation or an `actor` who is not an
+    /// active participant; [`StoreError::Forbidden`] when the rule refuses `actor`;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn unarchive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError>;
 
@@ -328,16 +363,23 @@ pub trait ConversationStore: Send + Sync {
     /// included), reactivating (as MEMBER, with a new `joined_at`) those who had left,
     /// leave those already active unchanged, and refuse with
     /// [`StoreConflict::ConversationArchived`](crate::StoreConflict) when the conversation
-    /// is archived.
+    /// is archived. Under the lock it MUST decide whether `actor` may add
+    /// ([`chat_domain::Action::AddParticipants`]) and refuse a change that leaves more
+    /// than `max_participants` active participants
+    /// ([`chat_domain::check_participant_limit`]), also when adds race.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation; [`StoreError::Conflict`] as
+    /// [`StoreError::NotFound`] for an unknown conversation or an `actor` who is not an
+    /// active participant; [`StoreError::Forbidden`] when the rule refuses `actor`;
+    /// [`StoreError::TooManyParticipants`] past the limit; [`StoreError::Conflict`] as
     /// above; [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn add_participants(
         &self,
         id: ConversationId,
+        actor: UserId,
         users: Vec<UserId>,
         at: Timestamp,
+        max_participants: usize,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError>;
 
@@ -346,33 +388,40 @@ pub trait ConversationStore: Send + Sync {
     /// members do, promote the earliest-joined active member to ADMIN and report it in
     /// [`ParticipantRemoved::promoted`].
     ///
-    /// This one method serves both leaving and being removed: the store does the same
-    /// for both (the membership ends, the admin succession runs). Who may remove whom is
-    /// a business rule of the service, and who acted is told by the announcement.
+    /// This one method serves both leaving (`actor == user`) and being removed: the
+    /// store does the same for both (the membership ends, the admin succession runs).
+    /// Under the lock it MUST decide whether `actor` may remove `user`
+    /// ([`chat_domain::Action::RemoveParticipant`]): of two admins removing each other at
+    /// once, the second to take the lock is no longer an active participant and is
+    /// refused.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation, or for a `user` who is not
-    /// an active participant; [`StoreError::Unavailable`] when the store fails (nothing is
-    /// then changed).
+    /// [`StoreError::NotFound`] for an unknown conversation, or for an `actor` or a `user`
+    /// who is not an active participant; [`StoreError::Forbidden`] when the rule refuses
+    /// `actor`; [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn remove_participant(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError>;
 
     /// Sets an active participant's role and, when given, appends `announcement` (a
-    /// SYSTEM message) in the same step. It MUST refuse a role change that leaves no
+    /// SYSTEM message) in the same step. It MUST decide under the lock whether `actor`
+    /// may ([`chat_domain::Action::SetRole`]), and refuse a role change that leaves no
     /// active admin with [`StoreConflict::LastAdmin`](crate::StoreConflict).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown conversation, or for a `user` who is not
-    /// an active participant; [`StoreError::Conflict`] as above;
+    /// [`StoreError::NotFound`] for an unknown conversation, or for an `actor` or a `user`
+    /// who is not an active participant; [`StoreError::Forbidden`] when the rule refuses
+    /// `actor`; [`StoreError::Conflict`] as above;
     /// [`StoreError::Unavailable`] when the store fails (nothing is then changed).
     async fn set_role(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         role: Role,
         announcement: Option<NewMessage>,
@@ -405,24 +454,41 @@ pub trait MessageStore: Send + Sync {
     /// [`StoreError::Unavailable`] when the store fails.
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError>;
 
-    /// Replaces a live message's content and sets `edited_at`.
+    /// Replaces a live message's content and sets `edited_at`. In one step, under the
+    /// lock that membership changes take, it MUST check that `actor` is an active
+    /// participant allowed to edit it ([`chat_domain::Action::EditMessage`]) and that the
+    /// conversation is not archived, and return the active participants as committed
+    /// with the edit ([`Edited::recipients`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when it does not exist or is deleted;
+    /// [`StoreError::NotFound`] when it does not exist or is deleted, or `actor` is not an
+    /// active participant; [`StoreError::Forbidden`] when the rule refuses `actor`;
+    /// [`StoreError::Conflict`] with `ConversationArchived`;
     /// [`StoreError::Unavailable`] when the store fails.
     async fn edit_message(
         &self,
         id: MessageId,
+        actor: UserId,
         content: MessageContent,
         at: Timestamp,
-    ) -> Result<MessageView, StoreError>;
+    ) -> Result<Edited, StoreError>;
 
-    /// Soft-deletes a live message. Of racing deletes, exactly one succeeds.
+    /// Soft-deletes a live message. Of racing deletes, exactly one succeeds. In one step,
+    /// under the lock that membership and role changes take, it MUST check that `actor`
+    /// may delete it ([`chat_domain::Action::DeleteMessage`]: its sender, or an active
+    /// admin of a GROUP or POST_LINKED conversation) and return the active participants
+    /// as committed with the delete ([`Deleted::recipients`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when it does not exist or is already deleted;
-    /// [`StoreError::Unavailable`] when the store fails.
-    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError>;
+    /// [`StoreError::NotFound`] when it does not exist or is already deleted, or `actor`
+    /// is not an active participant; [`StoreError::Forbidden`] when the rule refuses
+    /// `actor`; [`StoreError::Unavailable`] when the store fails.
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        actor: UserId,
+        at: Timestamp,
+    ) -> Result<Deleted, StoreError>;
 
     /// A page of a conversation's live messages, with reactions, fetched by `seq` keyset
     /// (never by offset).
@@ -437,10 +503,14 @@ pub trait MessageStore: Send + Sync {
 
     /// Puts `user`'s reaction on a live message. Idempotent: adding it again MUST change
     /// nothing (`changed: false`); different emoji are always different reactions
-    /// (compared code point by code point).
+    /// (compared code point by code point). Under the lock that membership changes take,
+    /// it MUST check that `user` is an active participant and the conversation is not
+    /// archived, and return the active participants as committed
+    /// ([`ReactionChange::recipients`]).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when the message does not exist or is deleted;
+    /// [`StoreError::NotFound`] when the message does not exist or is deleted, or `user`
+    /// is not an active participant; [`StoreError::Conflict`] with `ConversationArchived`;
     /// [`StoreError::Unavailable`] when the store fails.
     async fn add_reaction(
         &self,
@@ -452,10 +522,12 @@ pub trait MessageStore: Send + Sync {
 
     /// Takes `user`'s reaction off a live message. Idempotent: removing one that is not
     /// there MUST change nothing (`changed: false`); different emoji are always different
-    /// reactions (compared code point by code point).
+    /// reactions (compared code point by code point). Checks and recipients as
+    /// [`MessageStore::add_reaction`].
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when the message does not exist or is deleted;
+    /// [`StoreError::NotFound`] when the message does not exist or is deleted, or `user`
+    /// is not an active participant; [`StoreError::Conflict`] with `ConversationArchived`;
     /// [`StoreError::Unavailable`] when the store fails.
     async fn remove_reaction(
         &self,
@@ -477,7 +549,8 @@ pub trait MessageStore: Send + Sync {
 pub trait ReadStateStore: Send + Sync {
     /// Moves `user`'s read marker in `conversation` to `up_to` (default: the newest
     /// message). The marker MUST only move forward; receipts MUST be recorded for the
-    /// others' live messages it passes.
+    /// others' live messages it passes. The active participants it returns
+    /// ([`ReadState::recipients`]) are those committed with the move.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the user is not an active participant;

@@ -4,15 +4,15 @@
 use std::collections::HashSet;
 
 use chat_domain::{
-    ChatEvent, ConversationDetails, ConversationId, ConversationType, GroupName, MessageBody,
-    MessageId, MessageView, PostingId, Role, UserId,
+    Action, ChatEvent, ConversationId, ConversationType, GroupName, MessageBody, MessageId,
+    MessageView, PostingId, Role, UserId, authorize, check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
 };
 
 use crate::announcements::Notice;
-use crate::{Action, ChatService, ServiceError};
+use crate::{ActionClass, ChatService, ServiceError};
 
 /// A GROUP or POST_LINKED conversation to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +59,7 @@ impl ChatService {
         actor: UserId,
         request: CreateConversation,
     ) -> Result<InboxItem, ServiceError> {
-        self.check_rate(Action::CreateGroup, actor)?;
+        self.check_rate(ActionClass::CreateGroup, actor)?;
         match request.kind {
             ConversationType::Direct => {
                 return Err(ServiceError::invalid(
@@ -147,7 +147,7 @@ impl ChatService {
         actor: UserId,
         other: UserId,
     ) -> Result<OpenedDirect, ServiceError> {
-        self.check_rate(Action::OpenDirect, actor)?;
+        self.check_rate(ActionClass::OpenDirect, actor)?;
         if other != actor {
             let missing = self.ports.users.missing_users(&[other]).await?;
             if !missing.is_empty() {
@@ -213,17 +213,14 @@ impl ChatService {
         id: ConversationId,
         update: ConversationUpdate,
     ) -> Result<InboxItem, ServiceError> {
-        self.check_rate(Action::Manage, actor)?;
+        self.check_rate(ActionClass::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
-        let direct = details.conversation.kind == ConversationType::Direct;
-        if update.name.is_some() && direct {
-            return Err(ServiceError::Forbidden("a DIRECT conversation has no name"));
+        // Checked here to answer early; the store checks again under its lock.
+        let (kind, role) = (details.conversation.kind, Some(membership.role));
+        if update.name.is_some() {
+            authorize(kind, actor, role, Action::Rename)?;
         }
-        if !direct && membership.role != Role::Admin {
-            return Err(ServiceError::Forbidden(
-                "only admins may change the conversation",
-            ));
-        }
+        authorize(kind, actor, role, Action::Archive)?;
         if let Some(name) = update.name {
             if details.conversation.name.as_deref() != Some(name.as_str()) {
                 let body = Notice::Renamed(name.as_str()).body(actor)?;
@@ -232,7 +229,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .rename_conversation(id, name, Some(announcement))
+                    .rename_conversation(id, actor, name, Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -245,7 +242,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .archive_conversation(id, self.now(), Some(announcement))
+                    .archive_conversation(id, actor, self.now(), Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -256,7 +253,7 @@ impl ChatService {
                 let changed = self
                     .ports
                     .conversations
-                    .unarchive_conversation(id, Some(announcement))
+                    .unarchive_conversation(id, actor, Some(announcement))
                     .await?;
                 self.publish_settings_change(changed).await;
             }
@@ -278,9 +275,15 @@ impl ChatService {
         id: ConversationId,
         user_ids: Vec<UserId>,
     ) -> Result<InboxItem, ServiceError> {
-        self.check_rate(Action::AddParticipants, actor)?;
+        self.check_rate(ActionClass::AddParticipants, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
-        require_group_admin(&details, membership.role)?;
+        let role = Some(membership.role);
+        authorize(
+            details.conversation.kind,
+            actor,
+            role,
+            Action::AddParticipants,
+        )?;
         if details.conversation.is_archived {
             return Err(ServiceError::archived());
         }
@@ -291,15 +294,10 @@ impl ChatService {
             .into_iter()
             .filter(|u| details.active_participant(*u).is_none())
             .collect();
-        if details.active_participants().count() + new.len() > self.limits.max_participants {
-            return Err(ServiceError::invalid(
-                "user_ids",
-                format!(
-                    "a conversation has at most {} participants",
-                    self.limits.max_participants
-                ),
-            ));
-        }
+        check_participant_limit(
+            details.active_participants().count() + new.len(),
+            self.limits.max_participants,
+        )?;
         self.require_existing_users("user_ids", &new).await?;
         if !new.is_empty() {
             let body = Notice::ParticipantsAdded(&new).body(actor)?;
@@ -308,7 +306,14 @@ impl ChatService {
             let added = self
                 .ports
                 .conversations
-                .add_participants(id, new, self.now(), Some(announcement))
+                .add_participants(
+                    id,
+                    actor,
+                    new,
+                    self.now(),
+                    self.limits.max_participants,
+                    Some(announcement),
+                )
                 .await?;
             let recipients = added.details.active_user_ids();
             self.publish_announcement(added.announcement, recipients.clone())
@@ -342,35 +347,35 @@ impl ChatService {
         id: ConversationId,
         user: UserId,
     ) -> Result<(), ServiceError> {
-        self.check_rate(Action::Manage, actor)?;
+        self.check_rate(ActionClass::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
-        if details.conversation.kind == ConversationType::Direct {
-            return Err(ServiceError::Forbidden(
-                "nobody joins or leaves a DIRECT conversation",
-            ));
-        }
+        let action = Action::RemoveParticipant { target: user };
+        authorize(
+            details.conversation.kind,
+            actor,
+            Some(membership.role),
+            action,
+        )?;
         let notice = if user == actor {
             Notice::ParticipantLeft
         } else {
-            if membership.role != Role::Admin {
-                return Err(ServiceError::Forbidden(
-                    "only admins may remove participants",
-                ));
-            }
             if details.active_participant(user).is_none() {
                 return Err(ServiceError::NotFound);
             }
             Notice::ParticipantRemoved(user)
         };
-        let recipients_before = details.active_user_ids();
         let _turn = self.order.lock(id).await;
         let announcement = self.announcement(actor, id, notice.body(actor)?);
         // Leaving and being removed are one change to the store.
         let change = self
             .ports
             .conversations
-            .remove_participant(id, user, self.now(), Some(announcement))
+            .remove_participant(id, actor, user, self.now(), Some(announcement))
             .await?;
+        // Who was there when the removal committed: those still active, and the one who
+        // left.
+        let mut recipients_before = change.details.active_user_ids();
+        recipients_before.push(user);
         self.publish_announcement(change.announcement, change.details.active_user_ids())
             .await;
         self.publish(
@@ -409,9 +414,14 @@ impl ChatService {
         user: UserId,
         role: Role,
     ) -> Result<InboxItem, ServiceError> {
-        self.check_rate(Action::Manage, actor)?;
+        self.check_rate(ActionClass::Manage, actor)?;
         let (details, membership) = self.member_view(id, actor).await?;
-        require_group_admin(&details, membership.role)?;
+        authorize(
+            details.conversation.kind,
+            actor,
+            Some(membership.role),
+            Action::SetRole,
+        )?;
         let target = details
             .active_participant(user)
             .ok_or(ServiceError::NotFound)?;
@@ -427,7 +437,7 @@ impl ChatService {
             let changed = self
                 .ports
                 .conversations
-                .set_role(id, user, role, Some(announcement))
+                .set_role(id, actor, user, role, Some(announcement))
                 .await?;
             let recipients = changed.details.active_user_ids();
             self.publish_announcement(changed.announcement, recipients.clone())
@@ -498,19 +508,6 @@ impl ChatService {
             ))
         }
     }
-}
-
-/// Admin actions exist only in GROUP and POST_LINKED conversations, and only for admins.
-fn require_group_admin(details: &ConversationDetails, role: Role) -> Result<(), ServiceError> {
-    if details.conversation.kind == ConversationType::Direct {
-        return Err(ServiceError::Forbidden(
-            "a DIRECT conversation has no admin actions",
-        ));
-    }
-    if role != Role::Admin {
-        return Err(ServiceError::Forbidden("only admins may do this"));
-    }
-    Ok(())
 }
 
 /// `users` without duplicates and without `except`, in first-seen order.

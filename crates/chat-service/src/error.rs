@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chat_domain::{ReactionCap, ValidationError};
+use chat_domain::{ReactionCap, Refusal, ValidationError};
 use chat_ports::{StoreConflict, StoreError};
 
 /// Which conflict with the stored state refused a change.
@@ -110,10 +110,31 @@ impl From<StoreError> for ServiceError {
                 code: ConflictCode::LastAdmin,
             },
             StoreError::Conflict(StoreConflict::ReactionCap(cap)) => ServiceError::from(cap),
+            StoreError::Forbidden(reason) => ServiceError::Forbidden(reason),
+            // Only adding participants grows a conversation after its creation.
+            StoreError::TooManyParticipants { max } => too_many_participants("user_ids", max),
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "store unavailable");
                 ServiceError::Unavailable
             }
         }
     }
+}
+
+impl From<Refusal> for ServiceError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotParticipant => ServiceError::NotFound,
+            Refusal::Forbidden(reason) => ServiceError::Forbidden(reason),
+            Refusal::TooManyParticipants { max } => too_many_participants("user_ids", max),
+        }
+    }
+}
+
+/// The answer to a change past the participant limit: the listed users are too many.
+pub(crate) fn too_many_participants(field: &'static str, max: usize) -> ServiceError {
+    ServiceError::invalid(
+        field,
+        format!("a conversation has at most {max} participants"),
+    )
 }

@@ -21,7 +21,7 @@ pub use active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL};
 pub use conversations::{ConversationUpdate, CreateConversation, OpenedDirect};
 pub use error::{ConflictCode, ServiceError};
 pub use messages::{SendMessage, SentMessage};
-pub use rate::{Action, ActionRates, MAX_TRACKED_USERS, Rate};
+pub use rate::{ActionClass, ActionRates, MAX_TRACKED_USERS, Rate};
 pub use service::{ChatService, Limits, Ports};
 
 /// Re-exported so embedders need only this crate and `chat-domain` to call the service.

@@ -2,12 +2,12 @@
 //! and receipts.
 
 use chat_domain::{
-    ChatEvent, ClientMessageId, ConversationId, ConversationType, Emoji, MessageBody,
-    MessageContent, MessageId, MessageView, ReactionCap, ReactionSummary, Receipt, Role, UserId,
+    Action, ChatEvent, ClientMessageId, ConversationId, Emoji, MessageBody, MessageContent,
+    MessageId, MessageView, ReactionCap, ReactionSummary, Receipt, UserId, authorize,
 };
 use chat_ports::{HistoryPage, HistoryQuery, NewMessage};
 
-use crate::{Action, ChatService, ServiceError};
+use crate::{ActionClass, ChatService, ServiceError};
 
 /// A message a user sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,7 @@ impl ChatService {
                 ));
             }
         }
-        self.check_rate(Action::Send, actor)?;
+        self.check_rate(ActionClass::Send, actor)?;
         // The store checks membership and archiving atomically with the append, and names
         // the recipients, so the hot path is one store call.
         let _turn = self.order.lock(conversation).await;
@@ -130,30 +130,32 @@ impl ChatService {
         id: MessageId,
         content: MessageContent,
     ) -> Result<MessageView, ServiceError> {
-        self.check_rate(Action::Edit, actor)?;
+        self.check_rate(ActionClass::Edit, actor)?;
         let (view, details) = self.visible_message(actor, id).await?;
-        if view.message.sender_id != actor {
-            return Err(ServiceError::Forbidden(
-                "only the sender may edit a message",
-            ));
-        }
-        if view.message.is_system_message {
-            return Err(ServiceError::Forbidden("SYSTEM messages cannot be edited"));
-        }
+        let action = Action::EditMessage {
+            sender: view.message.sender_id,
+            is_system: view.message.is_system_message,
+        };
+        let role = details.active_participant(actor).map(|p| p.role);
+        authorize(details.conversation.kind, actor, role, action)?;
         if details.conversation.is_archived {
             return Err(ServiceError::archived());
         }
+        // The store checks again under its lock and names who takes part as the edit
+        // commits; publishing under the conversation's turn keeps this node's events in
+        // commit order (a removal's `participant.removed` never overtakes the edit).
+        let _turn = self.order.lock(view.message.conversation_id).await;
         let edited = self
             .ports
             .messages
-            .edit_message(id, content, self.now())
+            .edit_message(id, actor, content, self.now())
             .await?;
         self.publish(
-            ChatEvent::MessageUpdated(edited.clone()),
-            details.active_user_ids(),
+            ChatEvent::MessageUpdated(edited.view.clone()),
+            edited.recipients,
         )
         .await;
-        Ok(edited)
+        Ok(edited.view)
     }
 
     /// Soft-deletes a message: by its sender, or by an admin of a GROUP or POST_LINKED
@@ -162,25 +164,27 @@ impl ChatService {
     /// # Errors
     /// `NotFound`; `Forbidden` for anyone else; `Unavailable` when the store fails.
     pub async fn delete_message(&self, actor: UserId, id: MessageId) -> Result<(), ServiceError> {
-        self.check_rate(Action::Delete, actor)?;
+        self.check_rate(ActionClass::Delete, actor)?;
         let (view, details) = self.visible_message(actor, id).await?;
-        let is_admin = details.conversation.kind != ConversationType::Direct
-            && details
-                .active_participant(actor)
-                .is_some_and(|p| p.role == Role::Admin);
-        if view.message.sender_id != actor && !is_admin {
-            return Err(ServiceError::Forbidden(
-                "only the sender or an admin may delete a message",
-            ));
-        }
-        let deleted = self.ports.messages.delete_message(id, self.now()).await?;
+        let role = details.active_participant(actor).map(|p| p.role);
+        let action = Action::DeleteMessage {
+            sender: view.message.sender_id,
+        };
+        authorize(details.conversation.kind, actor, role, action)?;
+        let _turn = self.order.lock(view.message.conversation_id).await;
+        let deleted = self
+            .ports
+            .messages
+            .delete_message(id, actor, self.now())
+            .await?;
+        let message = deleted.message;
         self.publish(
             ChatEvent::MessageDeleted {
-                conversation_id: deleted.conversation_id,
-                message_id: deleted.id,
-                seq: deleted.seq,
+                conversation_id: message.conversation_id,
+                message_id: message.id,
+                seq: message.seq,
             },
-            details.active_user_ids(),
+            deleted.recipients,
         )
         .await;
         Ok(())
@@ -203,14 +207,15 @@ impl ChatService {
         id: MessageId,
         emoji: Emoji,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
-        self.check_rate(Action::React, actor)?;
-        let (view, details) = self.reactable_message(actor, id).await?;
+        self.check_rate(ActionClass::React, actor)?;
+        let view = self.reactable_message(actor, id).await?;
         // Checked here on what was read, and again by the store under the message's
         // lock, where racing adds cannot both pass.
         if let Some(cap) = ReactionCap::refused_by(&view.reactions, actor, emoji.as_str()) {
             return Err(cap.into());
         }
         let text = emoji.as_str().to_owned();
+        let _turn = self.order.lock(view.message.conversation_id).await;
         let change = self
             .ports
             .messages
@@ -223,7 +228,7 @@ impl ChatService {
                 emoji: text,
                 user_id: actor,
             };
-            self.publish(event, details.active_user_ids()).await;
+            self.publish(event, change.recipients).await;
         }
         Ok(change.reactions)
     }
@@ -239,9 +244,10 @@ impl ChatService {
         id: MessageId,
         emoji: Emoji,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
-        self.check_rate(Action::React, actor)?;
-        let (view, details) = self.reactable_message(actor, id).await?;
+        self.check_rate(ActionClass::React, actor)?;
+        let view = self.reactable_message(actor, id).await?;
         let text = emoji.as_str().to_owned();
+        let _turn = self.order.lock(view.message.conversation_id).await;
         let change = self
             .ports
             .messages
@@ -254,7 +260,7 @@ impl ChatService {
                 emoji: text,
                 user_id: actor,
             };
-            self.publish(event, details.active_user_ids()).await;
+            self.publish(event, change.recipients).await;
         }
         Ok(change.reactions)
     }
@@ -278,12 +284,12 @@ impl ChatService {
         &self,
         actor: UserId,
         id: MessageId,
-    ) -> Result<(MessageView, chat_domain::ConversationDetails), ServiceError> {
+    ) -> Result<MessageView, ServiceError> {
         let (view, details) = self.visible_message(actor, id).await?;
         if details.conversation.is_archived {
             return Err(ServiceError::archived());
         }
-        Ok((view, details))
+        Ok(view)
     }
 
     /// A live message and its conversation, when the caller is an active participant.

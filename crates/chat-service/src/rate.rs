@@ -15,7 +15,7 @@ use crate::ServiceError;
 
 /// A class of action that has its own per-user budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
+pub enum ActionClass {
     /// Sending a message (REST or WebSocket).
     Send,
     /// Editing a message.
@@ -38,40 +38,40 @@ pub enum Action {
     Manage,
 }
 
-impl Action {
+impl ActionClass {
     /// Every class, in the order of the settings table.
-    pub const ALL: [Action; 10] = [
-        Action::Send,
-        Action::Edit,
-        Action::Delete,
-        Action::React,
-        Action::Read,
-        Action::Typing,
-        Action::CreateGroup,
-        Action::AddParticipants,
-        Action::OpenDirect,
-        Action::Manage,
+    pub const ALL: [ActionClass; 10] = [
+        ActionClass::Send,
+        ActionClass::Edit,
+        ActionClass::Delete,
+        ActionClass::React,
+        ActionClass::Read,
+        ActionClass::Typing,
+        ActionClass::CreateGroup,
+        ActionClass::AddParticipants,
+        ActionClass::OpenDirect,
+        ActionClass::Manage,
     ];
 
     /// The name used in settings (`CHAT_RATE_LIMITS`) and the docs.
     pub fn name(self) -> &'static str {
         match self {
-            Action::Send => "send",
-            Action::Edit => "edit",
-            Action::Delete => "delete",
-            Action::React => "react",
-            Action::Read => "read",
-            Action::Typing => "typing",
-            Action::CreateGroup => "create_group",
-            Action::AddParticipants => "add_participants",
-            Action::OpenDirect => "open_direct",
-            Action::Manage => "manage",
+            ActionClass::Send => "send",
+            ActionClass::Edit => "edit",
+            ActionClass::Delete => "delete",
+            ActionClass::React => "react",
+            ActionClass::Read => "read",
+            ActionClass::Typing => "typing",
+            ActionClass::CreateGroup => "create_group",
+            ActionClass::AddParticipants => "add_participants",
+            ActionClass::OpenDirect => "open_direct",
+            ActionClass::Manage => "manage",
         }
     }
 
     /// The class a settings name stands for.
-    pub fn from_name(name: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.name() == name)
+    pub fn from_name(name: &str) -> Option<ActionClass> {
+        ActionClass::ALL.into_iter().find(|a| a.name() == name)
     }
 
     fn index(self) -> usize {
@@ -207,36 +207,36 @@ impl ActionRates {
         }
     }
 
-    /// The rate of `action`; `None` for [`Action::Send`], whose rate lives in
+    /// The rate of `action`; `None` for [`ActionClass::Send`], whose rate lives in
     /// [`Limits`](crate::Limits).
-    pub fn get(&self, action: Action) -> Option<Rate> {
+    pub fn get(&self, action: ActionClass) -> Option<Rate> {
         Some(match action {
-            Action::Send => return None,
-            Action::Edit => self.edit,
-            Action::Delete => self.delete,
-            Action::React => self.react,
-            Action::Read => self.read,
-            Action::Typing => self.typing,
-            Action::CreateGroup => self.create_group,
-            Action::AddParticipants => self.add_participants,
-            Action::OpenDirect => self.open_direct,
-            Action::Manage => self.manage,
+            ActionClass::Send => return None,
+            ActionClass::Edit => self.edit,
+            ActionClass::Delete => self.delete,
+            ActionClass::React => self.react,
+            ActionClass::Read => self.read,
+            ActionClass::Typing => self.typing,
+            ActionClass::CreateGroup => self.create_group,
+            ActionClass::AddParticipants => self.add_participants,
+            ActionClass::OpenDirect => self.open_direct,
+            ActionClass::Manage => self.manage,
         })
     }
 
-    /// Sets the rate of `action`; `false` (and nothing changed) for [`Action::Send`].
-    pub fn set(&mut self, action: Action, rate: Rate) -> bool {
+    /// Sets the rate of `action`; `false` (and nothing changed) for [`ActionClass::Send`].
+    pub fn set(&mut self, action: ActionClass, rate: Rate) -> bool {
         let slot = match action {
-            Action::Send => return false,
-            Action::Edit => &mut self.edit,
-            Action::Delete => &mut self.delete,
-            Action::React => &mut self.react,
-            Action::Read => &mut self.read,
-            Action::Typing => &mut self.typing,
-            Action::CreateGroup => &mut self.create_group,
-            Action::AddParticipants => &mut self.add_participants,
-            Action::OpenDirect => &mut self.open_direct,
-            Action::Manage => &mut self.manage,
+            ActionClass::Send => return false,
+            ActionClass::Edit => &mut self.edit,
+            ActionClass::Delete => &mut self.delete,
+            ActionClass::React => &mut self.react,
+            ActionClass::Read => &mut self.read,
+            ActionClass::Typing => &mut self.typing,
+            ActionClass::CreateGroup => &mut self.create_group,
+            ActionClass::AddParticipants => &mut self.add_participants,
+            ActionClass::OpenDirect => &mut self.open_direct,
+            ActionClass::Manage => &mut self.manage,
         };
         *slot = rate;
         true
@@ -259,7 +259,7 @@ pub(crate) struct RateLimiters {
 
 impl RateLimiters {
     pub(crate) fn new(send: Rate, rates: &ActionRates, max_tracked: usize) -> Self {
-        let limiters = Action::ALL
+        let limiters = ActionClass::ALL
             .into_iter()
             .map(|action| {
                 let rate = rates.get(action).unwrap_or(send);
@@ -277,7 +277,7 @@ impl RateLimiters {
     }
 
     /// Spends one of `user`'s `action` budget, or says how long to wait.
-    pub(crate) fn check(&self, action: Action, user: UserId) -> Result<(), ServiceError> {
+    pub(crate) fn check(&self, action: ActionClass, user: UserId) -> Result<(), ServiceError> {
         let limiter = &self.limiters[action.index()];
         if self.checks.fetch_add(1, Ordering::Relaxed) % SIZE_CHECK_EVERY == 0
             && limiter.len() > self.max_tracked
@@ -325,7 +325,7 @@ mod tests {
     fn each_class_has_its_own_budget() {
         let rates = ActionRates::uniform(Rate::per_minute(n(1), n(2)));
         let limiters = RateLimiters::new(Rate::per_minute(n(1), n(2)), &rates, 1000);
-        for action in Action::ALL {
+        for action in ActionClass::ALL {
             assert!(limiters.check(action, user(1)).is_ok(), "{action:?}");
             assert!(limiters.check(action, user(1)).is_ok(), "{action:?}");
             let refused = limiters.check(action, user(1)).unwrap_err();
@@ -349,14 +349,14 @@ mod tests {
         };
         let limiters = RateLimiters::new(slow, &rates, 1000);
         for id in 1..=500 {
-            limiters.check(Action::Edit, user(id)).unwrap();
+            limiters.check(ActionClass::Edit, user(id)).unwrap();
         }
-        limiters.check(Action::Manage, user(1)).unwrap();
+        limiters.check(ActionClass::Manage, user(1)).unwrap();
         assert_eq!(limiters.tracked(), 501);
         std::thread::sleep(Duration::from_millis(20));
         // The edit budgets refilled; the one manage budget is still spent.
         assert_eq!(limiters.prune(), 1);
-        assert!(limiters.check(Action::Manage, user(1)).is_err());
+        assert!(limiters.check(ActionClass::Manage, user(1)).is_err());
     }
 
     #[test]
@@ -364,12 +364,12 @@ mod tests {
         let fast = Rate::new(n(1000), Duration::from_secs(1), n(1)).unwrap();
         let limiters = RateLimiters::new(fast, &ActionRates::uniform(fast), 100);
         for id in 1..=(SIZE_CHECK_EVERY as i64) {
-            limiters.check(Action::Read, user(id)).unwrap();
+            limiters.check(ActionClass::Read, user(id)).unwrap();
         }
         assert_eq!(limiters.tracked(), SIZE_CHECK_EVERY as usize);
         std::thread::sleep(Duration::from_millis(20));
         // The next size check sees more than 100 users and prunes before counting.
-        limiters.check(Action::Read, user(100_000)).unwrap();
+        limiters.check(ActionClass::Read, user(100_000)).unwrap();
         assert_eq!(limiters.tracked(), 1);
     }
 
@@ -378,8 +378,8 @@ mod tests {
         assert_eq!(Rate::per_second(n(5), n(20)).to_string(), "5/s:20");
         assert_eq!(Rate::per_minute(n(30), n(10)).to_string(), "30/min:10");
         assert_eq!(Rate::new(n(1), Duration::ZERO, n(1)), None);
-        for action in Action::ALL {
-            assert_eq!(Action::from_name(action.name()), Some(action));
+        for action in ActionClass::ALL {
+            assert_eq!(ActionClass::from_name(action.name()), Some(action));
         }
     }
 }

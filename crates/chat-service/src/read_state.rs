@@ -4,7 +4,7 @@
 use chat_domain::{ChatEvent, ConversationId, MessageId, UserId};
 use chat_ports::{InboxItem, ReadState, UnreadSummary};
 
-use crate::{Action, ChatService, ServiceError};
+use crate::{ActionClass, ChatService, ServiceError};
 
 impl ChatService {
     /// Moves the caller's read marker up to a message (default: the newest). The marker
@@ -19,8 +19,8 @@ impl ChatService {
         conversation: ConversationId,
         up_to: Option<MessageId>,
     ) -> Result<ReadState, ServiceError> {
-        self.check_rate(Action::Read, actor)?;
-        let (details, _) = self.member_view(conversation, actor).await?;
+        self.check_rate(ActionClass::Read, actor)?;
+        self.member_view(conversation, actor).await?;
         let up_to_seq = match up_to {
             None => None,
             Some(id) => {
@@ -39,6 +39,7 @@ impl ChatService {
                 Some(target.message.seq)
             }
         };
+        let _turn = self.order.lock(conversation).await;
         let state = self
             .ports
             .read_state
@@ -53,7 +54,7 @@ impl ChatService {
                         last_read_seq: state.last_read_seq,
                         last_read_at: at,
                     },
-                    details.active_user_ids(),
+                    state.recipients.clone(),
                 )
                 .await;
             }
@@ -71,7 +72,7 @@ impl ChatService {
         conversation: ConversationId,
         muted: bool,
     ) -> Result<InboxItem, ServiceError> {
-        self.check_rate(Action::Read, actor)?;
+        self.check_rate(ActionClass::Read, actor)?;
         self.ports
             .read_state
             .set_muted(conversation, actor, muted)
@@ -102,7 +103,7 @@ impl ChatService {
         is_typing: bool,
     ) -> Result<(), ServiceError> {
         // The budget first: over it, nothing at all is read or sent.
-        self.check_rate(Action::Typing, actor)?;
+        self.check_rate(ActionClass::Typing, actor)?;
         let members = self.active_members(conversation).await?;
         if !members.contains(&actor) {
             return Err(ServiceError::NotFound);

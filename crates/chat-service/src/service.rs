@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::ServiceError;
 use crate::active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL, ActiveMembers};
 use crate::ordering::PublishOrder;
-use crate::rate::{Action, ActionRates, MAX_TRACKED_USERS, Rate, RateLimiters};
+use crate::rate::{ActionClass, ActionRates, MAX_TRACKED_USERS, Rate, RateLimiters};
 use chat_domain::{
     ChatEvent, ConversationDetails, ConversationId, Delivery, Participant, Timestamp, UserId,
 };
@@ -136,7 +136,7 @@ impl ChatService {
     }
 
     /// Spends one of `user`'s budget for `action`, or refuses with `RateLimited`.
-    pub(crate) fn check_rate(&self, action: Action, user: UserId) -> Result<(), ServiceError> {
+    pub(crate) fn check_rate(&self, action: ActionClass, user: UserId) -> Result<(), ServiceError> {
         self.limiters.check(action, user)
     }
 

@@ -118,7 +118,7 @@ async fn a_failing_delete_changes_nothing() {
         });
     failing
         .expect_delete_message()
-        .returning(|_, _| Err(unavailable()));
+        .returning(|_, _, _| Err(unavailable()));
     let mut wired = ports(app.memory(), app.events.clone());
     wired.messages = Arc::new(failing);
     let service = ChatService::new(wired);

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
+    Action, ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
+    check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
@@ -18,6 +19,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
+use crate::guard::authorize_actor;
 use crate::messages::{ConversationState, conversation_state, insert_message};
 use crate::rows::{self, db_time, details, direct_key, existing_details, find_view};
 
@@ -248,10 +250,12 @@ async fn changed(
 pub(crate) async fn rename(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     name: &GroupName,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ConversationChanged> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::Rename).await?;
     sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
         .bind(name.as_str())
         .bind(id.to_string())
@@ -265,10 +269,12 @@ pub(crate) async fn rename(
 pub(crate) async fn archive(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     at: Timestamp,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ConversationChanged> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::Archive).await?;
     sqlx::query("UPDATE CONVERSATIONS SET is_archived = 1, archived_at = ? WHERE id = ?")
         .bind(db_time(at))
         .bind(id.to_string())
@@ -282,9 +288,11 @@ pub(crate) async fn archive(
 pub(crate) async fn unarchive(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ConversationChanged> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::Archive).await?;
     sqlx::query("UPDATE CONVERSATIONS SET is_archived = 0, archived_at = NULL WHERE id = ?")
         .bind(id.to_string())
         .execute(&mut *conn)
@@ -296,15 +304,19 @@ pub(crate) async fn unarchive(
 /// Adds users as MEMBERs joining at `at`, with their marker at the newest seq (the
 /// announcement of their joining included: nothing before it is unread), reactivating
 /// those who had left and leaving active ones as they are; refused on an archived
-/// conversation. Tells who joined (new and returning, in the order asked).
+/// conversation, for an actor the rule refuses, and past `max` active participants.
+/// Tells who joined (new and returning, in the order asked).
 pub(crate) async fn add_participants(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     users: &[UserId],
     at: Timestamp,
+    max: usize,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ParticipantsAdded> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::AddParticipants).await?;
     if state.is_archived {
         return Err(StoreConflict::ConversationArchived.into());
     }
@@ -314,6 +326,8 @@ pub(crate) async fn add_participants(
         .into_iter()
         .map(|(user, _)| user)
         .collect();
+    let joining: HashSet<&UserId> = users.iter().filter(|u| !active.contains(u)).collect();
+    check_participant_limit(active.len() + joining.len(), max).map_err(StoreError::from)?;
     let mut joined = Vec::new();
     for user in users {
         if active.contains(user) || joined.contains(user) {
@@ -357,11 +371,13 @@ pub(crate) async fn add_participants(
 pub(crate) async fn remove_participant(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     user: UserId,
     at: Timestamp,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ParticipantRemoved> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::RemoveParticipant { target: user }).await?;
     let removed = sqlx::query(
         "UPDATE CONVERSATION_PARTICIPANTS SET left_at = ? \
          WHERE conversation_id = ? AND user_id = ? AND left_at IS NULL",
@@ -405,11 +421,13 @@ async fn promote_if_no_admin(
 pub(crate) async fn change_role(
     conn: &mut SqliteConnection,
     id: ConversationId,
+    actor: UserId,
     user: UserId,
     role: Role,
     announcement: Option<&NewMessage>,
 ) -> Outcome<ConversationChanged> {
     let state = existing_state(conn, id).await?;
+    authorize_actor(conn, id, actor, Action::SetRole).await?;
     let active = active_roles(conn, id).await?;
     let Some((_, current)) = active.iter().find(|(u, _)| *u == user) else {
         return Err(StoreError::NotFound.into());
@@ -494,11 +512,12 @@ impl ConversationStore for SqliteStore {
     async fn rename_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { rename(conn, id, &name, announcement.as_ref()).await })
+            Box::pin(async move { rename(conn, id, actor, &name, announcement.as_ref()).await })
         })
         .await
     }
@@ -506,11 +525,12 @@ impl ConversationStore for SqliteStore {
     async fn archive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { archive(conn, id, at, announcement.as_ref()).await })
+            Box::pin(async move { archive(conn, id, actor, at, announcement.as_ref()).await })
         })
         .await
     }
@@ -518,10 +538,11 @@ impl ConversationStore for SqliteStore {
     async fn unarchive_conversation(
         &self,
         id: ConversationId,
+        actor: UserId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { unarchive(conn, id, announcement.as_ref()).await })
+            Box::pin(async move { unarchive(conn, id, actor, announcement.as_ref()).await })
         })
         .await
     }
@@ -529,14 +550,17 @@ impl ConversationStore for SqliteStore {
     async fn add_participants(
         &self,
         id: ConversationId,
+        actor: UserId,
         users: Vec<UserId>,
         at: Timestamp,
+        max_participants: usize,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
         self.write(move |conn| {
-            Box::pin(
-                async move { add_participants(conn, id, &users, at, announcement.as_ref()).await },
-            )
+            Box::pin(async move {
+                let announcement = announcement.as_ref();
+                add_participants(conn, id, actor, &users, at, max_participants, announcement).await
+            })
         })
         .await
     }
@@ -544,14 +568,15 @@ impl ConversationStore for SqliteStore {
     async fn remove_participant(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
         self.write(move |conn| {
-            Box::pin(
-                async move { remove_participant(conn, id, user, at, announcement.as_ref()).await },
-            )
+            Box::pin(async move {
+                remove_participant(conn, id, actor, user, at, announcement.as_ref()).await
+            })
         })
         .await
     }
@@ -559,12 +584,15 @@ impl ConversationStore for SqliteStore {
     async fn set_role(
         &self,
         id: ConversationId,
+        actor: UserId,
         user: UserId,
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { change_role(conn, id, user, role, announcement.as_ref()).await })
+            Box::pin(async move {
+                change_role(conn, id, actor, user, role, announcement.as_ref()).await
+            })
         })
         .await
     }

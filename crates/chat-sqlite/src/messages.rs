@@ -4,17 +4,18 @@
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    ConversationId, Emoji, Message, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
+    Action, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
     Timestamp, UserId,
 };
 use chat_ports::{
-    Appended, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange, StoreConflict,
-    StoreError,
+    Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
+    StoreConflict, StoreError,
 };
 use sqlx::{Row, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
+use crate::guard::authorize_on_message;
 use crate::rows::{
     self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
     with_reactions,
@@ -230,10 +231,12 @@ pub(crate) async fn edit(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
     id: MessageId,
+    actor: UserId,
     content: &MessageContent,
     at: Timestamp,
-) -> Outcome<MessageView> {
-    require_live(conn, id).await?;
+) -> Outcome<Edited> {
+    let edit = |sender, is_system| Action::EditMessage { sender, is_system };
+    let recipients = authorize_on_message(conn, id, actor, edit, true).await?;
     crate::at_rest::reseal_row(conn, cipher, id, Some(content.as_str()))
         .await?
         .map_err(|error| {
@@ -247,9 +250,10 @@ pub(crate) async fn edit(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(find_view(conn, cipher, id)
+    let view = find_view(conn, cipher, id)
         .await?
-        .ok_or(StoreError::NotFound)?)
+        .ok_or(StoreError::NotFound)?;
+    Ok(Edited { view, recipients })
 }
 
 /// The delete use case, on the writer's connection.
@@ -257,9 +261,11 @@ pub(crate) async fn delete(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
     id: MessageId,
+    actor: UserId,
     at: Timestamp,
-) -> Outcome<Message> {
-    require_live(conn, id).await?;
+) -> Outcome<Deleted> {
+    let delete = |sender, _| Action::DeleteMessage { sender };
+    let recipients = authorize_on_message(conn, id, actor, delete, false).await?;
     // The unread counters of the others who had not read it drop by one in this same
     // statement, by trigger `trg_messages_unread_on_delete`.
     sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
@@ -270,7 +276,10 @@ pub(crate) async fn delete(
     let view = find_view(conn, cipher, id)
         .await?
         .ok_or(StoreError::NotFound)?;
-    Ok(view.message)
+    Ok(Deleted {
+        message: view.message,
+        recipients,
+    })
 }
 
 /// Puts a user's reaction on a live message; whether it was not there yet.
@@ -434,17 +443,25 @@ impl MessageStore for SqliteStore {
     async fn edit_message(
         &self,
         id: MessageId,
+        actor: UserId,
         content: MessageContent,
         at: Timestamp,
-    ) -> Result<MessageView, StoreError> {
+    ) -> Result<Edited, StoreError> {
         let cipher = self.cipher.clone();
-        self.write(move |conn| Box::pin(async move { edit(conn, &cipher, id, &content, at).await }))
-            .await
+        self.write(move |conn| {
+            Box::pin(async move { edit(conn, &cipher, id, actor, &content, at).await })
+        })
+        .await
     }
 
-    async fn delete_message(&self, id: MessageId, at: Timestamp) -> Result<Message, StoreError> {
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        actor: UserId,
+        at: Timestamp,
+    ) -> Result<Deleted, StoreError> {
         let cipher = self.cipher.clone();
-        self.write(move |conn| Box::pin(async move { delete(conn, &cipher, id, at).await }))
+        self.write(move |conn| Box::pin(async move { delete(conn, &cipher, id, actor, at).await }))
             .await
     }
 
@@ -467,9 +484,15 @@ impl MessageStore for SqliteStore {
     ) -> Result<ReactionChange, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let react = |_, _| Action::React;
+                let recipients = authorize_on_message(conn, message, user, react, true).await?;
                 let changed = add_reaction(conn, message, user, &emoji, at).await?;
                 let reactions = reactions(conn, message).await?;
-                Ok(ReactionChange { changed, reactions })
+                Ok(ReactionChange {
+                    changed,
+                    reactions,
+                    recipients,
+                })
             })
         })
         .await
@@ -483,9 +506,15 @@ impl MessageStore for SqliteStore {
     ) -> Result<ReactionChange, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let react = |_, _| Action::React;
+                let recipients = authorize_on_message(conn, message, user, react, true).await?;
                 let changed = remove_reaction(conn, message, user, &emoji).await?;
                 let reactions = reactions(conn, message).await?;
-                Ok(ReactionChange { changed, reactions })
+                Ok(ReactionChange {
+                    changed,
+                    reactions,
+                    recipients,
+                })
             })
         })
         .await

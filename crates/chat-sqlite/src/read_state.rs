@@ -138,6 +138,7 @@ pub(crate) async fn mark_read(
         last_read_at,
         unread_count: count(unread),
         moved,
+        recipients: crate::messages::active_user_ids(conn, conversation).await?,
     })
 }
 

@@ -11,7 +11,7 @@ use chat_crypto::{KeyRing, KeyRingError};
 use chat_http::auth::{AuthConfigError, parse_algorithm};
 use chat_http::{AuthConfig, DevTokens, HttpSettings, Provisioning, WsConfig};
 use chat_realtime::{RealtimeSettings, RedisSettings};
-use chat_service::{Action, ActionRates, Rate};
+use chat_service::{ActionClass, ActionRates, Rate};
 use clap::{Args, Parser, Subcommand};
 
 use crate::startup::AppConfig;
@@ -380,7 +380,7 @@ pub fn parse_rate_limits(text: &str) -> Result<ActionRates, ConfigError> {
             rates = ActionRates::uniform(rate);
             continue;
         }
-        let action = Action::from_name(name).ok_or_else(|| {
+        let action = ActionClass::from_name(name).ok_or_else(|| {
             bad("unknown action (send has CHAT_SEND_RATE_PER_SECOND and CHAT_SEND_BURST)")
         })?;
         if !rates.set(action, rate) {
@@ -556,7 +556,7 @@ mod tests {
     fn the_documented_rate_defaults_are_the_defaults() {
         let doc = include_str!("../../../docs/security.md");
         let defaults = ActionRates::default();
-        for action in Action::ALL {
+        for action in ActionClass::ALL {
             let (count, per, burst) = match defaults.get(action) {
                 Some(rate) => (rate.count(), rate.per(), rate.burst()),
                 None => {
