@@ -1560,7 +1560,11 @@ pub async fn inbox_follows_commit_order_within_one_second(ports: Ports) {
     let a = ports.group(1, &[2], at(0)).await.conversation.id;
     let b = ports.group(1, &[2], at(0)).await.conversation.id;
     let c = ports.group(1, &[2], at(0)).await.conversation.id;
-    assert_eq!(inbox_order(&ports, 2).await, vec![c, b, a], "creation order");
+    assert_eq!(
+        inbox_order(&ports, 2).await,
+        vec![c, b, a],
+        "creation order"
+    );
     ports.say(a, 2, "one", at(0)).await;
     ports.say(b, 1, "two", at(0)).await;
     ports.say(a, 1, "three", at(0)).await;

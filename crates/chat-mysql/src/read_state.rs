@@ -427,13 +427,10 @@ impl ReadStateStore for MySqlStore {
             .bounded(self.snapshot_inbox(user, InboxScope::Page(query)))
             .await?;
         let next_cursor = if has_more {
-            items
-                .last()
-                .zip(last_key)
-                .map(|(item, key)| InboxCursor {
-                    activity_at: key_instant(key),
-                    conversation_id: item.details.conversation.id,
-                })
+            items.last().zip(last_key).map(|(item, key)| InboxCursor {
+                activity_at: key_instant(key),
+                conversation_id: item.details.conversation.id,
+            })
         } else {
             None
         };

@@ -164,7 +164,10 @@ async fn check(store: &MySqlStore, conversation: ConversationId, before: &Before
     .await
     .unwrap();
     for (user_id, counter, counted, activity) in rows {
-        assert_eq!(counter, counted, "user {user_id}: unread (by difference) vs COUNT");
+        assert_eq!(
+            counter, counted,
+            "user {user_id}: unread (by difference) vs COUNT"
+        );
         assert!(activity, "user {user_id}: counted_total vs COUNT");
     }
 

@@ -97,13 +97,11 @@ pub(crate) async fn create(
     announcement: &NewMessage,
 ) -> Outcome<ConversationDetails> {
     let at = db_time(new.created_at);
-    sqlx::query(
-        &format!(
-            "INSERT INTO CONVERSATIONS (id, type, name, posting_id, created_by, created_at, \
+    sqlx::query(&format!(
+        "INSERT INTO CONVERSATIONS (id, type, name, posting_id, created_by, created_at, \
              is_archived, last_seq, activity_key) VALUES (?, ?, ?, ?, ?, ?, 0, 0, \
              {ACTIVITY_KEY_NEXT})"
-        ),
-    )
+    ))
     .bind(new.id.to_string())
     .bind(new.kind.as_str())
     .bind(new.name.as_ref().map(|n| n.as_str()))
@@ -162,13 +160,11 @@ pub(crate) async fn get_or_create_direct(
         });
     }
     let at = db_time(at);
-    sqlx::query(
-        &format!(
-            "INSERT INTO CONVERSATIONS (id, type, created_by, created_at, is_archived, \
+    sqlx::query(&format!(
+        "INSERT INTO CONVERSATIONS (id, type, created_by, created_at, is_archived, \
              last_seq, direct_key, activity_key) VALUES (?, 'DIRECT', ?, ?, 0, 0, ?, \
              {ACTIVITY_KEY_NEXT})"
-        ),
-    )
+    ))
     .bind(id.to_string())
     .bind(a.get())
     .bind(at)

@@ -285,11 +285,7 @@ struct InboxRows {
 
 impl SqliteStore {
     /// Runs `inbox_items` in one read transaction, so that its few queries see one state.
-    async fn snapshot_inbox(
-        &self,
-        user: UserId,
-        scope: InboxScope,
-    ) -> Outcome<InboxRows> {
+    async fn snapshot_inbox(&self, user: UserId, scope: InboxScope) -> Outcome<InboxRows> {
         let mut tx = self.read_pool().begin().await?;
         let items = inbox_items(&mut tx, &self.cipher, user, &scope).await?;
         tx.commit().await?;
@@ -370,13 +366,10 @@ impl ReadStateStore for SqliteStore {
             .await
             .map_err(Failure::into_store)?;
         let next_cursor = if has_more {
-            items
-                .last()
-                .zip(last_key)
-                .map(|(item, key)| InboxCursor {
-                    activity_at: key_instant(key),
-                    conversation_id: item.details.conversation.id,
-                })
+            items.last().zip(last_key).map(|(item, key)| InboxCursor {
+                activity_at: key_instant(key),
+                conversation_id: item.details.conversation.id,
+            })
         } else {
             None
         };

@@ -221,7 +221,10 @@ async fn hot_queries_read_their_indexes() {
     // conversations' activity keys (the order lives on the conversation, so that a send
     // writes no membership of others): one small sort of the caller's memberships.
     assert!(inbox.contains("idx_participants_"), "{inbox}");
-    assert!(inbox.contains("PRIMARY KEY") || inbox.contains("sqlite_autoindex_CONVERSATIONS"), "{inbox}");
+    assert!(
+        inbox.contains("PRIMARY KEY") || inbox.contains("sqlite_autoindex_CONVERSATIONS"),
+        "{inbox}"
+    );
     let badge = plan(&mut raw, chat_sqlite::hot_queries::unread_summary()).await;
     assert!(
         badge.contains("COVERING INDEX idx_participants_badge"),
