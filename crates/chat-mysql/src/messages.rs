@@ -11,13 +11,11 @@ use chat_ports::{
 };
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
-use sqlx::{MySql, MySqlConnection, Row};
+use sqlx::{MySql, MySqlConnection};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
-use crate::rows::{
-    self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
-};
+use crate::rows::{self, db_time, find_view, message_columns, reactions_of, with_reactions};
 use crate::send::{Reply, append_alone, original};
 
 /// Takes a shared lock on a live message: reactions may race each other, but not a
@@ -179,25 +177,7 @@ impl MySqlStore {
     }
 
     async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
-        let sql = format!(
-            "SELECT r.user_id, r.read_at FROM MESSAGE_READ_RECEIPTS r WHERE r.message_id = ? \
-             ORDER BY r.read_at, {}",
-            uuid_order("r.id")
-        );
-        let rows = sqlx::query(&sql)
-            .bind(message.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Receipt {
-                    user_id: rows::user_id(row.try_get("user_id")?)?,
-                    read_at: row
-                        .try_get::<Option<time::OffsetDateTime>, _>("read_at")?
-                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                })
-            })
-            .collect()
+        crate::receipts::receipts_of(&self.pool, message).await
     }
 }
 

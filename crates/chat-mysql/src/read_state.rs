@@ -16,11 +16,12 @@ use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome};
+use crate::receipts::record_moves;
 use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
     message_columns, participants_of, placeholders, with_reactions,
 };
-use crate::writes::{ReceiptRange, record_receipts};
+use crate::writes::ReceiptRange;
 
 /// Which rows of the caller's memberships the inbox query returns.
 enum InboxScope {
@@ -124,7 +125,7 @@ impl MySqlStore {
                 up_to: target,
                 at,
             };
-            record_receipts(&mut tx, &[range]).await?;
+            record_moves(&mut tx, &[range]).await?;
         }
         let marker = target.max(current);
         // The exact count above the marker (a range of idx_messages_unread; both bounds are

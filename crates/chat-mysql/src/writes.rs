@@ -1,10 +1,10 @@
 //! The statements of a send, each written once: the conversations' row lock, the
 //! idempotency probe, and the writes that store messages (the multi-row `INSERT`, the
-//! conversations' `last_seq` and counters, the receipts `INSERT … SELECT`, the senders'
-//! memberships: nothing per member of the group). A lone
-//! send, a batch of the group commit, a conversation's announcement and the SYSTEM record
-//! of a change all store their messages through [`write_sends`]; a marker moved by
-//! `mark_read` records its receipts through [`record_receipts`].
+//! conversations' `last_seq` and counters, the senders' marker moves, the senders'
+//! memberships: nothing per member of the group). A lone send, a batch of the group
+//! commit, a conversation's announcement and the SYSTEM record of a change all store their
+//! messages through [`write_sends`]. The receipts of a marker move are written after the
+//! commit from its recorded move (`crate::receipts`), through [`record_receipts`].
 //!
 //! Multi-row statements are built with [`QueryBuilder`], each value bound next to its
 //! placeholder.
@@ -136,8 +136,9 @@ pub(crate) struct ReceiptRange {
 
 /// Stores `created` (each new message with its seq, in seq order per conversation) in
 /// conversations whose rows the caller holds locked with `last_seq` just below the first of
-/// them: inserts them, advances the conversations, records the `receipts` the senders pass
-/// and updates the memberships (see [`update_memberships`]).
+/// them: inserts them, advances the conversations, records the senders' marker moves
+/// (`receipts`: their receipts follow after the commit) and updates the senders'
+/// memberships (see [`update_memberships`]).
 pub(crate) async fn write_sends(
     conn: &mut MySqlConnection,
     cipher: &MessageCipher,
@@ -161,7 +162,8 @@ pub(crate) async fn write_sends(
     }
     insert_messages(conn, cipher, created).await?;
     advance_conversations(conn, &by_conversation).await?;
-    record_receipts(conn, receipts).await?;
+    // The receipts themselves are written after the commit (crate::receipts).
+    crate::receipts::record_moves(conn, receipts).await?;
     update_memberships(conn, &by_conversation).await
 }
 

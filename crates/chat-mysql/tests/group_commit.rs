@@ -82,8 +82,28 @@ async fn markers(store: &MySqlStore, conversation: ConversationId) -> BTreeMap<i
     .collect()
 }
 
-/// (message, user) of every receipt of the conversation.
+/// (message, user) of every receipt of the conversation, once the receipts of every
+/// recorded marker move are written (by the store's background task: the lag is bounded,
+/// about a second at most, or this fails).
 async fn receipts(store: &MySqlStore, conversation: ConversationId) -> BTreeSet<(String, i64)> {
+    let waited = std::time::Instant::now();
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM READ_MARKER_MOVES WHERE conversation_id = ?")
+                .bind(conversation.to_string())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(3),
+            "{pending} marker moves still without receipts after {:?}",
+            waited.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     sqlx::query_as::<_, (String, i64)>(
         "SELECT r.message_id, r.user_id FROM MESSAGE_READ_RECEIPTS r \
          JOIN MESSAGES m ON m.id = r.message_id WHERE m.conversation_id = ?",
