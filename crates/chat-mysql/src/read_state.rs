@@ -16,12 +16,11 @@ use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome};
-use crate::receipts::record_moves;
 use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
     message_columns, participants_of, placeholders, with_reactions,
 };
-use crate::writes::ReceiptRange;
+use crate::writes::{ReceiptRange, record_moves};
 
 /// Which rows of the caller's memberships the inbox query returns.
 enum InboxScope {

@@ -1,6 +1,6 @@
 //! Receipts from recorded marker moves (docs/schema.md, "Receipts from marker moves"): a
 //! send or `mark_read` records one `READ_MARKER_MOVES` row per marker move in its own
-//! transaction ([`record_moves`]); a background task ([`spawn_materializer`]) turns them
+//! transaction (`writes::record_moves`); a background task ([`spawn_materializer`]) turns them
 //! into `MESSAGE_READ_RECEIPTS` rows after the commit, in batches and idempotently, and
 //! deletes them; "seen by" ([`receipts_of`]) reads the receipts and the moves still
 //! pending together, so its answers do not depend on the lag.
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chat_domain::{MessageId, Receipt};
-use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
 use crate::error::Outcome;
 use crate::rows::{self, uuid_order};
@@ -20,29 +20,6 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The moves turned into receipts per transaction.
 const BATCH: i64 = 256;
-
-/// Records each non-empty move of `ranges` as one row, in the caller's transaction.
-pub(crate) async fn record_moves(
-    conn: &mut MySqlConnection,
-    ranges: &[ReceiptRange],
-) -> Result<(), sqlx::Error> {
-    let moves: Vec<&ReceiptRange> = ranges.iter().filter(|r| r.up_to > r.after).collect();
-    if moves.is_empty() {
-        return Ok(());
-    }
-    let mut query = QueryBuilder::<MySql>::new(
-        "INSERT INTO READ_MARKER_MOVES (conversation_id, user_id, after_seq, up_to_seq, moved_at) ",
-    );
-    query.push_values(moves, |mut row, range| {
-        row.push_bind(range.conversation.to_string())
-            .push_bind(range.reader)
-            .push_bind(range.after)
-            .push_bind(range.up_to)
-            .push_bind(range.at);
-    });
-    query.build().execute(&mut *conn).await?;
-    Ok(())
-}
 
 /// Turns up to [`BATCH`] pending moves (oldest first) into receipts and deletes them, in
 /// one transaction; the moves another instance is working on are skipped. How many moves

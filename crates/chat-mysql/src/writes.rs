@@ -163,7 +163,7 @@ pub(crate) async fn write_sends(
     insert_messages(conn, cipher, created).await?;
     advance_conversations(conn, &by_conversation).await?;
     // The receipts themselves are written after the commit (crate::receipts).
-    crate::receipts::record_moves(conn, receipts).await?;
+    record_moves(conn, receipts).await?;
     update_memberships(conn, &by_conversation).await
 }
 
@@ -188,6 +188,29 @@ pub(crate) async fn insert_locked(
         .collect();
     // Only the service's SYSTEM messages come this way, and they are stored plain.
     write_sends(conn, &MessageCipher::plain(), &[(new, seq)], &receipts).await
+}
+
+/// Records each non-empty move of `ranges` as one row, in the caller's transaction.
+pub(crate) async fn record_moves(
+    conn: &mut MySqlConnection,
+    ranges: &[ReceiptRange],
+) -> Result<(), sqlx::Error> {
+    let moves: Vec<&ReceiptRange> = ranges.iter().filter(|r| r.up_to > r.after).collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "INSERT INTO READ_MARKER_MOVES (conversation_id, user_id, after_seq, up_to_seq, moved_at) ",
+    );
+    query.push_values(moves, |mut row, range| {
+        row.push_bind(range.conversation.to_string())
+            .push_bind(range.reader)
+            .push_bind(range.after)
+            .push_bind(range.up_to)
+            .push_bind(range.at);
+    });
+    query.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// A message stored by [`write_sends`], as the conversation's statements need it.
