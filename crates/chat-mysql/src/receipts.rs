@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chat_domain::{MessageId, Receipt};
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use sqlx::{
+    ConnectOptions, Connection, Executor, MySql, MySqlConnection, MySqlPool, QueryBuilder, Row,
+};
 
 use crate::error::Outcome;
 use crate::rows::{self, uuid_order};
@@ -27,8 +29,8 @@ const BATCH: i64 = 256;
 ///
 /// # Errors
 /// When the database fails; the moves stay for the next run.
-pub(crate) async fn materialize_batch(pool: &MySqlPool) -> Outcome<usize> {
-    let mut tx = pool.begin().await?;
+pub(crate) async fn materialize_batch(conn: &mut MySqlConnection) -> Outcome<usize> {
+    let mut tx = conn.begin().await?;
     let rows = sqlx::query(
         "SELECT id, conversation_id, user_id, after_seq, up_to_seq, moved_at \
          FROM READ_MARKER_MOVES ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
@@ -71,9 +73,10 @@ pub(crate) async fn materialize_batch(pool: &MySqlPool) -> Outcome<usize> {
 /// # Errors
 /// When the database fails.
 pub(crate) async fn materialize_all(pool: &MySqlPool) -> Outcome<usize> {
+    let mut conn = pool.acquire().await?;
     let mut total = 0;
     loop {
-        let done = materialize_batch(pool).await?;
+        let done = materialize_batch(&mut conn).await?;
         total += done;
         if done == 0 {
             return Ok(total);
@@ -84,18 +87,32 @@ pub(crate) async fn materialize_all(pool: &MySqlPool) -> Outcome<usize> {
 /// Starts the task that turns moves into receipts on the current tokio runtime (none
 /// outside one): it drains what is pending, then looks again every [`POLL`], so the lag
 /// is about that plus a batch's transaction. It repairs a crash by itself: moves stay
-/// until their receipts are committed. It ends when the pool is closed.
+/// until their receipts are committed. It works on a connection of its own (the pool's
+/// settings, outside the pool: it never takes a connection from a request), opened again
+/// after a failure, and ends when the pool is closed.
 pub(crate) fn spawn_materializer(pool: &MySqlPool) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let pool = pool.clone();
     runtime.spawn(async move {
+        let mut own: Option<MySqlConnection> = None;
         while !pool.is_closed() {
-            match materialize_batch(&pool).await {
+            let outcome = match own.as_mut() {
+                Some(conn) => materialize_batch(conn).await,
+                None => match connect(&pool).await {
+                    Ok(conn) => {
+                        own = Some(conn);
+                        continue;
+                    }
+                    Err(failure) => Err(failure),
+                },
+            };
+            match outcome {
                 Ok(done) if done > 0 => continue,
                 Ok(_) => {}
                 Err(failure) => {
+                    own = None;
                     if !pool.is_closed() {
                         tracing::warn!(error = ?failure, "read receipts not materialized yet");
                     }
@@ -103,7 +120,20 @@ pub(crate) fn spawn_materializer(pool: &MySqlPool) {
             }
             tokio::time::sleep(POLL).await;
         }
+        if let Some(conn) = own {
+            let _ = conn.close().await;
+        }
     });
+}
+
+/// A connection with the pool's options and the adapter's session settings (UTC, READ
+/// COMMITTED), outside the pool.
+async fn connect(pool: &MySqlPool) -> Outcome<MySqlConnection> {
+    let mut conn = pool.connect_options().connect().await?;
+    conn.execute("SET time_zone = '+00:00'").await?;
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    Ok(conn)
 }
 
 /// "Seen by" of a message: its receipts, and the readers whose pending moves pass it (the
