@@ -2002,3 +2002,243 @@ pub async fn change_recipients_exclude_a_participant_removed_before_the_change(p
         StoreError::NotFound
     );
 }
+
+/// `user`'s active conversations in inbox order, read one item per page (so every cursor is
+/// used).
+async fn inbox_order(ports: &Ports, user_id: i64) -> Vec<ConversationId> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ports
+            .read_state
+            .inbox(
+                user(user_id),
+                InboxQuery {
+                    limit: limit(1),
+                    after,
+                    archived: ArchivedFilter::Active,
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|i| i.details.conversation.id));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => return seen,
+        }
+    }
+}
+
+pub async fn inbox_follows_commit_order_within_one_second(ports: Ports) {
+    ports.users_up_to(2).await;
+    // Everything happens within one (stored, whole) second.
+    let a = ports.group(1, &[2], at(0)).await.conversation.id;
+    let b = ports.group(1, &[2], at(0)).await.conversation.id;
+    let c = ports.group(1, &[2], at(0)).await.conversation.id;
+    assert_eq!(
+        inbox_order(&ports, 2).await,
+        vec![c, b, a],
+        "creation order"
+    );
+    ports.say(a, 2, "one", at(0)).await;
+    ports.say(b, 1, "two", at(0)).await;
+    ports.say(a, 1, "three", at(0)).await;
+    assert_eq!(inbox_order(&ports, 2).await, vec![a, b, c]);
+    assert_eq!(inbox_order(&ports, 1).await, vec![a, b, c]);
+    ports.say(c, 2, "four", at(0)).await;
+    ports.say(b, 2, "five", at(0)).await;
+    assert_eq!(inbox_order(&ports, 2).await, vec![b, c, a]);
+    // Marking read is not activity.
+    ports
+        .read_state
+        .mark_read(a, user(2), None, at(0))
+        .await
+        .unwrap();
+    assert_eq!(inbox_order(&ports, 2).await, vec![b, c, a]);
+}
+
+/// A small deterministic generator of steps (the same steps on every adapter).
+struct Steps(u64);
+
+impl Steps {
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What the model remembers of a message.
+struct Modelled {
+    id: chat_domain::MessageId,
+    seq: i64,
+    sender: i64,
+    system: bool,
+    deleted: bool,
+}
+
+pub async fn unread_matches_a_model_under_sends_deletes_marks_and_rejoins(ports: Ports) {
+    ports.users_up_to(4).await;
+    for seed in 1..=3_u64 {
+        let created = ports.group(1, &[2, 3, 4], at(0)).await;
+        let id = created.conversation.id;
+        let mut steps = Steps(seed);
+        let mut messages: Vec<Modelled> = Vec::new();
+        let mut markers = [0_i64; 5];
+        let mut active = [false, true, true, true, true];
+        for u in 1..=4_i64 {
+            let item = ports
+                .read_state
+                .inbox_item(id, user(u))
+                .await
+                .unwrap()
+                .unwrap();
+            markers[usize::try_from(u).unwrap()] = item.membership.last_read_seq.get();
+        }
+        let mut last_seq = created
+            .participants
+            .iter()
+            .map(|p| p.participant.last_read_seq.get())
+            .max()
+            .unwrap_or(0);
+        for step in 0..36_i64 {
+            let when = at(step);
+            let members: Vec<i64> = (1..=4).filter(|u| active[*u as usize]).collect();
+            let pick = members[steps.below(members.len() as u64) as usize];
+            match steps.below(12) {
+                0..=2 => {
+                    let view = ports.say(id, pick, "m", when).await.view.message;
+                    markers[pick as usize] = view.seq.get();
+                    last_seq = view.seq.get();
+                    messages.push(Modelled {
+                        id: view.id,
+                        seq: view.seq.get(),
+                        sender: pick,
+                        system: false,
+                        deleted: false,
+                    });
+                }
+                3..=4 => {
+                    // Several members send at once (a group-committed batch where the
+                    // adapter has one).
+                    let sends = members
+                        .iter()
+                        .map(|u| ports.say(id, *u, "burst", when))
+                        .collect::<Vec<_>>();
+                    for (u, appended) in members.iter().zip(join_all(sends).await) {
+                        let view = appended.view.message;
+                        let slot = *u as usize;
+                        markers[slot] = markers[slot].max(view.seq.get());
+                        last_seq = last_seq.max(view.seq.get());
+                        messages.push(Modelled {
+                            id: view.id,
+                            seq: view.seq.get(),
+                            sender: *u,
+                            system: false,
+                            deleted: false,
+                        });
+                    }
+                }
+                5 => {
+                    let view = ports
+                        .messages
+                        .append_message(new_message(id, user(pick), system("note"), when))
+                        .await
+                        .unwrap()
+                        .view
+                        .message;
+                    markers[pick as usize] = view.seq.get();
+                    last_seq = view.seq.get();
+                    messages.push(Modelled {
+                        id: view.id,
+                        seq: view.seq.get(),
+                        sender: pick,
+                        system: true,
+                        deleted: false,
+                    });
+                }
+                6..=7 => {
+                    let live: Vec<usize> = (0..messages.len())
+                        .filter(|i| !messages[*i].deleted && !messages[*i].system)
+                        .collect();
+                    if !live.is_empty() {
+                        let index = live[steps.below(live.len() as u64) as usize];
+                        ports
+                            .messages
+                            .delete_message(messages[index].id, user(1), when)
+                            .await
+                            .unwrap();
+                        messages[index].deleted = true;
+                    }
+                }
+                8..=10 => {
+                    let up_to = match steps.below(messages.len() as u64 + 1) as usize {
+                        0 => None,
+                        i => Some(Seq::new(messages[i - 1].seq).unwrap()),
+                    };
+                    let state = ports
+                        .read_state
+                        .mark_read(id, user(pick), up_to, when)
+                        .await
+                        .unwrap();
+                    let target = up_to.map_or(last_seq, |s| s.get().min(last_seq));
+                    let slot = pick as usize;
+                    markers[slot] = markers[slot].max(target);
+                    assert_eq!(state.last_read_seq.get(), markers[slot], "seed {seed}");
+                }
+                _ => {
+                    let u = 2 + steps.below(3) as i64;
+                    let slot = u as usize;
+                    if active[slot] {
+                        ports
+                            .conversations
+                            .remove_participant(id, user(1), user(u), when, None)
+                            .await
+                            .unwrap();
+                        active[slot] = false;
+                    } else {
+                        ports
+                            .conversations
+                            .add_participants(id, user(1), vec![user(u)], when, 1000, None)
+                            .await
+                            .unwrap();
+                        active[slot] = true;
+                        markers[slot] = markers[slot].max(last_seq);
+                    }
+                }
+            }
+            for u in (1..=4_i64).filter(|u| active[*u as usize]) {
+                let marker = markers[u as usize];
+                let expected = messages
+                    .iter()
+                    .filter(|m| m.sender != u && !m.system && !m.deleted && m.seq > marker)
+                    .count() as u64;
+                let item = ports
+                    .read_state
+                    .inbox_item(id, user(u))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    item.membership.last_read_seq.get(),
+                    marker,
+                    "seed {seed}, step {step}: marker of {u}"
+                );
+                assert_eq!(
+                    item.unread_count, expected,
+                    "seed {seed}, step {step}: unread of {u}"
+                );
+                let badge = ports.read_state.unread_summary(user(u)).await.unwrap();
+                let in_badge = badge
+                    .conversations
+                    .iter()
+                    .find(|c| c.conversation_id == id)
+                    .map_or(0, |c| c.unread_count);
+                assert_eq!(in_badge, expected, "seed {seed}, step {step}: badge of {u}");
+            }
+        }
+    }
+}

@@ -127,6 +127,8 @@ macro_rules! contract_suite {
             muted_conversations_leave_the_badge_total,
             inbox_orders_by_activity_and_paginates,
             inbox_filters_archived_and_hides_left_conversations,
+            inbox_follows_commit_order_within_one_second,
+            unread_matches_a_model_under_sends_deletes_marks_and_rejoins,
             adding_participants_reactivates_and_refuses_archived,
             removing_the_last_admin_promotes_the_earliest_member,
             demoting_the_last_admin_is_refused,

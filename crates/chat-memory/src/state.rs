@@ -35,6 +35,8 @@ pub(crate) struct State {
     /// Seals message text before it is kept and opens it when it is read, as every adapter
     /// does, so that the contract cases on encryption apply here too.
     pub(crate) cipher: MessageCipher,
+    /// The newest activity key handed out (see [`State::next_activity_key`]).
+    pub(crate) activity_clock: i64,
 }
 
 /// A conversation, its participants in joining order, and its messages by `seq`.
@@ -45,6 +47,9 @@ pub(crate) struct StoredConversation {
     pub(crate) by_seq: Vec<MessageId>,
     /// (sender, client message id) → message, for idempotent sends.
     pub(crate) client_ids: HashMap<(UserId, String), MessageId>,
+    /// The inbox order: the key of its latest activity (creation, a message), from
+    /// [`State::next_activity_key`], so later activity always sorts first.
+    pub(crate) activity_key: i64,
 }
 
 impl StoredConversation {
@@ -118,6 +123,13 @@ pub(crate) fn seal(
 }
 
 impl State {
+    /// The next activity key: the current microsecond, and past every key handed out
+    /// before. Every write runs under the store's lock, so the keys follow the order of
+    /// the writes exactly, even within one second or when the clock steps back.
+    pub(crate) fn next_activity_key(&mut self) -> i64 {
+        now_after(&mut self.activity_clock)
+    }
+
     /// A message that exists and is not deleted, for changing it.
     pub(crate) fn live_message_mut(
         &mut self,
@@ -240,6 +252,8 @@ impl State {
         // Sealed before anything changes, so a failure leaves the state as it was.
         let sealed = seal(&self.cipher, &message, plain)?;
         let at = message.created_at;
+        let activity_key = now_after(&mut self.activity_clock);
+        stored.activity_key = activity_key;
         stored.by_seq.push(message.id);
         if let Some(key) = client_key {
             stored.client_ids.insert(key, message.id);
@@ -326,6 +340,15 @@ impl State {
         next.role = Role::Admin;
         Some(next.user_id)
     }
+}
+
+/// [`State::next_activity_key`] on the clock alone (for when the state is borrowed in parts).
+fn now_after(clock: &mut i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    *clock = now.max(clock.saturating_add(1));
+    *clock
 }
 
 /// Reactions grouped per emoji in order of first use, users in order of reaction.

@@ -119,6 +119,7 @@ fn insert_conversation(
             .or_default()
             .insert(conversation.id);
     }
+    let activity_key = state.next_activity_key();
     state.conversations.insert(
         conversation.id,
         StoredConversation {
@@ -126,6 +127,7 @@ fn insert_conversation(
             participants,
             by_seq: Vec::new(),
             client_ids: HashMap::new(),
+            activity_key,
         },
     );
 }
@@ -739,7 +741,7 @@ impl ReadStateStore for MemoryStore {
 
     async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
         let state = self.lock();
-        let mut candidates: Vec<(Timestamp, ConversationId)> = state
+        let mut candidates: Vec<(i64, ConversationId)> = state
             .memberships
             .get(&user)
             .into_iter()
@@ -751,29 +753,24 @@ impl ReadStateStore for MemoryStore {
                 ArchivedFilter::Archived => c.conversation.is_archived,
                 ArchivedFilter::Any => true,
             })
-            .map(|c| (c.conversation.activity_at(), c.conversation.id))
+            .map(|c| (c.activity_key, c.conversation.id))
             .filter(|key| match query.after {
                 None => true,
-                Some(cursor) => {
-                    *key < (
-                        to_stored_precision(cursor.activity_at),
-                        cursor.conversation_id,
-                    )
-                }
+                Some(cursor) => *key < (instant_key(cursor.activity_at), cursor.conversation_id),
             })
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         let limit = query.limit.get();
         let has_more = candidates.len() > limit;
-        let items: Vec<InboxItem> = candidates
+        let page = &candidates[..limit.min(candidates.len())];
+        let items: Vec<InboxItem> = page
             .iter()
-            .take(limit)
             .filter_map(|(_, id)| state.inbox_item(*id, user))
             .collect();
         let next_cursor = if has_more {
-            items.last().map(|item| InboxCursor {
-                activity_at: item.details.conversation.activity_at(),
-                conversation_id: item.details.conversation.id,
+            page.last().map(|(key, id)| InboxCursor {
+                activity_at: key_instant(*key),
+                conversation_id: *id,
             })
         } else {
             None
@@ -907,4 +904,15 @@ impl ReencryptStore for MemoryStore {
             .count() as u64;
         Ok(batch)
     }
+}
+
+/// An activity key (microseconds) as the inbox cursor's instant.
+fn key_instant(key: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(key) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// An inbox cursor's instant as an activity key (microseconds).
+fn instant_key(at: Timestamp) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }

@@ -12,7 +12,7 @@ use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome};
-use crate::guard::lock_message_for;
+use crate::guard::{MessageChange, lock_message_for};
 use crate::rows::{self, db_time, find_view};
 
 /// The text columns of one `MESSAGES` row as written.
@@ -162,7 +162,7 @@ impl MySqlStore {
     ) -> Outcome<Edited> {
         let mut tx = self.pool.begin().await?;
         let edit = |sender, is_system| Action::EditMessage { sender, is_system };
-        let recipients = lock_message_for(&mut tx, id, actor, edit, true).await?;
+        let recipients = lock_message_for(&mut tx, id, actor, edit, MessageChange::Content).await?;
         let sql = format!("SELECT {LOCKED_COLUMNS} FROM MESSAGES WHERE id = ? FOR UPDATE");
         let row = sqlx::query(&sql)
             .bind(id.to_string())

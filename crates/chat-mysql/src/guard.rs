@@ -68,19 +68,31 @@ pub(crate) async fn authorize_locked(
     Ok(())
 }
 
-/// Locks live message `id` for a change by `actor` (its conversation's row in share mode,
-/// then the message's row `FOR UPDATE`) and decides whether they may do what `action`
-/// makes of it (its sender and whether it is SYSTEM), refusing an archived conversation
-/// when `writes` (an edit, a reaction); the active participants, who must hear of the
-/// change.
+/// How a change to a message takes its conversation's row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MessageChange {
+    /// An edit or a reaction: the row in share mode (changes to one conversation's
+    /// messages run side by side), refused in an archived conversation.
+    Content,
+    /// A soft delete: the row `FOR UPDATE` at once, because the delete trigger updates the
+    /// conversation's `counted_total`; a shared lock upgraded later would deadlock two
+    /// deletes (or a delete and a send) of one conversation. Allowed when archived.
+    Delete,
+}
+
+/// Locks live message `id` for a change by `actor` (its conversation's row as `change`
+/// says, then the message's row `FOR UPDATE`) and decides whether they may do what
+/// `action` makes of it (its sender and whether it is SYSTEM); the active participants,
+/// who must hear of the change.
 ///
-/// `NotFound` when the message does not exist or is deleted, or as [`authorize_locked`].
+/// `NotFound` when the message does not exist or is deleted, or as [`authorize_locked`];
+/// `ConversationArchived` for a [`MessageChange::Content`] in an archived conversation.
 pub(crate) async fn lock_message_for(
     conn: &mut MySqlConnection,
     id: MessageId,
     actor: UserId,
     action: impl FnOnce(UserId, bool) -> Action,
-    writes: bool,
+    change: MessageChange,
 ) -> Outcome<Vec<UserId>> {
     // A message never moves to another conversation: a plain read finds which row to lock.
     let conversation: String =
@@ -90,13 +102,19 @@ pub(crate) async fn lock_message_for(
             .await?
             .ok_or(StoreError::NotFound)?;
     let conversation = rows::conversation_id(&conversation)?;
-    let row = sqlx::query(
-        "SELECT c.type, c.is_archived FROM CONVERSATIONS c WHERE c.id = ? LOCK IN SHARE MODE",
-    )
-    .bind(conversation.to_string())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let sql = match change {
+        MessageChange::Content => {
+            "SELECT c.type, c.is_archived FROM CONVERSATIONS c WHERE c.id = ? LOCK IN SHARE MODE"
+        }
+        MessageChange::Delete => {
+            "SELECT c.type, c.is_archived FROM CONVERSATIONS c WHERE c.id = ? FOR UPDATE"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(conversation.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let kind = kind_of(&row)?;
     let archived = row
         .try_get::<Option<bool>, _>("is_archived")?
@@ -115,7 +133,7 @@ pub(crate) async fn lock_message_for(
         .unwrap_or(false);
     let role = active_role(conn, conversation, actor).await?;
     authorize(kind, actor, role, action(sender, is_system)).map_err(StoreError::from)?;
-    if writes && archived {
+    if change == MessageChange::Content && archived {
         return Err(StoreConflict::ConversationArchived.into());
     }
     active_user_ids(conn, conversation).await

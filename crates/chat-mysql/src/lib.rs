@@ -23,6 +23,7 @@ mod error;
 mod guard;
 mod messages;
 mod read_state;
+mod receipts;
 mod rows;
 mod send;
 mod settings;
@@ -148,6 +149,7 @@ impl MySqlStore {
     fn start(pool: MySqlPool, statement_timeout: Duration, append_queue: usize) -> Self {
         let call_timeout = pool.options().get_acquire_timeout() + statement_timeout;
         let cipher = MessageCipher::plain();
+        receipts::spawn_materializer(&pool);
         Self {
             appender: spawn_appender(&pool, append_queue, &cipher),
             pool,
@@ -175,6 +177,11 @@ impl MySqlStore {
             Some(appender) => appender.shut_down(bound).await,
             None => true,
         };
+        // The receipts of the moves recorded so far (a crash leaves them to the next start).
+        let materialized = tokio::time::timeout_at(deadline, receipts::materialize_all(&self.pool))
+            .await
+            .is_ok_and(|done| done.is_ok());
+        let drained = drained && materialized;
         let closed = tokio::time::timeout_at(deadline, self.pool.close())
             .await
             .is_ok();
@@ -231,6 +238,15 @@ impl MySqlStore {
             .unwrap_or_default()
     }
 
+    /// Turns every read-marker move recorded so far into `MESSAGE_READ_RECEIPTS` rows now
+    /// (the background task does it within about a second anyway). How many moves.
+    ///
+    /// # Errors
+    /// [`chat_ports::StoreError::Unavailable`] when the database fails.
+    pub async fn materialize_receipts(&self) -> Result<usize, chat_ports::StoreError> {
+        self.bounded(receipts::materialize_all(&self.pool)).await
+    }
+
     /// Whether the database answers.
     ///
     /// # Errors
@@ -262,7 +278,7 @@ fn spawn_appender(
 /// tests and for `docs/schema.md`. Not a stable API.
 #[doc(hidden)]
 pub mod hot_queries {
-    /// The inbox page (first page, active conversations). Binds: user, limit.
+    /// The inbox page (first page, active conversations). Binds: user, limit, user.
     pub fn inbox_first_page() -> String {
         crate::read_state::inbox_sql("AND c.is_archived IS NOT TRUE")
     }

@@ -11,14 +11,12 @@ use chat_ports::{
     Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
     StoreConflict, StoreError,
 };
-use sqlx::{MySqlConnection, Row};
+use sqlx::MySqlConnection;
 
 use crate::MySqlStore;
 use crate::error::{Failure, Outcome, is_duplicate_of};
-use crate::guard::lock_message_for;
-use crate::rows::{
-    self, db_time, find_view, message_columns, reactions_of, uuid_order, with_reactions,
-};
+use crate::guard::{MessageChange, lock_message_for};
+use crate::rows::{self, db_time, find_view, message_columns, reactions_of, with_reactions};
 use crate::send::{Reply, append_alone, original};
 
 /// Counts the message's reactions (under the message's exclusive lock): `false` when the
@@ -84,7 +82,14 @@ async fn lock_for_reaction(
     message: MessageId,
     user: UserId,
 ) -> Outcome<Vec<UserId>> {
-    lock_message_for(conn, message, user, |_, _| Action::React, true).await
+    lock_message_for(
+        conn,
+        message,
+        user,
+        |_, _| Action::React,
+        MessageChange::Content,
+    )
+    .await
 }
 
 /// A history page: live messages by `seq` keyset (`condition` bounds the seq), served by
@@ -103,11 +108,13 @@ impl MySqlStore {
     async fn try_delete(&self, id: MessageId, actor: UserId, at: Timestamp) -> Outcome<Deleted> {
         let mut tx = self.pool.begin().await?;
         let delete = |sender, _| Action::DeleteMessage { sender };
-        let recipients = lock_message_for(&mut tx, id, actor, delete, false).await?;
-        // The unread counters of the others who had not read it drop by one in this same
-        // statement, by trigger `trg_messages_unread_on_delete`: both this service and the
-        // previous system soft-delete with this bare UPDATE, and the trigger is the one place
-        // that sees either (docs/schema.md, "Unread counters and inbox order").
+        let recipients =
+            lock_message_for(&mut tx, id, actor, delete, MessageChange::Delete).await?;
+        // The conversation's `counted_total` and the `unread_base` of the members whose
+        // marker had passed it are corrected in this same statement, by trigger
+        // `trg_messages_unread_on_delete`: both this service and the previous system
+        // soft-delete with this bare UPDATE, and the trigger is the one place that sees
+        // either (docs/schema.md). The conversation's row is already ours (`Delete` above).
         sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
             .bind(db_time(at))
             .bind(id.to_string())
@@ -209,25 +216,7 @@ impl MySqlStore {
     }
 
     async fn try_receipts(&self, message: MessageId) -> Outcome<Vec<Receipt>> {
-        let sql = format!(
-            "SELECT r.user_id, r.read_at FROM MESSAGE_READ_RECEIPTS r WHERE r.message_id = ? \
-             ORDER BY r.read_at, {}",
-            uuid_order("r.id")
-        );
-        let rows = sqlx::query(&sql)
-            .bind(message.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Receipt {
-                    user_id: rows::user_id(row.try_get("user_id")?)?,
-                    read_at: row
-                        .try_get::<Option<time::OffsetDateTime>, _>("read_at")?
-                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                })
-            })
-            .collect()
+        crate::receipts::receipts_of(&self.pool, message).await
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`ReadStateStore`] on MySQL: forward-only read markers under the participant's row lock,
-//! and the inbox and unread badge, which read the maintained per-membership unread counters.
+//! and the inbox and unread badge, which read each unread count as the difference of the
+//! conversation's `counted_total` and the membership's `unread_base` and order the inbox by
+//! the conversations' `activity_key` (see docs/schema.md).
 
 use std::collections::HashMap;
 
@@ -18,7 +20,7 @@ use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
     message_columns, participants_of, placeholders, with_reactions,
 };
-use crate::writes::{ReceiptRange, record_receipts};
+use crate::writes::{ReceiptRange, record_moves};
 
 /// Which rows of the caller's memberships the inbox query returns.
 enum InboxScope {
@@ -34,32 +36,55 @@ struct InboxRows {
     items: Vec<InboxItem>,
     /// Whether more items lie beyond the page.
     has_more: bool,
+    /// The activity key of the page's last item.
+    last_key: Option<i64>,
 }
 
-/// The inbox query: the caller's active memberships read backwards along
-/// `idx_participants_inbox` (most recent `activity_at` first), each joined to its
-/// conversation by key, stopping at the page size: the work is the page's, not the number
-/// of memberships. Unread counts are the maintained `unread_count`; the newest live message
-/// is a subquery per page row. `filter` narrows the memberships (aliases `p` and `c`).
+/// The inbox query: first the page's conversations alone (a derived table: the caller's
+/// active memberships, a range of their index, each joined to its conversation by key,
+/// sorted by `activity_key` — exact commit order, see docs/schema.md — and cut at the page
+/// size), then, for those rows only, the conversation and membership columns, the unread
+/// count (`counted_total - unread_base`) and the newest live message (a subquery per page
+/// row). Sorting only narrow rows keeps the per-row subquery off the caller's other
+/// memberships. `filter` narrows the memberships (aliases `p` and `c`). Binds: user, the
+/// filter's, limit, user.
 pub(crate) fn inbox_sql(filter: &str) -> String {
     format!(
-        "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, p.unread_count, \
+        "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, \
+           c.counted_total - p.unread_base AS unread_count, c.activity_key, \
            (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = p.conversation_id \
               AND m.seq IS NOT NULL AND m.deleted_at IS NULL \
               ORDER BY m.seq DESC LIMIT 1) AS last_message_id \
-         FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
-         WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
-         ORDER BY p.activity_at DESC, p.conversation_id DESC LIMIT ?"
+         FROM (SELECT p.conversation_id AS page_id, c.activity_key AS page_key \
+               FROM CONVERSATION_PARTICIPANTS p \
+               JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+               WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
+               ORDER BY c.activity_key DESC, c.id DESC LIMIT ?) page \
+         JOIN CONVERSATIONS c ON c.id = page.page_id \
+         JOIN CONVERSATION_PARTICIPANTS p ON p.conversation_id = page.page_id AND p.user_id = ? \
+         ORDER BY page.page_key DESC, page.page_id DESC"
     )
 }
 
-/// The unread badge query: the caller's active memberships with unread messages, read from
-/// `idx_participants_inbox` alone (the maintained counters; no message is counted).
+/// The unread badge query: the caller's active memberships with unread messages, each a
+/// row of `idx_participants_badge` joined to its conversation's counter by key (no message
+/// is counted).
 pub(crate) fn unread_summary_sql() -> String {
-    "SELECT p.conversation_id, p.is_muted, p.unread_count \
-     FROM CONVERSATION_PARTICIPANTS p \
-     WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0"
+    "SELECT p.conversation_id, p.is_muted, c.counted_total - p.unread_base AS unread_count \
+     FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+     WHERE p.user_id = ? AND p.left_at IS NULL AND c.counted_total > p.unread_base"
         .to_owned()
+}
+
+/// An activity key (microseconds) as the cursor's instant.
+fn key_instant(key: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(key) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A cursor's instant as an activity key (microseconds).
+fn instant_key(at: Timestamp) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 impl MySqlStore {
@@ -75,7 +100,7 @@ impl MySqlStore {
         // Locks the participant row only; the conversation's last_seq is a plain read so
         // that marking read never waits for a send.
         let row = sqlx::query(
-            "SELECT p.last_read_seq, p.last_read_at, p.unread_count, \
+            "SELECT p.last_read_seq, p.last_read_at, p.unread_base, \
                (SELECT c.last_seq FROM CONVERSATIONS c WHERE c.id = p.conversation_id) AS last_seq \
              FROM CONVERSATION_PARTICIPANTS p \
              WHERE p.conversation_id = ? AND p.user_id = ? AND p.left_at IS NULL FOR UPDATE",
@@ -86,7 +111,7 @@ impl MySqlStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         let current: i64 = row.try_get("last_read_seq")?;
-        let stored_unread: i64 = row.try_get("unread_count")?;
+        let stored_base: i64 = row.try_get("unread_base")?;
         let mut last_read_at: Option<time::OffsetDateTime> = row.try_get("last_read_at")?;
         let newest: i64 = row.try_get::<Option<i64>, _>("last_seq")?.unwrap_or(0);
         let target = up_to.map_or(newest, |s| s.get().min(newest));
@@ -99,46 +124,57 @@ impl MySqlStore {
                 up_to: target,
                 at,
             };
-            record_receipts(&mut tx, &[range]).await?;
+            record_moves(&mut tx, &[range]).await?;
         }
         let marker = target.max(current);
-        // The exact count above the marker: a range of idx_messages_unread (both bounds are
-        // constants here). It is a new statement, run while we hold the row lock, so it sees
-        // every message whose sender already updated this counter; senders still running
-        // wait for our lock and add theirs on top.
-        let unread: i64 = sqlx::query_scalar(UNREAD_COUNT_SQL)
-            .bind(conversation.to_string())
-            .bind(marker)
-            .bind(user.get())
-            .fetch_one(&mut *tx)
-            .await?;
+        // The exact count above the marker (a range of idx_messages_unread; both bounds are
+        // constants) and the conversation's countable total, in one statement: one READ
+        // COMMITTED snapshot, so the base is consistent whatever commits meanwhile. It runs
+        // while we hold the row lock: a writer that must change this base (our own send, a
+        // delete at or below the marker) waits for us and applies its change on top; a send
+        // of others or a delete above the marker changes total and count alike.
+        let counts = sqlx::query(&format!(
+            "SELECT (SELECT c.counted_total FROM CONVERSATIONS c WHERE c.id = ?) AS total, \
+               ({UNREAD_COUNT_SQL}) AS unread"
+        ))
+        .bind(conversation.to_string())
+        .bind(conversation.to_string())
+        .bind(marker)
+        .bind(user.get())
+        .fetch_one(&mut *tx)
+        .await?;
+        let total: i64 = counts.try_get::<Option<i64>, _>("total")?.unwrap_or(0);
+        let unread: i64 = counts.try_get("unread")?;
+        let base = total - unread;
         if moved {
             sqlx::query(
                 "UPDATE CONVERSATION_PARTICIPANTS \
-                 SET last_read_seq = ?, last_read_at = ?, unread_count = ? \
+                 SET last_read_seq = ?, last_read_at = ?, unread_count = ?, unread_base = ? \
                  WHERE conversation_id = ? AND user_id = ?",
             )
             .bind(target)
             .bind(at)
             .bind(unread)
+            .bind(base)
             .bind(conversation.to_string())
             .bind(user.get())
             .execute(&mut *tx)
             .await?;
             last_read_at = Some(at);
-        } else if unread != stored_unread {
-            // Not expected: every writer keeps the counter exact. Repaired here, logged so
+        } else if base != stored_base {
+            // Not expected: every writer keeps the base exact. Repaired here, logged so
             // that a writer that does not is noticed.
             tracing::warn!(
-                stored_unread,
-                unread,
-                "unread counter differed from the count; repaired"
+                stored_base,
+                base,
+                "unread base differed from the count; repaired"
             );
             sqlx::query(
-                "UPDATE CONVERSATION_PARTICIPANTS SET unread_count = ? \
+                "UPDATE CONVERSATION_PARTICIPANTS SET unread_count = ?, unread_base = ? \
                  WHERE conversation_id = ? AND user_id = ?",
             )
             .bind(unread)
+            .bind(base)
             .bind(conversation.to_string())
             .bind(user.get())
             .execute(&mut *tx)
@@ -209,8 +245,8 @@ impl MySqlStore {
                     ArchivedFilter::Any => "",
                 };
                 let cursor = if query.after.is_some() {
-                    " AND (p.activity_at < ? \
-                       OR (p.activity_at = ? AND p.conversation_id < ?))"
+                    " AND (c.activity_key < ? \
+                       OR (c.activity_key = ? AND c.id < ?))"
                 } else {
                     ""
                 };
@@ -223,7 +259,7 @@ impl MySqlStore {
             InboxScope::One(id) => query = query.bind(id.to_string()),
             InboxScope::Page(q) => {
                 if let Some(after) = q.after {
-                    let activity = db_time(after.activity_at);
+                    let activity = instant_key(after.activity_at);
                     query = query
                         .bind(activity)
                         .bind(activity)
@@ -237,11 +273,14 @@ impl MySqlStore {
         };
         let rows = query
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(user.get())
             .fetch_all(&mut *conn)
             .await?;
         let has_more = rows.len() > wanted;
         let mut heads = Vec::with_capacity(wanted);
+        let mut last_key = None;
         for row in rows.iter().take(wanted) {
+            last_key = Some(row.try_get::<i64, _>("activity_key")?);
             let last: Option<String> = row.try_get("last_message_id")?;
             heads.push((
                 rows::conversation(row)?,
@@ -266,7 +305,11 @@ impl MySqlStore {
                 last_message: last.and_then(|id| last_messages.remove(&id)),
             })
             .collect();
-        Ok(InboxRows { items, has_more })
+        Ok(InboxRows {
+            items,
+            has_more,
+            last_key,
+        })
     }
 
     async fn views_by_id(
@@ -381,12 +424,16 @@ impl ReadStateStore for MySqlStore {
     }
 
     async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
-        let InboxRows { items, has_more } = self
+        let InboxRows {
+            items,
+            has_more,
+            last_key,
+        } = self
             .bounded(self.snapshot_inbox(user, InboxScope::Page(query)))
             .await?;
         let next_cursor = if has_more {
-            items.last().map(|item| InboxCursor {
-                activity_at: item.details.conversation.activity_at(),
+            items.last().zip(last_key).map(|(item, key)| InboxCursor {
+                activity_at: key_instant(key),
                 conversation_id: item.details.conversation.id,
             })
         } else {

@@ -1,9 +1,10 @@
 //! The statements of a send, each written once: the conversations' row lock, the
 //! idempotency probe, and the writes that store messages (the multi-row `INSERT`, the
-//! conversations' `last_seq`, the receipts `INSERT … SELECT`, the memberships). A lone
-//! send, a batch of the group commit, a conversation's announcement and the SYSTEM record
-//! of a change all store their messages through [`write_sends`]; a marker moved by
-//! `mark_read` records its receipts through [`record_receipts`].
+//! conversations' `last_seq` and counters, the senders' marker moves, the senders'
+//! memberships: nothing per member of the group). A lone send, a batch of the group
+//! commit, a conversation's announcement and the SYSTEM record of a change all store their
+//! messages through [`write_sends`]. The receipts of a marker move are written after the
+//! commit from its recorded move (`crate::receipts`), through [`record_receipts`].
 //!
 //! Multi-row statements are built with [`QueryBuilder`], each value bound next to its
 //! placeholder.
@@ -135,8 +136,9 @@ pub(crate) struct ReceiptRange {
 
 /// Stores `created` (each new message with its seq, in seq order per conversation) in
 /// conversations whose rows the caller holds locked with `last_seq` just below the first of
-/// them: inserts them, advances the conversations, records the `receipts` the senders pass
-/// and updates the memberships (see [`update_memberships`]).
+/// them: inserts them, advances the conversations, records the senders' marker moves
+/// (`receipts`: their receipts follow after the commit) and updates the senders'
+/// memberships (see [`update_memberships`]).
 pub(crate) async fn write_sends(
     conn: &mut MySqlConnection,
     cipher: &MessageCipher,
@@ -160,7 +162,8 @@ pub(crate) async fn write_sends(
     }
     insert_messages(conn, cipher, created).await?;
     advance_conversations(conn, &by_conversation).await?;
-    record_receipts(conn, receipts).await?;
+    // The receipts themselves are written after the commit (crate::receipts).
+    record_moves(conn, receipts).await?;
     update_memberships(conn, &by_conversation).await
 }
 
@@ -185,6 +188,29 @@ pub(crate) async fn insert_locked(
         .collect();
     // Only the service's SYSTEM messages come this way, and they are stored plain.
     write_sends(conn, &MessageCipher::plain(), &[(new, seq)], &receipts).await
+}
+
+/// Records each non-empty move of `ranges` as one row, in the caller's transaction.
+pub(crate) async fn record_moves(
+    conn: &mut MySqlConnection,
+    ranges: &[ReceiptRange],
+) -> Result<(), sqlx::Error> {
+    let moves: Vec<&ReceiptRange> = ranges.iter().filter(|r| r.up_to > r.after).collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "INSERT INTO READ_MARKER_MOVES (conversation_id, user_id, after_seq, up_to_seq, moved_at) ",
+    );
+    query.push_values(moves, |mut row, range| {
+        row.push_bind(range.conversation.to_string())
+            .push_bind(range.reader)
+            .push_bind(range.after)
+            .push_bind(range.up_to)
+            .push_bind(range.at);
+    });
+    query.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// A message stored by [`write_sends`], as the conversation's statements need it.
@@ -241,29 +267,49 @@ async fn insert_messages(
 }
 
 /// One `UPDATE` of every conversation that got messages: `last_seq` and `last_message_at`
-/// become those of its last new message.
+/// become those of its last new message, `counted_total` grows by its new countable
+/// (non-SYSTEM) messages, and `activity_key` moves past its previous value to the server's
+/// current microsecond (see `ACTIVITY_KEY_NEXT`).
 async fn advance_conversations(
     conn: &mut MySqlConnection,
     by_conversation: &BTreeMap<String, Vec<Sent>>,
 ) -> Result<(), sqlx::Error> {
-    let last: Vec<(&String, Sent)> = by_conversation
+    let last: Vec<(&String, Sent, i64)> = by_conversation
         .iter()
-        .filter_map(|(id, sent)| sent.last().map(|s| (id, *s)))
+        .filter_map(|(id, sent)| {
+            let counted = sent.iter().filter(|s| s.unread_for_others).count();
+            sent.last()
+                .map(|s| (id, *s, i64::try_from(counted).unwrap_or(i64::MAX)))
+        })
         .collect();
     let mut query =
         QueryBuilder::<MySql>::new("UPDATE CONVERSATIONS SET last_seq = CASE CAST(id AS BINARY)");
-    for (id, sent) in &last {
+    for (id, sent, _) in &last {
         push_arm(&mut query, id, sent.seq);
     }
     query.push(" END, last_message_at = CASE CAST(id AS BINARY)");
-    for (id, sent) in &last {
+    for (id, sent, _) in &last {
         push_arm(&mut query, id, sent.at);
     }
-    query.push(" END WHERE id IN ");
-    push_list(&mut query, last.iter().map(|(id, _)| id.as_str()));
+    query.push(" END, counted_total = counted_total + CASE CAST(id AS BINARY)");
+    for (id, _, counted) in &last {
+        push_arm(&mut query, id, *counted);
+    }
+    query.push(" ELSE 0 END, activity_key = ");
+    query.push(ACTIVITY_KEY_NEXT);
+    query.push(" WHERE id IN ");
+    push_list(&mut query, last.iter().map(|(id, _, _)| id.as_str()));
     query.build().execute(&mut *conn).await?;
     Ok(())
 }
+
+/// The next `CONVERSATIONS.activity_key` of a row being updated: the server's current
+/// microsecond, and at least one more than before (so that it strictly grows per
+/// conversation even if the clock steps back or two writes share a microsecond). Taken under
+/// the conversation's row lock, it orders the inbox in commit order within a conversation,
+/// and across conversations in the order in which their writers held the lock.
+pub(crate) const ACTIVITY_KEY_NEXT: &str =
+    "GREATEST(activity_key + 1, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED))";
 
 /// Receipts for what readers pass, in one `INSERT … SELECT` (one branch per non-empty
 /// range, each a range of `uq_messages_conversation_seq` with constant bounds). Messages
@@ -327,28 +373,20 @@ impl SenderRow<'_> {
     }
 }
 
-/// The membership side of the sends in one `UPDATE` (one pass over the conversations'
-/// participant rows in index order, so concurrent writers lock them in the same order):
-/// - every active membership's `activity_at` becomes the time of the conversation's last
-///   new message (its new `last_message_at`);
-/// - a sender's marker moves to their last seq (`last_read_at` its time) and their
-///   `unread_count` becomes the others' non-SYSTEM new messages after it: everything below
-///   is read now, and nothing above the new messages exists under the lock. A sender with
-///   no membership has no row; a sender who left (the SYSTEM record of their leaving) has
-///   theirs updated, harmlessly;
-/// - everyone else's `unread_count` grows by the new non-SYSTEM messages there.
+/// The membership side of the sends: one `UPDATE` of the **senders'** rows only, whatever
+/// the size of the groups (the others' unread counts grow through the conversation's
+/// `counted_total`, see [`advance_conversations`]). A sender's marker moves to their last
+/// seq (`last_read_at` its time), their unread count becomes the others' non-SYSTEM new
+/// messages after it (everything below is read now, and nothing above the new messages
+/// exists under the lock) and their base `counted_total - unread`, read from the
+/// conversation row updated just before. A sender with no membership has no row; a sender
+/// who left (the SYSTEM record of their leaving) has theirs updated, harmlessly.
 async fn update_memberships(
     conn: &mut MySqlConnection,
     by_conversation: &BTreeMap<String, Vec<Sent>>,
 ) -> Result<(), sqlx::Error> {
     let mut senders = Vec::new();
-    let mut conversations = Vec::new();
     for (id, sent) in by_conversation {
-        let Some(last) = sent.last() else {
-            continue;
-        };
-        let added = sent.iter().filter(|s| s.unread_for_others).count();
-        conversations.push((id, last.at, i64::try_from(added).unwrap_or(i64::MAX)));
         let mut last_of: BTreeMap<i64, (i64, OffsetDateTime)> = BTreeMap::new();
         for s in sent {
             last_of.insert(s.sender, (s.seq, s.at));
@@ -367,17 +405,24 @@ async fn update_memberships(
             });
         }
     }
+    if senders.is_empty() {
+        return Ok(());
+    }
     let mut query =
         QueryBuilder::<MySql>::new("UPDATE CONVERSATION_PARTICIPANTS SET unread_count = CASE");
     for s in &senders {
         s.push_when(&mut query);
         query.push(" THEN ").push_bind(s.unread);
     }
-    query.push(" ELSE unread_count + CASE CAST(conversation_id AS BINARY)");
-    for (id, _, added) in &conversations {
-        push_arm(&mut query, id, *added);
+    query.push(
+        " ELSE unread_count END, unread_base = (SELECT c.counted_total FROM CONVERSATIONS c \
+         WHERE c.id = CONVERSATION_PARTICIPANTS.conversation_id) - CASE",
+    );
+    for s in &senders {
+        s.push_when(&mut query);
+        query.push(" THEN ").push_bind(s.unread);
     }
-    query.push(" ELSE 0 END END, last_read_seq = CASE");
+    query.push(" ELSE 0 END, last_read_seq = CASE");
     for s in &senders {
         s.push_when(&mut query);
         query
@@ -390,25 +435,15 @@ async fn update_memberships(
         s.push_when(&mut query);
         query.push(" THEN ").push_bind(s.at);
     }
-    query.push(" ELSE last_read_at END, activity_at = CASE CAST(conversation_id AS BINARY)");
-    for (id, at, _) in &conversations {
-        push_arm(&mut query, id, *at);
-    }
-    query.push(" ELSE activity_at END WHERE conversation_id IN ");
-    push_list(
-        &mut query,
-        conversations.iter().map(|(id, _, _)| id.as_str()),
-    );
-    query.push(" AND (left_at IS NULL");
+    query.push(" ELSE last_read_at END WHERE ");
+    let mut rows = query.separated(" OR ");
     for s in &senders {
-        query
-            .push(" OR (user_id = ")
-            .push_bind(s.user)
-            .push(" AND conversation_id = ")
-            .push_bind(s.conversation.to_owned())
-            .push(")");
+        rows.push("(user_id = ")
+            .push_bind_unseparated(s.user)
+            .push_unseparated(" AND conversation_id = ")
+            .push_bind_unseparated(s.conversation.to_owned())
+            .push_unseparated(")");
     }
-    query.push(")");
     query.build().execute(&mut *conn).await?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! The maintained unread counters (`CONVERSATION_PARTICIPANTS.unread_count`) stay equal to
-//! the count they replace — messages from others, live, not SYSTEM, above the marker — and
-//! each membership's `activity_at` equal to its conversation's activity time, after every
-//! kind of write: sends, deletes, read markers, membership changes, racing senders, and
-//! the previous system's writes during the rollout (through the triggers).
+//! The unread counts by difference (`CONVERSATIONS.counted_total` minus
+//! `CONVERSATION_PARTICIPANTS.unread_base`, since 20251201000010) stay equal to the count
+//! they replace — messages from others, live, not SYSTEM, above the marker — and each
+//! conversation's `counted_total` equal to its countable messages, after every kind of
+//! write: sends, deletes, read markers, membership changes, racing senders, and the previous
+//! system's writes during the rollout (through the triggers), which also move the
+//! conversation's `activity_key`.
 #![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
 
 mod common;
@@ -58,16 +60,17 @@ async fn say(store: &MySqlStore, conversation: ConversationId, sender: i64) -> M
         .id
 }
 
-/// Checks every active membership of the conversation: the stored counter equals the
-/// count, the stored activity time equals the conversation's, and the inbox item and the
-/// badge report the count. Returns user → unread.
+/// Checks every active membership of the conversation: the unread count by difference
+/// equals the count, the conversation's `counted_total` its countable messages, and the
+/// inbox item and the badge report the count. Returns user → unread.
 async fn check(store: &MySqlStore, conversation: ConversationId, step: &str) -> BTreeMap<i64, u64> {
     let rows: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
-        "SELECT p.user_id, p.unread_count, (SELECT COUNT(*) FROM MESSAGES m \
+        "SELECT p.user_id, c.counted_total - p.unread_base, (SELECT COUNT(*) FROM MESSAGES m \
            WHERE m.conversation_id = p.conversation_id AND m.seq > p.last_read_seq \
              AND m.sender_id <> p.user_id AND m.deleted_at IS NULL \
              AND m.is_system_message IS NOT TRUE), \
-           p.activity_at <=> COALESCE(c.last_message_at, c.created_at) \
+           c.counted_total = (SELECT COUNT(*) FROM MESSAGES t WHERE t.conversation_id = c.id \
+             AND t.deleted_at IS NULL AND t.is_system_message IS NOT TRUE) \
          FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
          WHERE p.conversation_id = ? AND p.left_at IS NULL ORDER BY p.user_id",
     )
@@ -79,7 +82,7 @@ async fn check(store: &MySqlStore, conversation: ConversationId, step: &str) -> 
     for (user_id, stored, counted, activity_matches) in rows {
         assert!(
             activity_matches,
-            "{step}: user {user_id} activity_at is stale"
+            "{step}: user {user_id} counted_total differs from the count"
         );
         assert_eq!(
             stored, counted,
@@ -380,9 +383,18 @@ async fn counters_follow_the_previous_systems_writes() {
         "marker 0: all the others' live messages"
     );
 
-    // The previous system's own activity update.
+    // The previous system's own activity update moves the inbox order key.
+    let key = || async {
+        sqlx::query_scalar::<_, i64>("SELECT activity_key FROM CONVERSATIONS WHERE id = ?")
+            .bind(c.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let before = key().await;
     sql("UPDATE CONVERSATIONS SET last_message_at = '2030-01-02 00:00:00' WHERE id = ?").await;
     check(&store, c, "legacy activity").await;
+    assert!(key().await > before, "activity_key moved");
 
     // A hard delete of a live message.
     sql("DELETE FROM MESSAGES WHERE conversation_id = ? AND content = 'legacy'").await;

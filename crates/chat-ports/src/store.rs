@@ -209,7 +209,9 @@ pub enum ArchivedFilter {
 /// Where a page of the inbox resumes: after this activity time and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxCursor {
-    /// The last item's activity time (`last_message_at`, else `created_at`).
+    /// The last item's activity instant as the store orders the inbox: finer than the
+    /// stored whole-second times (microseconds), so that it follows the order of commits
+    /// even within one second. Opaque to callers: pass back what a page returned.
     pub activity_at: Timestamp,
     /// The last item's id (ties broken by id, descending).
     pub conversation_id: ConversationId,
@@ -586,7 +588,10 @@ pub trait ReadStateStore: Send + Sync {
         user: UserId,
     ) -> Result<Option<InboxItem>, StoreError>;
 
-    /// A page of `user`'s active conversations, most recent activity first.
+    /// A page of `user`'s active conversations, most recent activity first: in the order in
+    /// which their latest activity (creation, a message) was committed, exactly, even for
+    /// conversations active within the same second (ties only between writes that were in
+    /// flight at the same time in different conversations).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the store fails.

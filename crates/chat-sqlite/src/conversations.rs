@@ -20,7 +20,7 @@ use sqlx::{Row, SqliteConnection};
 use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
 use crate::guard::authorize_actor;
-use crate::messages::{ConversationState, conversation_state, insert_message};
+use crate::messages::{ACTIVITY_KEY_NEXT, ConversationState, conversation_state, insert_message};
 use crate::rows::{self, db_time, details, direct_key, existing_details, find_view};
 
 /// Inserts the participants of a conversation created at `at` (role and marker each);
@@ -99,10 +99,11 @@ pub(crate) async fn create(
     announcement: &NewMessage,
 ) -> Outcome<ConversationDetails> {
     let at = db_time(new.created_at);
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO CONVERSATIONS (id, type, name, posting_id, created_by, created_at, \
-         is_archived, last_seq) VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
-    )
+             is_archived, last_seq, activity_key) VALUES (?, ?, ?, ?, ?, ?, 0, 0, \
+             {ACTIVITY_KEY_NEXT})"
+    ))
     .bind(new.id.to_string())
     .bind(new.kind.as_str())
     .bind(new.name.as_ref().map(|n| n.as_str()))
@@ -161,10 +162,11 @@ pub(crate) async fn get_or_create_direct(
         });
     }
     let at = db_time(at);
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO CONVERSATIONS (id, type, created_by, created_at, is_archived, \
-         last_seq, direct_key) VALUES (?, 'DIRECT', ?, ?, 0, 0, ?)",
-    )
+             last_seq, direct_key, activity_key) VALUES (?, 'DIRECT', ?, ?, 0, 0, ?, \
+             {ACTIVITY_KEY_NEXT})"
+    ))
     .bind(id.to_string())
     .bind(a.get())
     .bind(at)
@@ -333,19 +335,22 @@ pub(crate) async fn add_participants(
         if active.contains(user) || joined.contains(user) {
             continue;
         }
-        // New: a MEMBER whose marker is at the newest seq, so nothing is unread. Left:
-        // reactivated as MEMBER with a new joined_at and marker, its counter reset to that
-        // nothing and its activity time refreshed (neither is kept while inactive).
+        // New: a MEMBER whose marker is at the newest seq, so nothing is unread (its base
+        // is the whole countable total). Left: reactivated as MEMBER with a new joined_at
+        // and marker, its count and base reset to that nothing (neither is kept while
+        // inactive).
         sqlx::query(
             "INSERT INTO CONVERSATION_PARTICIPANTS \
              (conversation_id, user_id, role, joined_at, last_read_seq, is_muted, \
-              unread_count, activity_at) \
-             VALUES (?, ?, 'MEMBER', ?, ?, 0, 0, ?) \
+              unread_count, activity_at, unread_base) \
+             VALUES (?1, ?2, 'MEMBER', ?3, ?4, 0, 0, ?5, \
+               (SELECT c.counted_total FROM CONVERSATIONS c WHERE c.id = ?1)) \
              ON CONFLICT (conversation_id, user_id) DO UPDATE SET \
                role = 'MEMBER', \
                joined_at = excluded.joined_at, \
                last_read_seq = MAX(last_read_seq, excluded.last_read_seq), \
                unread_count = 0, \
+               unread_base = excluded.unread_base, \
                activity_at = excluded.activity_at, \
                left_at = NULL",
         )

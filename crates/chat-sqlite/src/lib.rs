@@ -370,7 +370,7 @@ impl SqliteStore {
 /// checks in tests. Not a stable API.
 #[doc(hidden)]
 pub mod hot_queries {
-    /// The inbox page (first page, active conversations). Binds: user, limit.
+    /// The inbox page (first page, active conversations). Binds: user, limit, user.
     pub fn inbox_first_page() -> String {
         crate::read_state::inbox_sql("AND c.is_archived = 0")
     }

@@ -90,12 +90,16 @@ pub(crate) async fn insert_message(
     .bind(stored.key_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ? WHERE id = ?")
-        .bind(seq)
-        .bind(created_at)
-        .bind(new.conversation_id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(&format!(
+        "UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ?, \
+           counted_total = counted_total + ?, activity_key = {ACTIVITY_KEY_NEXT} WHERE id = ?"
+    ))
+    .bind(seq)
+    .bind(created_at)
+    .bind(i64::from(!body.is_system()))
+    .bind(new.conversation_id.to_string())
+    .execute(&mut *conn)
+    .await?;
     if let Some(marker) = sender_marker {
         // Receipts for what the sender passes by answering: the others' messages between
         // their marker and this one.
@@ -112,13 +116,18 @@ pub(crate) async fn insert_message(
     update_memberships(conn, new, seq, created_at).await
 }
 
-/// The membership side of a send, in one `UPDATE`:
-/// - every active membership's `activity_at` becomes the message's time (the conversation's
-///   new `last_message_at`);
-/// - every other active participant's `unread_count` + 1, unless the message is SYSTEM;
-/// - the sender's marker moves to `seq` and their count becomes 0: `seq` is the newest
-///   message, so nothing above the marker remains. (A sender with no membership has no row;
-///   a sender who left has theirs updated, harmlessly, as on MySQL.)
+/// The next `CONVERSATIONS.activity_key`: the current microsecond (SQLite's clock has
+/// milliseconds), and past every key handed out before (`idx_conversations_activity`
+/// answers the `MAX`). One writer runs every write, so the keys follow the commits exactly.
+pub(crate) const ACTIVITY_KEY_NEXT: &str = "MAX(\
+    CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER), \
+    COALESCE((SELECT MAX(k.activity_key) FROM CONVERSATIONS k), 0) + 1)";
+
+/// The membership side of a send, in one `UPDATE` of the **sender's** row only (the
+/// others' unread counts grow through the conversation's `counted_total`): their marker
+/// moves to `seq`, their count becomes 0 (`seq` is the newest message, so nothing above the
+/// marker remains) and their base the conversation's new `counted_total`. (A sender with no
+/// membership has no row; a sender who left has theirs updated, harmlessly, as on MySQL.)
 async fn update_memberships(
     conn: &mut SqliteConnection,
     new: &NewMessage,
@@ -128,14 +137,14 @@ async fn update_memberships(
     let sender = new.sender_id.get();
     sqlx::query(
         "UPDATE CONVERSATION_PARTICIPANTS SET \
-           unread_count = CASE WHEN user_id = ?1 THEN 0 ELSE unread_count + ?2 END, \
-           last_read_seq = CASE WHEN user_id = ?1 THEN MAX(last_read_seq, ?3) ELSE last_read_seq END, \
-           last_read_at = CASE WHEN user_id = ?1 THEN ?4 ELSE last_read_at END, \
-           activity_at = ?4 \
-         WHERE conversation_id = ?5 AND (left_at IS NULL OR user_id = ?1)",
+           unread_count = 0, \
+           unread_base = (SELECT c.counted_total FROM CONVERSATIONS c WHERE c.id = ?5), \
+           last_read_seq = MAX(last_read_seq, ?3), \
+           last_read_at = ?4 \
+         WHERE conversation_id = ?5 AND user_id = ?1",
     )
     .bind(sender)
-    .bind(i64::from(!new.body.is_system()))
+    .bind(0_i64)
     .bind(seq)
     .bind(at)
     .bind(new.conversation_id.to_string())

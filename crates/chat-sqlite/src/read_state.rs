@@ -1,6 +1,6 @@
 //! [`ReadStateStore`] on SQLite: forward-only read markers (on the writer), and the inbox and
-//! unread badge (on the readers), which read the maintained per-membership unread counters
-//! along the index `idx_participants_inbox`.
+//! unread badge (on the readers), which read each unread count as the conversation's
+//! `counted_total` minus the membership's `unread_base` and order by `activity_key`.
 
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
@@ -26,29 +26,49 @@ enum InboxScope {
     One(ConversationId),
 }
 
-/// The inbox query: the caller's active memberships read backwards along
-/// `idx_participants_inbox` (most recent `activity_at` first), each joined to its
-/// conversation by key, stopping at the page size. Unread counts are the maintained
-/// `unread_count`; the newest live message is a subquery per page row. `filter` narrows the
-/// memberships (aliases `p` and `c`). Binds: user, the filter's, limit.
+/// The inbox query: first the page's conversations alone (a subquery: the caller's active
+/// memberships, a range of `idx_participants_badge`, each joined to its conversation by
+/// key, sorted by `activity_key` — exact commit order — and cut at the page size), then,
+/// for those rows only, the conversation and membership columns, the unread count
+/// (`counted_total - unread_base`) and the newest live message (a subquery per page row).
+/// `filter` narrows the memberships (aliases `p` and `c`). Binds: user, the filter's,
+/// limit, user.
 pub(crate) fn inbox_sql(filter: &str) -> String {
     format!(
-        "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, p.unread_count, \
+        "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, \
+           c.counted_total - p.unread_base AS unread_count, c.activity_key, \
            (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = p.conversation_id \
               AND m.deleted_at IS NULL ORDER BY m.seq DESC LIMIT 1) AS last_message_id \
-         FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
-         WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
-         ORDER BY p.activity_at DESC, p.conversation_id DESC LIMIT ?"
+         FROM (SELECT p.conversation_id AS page_id, c.activity_key AS page_key \
+               FROM CONVERSATION_PARTICIPANTS p \
+               JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+               WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
+               ORDER BY c.activity_key DESC, c.id DESC LIMIT ?) page \
+         JOIN CONVERSATIONS c ON c.id = page.page_id \
+         JOIN CONVERSATION_PARTICIPANTS p ON p.conversation_id = page.page_id AND p.user_id = ? \
+         ORDER BY page.page_key DESC, page.page_id DESC"
     )
 }
 
-/// The unread badge query: the caller's active memberships with unread messages, from
-/// `idx_participants_inbox` alone, folded into one row (`id,count,muted;…`): a thousand
-/// conversations cost one row to transfer instead of a thousand. Binds: user.
+/// The unread badge query: the caller's active memberships with unread messages (a range of
+/// `idx_participants_badge`, each joined to its conversation's counter by key), folded into
+/// one row (`id,count,muted;…`): a thousand conversations cost one row to transfer instead
+/// of a thousand. Binds: user.
 pub(crate) const UNREAD_SUMMARY_SQL: &str = "SELECT group_concat(\
-       p.conversation_id || ',' || p.unread_count || ',' || p.is_muted, ';') \
-     FROM CONVERSATION_PARTICIPANTS p \
-     WHERE p.user_id = ? AND p.left_at IS NULL AND p.unread_count > 0";
+       p.conversation_id || ',' || (c.counted_total - p.unread_base) || ',' || p.is_muted, ';') \
+     FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+     WHERE p.user_id = ? AND p.left_at IS NULL AND c.counted_total > p.unread_base";
+
+/// An activity key (microseconds) as the inbox cursor's instant.
+fn key_instant(key: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(key) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// An inbox cursor's instant as an activity key (microseconds).
+fn instant_key(at: Timestamp) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
 
 /// One entry of the folded badge row: `conversation_id,unread_count,is_muted`.
 fn badge_entry(entry: &str) -> Outcome<UnreadConversation> {
@@ -76,7 +96,7 @@ pub(crate) async fn mark_read(
 ) -> Outcome<ReadState> {
     let at_db = db_time(at);
     let row = sqlx::query(
-        "SELECT p.last_read_seq, p.last_read_at, p.unread_count, c.last_seq \
+        "SELECT p.last_read_seq, p.last_read_at, p.unread_base, c.last_seq, c.counted_total \
          FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
          WHERE p.conversation_id = ? AND p.user_id = ? AND p.left_at IS NULL",
     )
@@ -86,7 +106,9 @@ pub(crate) async fn mark_read(
     .await?
     .ok_or(StoreError::NotFound)?;
     let current: i64 = row.try_get("last_read_seq")?;
-    let stored_unread: i64 = row.try_get("unread_count")?;
+    let stored_base: i64 = row.try_get("unread_base")?;
+    // One writer: nothing changes the total while this runs.
+    let total: i64 = row.try_get("counted_total")?;
     let mut last_read_at = rows::time_opt(&row, "last_read_at")?;
     let newest: i64 = row.try_get("last_seq")?;
     let target = up_to.map_or(newest, |s| s.get().min(newest));
@@ -101,33 +123,36 @@ pub(crate) async fn mark_read(
         .bind(user.get())
         .fetch_one(&mut *conn)
         .await?;
+    let base = total - unread;
     if moved {
         sqlx::query(
             "UPDATE CONVERSATION_PARTICIPANTS \
-             SET last_read_seq = ?, last_read_at = ?, unread_count = ? \
+             SET last_read_seq = ?, last_read_at = ?, unread_count = ?, unread_base = ? \
              WHERE conversation_id = ? AND user_id = ?",
         )
         .bind(target)
         .bind(at_db)
         .bind(unread)
+        .bind(base)
         .bind(conversation.to_string())
         .bind(user.get())
         .execute(&mut *conn)
         .await?;
         last_read_at = Some(rows::from_db_time(at_db)?);
-    } else if unread != stored_unread {
-        // Not expected: every writer keeps the counter exact. Repaired here, logged so that
-        // a writer that does not is noticed.
+    } else if base != stored_base {
+        // Not expected: every writer keeps the base exact. Repaired here, logged so that a
+        // writer that does not is noticed.
         tracing::warn!(
-            stored_unread,
-            unread,
-            "unread counter differed from the count; repaired"
+            stored_base,
+            base,
+            "unread base differed from the count; repaired"
         );
         sqlx::query(
-            "UPDATE CONVERSATION_PARTICIPANTS SET unread_count = ? \
+            "UPDATE CONVERSATION_PARTICIPANTS SET unread_count = ?, unread_base = ? \
              WHERE conversation_id = ? AND user_id = ?",
         )
         .bind(unread)
+        .bind(base)
         .bind(conversation.to_string())
         .bind(user.get())
         .execute(&mut *conn)
@@ -181,7 +206,7 @@ async fn inbox_items(
     cipher: &MessageCipher,
     user: UserId,
     scope: &InboxScope,
-) -> Outcome<(Vec<InboxItem>, bool)> {
+) -> Outcome<InboxRows> {
     let (filter, wanted) = match scope {
         InboxScope::One(_) => ("AND p.conversation_id = ?".to_owned(), 1),
         InboxScope::Page(query) => {
@@ -192,7 +217,7 @@ async fn inbox_items(
             };
             // A row value: a range of the index, not a filter.
             let cursor = if query.after.is_some() {
-                " AND (p.activity_at, p.conversation_id) < (?, ?)"
+                " AND (c.activity_key, c.id) < (?, ?)"
             } else {
                 ""
             };
@@ -206,18 +231,21 @@ async fn inbox_items(
         InboxScope::Page(q) => {
             if let Some(after) = q.after {
                 query = query
-                    .bind(db_time(after.activity_at))
+                    .bind(instant_key(after.activity_at))
                     .bind(after.conversation_id.to_string());
             }
         }
     }
     let rows = query
         .bind(i64::try_from(wanted + 1).unwrap_or(i64::MAX))
+        .bind(user.get())
         .fetch_all(&mut *conn)
         .await?;
     let has_more = rows.len() > wanted;
     let mut heads = Vec::with_capacity(wanted);
+    let mut last_key = None;
     for row in rows.iter().take(wanted) {
+        last_key = Some(row.try_get::<i64, _>("activity_key")?);
         let last: Option<String> = row.try_get("last_message_id")?;
         heads.push((
             rows::conversation(row)?,
@@ -242,16 +270,23 @@ async fn inbox_items(
             last_message: last.and_then(|id| last_messages.remove(&id)),
         })
         .collect();
-    Ok((items, has_more))
+    Ok(InboxRows {
+        items,
+        has_more,
+        last_key,
+    })
+}
+
+/// The inbox items of a scope, whether more follow, and the last item's activity key.
+struct InboxRows {
+    items: Vec<InboxItem>,
+    has_more: bool,
+    last_key: Option<i64>,
 }
 
 impl SqliteStore {
     /// Runs `inbox_items` in one read transaction, so that its few queries see one state.
-    async fn snapshot_inbox(
-        &self,
-        user: UserId,
-        scope: InboxScope,
-    ) -> Outcome<(Vec<InboxItem>, bool)> {
+    async fn snapshot_inbox(&self, user: UserId, scope: InboxScope) -> Outcome<InboxRows> {
         let mut tx = self.read_pool().begin().await?;
         let items = inbox_items(&mut tx, &self.cipher, user, &scope).await?;
         tx.commit().await?;
@@ -318,18 +353,22 @@ impl ReadStateStore for SqliteStore {
     ) -> Result<Option<InboxItem>, StoreError> {
         self.snapshot_inbox(user, InboxScope::One(conversation))
             .await
-            .map(|(mut items, _)| items.pop())
+            .map(|mut rows| rows.items.pop())
             .map_err(Failure::into_store)
     }
 
     async fn inbox(&self, user: UserId, query: InboxQuery) -> Result<InboxPage, StoreError> {
-        let (items, has_more) = self
+        let InboxRows {
+            items,
+            has_more,
+            last_key,
+        } = self
             .snapshot_inbox(user, InboxScope::Page(query))
             .await
             .map_err(Failure::into_store)?;
         let next_cursor = if has_more {
-            items.last().map(|item| InboxCursor {
-                activity_at: item.details.conversation.activity_at(),
+            items.last().zip(last_key).map(|(item, key)| InboxCursor {
+                activity_at: key_instant(key),
                 conversation_id: item.details.conversation.id,
             })
         } else {
