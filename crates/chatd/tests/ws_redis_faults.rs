@@ -142,8 +142,9 @@ async fn a_frozen_redis_makes_clients_of_other_nodes_catch_up_within_seconds() {
     let (proxy, through_proxy) = proxied(&redis).await;
     let store = Storage::memory();
     let a = spawn_node_on(store.clone(), test_config(), Some(through_proxy.clone())).await;
-    let b = spawn_node_on(store, test_config(), Some(through_proxy)).await;
+    // Created before B exists, so that its events cannot reach B's clients late.
     let group = a.group(1, &[2]).await;
+    let b = spawn_node_on(store, test_config(), Some(through_proxy)).await;
     let mut bob_on_b = b.connect(2).await;
     a.say(1, group, "before").await;
     assert_eq!(
@@ -184,8 +185,9 @@ async fn a_publish_dropped_on_the_way_to_redis_makes_clients_of_other_nodes_catc
     let (proxy, through_proxy) = proxied(&redis).await;
     let store = Storage::memory();
     let a = spawn_node_on(store.clone(), test_config(), Some(through_proxy)).await;
-    let b = spawn_node_on(store, test_config(), Some(redis)).await;
+    // Created before B exists, so that its events cannot reach B's clients late.
     let group = a.group(1, &[2]).await;
+    let b = spawn_node_on(store, test_config(), Some(redis)).await;
     let mut bob_on_b = b.connect(2).await;
     a.say(1, group, "before").await;
     assert_eq!(
