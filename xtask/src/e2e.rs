@@ -140,7 +140,7 @@ fn run_in_browser(browser: &Browser, services: &Services) -> Result<()> {
 }
 
 /// A child process killed when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -290,12 +290,12 @@ fn mysql_execute(server: &str, statement: &str) -> Result<()> {
 }
 
 /// A port nothing listens on (right now).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
-fn wait_for_port(port: u16, what: &str) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {

@@ -12,6 +12,7 @@ mod architecture;
 mod bench;
 mod cmd;
 mod e2e;
+mod schemathesis;
 mod services;
 mod test;
 
@@ -41,6 +42,12 @@ Tasks:
                   chromium-driver) over WebDriver as two users; screenshots
                   in target/e2e/. Skipped loudly without chromium, a failure
                   under CI=true. `test` runs it at its end.
+  schemathesis [ARGS...]
+                  Build chatd, start it (--dev --ephemeral) and run schemathesis
+                  with every check against its OpenAPI document (settings in
+                  schemathesis.toml; ARGS go to `st run`). Skipped loudly
+                  without schemathesis, a failure under CI=true. `test` runs
+                  it after the tests.
   fmt [ARGS...]   Format the whole workspace (`cargo fmt --all [ARGS]`).
   help            Show this message.
 
@@ -91,6 +98,7 @@ fn dispatch() -> Result<()> {
         "test" | "ci" => test::run(rest),
         "bench" => bench::run(rest),
         "e2e" => e2e::run(rest),
+        "schemathesis" => schemathesis::run(rest),
         "fmt" => fmt(rest),
         other => {
             eprint!("{HELP}");

@@ -17,7 +17,10 @@
 //!    encryption at rest. With extra arguments, the same selection runs again instead.
 //! 7. with nextest only: `cargo test --workspace --doc --all-features`, since
 //!    nextest does not run doctests
-//! 8. unless packages were selected: the browser tests of `cargo xtask e2e`
+//! 8. unless packages were selected: `cargo xtask schemathesis` (the server against its
+//!    OpenAPI document, every check; skipped loudly without schemathesis, a failure under
+//!    `CI=true`)
+//! 9. unless packages were selected: the browser tests of `cargo xtask e2e`
 //!    (skipped loudly without chromium and chromedriver, a failure under `CI=true`)
 //!
 //! Extra arguments go to the test runners of steps 5 and 6. If they select packages
@@ -80,7 +83,9 @@ fn run_steps(extra: &[String]) -> Result<()> {
     let nextest = cmd::succeeds(cmd::cargo().args(["nextest", "--version"]));
     let selection = package_selection(extra);
     let browser = !selection.picks_packages;
-    let mut steps = Steps::new(6 + usize::from(nextest) + usize::from(browser));
+    let whole = !selection.picks_packages;
+    let mut steps =
+        Steps::new(6 + usize::from(nextest) + usize::from(whole) + usize::from(browser));
 
     steps.step("cargo fmt --all -- --check", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
@@ -161,6 +166,13 @@ fn run_steps(extra: &[String]) -> Result<()> {
                 .args(["--doc", "--all-features"]);
             run_with(&services, &mut command)
         })?;
+    }
+
+    if whole {
+        steps.step(
+            "schemathesis, every check (cargo xtask schemathesis)",
+            || crate::schemathesis::check(&[]),
+        )?;
     }
 
     if browser {
@@ -345,6 +357,17 @@ mod supply_chain_tests {
         assert!(
             missing.is_empty(),
             "no #![forbid(unsafe_code)] in {missing:?}"
+        );
+    }
+
+    #[test]
+    fn ci_installs_the_pinned_schemathesis_when_missing() {
+        let ci = std::fs::read_to_string(crate::cmd::workspace_root().join(".ci/run")).unwrap();
+        let pinned = format!("SCHEMATHESIS_VERSION={}", crate::schemathesis::VERSION);
+        assert!(ci.contains(&pinned), "{ci}");
+        assert!(
+            ci.contains("pip install --quiet \"schemathesis==$SCHEMATHESIS_VERSION\""),
+            "{ci}"
         );
     }
 

@@ -230,6 +230,21 @@ impl Emoji {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Every emoji [`Emoji::parse`] accepts in its fully qualified spelling, skin tones
+    /// included (for the API's description; minimally qualified spellings are accepted
+    /// too).
+    pub fn all() -> impl Iterator<Item = Emoji> {
+        emojis::iter()
+            .flat_map(|emoji| {
+                let tones: Vec<&'static emojis::Emoji> = match emoji.skin_tones() {
+                    Some(tones) => tones.collect(),
+                    None => vec![emoji],
+                };
+                tones
+            })
+            .filter_map(|emoji| Emoji::parse(emoji.as_str()).ok())
+    }
 }
 
 impl fmt::Display for Emoji {
@@ -416,6 +431,9 @@ mod tests {
         let beer = Emoji::parse("🍺").map(|e| e.0);
         assert_ne!(sushi, beer);
         assert_ne!(Emoji::parse("👍").ok(), Emoji::parse("👍🏿").ok());
+        let all: Vec<Emoji> = Emoji::all().collect();
+        assert!(all.len() > 3000, "{}", all.len());
+        assert!(all.iter().any(|e| e.as_str() == "👍🏿"));
     }
 
     #[test]

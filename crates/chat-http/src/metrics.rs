@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests and latency by route pattern and status, open WebSockets,
-//! messages sent and, when a database pool is plugged in, its usage.
+//! messages sent and, when a database pool is plugged in, its usage; in a cluster, the
+//! state of the Redis bridge.
 
 use std::sync::Arc;
 
@@ -22,6 +23,16 @@ pub struct PoolUsage {
 /// Reads a pool's usage at scrape time.
 pub type PoolProbe = Arc<dyn Fn() -> PoolUsage + Send + Sync>;
 
+/// Reads the Redis bridge's state at scrape time.
+pub type BridgeProbe = Arc<dyn Fn() -> Option<chat_realtime::BridgeStatus> + Send + Sync>;
+
+/// The bridge's gauges (up or not, by direction) and counters (by kind of trouble).
+struct BridgeMetrics {
+    up: IntGaugeVec,
+    events: IntCounterVec,
+    probe: BridgeProbe,
+}
+
 /// The service's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +41,7 @@ pub struct Metrics {
     open_websockets: IntGauge,
     messages_sent: IntCounter,
     pool: Option<(IntGaugeVec, PoolProbe)>,
+    bridge: Option<BridgeMetrics>,
 }
 
 impl Metrics {
@@ -63,6 +75,7 @@ impl Metrics {
             open_websockets,
             messages_sent,
             pool: None,
+            bridge: None,
         })
     }
 
@@ -80,6 +93,34 @@ impl Metrics {
         )?;
         self.registry.register(Box::new(gauges.clone()))?;
         self.pool = Some((gauges, probe));
+        Ok(self)
+    }
+
+    /// Adds the Redis bridge's metrics, read from `probe` at each scrape:
+    /// `chat_redis_bridge_up{direction="subscribe"|"publish"}` (1 or 0) and
+    /// `chat_redis_bridge_events_total{event="dropped"|"gap"|"subscription_lost"|"resync"}`.
+    ///
+    /// # Errors
+    /// A `prometheus` error when the metrics cannot be registered.
+    pub fn with_bridge(mut self, probe: BridgeProbe) -> Result<Self, prometheus::Error> {
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "chat_redis_bridge_up",
+                "Whether the Redis bridge works, by direction (1 up, 0 down)",
+            ),
+            &["direction"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "chat_redis_bridge_events_total",
+                "Troubles of the Redis bridge: events dropped before Redis, gaps seen in other \
+                 nodes' sequences, subscriptions lost, clients asked to catch up",
+            ),
+            &["event"],
+        )?;
+        self.registry.register(Box::new(up.clone()))?;
+        self.registry.register(Box::new(events.clone()))?;
+        self.bridge = Some(BridgeMetrics { up, events, probe });
         Ok(self)
     }
 
@@ -120,6 +161,27 @@ impl Metrics {
                 .with_label_values(&["in_use"])
                 .set(i64::from(usage.size.saturating_sub(usage.idle)));
             gauges.with_label_values(&["max"]).set(i64::from(usage.max));
+        }
+        if let Some(bridge) = &self.bridge {
+            if let Some(status) = (bridge.probe)() {
+                bridge
+                    .up
+                    .with_label_values(&["subscribe"])
+                    .set(i64::from(status.subscribed));
+                bridge
+                    .up
+                    .with_label_values(&["publish"])
+                    .set(i64::from(status.publishing));
+                for (event, total) in [
+                    ("dropped", status.events_dropped),
+                    ("gap", status.gaps_detected),
+                    ("subscription_lost", status.subscriptions_lost),
+                    ("resync", status.resyncs),
+                ] {
+                    let counter = bridge.events.with_label_values(&[event]);
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+            }
         }
         let mut buffer = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {

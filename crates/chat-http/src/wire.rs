@@ -415,6 +415,21 @@ impl From<&UnreadSummary> for UnreadOut {
 // Requests. Fields are optional on the wire so that a missing one is reported by name;
 // enumerations travel as text so that an unknown value is reported by field.
 
+/// A request body, which must be a JSON object: serde's derived structs would also read an
+/// array (fields by position), which the API does not allow and its document does not
+/// describe.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        serde_json::from_value(Value::Object(object))
+            .map(Object)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Collects field errors while a request is converted, so that every refused field is
 /// reported at once.
 #[derive(Debug, Default)]
@@ -772,6 +787,15 @@ mod tests {
             format_time(datetime!(2026-11-24 12:00:00.123456 +02:00)),
             "2026-11-24T10:00:00.123Z"
         );
+    }
+
+    #[test]
+    fn bodies_are_objects_not_arrays() {
+        let array: Result<Object<UpdateConversationBody>, _> = serde_json::from_str("[null, null]");
+        assert!(array.is_err());
+        let object: Object<UpdateConversationBody> =
+            serde_json::from_str(r#"{"name": "x"}"#).unwrap();
+        assert_eq!(object.0.name.as_deref(), Some("x"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod order;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bridge::{BridgeError, DEFAULT_CHANNEL, RedisBridge, RedisSettings};
+pub use bridge::{BridgeError, BridgeStatus, DEFAULT_CHANNEL, RedisBridge, RedisSettings};
 pub use frame::{EventClass, Frame};
 pub use hub::{Connection, Hub, Offer, Outgoing};
 pub use order::Sequencer;
@@ -69,15 +69,18 @@ impl Fanout {
     /// [`Fanout::local`]. Must be called on the Tokio runtime that is to run the bridge's
     /// tasks.
     ///
+    /// Redis need not answer yet: the bridge connects in the background and, until it
+    /// has, frames reach this node's connections only ([`Fanout::bridge_status`]).
+    ///
     /// # Errors
-    /// [`BridgeError`] when the Redis URL is invalid or Redis does not answer.
+    /// [`BridgeError`] when the Redis URL is invalid.
     pub async fn start(settings: &RealtimeSettings) -> Result<Arc<Self>, BridgeError> {
         let Some(redis) = &settings.redis else {
             return Ok(Self::local(settings.reorder_window));
         };
         let hub = Arc::new(Hub::default());
         let sequencer = Sequencer::new(Arc::clone(&hub), settings.reorder_window);
-        let bridge = RedisBridge::start(redis, Arc::clone(&sequencer)).await?;
+        let bridge = RedisBridge::start(redis, Arc::clone(&sequencer))?;
         Ok(Arc::new(Self {
             hub,
             sequencer,
@@ -93,6 +96,11 @@ impl Fanout {
     /// The Redis bridge, in a cluster.
     pub fn bridge(&self) -> Option<&RedisBridge> {
         self.bridge.as_ref()
+    }
+
+    /// How the Redis bridge is doing; `None` on a single node.
+    pub fn bridge_status(&self) -> Option<BridgeStatus> {
+        self.bridge.as_ref().map(RedisBridge::status)
     }
 
     /// Delivers `frame` on this node at once (in its conversation's order), then queues

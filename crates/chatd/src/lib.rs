@@ -41,8 +41,8 @@ pub fn init_tracing(format: config::LogFormat) {
 /// SIGINT or SIGTERM.
 ///
 /// # Errors
-/// When the configuration is refused, the store or Redis cannot be reached, the address
-/// cannot be bound, or the server fails.
+/// When the configuration is refused, the store cannot be reached, the Redis URL is
+/// invalid, the address cannot be bound, or the server fails.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     if config.app.auth.provisioning == chat_http::Provisioning::External

@@ -52,19 +52,20 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the real-time transport (connecting to Redis when configured), puts the
+    /// Starts the real-time transport (bridged over Redis when configured, which need not answer yet), puts the
     /// service over `storage`'s ports, and binds the HTTP server. Nothing is served until
     /// [`Application::run_until_stopped`].
     ///
     /// # Errors
-    /// When Redis does not answer, the metrics cannot be registered, or the address
+    /// When the Redis URL is invalid (an unreachable Redis is not an error: the bridge
+    /// joins when it answers), the metrics cannot be registered, or the address
     /// cannot be bound.
     pub async fn build(config: AppConfig, storage: Storage) -> anyhow::Result<Self> {
         let stored = storage.clone();
         let fanout = Fanout::start(&config.realtime)
             .await
-            .context("connecting to Redis (REDIS_URL)")?;
-        let realtime = Realtime::new(config.ws, fanout);
+            .context("the Redis URL (REDIS_URL) is invalid")?;
+        let realtime = Realtime::new(config.ws, fanout.clone());
         let users = storage.ports.users.clone();
         let service = Arc::new(ChatService::with_limits(
             storage.ports.with_events(realtime.clone()),
@@ -74,6 +75,9 @@ impl Application {
         let mut metrics = Metrics::new()?;
         if let Some(probe) = storage.pool {
             metrics = metrics.with_pool(probe)?;
+        }
+        if fanout.bridge().is_some() {
+            metrics = metrics.with_bridge(Arc::new(move || fanout.bridge_status()))?;
         }
         let metrics = Arc::new(metrics);
         let state = AppState {

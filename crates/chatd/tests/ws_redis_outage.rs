@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use chat_realtime::RedisSettings;
 use chatd::Storage;
+use futures::StreamExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 use ws_support::{WAIT, redis_or_skip, spawn_node_on, test_config};
 
 /// Forwards TCP connections to `upstream` until [`Proxy::cut`] drops them all.
@@ -96,20 +98,27 @@ async fn a_node_that_loses_redis_recovers_and_asks_its_clients_to_catch_up() {
     );
 
     // A → B works again once A's publishing connection has been re-established; sends made
-    // meanwhile succeed all the same (publishing is best effort).
+    // meanwhile succeed all the same (publishing is best effort), and B, seeing the gap in
+    // A's publish sequence, asks its clients to catch up (1012): they reconnect.
     let mut alice_on_b = b.connect(1).await;
     let mut delivered = false;
     for attempt in 0..50 {
         a.say(2, group, &format!("probe {attempt}")).await;
         bob_on_a.expect("message.created").await;
-        let next = tokio::time::timeout(
-            Duration::from_millis(200),
-            alice_on_b.expect("message.created"),
-        )
-        .await;
-        if next.is_ok() {
-            delivered = true;
-            break;
+        let next = tokio::time::timeout(Duration::from_millis(200), alice_on_b.socket.next()).await;
+        match next {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "message.created" {
+                    delivered = true;
+                    break;
+                }
+            }
+            Ok(Some(Ok(Message::Close(Some(close))))) => {
+                assert_eq!(u16::from(close.code), 1012, "{close:?}");
+                alice_on_b = b.connect(1).await;
+            }
+            _ => {}
         }
     }
     assert!(delivered, "events published on A reach B again");

@@ -13,7 +13,7 @@ use crate::cursor;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::wire::{
     AddParticipantsBody, ChangeRoleBody, ConversationOut, ConversationPageOut,
-    CreateConversationBody, MarkReadBody, MembershipBody, MembershipOut, OpenDirectBody,
+    CreateConversationBody, MarkReadBody, MembershipBody, MembershipOut, Object, OpenDirectBody,
     ReadStateOut, UnreadOut, UpdateConversationBody,
 };
 
@@ -34,9 +34,9 @@ const DEFAULT_INBOX_LIMIT: i64 = 20;
 pub(crate) async fn create(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
-    body: web::Json<CreateConversationBody>,
+    body: web::Json<Object<CreateConversationBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner().into_domain()?;
+    let request = body.into_inner().0.into_domain()?;
     let item = state.service.create_conversation(actor, request).await?;
     Ok(HttpResponse::Created().json(ConversationOut::from(&item)))
 }
@@ -56,9 +56,9 @@ pub(crate) async fn create(
 pub(crate) async fn open_direct(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
-    body: web::Json<OpenDirectBody>,
+    body: web::Json<Object<OpenDirectBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let other = body.into_inner().into_domain()?;
+    let other = body.into_inner().0.into_domain()?;
     let opened = state.service.open_direct(actor, other).await?;
     let out = ConversationOut::from(&opened.item);
     Ok(if opened.created {
@@ -179,10 +179,10 @@ pub(crate) async fn update(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
-    body: web::Json<UpdateConversationBody>,
+    body: web::Json<Object<UpdateConversationBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let update = body.into_inner().into_domain()?;
+    let update = body.into_inner().0.into_domain()?;
     let item = state.service.update_conversation(actor, id, update).await?;
     Ok(HttpResponse::Ok().json(ConversationOut::from(&item)))
 }
@@ -204,10 +204,10 @@ pub(crate) async fn add_participants(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
-    body: web::Json<AddParticipantsBody>,
+    body: web::Json<Object<AddParticipantsBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let users = body.into_inner().into_domain()?;
+    let users = body.into_inner().0.into_domain()?;
     let item = state.service.add_participants(actor, id, users).await?;
     Ok(HttpResponse::Ok().json(ConversationOut::from(&item)))
 }
@@ -258,12 +258,12 @@ pub(crate) async fn change_role(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     path: web::Path<(String, String)>,
-    body: web::Json<ChangeRoleBody>,
+    body: web::Json<Object<ChangeRoleBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = path.into_inner();
     let id = conversation_id(&id)?;
     let user = user_id(&user)?;
-    let role = body.into_inner().into_domain()?;
+    let role = body.into_inner().0.into_domain()?;
     let item = state.service.change_role(actor, id, user, role).await?;
     Ok(HttpResponse::Ok().json(ConversationOut::from(&item)))
 }
@@ -283,10 +283,10 @@ pub(crate) async fn set_membership(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
-    body: web::Json<MembershipBody>,
+    body: web::Json<Object<MembershipBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let muted = body.into_inner().into_domain()?;
+    let muted = body.into_inner().0.into_domain()?;
     let item = state.service.set_muted(actor, id, muted).await?;
     Ok(HttpResponse::Ok().json(MembershipOut::new(&item.membership, item.unread_count)))
 }
@@ -314,8 +314,9 @@ pub(crate) async fn mark_read(
     let body: MarkReadBody = if body.iter().all(u8::is_ascii_whitespace) {
         MarkReadBody::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Object<MarkReadBody>>(&body)
             .map_err(|err| ApiError::field("body", crate::error::json_message(&err)))?
+            .0
     };
     let up_to = body.into_domain()?;
     let read = state.service.mark_read(actor, id, up_to).await?;

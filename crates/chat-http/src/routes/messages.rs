@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::wire::{
-    EditMessageBody, MessageOut, MessagePageOut, ReactionsOut, ReceiptOut, SendMessageBody,
+    EditMessageBody, MessageOut, MessagePageOut, Object, ReactionsOut, ReceiptOut, SendMessageBody,
     reactions,
 };
 
@@ -107,10 +107,10 @@ pub(crate) async fn send(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
-    body: web::Json<SendMessageBody>,
+    body: web::Json<Object<SendMessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let request = body.into_inner().into_domain()?;
+    let request = body.into_inner().0.into_domain()?;
     let sent = state.service.send_message(actor, id, request).await?;
     let out = MessageOut::from(&sent.view);
     Ok(if sent.created {
@@ -157,10 +157,10 @@ pub(crate) async fn edit(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
-    body: web::Json<EditMessageBody>,
+    body: web::Json<Object<EditMessageBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = message_id(&id)?;
-    let content = body.into_inner().into_domain()?;
+    let content = body.into_inner().0.into_domain()?;
     let view = state.service.edit_message(actor, id, content).await?;
     Ok(HttpResponse::Ok().json(MessageOut::from(&view)))
 }

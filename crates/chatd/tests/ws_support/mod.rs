@@ -100,8 +100,22 @@ pub async fn spawn_node_limited(config: WsConfig, limits: Limits) -> Node {
 }
 
 /// A node over `storage`, built as `chatd serve` builds it, bridged over Redis when
-/// `redis` is given.
+/// `redis` is given; returns once its Redis subscription is active.
 pub async fn spawn_node_on(
+    storage: Storage,
+    config: WsConfig,
+    redis: Option<RedisSettings>,
+) -> Node {
+    let node = spawn_node_unready(storage, config, redis).await;
+    assert!(
+        node.realtime.wait_ready(WAIT).await,
+        "the redis subscription is active"
+    );
+    node
+}
+
+/// [`spawn_node_on`] without waiting for Redis (which may be unreachable).
+pub async fn spawn_node_unready(
     storage: Storage,
     config: WsConfig,
     redis: Option<RedisSettings>,
@@ -134,12 +148,8 @@ async fn spawn_node_with(
     };
     let app = Application::build(app_config, storage.clone())
         .await
-        .expect("the application builds (the redis bridge starts)");
+        .expect("the application builds");
     let realtime = app.realtime().clone();
-    assert!(
-        realtime.wait_ready(WAIT).await,
-        "the redis subscription is active"
-    );
     let node = Node {
         address: format!("127.0.0.1:{}", app.address().port()),
         realtime,
