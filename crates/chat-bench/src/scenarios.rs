@@ -242,7 +242,8 @@ async fn open_loop(
     users_per_group: i64,
     concurrency: usize,
 ) -> anyhow::Result<LoadResult> {
-    let per_worker = (rate * seconds as f64 / concurrency as f64).floor() as u64;
+    // At least one request per worker, so a slow store still gets a half-load figure.
+    let per_worker = ((rate * seconds as f64 / concurrency as f64).floor() as u64).max(1);
     let interval = Duration::from_secs_f64(concurrency as f64 / rate);
     let start = Instant::now();
     let workers = (0..concurrency).map(|w| {
