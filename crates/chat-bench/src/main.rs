@@ -5,7 +5,7 @@
 //! `results.json` and `results.md`.
 //!
 //! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL | --no-mysql]
-//! [--only send,fanout,history,inbox,connections] [--out DIR]`.
+//! [--only send,hot,biggroup,fanout,history,inbox,connections] [--out DIR]`.
 
 #![forbid(unsafe_code)]
 
@@ -85,7 +85,8 @@ struct Args {
     chatd: PathBuf,
     database_url: Option<String>,
     out: PathBuf,
-    /// Run only these scenarios (`send`, `fanout`, `history`, `inbox`, `connections`).
+    /// Run only these scenarios (`send`, `hot`, `biggroup`, `fanout`, `history`, `inbox`,
+    /// `connections`).
     only: Vec<String>,
 }
 
@@ -223,6 +224,19 @@ async fn run_store(args: &Args, store: &Store) -> anyhow::Result<Value> {
         .await?;
         results.insert("send".into(), send);
     }
+    // The same load concentrated: 10 groups of 5, then one group of 1000.
+    for (scenario, shape) in [
+        ("hot", scenarios::SendShape::hot()),
+        ("biggroup", scenarios::SendShape::big_group()),
+    ] {
+        if args.wants(scenario) {
+            let value = with_server(args, store, scenario, |s| async move {
+                Ok((scenarios::send_load(&s, plan, shape).await?, s))
+            })
+            .await?;
+            results.insert(scenario.into(), value);
+        }
+    }
     if args.wants("fanout") {
         let mut fanout = serde_json::Map::new();
         for members in &plan.fanout_sizes {
@@ -267,11 +281,13 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("limits:");
     let raw_insert = match &args.database_url {
-        Some(url) if args.wants("send") => Some(limits::raw_insert(url, &args.plan).await?),
+        Some(url) if args.wants("send") || args.wants("hot") || args.wants("biggroup") => {
+            Some(limits::raw_insert(url, &args.plan).await?)
+        }
         _ => None,
     };
     let sqlite_dir = std::path::absolute(args.out.join("sqlite"))?;
-    let raw_insert_sqlite = if args.wants("send") {
+    let raw_insert_sqlite = if args.wants("send") || args.wants("hot") || args.wants("biggroup") {
         Some(limits::raw_insert_sqlite(&sqlite_dir.join("raw"), &args.plan).await?)
     } else {
         None

@@ -29,14 +29,71 @@ pub(crate) async fn provision(api: &Api, users: impl Iterator<Item = i64>) -> an
     Ok(())
 }
 
+/// The shape of a send scenario: how many groups, how many members each, and which user
+/// numbers they get.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendShape {
+    /// How many groups the sends are spread over.
+    pub(crate) groups: i64,
+    /// Members per group, the creator included; every member sends in turn.
+    pub(crate) users_per_group: i64,
+    /// The first user number (each shape has its own range).
+    pub(crate) base_user: i64,
+}
+
+impl SendShape {
+    /// Scenario 1, spread out: `plan.send_groups` groups of 4.
+    pub(crate) fn spread(plan: &Plan) -> Self {
+        Self {
+            groups: plan.send_groups,
+            users_per_group: 4,
+            base_user: 10_000,
+        }
+    }
+
+    /// Hot conversations: 50 users in 10 groups of 5, the same 32 requests in flight, so
+    /// about three requests at a time land in the same conversation.
+    pub(crate) fn hot() -> Self {
+        Self {
+            groups: 10,
+            users_per_group: 5,
+            base_user: 600_000,
+        }
+    }
+
+    /// A big group: every request in flight goes into one group of 1000, each member
+    /// sending in turn.
+    pub(crate) fn big_group() -> Self {
+        Self {
+            groups: 1,
+            users_per_group: 1000,
+            base_user: 700_000,
+        }
+    }
+}
+
 /// Scenario 1: many users posting into many conversations with `concurrency` requests in
 /// flight; then every acknowledged message must be in history exactly once; then the
 /// latency at half the measured throughput.
 pub(crate) async fn durable_send(server: &Server, plan: &Plan) -> anyhow::Result<Value> {
+    send_load(server, plan, SendShape::spread(plan)).await
+}
+
+/// A closed loop of sends shaped by `shape` with `plan.concurrency` requests in flight for
+/// the run's duration (senders rotating over each group's members); then every
+/// acknowledged message must be in history exactly once; then an open loop at half the
+/// measured throughput (latency counted from each request's scheduled time).
+pub(crate) async fn send_load(
+    server: &Server,
+    plan: &Plan,
+    shape: SendShape,
+) -> anyhow::Result<Value> {
     let api = Api::new(&server.base)?;
-    let users_per_group = 4i64;
-    let groups = plan.send_groups;
-    let base_user = 10_000;
+    let SendShape {
+        groups,
+        users_per_group,
+        base_user,
+    } = shape;
     provision(&api, base_user..base_user + groups * users_per_group).await?;
     let mut conversations = Vec::new();
     for g in 0..groups {
@@ -92,6 +149,7 @@ pub(crate) async fn durable_send(server: &Server, plan: &Plan) -> anyhow::Result
     Ok(json!({
         "concurrency": plan.concurrency,
         "conversations": groups,
+        "members_per_conversation": users_per_group,
         "seconds": round(closed.elapsed.as_secs_f64()),
         "acknowledged": closed.acked.len(),
         "errors": closed.errors,
@@ -184,7 +242,8 @@ async fn open_loop(
     users_per_group: i64,
     concurrency: usize,
 ) -> anyhow::Result<LoadResult> {
-    let per_worker = (rate * seconds as f64 / concurrency as f64).floor() as u64;
+    // At least one request per worker, so a slow store still gets a half-load figure.
+    let per_worker = ((rate * seconds as f64 / concurrency as f64).floor() as u64).max(1);
     let interval = Duration::from_secs_f64(concurrency as f64 / rate);
     let start = Instant::now();
     let workers = (0..concurrency).map(|w| {

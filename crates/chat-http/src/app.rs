@@ -15,6 +15,7 @@ use actix_web::{App, HttpServer, web};
 use chat_service::ChatService;
 
 use crate::auth::Authenticator;
+use crate::drain::Drain;
 use crate::error::{ApiError, ensure_problem, json_error, path_error, query_error};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -170,8 +171,10 @@ fn cors(origins: &[String]) -> Cors {
 }
 
 /// Starts serving on `listener`; the returned server runs until it is stopped or, when
-/// `settings.handle_signals`, until SIGINT or SIGTERM, after which in-flight requests get
-/// `settings.shutdown_timeout` to finish.
+/// `settings.handle_signals`, until SIGINT or SIGTERM, after which it drains
+/// ([`crate::drain`]: new requests `503`, the ones in flight answered, within
+/// `settings.shutdown_timeout`) and then stops gracefully (open connections get
+/// `settings.shutdown_timeout` more to close).
 ///
 /// # Errors
 /// An I/O error when the listener cannot be used.
@@ -181,12 +184,16 @@ pub fn serve(
     settings: HttpSettings,
 ) -> std::io::Result<Server> {
     let origins = settings.allowed_origins.clone();
+    let drain = Drain::default();
+    let gate_state = web::Data::new(drain.clone());
     let mut server = HttpServer::new(move || {
         let state = state.clone();
         App::new()
+            .app_data(gate_state.clone())
             .wrap(ErrorHandlers::new().default_handler(ensure_problem))
             .wrap(cors(&origins))
             .wrap(from_fn(observe))
+            .wrap(from_fn(crate::drain::gate))
             .configure(|cfg| configure(cfg, &state))
             .default_service(web::to(|| async {
                 Err::<web::Json<()>, _>(ApiError::RouteNotFound)
@@ -197,8 +204,10 @@ pub fn serve(
     if let Some(workers) = settings.workers {
         server = server.workers(workers);
     }
-    if !settings.handle_signals {
-        server = server.disable_signals();
+    // Signals are handled here, not by actix: drain first, then stop (see `drain`).
+    let server = server.disable_signals().run();
+    if settings.handle_signals {
+        crate::drain::stop_on_signal(drain, server.handle(), settings.shutdown_timeout);
     }
-    Ok(server.run())
+    Ok(server)
 }

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod auth;
 pub mod cursor;
+pub mod drain;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

@@ -4,6 +4,15 @@
 //! statements each) into one of about as many statements for the whole batch; alone, a send
 //! is a batch of one in a transaction of its own.
 //!
+//! The workers are *shards by conversation*: a send goes to the queue of the worker its
+//! conversation hashes to, so the batches running at once never lock the same conversation
+//! row. Sends into one hot conversation never wait for another worker's `COMMIT` holding
+//! its lock (each batch takes every send queued for its conversations, one lock and one
+//! fsync for all of them), and the shards' transactions commit side by side, their fsyncs
+//! grouped by InnoDB. Before the shards, every worker took whatever was queued, so with a
+//! few hot conversations each batch locked the rows the batch before it still held and the
+//! workers ran one after another (`docs/benchmarks.md`, hot conversations).
+//!
 //! A batch is decided and stored by `send`, as a lone send is. A batch whose writes fail
 //! before `COMMIT` (a deadlock, a duplicate key of a writer that does not take the
 //! conversation lock, a foreign key) is rolled back and each of its requests is re-run alone
@@ -13,12 +22,13 @@
 //! the store is opened, on the runtime that opens it (chatd's main runtime, which outlives
 //! every HTTP worker), and stop only when the store is shut down
 //! ([`Appender::shut_down`]: no new sends; what is queued or in flight is finished and
-//! answered) or dropped. Its queue is bounded: a send that finds it full is answered
-//! `Unavailable` at once. Each request carries a deadline (the acquire timeout plus the
-//! statement timeout): its caller stops waiting then, a worker never starts a request whose
-//! deadline has passed, and every stage of a batch (taking a connection, its statements,
-//! `COMMIT`) is bounded by the earliest deadline of the batch, so a database outage answers
-//! every queued send by its deadline instead of one after another. A connection whose
+//! answered) or dropped. Its queues are bounded together: a send that finds `capacity`
+//! sends already queued is answered `Unavailable` at once. Each request carries a deadline
+//! (the acquire timeout plus the statement timeout): its caller stops waiting then, a
+//! worker never starts a request whose deadline has passed, and every stage of a batch
+//! (taking a connection, its statements, `COMMIT`) is bounded by the earliest deadline of
+//! the batch, so a database outage answers every queued send by its deadline instead of
+//! one after another. A connection whose
 //! statement was cut short by a deadline is closed, never returned to the pool.
 //!
 //! A batch whose `COMMIT` failed or timed out has an unknown outcome. The worker finds it
@@ -28,8 +38,9 @@
 //! (so the caller publishes what was stored); not committed, every request is answered
 //! `Unavailable`; still unknown at the deadline, `Unavailable` saying so.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chat_crypto::MessageCipher;
@@ -38,7 +49,7 @@ use chat_ports::{NewMessage, StoreError};
 use sqlx::mysql::MySqlPool;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder, Transaction};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
@@ -49,9 +60,10 @@ use crate::writes::{lock_conversations, push_list};
 /// How many requests one transaction takes at most.
 const MAX_BATCH: usize = 64;
 
-/// How many batches run at once. Each holds one connection for its transaction; while they
-/// run, new requests queue up and form the next batches.
-const WORKERS: usize = 3;
+/// How many batches run at once: one worker per shard of the conversations. Each holds one
+/// connection for its transaction; while they run, new requests queue up and form the
+/// next batches.
+const WORKERS: usize = 4;
 
 /// How long a caller waits past its deadline for the worker's answer: the worker answers by
 /// the deadline, this covers the hand-over.
@@ -78,17 +90,21 @@ struct Shared {
     pool: MySqlPool,
     /// Seals the messages of every batch (docs/security.md).
     cipher: MessageCipher,
-    receiver: Mutex<mpsc::Receiver<Request>>,
+    /// Requests queued in every shard and not yet taken by their worker.
+    queued: AtomicUsize,
     counters: Counters,
 }
 
-/// The queue of pending appends and its workers, started with the store.
+/// The queues of pending appends (one per shard) and their workers, started with the store.
 #[derive(Debug)]
 pub(crate) struct Appender {
-    queue: mpsc::Sender<Request>,
+    /// One queue per worker; a conversation always goes to the same one. `None` once
+    /// [`Appender::shut_down`] began: new sends are refused. Taken and sent under the
+    /// lock, so no send is queued after the workers were told to finish what is queued.
+    shards: std::sync::Mutex<Option<Vec<mpsc::UnboundedSender<Request>>>>,
+    /// How many requests may wait in the queues together.
+    capacity: usize,
     shared: Arc<Shared>,
-    /// Set by [`Appender::shut_down`]: new sends are refused.
-    closing: AtomicBool,
     /// Tells the workers to finish what is queued and stop.
     stop: watch::Sender<bool>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -132,21 +148,24 @@ impl Appender {
         runtime: &tokio::runtime::Handle,
         cipher: MessageCipher,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             pool,
             cipher,
-            receiver: Mutex::new(receiver),
+            queued: AtomicUsize::new(0),
             counters: Counters::default(),
         });
-        let workers = (0..WORKERS)
-            .map(|_| runtime.spawn(work(Arc::clone(&shared), stopped.clone())))
-            .collect();
+        let mut shards = Vec::with_capacity(WORKERS);
+        let mut workers = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            let (queue, receiver) = mpsc::unbounded_channel();
+            shards.push(queue);
+            workers.push(runtime.spawn(work(Arc::clone(&shared), receiver, stopped.clone())));
+        }
         Self {
-            queue,
+            shards: std::sync::Mutex::new(Some(shards)),
+            capacity: capacity.max(1),
             shared,
-            closing: AtomicBool::new(false),
             stop,
             workers: std::sync::Mutex::new(workers),
         }
@@ -175,27 +194,36 @@ impl Appender {
         new: NewMessage,
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable(
-                "the store is shutting down; the send was not stored".into(),
-            ));
-        }
         let (reply, answer) = oneshot::channel();
+        let shard = shard_of(new.conversation_id);
         let request = Request {
             new,
             reply,
             deadline,
         };
-        match self.queue.try_send(request) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        {
+            let shards = self
+                .shards
+                .lock()
+                .map_err(|_| StoreError::Unavailable("the append queue is broken".into()))?;
+            let Some(shards) = shards.as_ref() else {
+                return Err(StoreError::Unavailable(
+                    "the store is shutting down; the send was not stored".into(),
+                ));
+            };
+            if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                 return Err(StoreError::Unavailable(
                     "too many sends are waiting for the database (the append queue is full); \
                      the send was not stored"
                         .into(),
                 ));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(Reply::RunAlone),
+            if shards[shard].send(request).is_err() {
+                // The worker is gone (its runtime shut down): nothing was done.
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Ok(Reply::RunAlone);
+            }
         }
         match timeout_at(deadline + ANSWER_GRACE, answer).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -209,7 +237,10 @@ impl Appender {
     /// Refuses new sends, lets the workers finish what is queued and in flight (every
     /// caller is answered), and waits for them, at most `bound`. Whether they all stopped.
     pub(crate) async fn shut_down(&self, bound: Duration) -> bool {
-        self.closing.store(true, Ordering::Release);
+        if let Ok(mut shards) = self.shards.lock() {
+            // Dropping the senders: a worker's queue ends once it has taken what is queued.
+            *shards = None;
+        }
         let _ = self.stop.send(true);
         let workers = self
             .workers
@@ -225,28 +256,37 @@ impl Appender {
     }
 }
 
-/// A worker: takes whatever is queued (up to [`MAX_BATCH`], without waiting for more) and
-/// stores it; once stopped, finishes what is queued and returns.
-async fn work(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// The shard (worker) of `conversation`: always the same for a conversation.
+fn shard_of(conversation: ConversationId) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    conversation.hash(&mut hasher);
+    usize::try_from(hasher.finish() % WORKERS as u64).unwrap_or(0)
+}
+
+/// A worker of one shard: takes whatever is queued in its queue (up to [`MAX_BATCH`],
+/// without waiting for more) and stores it; once stopped, finishes what is queued and
+/// returns.
+async fn work(
+    shared: Arc<Shared>,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let batch = {
-            let mut receiver = shared.receiver.lock().await;
-            let first = if *stop.borrow() {
-                receiver.try_recv().ok()
-            } else {
-                tokio::select! {
-                    request = receiver.recv() => request,
-                    // Stopped (or the appender dropped): take what is left, if anything.
-                    _ = stop.changed() => receiver.try_recv().ok(),
-                }
-            };
-            let Some(first) = first else {
-                return;
-            };
-            let mut batch = vec![first];
-            drain(&mut receiver, &mut batch);
-            batch
+        let first = if *stop.borrow() {
+            receiver.try_recv().ok()
+        } else {
+            tokio::select! {
+                request = receiver.recv() => request,
+                // Stopped (or the appender dropped): take what is left, if anything.
+                _ = stop.changed() => receiver.try_recv().ok(),
+            }
         };
+        let Some(first) = first else {
+            return;
+        };
+        let mut batch = vec![first];
+        drain(&mut receiver, &mut batch);
+        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         run(&shared, batch).await;
     }
 }
@@ -294,7 +334,7 @@ async fn run(shared: &Shared, batch: Vec<Request>) {
 }
 
 /// Moves what is queued into `batch`, up to [`MAX_BATCH`], without waiting.
-fn drain(receiver: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+fn drain(receiver: &mut mpsc::UnboundedReceiver<Request>, batch: &mut Vec<Request>) {
     while batch.len() < MAX_BATCH {
         match receiver.try_recv() {
             Ok(request) => batch.push(request),
@@ -489,4 +529,24 @@ async fn stored_count(
     let count: i64 = query.build_query_scalar().fetch_one(&mut *tx).await?;
     tx.rollback().await?;
     Ok(usize::try_from(count).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_always_goes_to_the_same_shard_and_conversations_spread_over_all() {
+        let conversations: Vec<ConversationId> = (0..400).map(|_| ConversationId::new()).collect();
+        let mut per_shard = [0usize; WORKERS];
+        for conversation in &conversations {
+            let shard = shard_of(*conversation);
+            assert_eq!(shard, shard_of(*conversation));
+            per_shard[shard] += 1;
+        }
+        // 400 random ids over 4 shards: each gets a fair share (100 expected).
+        for count in per_shard {
+            assert!((50..=150).contains(&count), "{per_shard:?}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Per-conversation ordering between the publishers (local use cases and other nodes)
-//! and the hub. One node publishes a conversation's `message.created` events in `seq`
-//! order (the service stores and publishes them under one lock), but events of several
-//! nodes meet here over Redis, so a `message.created` that arrives ahead of its
+//! and the hub. Concurrent sends on one node may publish a conversation's
+//! `message.created` events slightly out of `seq` order (the service does not hold a lock
+//! across the store call), and events of several nodes meet here over Redis, so a
+//! `message.created` that arrives ahead of its
 //! predecessor is held back for at most the reorder window, and every later event of
 //! the same conversation waits behind it. The first `message.created` of a conversation
 //! this node has no `seq` for goes out at once and becomes the baseline. Typing events

@@ -67,7 +67,11 @@ impl ChatService {
         self.check_rate(ActionClass::Send, actor)?;
         // The store checks membership and archiving atomically with the append, and names
         // the recipients, so the hot path is one store call.
-        let _turn = self.order.lock(conversation).await;
+        // No lock is held across the store call: sends into one conversation reach the
+        // store together and share its group commit (one fsync), and a database outage
+        // answers each by its own deadline instead of one after another. Only publishing
+        // takes the conversation's turn; a `message.created` that overtakes its
+        // predecessor here is put back in `seq` order by the hub's sequencer.
         let appended = self
             .ports
             .messages
@@ -82,6 +86,7 @@ impl ChatService {
             })
             .await?;
         if appended.created {
+            let _turn = self.order.lock(conversation).await;
             self.publish(
                 ChatEvent::MessageCreated(appended.view.clone()),
                 appended.recipients,

@@ -1,8 +1,10 @@
-//! Per-conversation publishing order on one node: a change that gets a `seq` is stored
-//! and published under the same lock, so this node publishes `message.created` events of
-//! a conversation in commit order. The store serialises those commits per conversation
-//! anyway (the conversation row is locked to hand out the `seq`), so the lock costs no
-//! parallelism between conversations.
+//! Per-conversation publishing order on one node: the conversation changes that get a
+//! `seq` (membership changes and their system messages) are stored and published under
+//! the same lock, so this node publishes them in commit order. A send is *not* stored
+//! under it (sends into one conversation must reach the store together to share its
+//! group commit, and each must meet its own deadline in an outage): it takes the lock
+//! only to publish, and a `message.created` that overtakes its predecessor is put back
+//! in `seq` order by the hub's sequencer (`chat-realtime`, `order.rs`).
 
 use chat_domain::ConversationId;
 use futures::lock::{Mutex, MutexGuard};

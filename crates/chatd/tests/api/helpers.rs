@@ -96,7 +96,7 @@ pub async fn spawn_app() -> TestApp {
 /// A server on `backend`, built as `chatd serve` builds it; `None` (after a loud banner)
 /// when MySQL is not reachable and not required.
 pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
-    let (mut storage, database) = match backend {
+    let (storage, database) = match backend {
         Backend::Memory => (
             Storage::memory_with(chat_test_support::key_ring::cipher()),
             Held::Nothing,
@@ -120,6 +120,22 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
             (Storage::of(Arc::new(db.store.clone())), Held::MySql(db))
         }
     };
+    Some(start(storage, database, options).await)
+}
+
+/// A server on `store`, a MySQL store the test opened itself on `db` (through a fault
+/// proxy, with its own timeouts).
+pub async fn spawn_on_mysql(store: chat_mysql::MySqlStore, db: TestDb) -> TestApp {
+    start(
+        Storage::of(Arc::new(store)),
+        Held::MySql(db),
+        Options::default(),
+    )
+    .await
+}
+
+/// Builds and starts the application on `storage`, as `chatd serve` does.
+async fn start(mut storage: Storage, database: Held, options: Options) -> TestApp {
     if let Some(readiness) = options.readiness {
         storage.readiness = readiness;
     }
@@ -158,12 +174,12 @@ pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
     let port = app.address().port();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
-    Some(TestApp {
+    TestApp {
         address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
         database,
         handle,
-    })
+    }
 }
 
 impl TestApp {

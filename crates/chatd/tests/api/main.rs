@@ -6,6 +6,7 @@
 mod auth;
 mod authorization;
 mod conversations;
+mod faults;
 mod helpers;
 mod limits;
 mod messages;
