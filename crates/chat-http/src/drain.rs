@@ -141,28 +141,44 @@ pub async fn gate(
     Ok(response?.map_into_left_body())
 }
 
+/// A signal that asks the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (an orchestrator's stop).
+    Terminate,
+}
+
+/// Waits for SIGINT or, on Unix, SIGTERM (a SIGTERM handler that cannot be installed is
+/// logged and only SIGINT is awaited).
+pub async fn stop_signal() -> StopSignal {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "SIGTERM handler not installed");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => StopSignal::Interrupt,
+        () = terminate => StopSignal::Terminate,
+    }
+}
+
 /// On SIGTERM or SIGINT: [`Drain::drain_and_stop`] with `bound`.
 pub(crate) fn stop_on_signal(drain: Drain, server: ServerHandle, bound: Duration) {
     tokio::spawn(async move {
-        let interrupt = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "SIGTERM handler not installed");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received; draining, then stopping"),
-            () = terminate => tracing::info!("SIGTERM received; draining, then stopping"),
-        }
+        let signal = stop_signal().await;
+        tracing::info!(?signal, "stop signal received; draining, then stopping");
         drain.drain_and_stop(&server, bound).await;
     });
 }

@@ -175,25 +175,7 @@ fn prune_rate_limiters_periodically(service: std::sync::Weak<ChatService>) {
 /// On SIGTERM or SIGINT, closes every WebSocket with 1001 while actix drains the rest.
 fn close_websockets_on_signal(realtime: Arc<Realtime>) {
     tokio::spawn(async move {
-        let interrupt = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "SIGTERM handler not installed");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = interrupt => {}
-            () = terminate => {}
-        }
+        chat_http::drain::stop_signal().await;
         tracing::info!("closing WebSocket connections (1001)");
         realtime.shut_down();
     });
