@@ -60,61 +60,7 @@ pub(crate) async fn raw_insert(server_url: &str, plan: &Plan) -> anyhow::Result<
     )
     .execute(&pool)
     .await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seq = Arc::new(AtomicU64::new(0));
-    let conversations: Arc<Vec<String>> = Arc::new(
-        (0..plan.send_groups)
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect(),
-    );
-    let start = Instant::now();
-    let workers = (0..plan.concurrency).map(|_| {
-        let pool = pool.clone();
-        let stop = stop.clone();
-        let seq = seq.clone();
-        let conversations = conversations.clone();
-        tokio::spawn(async move {
-            let mut latencies = Latencies::new();
-            let mut errors = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                let began = Instant::now();
-                let result = sqlx::query(
-                    "INSERT INTO raw_messages (id, conversation_id, seq, sender_id, content) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(&conversations[n as usize % conversations.len()])
-                .bind(n as i64)
-                .bind(10_000 + (n % 4) as i64)
-                .bind(format!("durable {n}"))
-                .execute(&pool)
-                .await;
-                match result {
-                    Ok(_) => latencies.record(began.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        })
-    });
-    let timer = {
-        let stop = stop.clone();
-        let seconds = plan.send_seconds;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let results = join_all(workers).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    timer.await?;
-    let mut latencies = Latencies::new();
-    let mut errors = 0;
-    for result in results {
-        let (l, e) = result?;
-        latencies.merge(&l);
-        errors += e;
-    }
+    let (latencies, errors, elapsed) = insert_for(plan, &pool).await?;
     sqlx::query("DROP TABLE raw_messages")
         .execute(&pool)
         .await?;
@@ -173,6 +119,30 @@ pub(crate) async fn raw_insert_sqlite(dir: &std::path::Path, plan: &Plan) -> any
     ] {
         sqlx::query(index).execute(&pool).await?;
     }
+    let (latencies, errors, elapsed) = insert_for(plan, &pool).await?;
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(json!({
+        "concurrency": plan.concurrency,
+        "settings": "journal_mode=WAL, synchronous=FULL, autocommit",
+        "inserts": latencies.count(),
+        "errors": errors,
+        "throughput_per_s": round(latencies.count() as f64 / elapsed),
+        "latency": latencies.summary(),
+    }))
+}
+
+/// Runs `plan.concurrency` callers, each inserting one message-shaped row at a time into
+/// `raw_messages` through `pool` (autocommit) for `plan.send_seconds`; the latencies, the
+/// failed inserts and the seconds it took.
+async fn insert_for<DB>(plan: &Plan, pool: &sqlx::Pool<DB>) -> anyhow::Result<(Latencies, u64, f64)>
+where
+    DB: sqlx::Database,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let seq = Arc::new(AtomicU64::new(0));
     let conversations: Arc<Vec<String>> = Arc::new(
@@ -196,7 +166,7 @@ pub(crate) async fn raw_insert_sqlite(dir: &std::path::Path, plan: &Plan) -> any
                     "INSERT INTO raw_messages (id, conversation_id, seq, sender_id, content) VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(uuid::Uuid::now_v7().to_string())
-                .bind(&conversations[n as usize % conversations.len()])
+                .bind(conversations[n as usize % conversations.len()].clone())
                 .bind(n as i64)
                 .bind(10_000 + (n % 4) as i64)
                 .bind(format!("durable {n}"))
@@ -228,16 +198,7 @@ pub(crate) async fn raw_insert_sqlite(dir: &std::path::Path, plan: &Plan) -> any
         latencies.merge(&l);
         errors += e;
     }
-    pool.close().await;
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(json!({
-        "concurrency": plan.concurrency,
-        "settings": "journal_mode=WAL, synchronous=FULL, autocommit",
-        "inserts": latencies.count(),
-        "errors": errors,
-        "throughput_per_s": round(latencies.count() as f64 / elapsed),
-        "latency": latencies.summary(),
-    }))
+    Ok((latencies, errors, elapsed))
 }
 
 /// A bare broadcast server: accepts `members` sockets and writes each pre-encoded frame
