@@ -5,6 +5,8 @@
 //! directory (never `chatd-data/` in the repository).
 #![allow(clippy::unwrap_used)]
 
+mod fresh_shell;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -20,26 +22,7 @@ use serde_json::{Value, json};
 fn chatd(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
     command.args(args);
-    for name in [
-        "CHAT_JWT_SECRET",
-        "CHAT_JWT_ALGORITHM",
-        "CHAT_JWT_PUBLIC_KEY_PEM",
-        "CHAT_JWT_ISSUER",
-        "CHAT_JWT_AUDIENCE",
-        "CHAT_ALLOWED_ORIGINS",
-        "CHAT_USER_PROVISIONING",
-        "DATABASE_URL",
-        "CHAT_DATA_DIR",
-        "CHAT_BIND",
-        "REDIS_URL",
-        "CHAT_SEND_RATE_PER_SECOND",
-        "CHAT_SEND_BURST",
-        "CHAT_RATE_LIMITS",
-        "CHAT_WS_MAX_CONNECTIONS_PER_USER",
-        "CHAT_ENCRYPTION_KEYS",
-        "CHAT_ENCRYPTION_KEYS_FILE",
-        "CHAT_ENCRYPTION_ACTIVE_KEY",
-    ] {
+    for name in fresh_shell::CHATD_SETTINGS {
         command.env_remove(name);
     }
     command.env("RUST_LOG", "info");

@@ -7,6 +7,8 @@
 //! built binary, and the fixed `127.0.0.1:8080` becomes the free port the server announces.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fresh_shell;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,24 +21,7 @@ use serde_json::Value;
 const HELLO: &str = "Hello Bob 👋";
 
 /// The settings `chatd` reads, cleared so the quick start sees a fresh shell.
-const SETTINGS: &[&str] = &[
-    "CHAT_JWT_SECRET",
-    "CHAT_JWT_ALGORITHM",
-    "CHAT_JWT_PUBLIC_KEY_PEM",
-    "CHAT_JWT_ISSUER",
-    "CHAT_JWT_AUDIENCE",
-    "CHAT_ALLOWED_ORIGINS",
-    "CHAT_USER_PROVISIONING",
-    "DATABASE_URL",
-    "CHAT_DATA_DIR",
-    "CHAT_BIND",
-    "REDIS_URL",
-    "CHAT_SEND_RATE_PER_SECOND",
-    "CHAT_SEND_BURST",
-    "CHAT_ENCRYPTION_KEYS",
-    "CHAT_ENCRYPTION_KEYS_FILE",
-    "CHAT_ENCRYPTION_ACTIVE_KEY",
-];
+const SETTINGS: &[&str] = fresh_shell::CHATD_SETTINGS;
 
 fn readme() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
