@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chat_crypto::{KeyRing, StoredFields};
 use chat_domain::{MessageId, PostingId};
 use chat_ports::{
-    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, ReencryptStore,
+    ChangeFeed, ConversationStore, MessageStore, PostingDirectory, ReadStateStore, ReencryptStore,
     UserDirectory,
 };
 
@@ -64,6 +64,8 @@ pub struct Ports {
     pub read_state: Arc<dyn ReadStateStore>,
     pub users: Arc<dyn UserDirectory>,
     pub postings: Arc<dyn PostingDirectory>,
+    /// The change feed.
+    pub feed: Arc<dyn ChangeFeed>,
     pub fixtures: Arc<dyn Fixtures>,
     /// The encryption-at-rest harness; every adapter's harness provides it.
     pub at_rest: Option<Arc<dyn AtRest>>,
@@ -79,6 +81,7 @@ impl Ports {
             + ReadStateStore
             + UserDirectory
             + PostingDirectory
+            + ChangeFeed
             + 'static,
     {
         Self {
@@ -86,7 +89,8 @@ impl Ports {
             messages: store.clone(),
             read_state: store.clone(),
             users: store.clone(),
-            postings: store,
+            postings: store.clone(),
+            feed: store,
             fixtures,
             at_rest: None,
         }

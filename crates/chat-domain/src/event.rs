@@ -157,4 +157,6 @@ pub struct Delivery {
     pub event: ChatEvent,
     /// Who must hear of it.
     pub recipients: Vec<UserId>,
+    /// Its position in the change feed; `None` for what is never stored (typing).
+    pub pos: Option<crate::FeedPos>,
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod change;
 pub mod conversation;
 pub mod error;
 pub mod event;
@@ -17,6 +18,9 @@ pub mod message;
 pub mod values;
 
 pub use authority::{Action, Refusal, authorize, check_participant_limit};
+pub use change::{
+    Change, ChangeKind, FeedId, FeedPos, MembershipMove, MembershipWindow, visible_changes,
+};
 pub use conversation::{Conversation, ConversationDetails, Participant, ParticipantView};
 pub use error::ValidationError;
 pub use event::{ChatEvent, Delivery};

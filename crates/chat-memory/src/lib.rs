@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod feed;
 mod state;
 mod store;
 

@@ -12,6 +12,7 @@ pub mod at_rest;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod store;
 pub mod stored;
 
@@ -19,6 +20,7 @@ pub use at_rest::{ReencryptBatch, ReencryptStore};
 pub use directory::{Clock, PostingDirectory, SystemClock, UserDirectory};
 pub use error::{PublishError, StoreConflict, StoreError};
 pub use events::{DiscardingPublisher, EventPublisher};
+pub use feed::{ChangeFeed, FeedBounds, Purged, ReaderChanges};
 pub use store::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, Deleted, DirectConversation,
     Edited, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
@@ -30,5 +32,7 @@ pub use store::{
 pub use directory::{MockClock, MockPostingDirectory, MockUserDirectory};
 #[cfg(feature = "mock")]
 pub use events::MockEventPublisher;
+#[cfg(feature = "mock")]
+pub use feed::MockChangeFeed;
 #[cfg(feature = "mock")]
 pub use store::{MockConversationStore, MockMessageStore, MockReadStateStore};

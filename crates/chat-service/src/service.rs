@@ -12,8 +12,8 @@ use chat_domain::{
     ChatEvent, ConversationDetails, ConversationId, Delivery, Participant, Timestamp, UserId,
 };
 use chat_ports::{
-    Clock, ConversationStore, DiscardingPublisher, EventPublisher, MessageStore, PostingDirectory,
-    ReadStateStore, SystemClock, UserDirectory,
+    ChangeFeed, Clock, ConversationStore, DiscardingPublisher, EventPublisher, MessageStore,
+    PostingDirectory, ReadStateStore, SystemClock, UserDirectory,
 };
 
 /// Everything the service needs from the outside world.
@@ -29,6 +29,8 @@ pub struct Ports {
     pub users: Arc<dyn UserDirectory>,
     /// The platform's postings.
     pub postings: Arc<dyn PostingDirectory>,
+    /// The change feed: every durable change, by position.
+    pub feed: Arc<dyn ChangeFeed>,
     /// Real-time delivery.
     pub events: Arc<dyn EventPublisher>,
     /// The time.
@@ -47,6 +49,7 @@ impl Ports {
             + ReadStateStore
             + UserDirectory
             + PostingDirectory
+            + ChangeFeed
             + 'static,
     {
         Self {
@@ -54,7 +57,8 @@ impl Ports {
             messages: store.clone(),
             read_state: store.clone(),
             users: store.clone(),
-            postings: store,
+            postings: store.clone(),
+            feed: store,
             events: Arc::new(DiscardingPublisher),
             clock: Arc::new(SystemClock),
         }
@@ -207,7 +211,11 @@ impl ChatService {
         if let Err(err) = self
             .ports
             .events
-            .publish(Delivery { event, recipients })
+            .publish(Delivery {
+                event,
+                recipients,
+                pos: None,
+            })
             .await
         {
             tracing::warn!(event = name, error = %err, "event not published");

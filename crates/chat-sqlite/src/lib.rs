@@ -19,6 +19,7 @@ mod at_rest;
 mod conversations;
 mod directory;
 mod error;
+mod feed;
 mod guard;
 mod messages;
 mod read_state;

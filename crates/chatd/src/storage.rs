@@ -12,7 +12,7 @@ use chat_http::{AlwaysReady, PoolProbe, PoolUsage, Readiness};
 use chat_memory::MemoryStore;
 use chat_mysql::{MySqlSettings, MySqlStore};
 use chat_ports::{
-    ConversationStore, MessageStore, PostingDirectory, ReadStateStore, UserDirectory,
+    ChangeFeed, ConversationStore, MessageStore, PostingDirectory, ReadStateStore, UserDirectory,
 };
 use chat_service::Ports;
 use chat_sqlite::{SqliteSettings, SqliteStore};
@@ -125,6 +125,7 @@ impl Storage {
             + ReadStateStore
             + UserDirectory
             + PostingDirectory
+            + ChangeFeed
             + 'static,
     {
         Self {

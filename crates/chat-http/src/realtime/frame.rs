@@ -250,6 +250,7 @@ mod tests {
         let out = encode(&Delivery {
             event,
             recipients: vec![user(1), user(2)],
+            pos: None,
         })
         .unwrap();
         assert_eq!(out.recipients, vec![user(1), user(2)]);
