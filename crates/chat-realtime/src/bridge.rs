@@ -4,8 +4,8 @@
 //! them to its own connections, so a Redis outage delays nothing durable and loses
 //! nothing durable. [`crate::Fanout::publish`] forwards only [`EventClass::Typing`].
 //!
-//! Each frame forwarded (already delivered on this node) is PUBLISHed once, as recipients
-//! + pre-encoded frame + origin node id, to one channel; every node SUBSCRIBEs to it and
+//! Each frame forwarded (already delivered on this node) is PUBLISHed once, as its
+//! recipients, the pre-encoded frame and the origin node id, to one channel; every node SUBSCRIBEs to it and
 //! hands what other nodes published to its sequencer, ignoring its own echo. The envelope
 //! is the bridge's own JSON (so that nodes of different versions can share a channel);
 //! the frame inside it is carried as the opaque text it is. A durable frame that arrives
@@ -597,7 +597,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_in_another_nodes_sequence_is_counted_without_closing_any_connection() {
         let hub = Arc::new(Hub::default());
-        let mut resync = hub.resync_signal();
+        let resync = hub.resync_signal();
         let user = UserId::new(1).unwrap();
         let (connection, mut queue) = hub.connection(8);
         hub.attach(user, &connection);
