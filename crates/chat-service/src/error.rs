@@ -64,6 +64,10 @@ pub enum ServiceError {
     /// The store is unavailable; retrying later may succeed. Nothing was half-written.
     #[error("unavailable")]
     Unavailable,
+    /// The sync token is of another feed (database), older than the retention, or
+    /// ahead of the feed: the client reloads and starts again from a fresh token.
+    #[error("sync token expired")]
+    SyncTokenExpired,
 }
 
 impl ServiceError {

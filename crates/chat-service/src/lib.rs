@@ -11,11 +11,13 @@ mod active_members;
 mod announcements;
 mod conversations;
 mod error;
+mod hydrate;
 mod messages;
 mod ordering;
 mod rate;
 mod read_state;
 mod service;
+mod sync;
 
 pub use active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL};
 pub use conversations::{ConversationUpdate, CreateConversation, OpenedDirect};
@@ -23,6 +25,7 @@ pub use error::{ConflictCode, ServiceError};
 pub use messages::{SendMessage, SentMessage};
 pub use rate::{ActionClass, ActionRates, MAX_TRACKED_USERS, Rate};
 pub use service::{ChatService, Limits, Ports};
+pub use sync::{SyncLimit, SyncPage, SyncToken, SyncedEvent};
 
 /// Re-exported so embedders need only this crate and `chat-domain` to call the service.
 pub use chat_ports::{
