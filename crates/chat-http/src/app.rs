@@ -19,7 +19,7 @@ use crate::drain::Drain;
 use crate::error::{ApiError, ensure_problem, json_error, path_error, query_error};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::routes::{conversations, messages, ops};
+use crate::routes::{conversations, messages, ops, sync};
 use crate::telemetry::observe;
 
 /// What every handler shares.
@@ -140,7 +140,8 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(messages::remove_reaction)),
         )
         .service(web::resource("/messages/{id}/receipts").route(web::get().to(messages::receipts)))
-        .service(web::resource("/unread").route(web::get().to(conversations::unread)));
+        .service(web::resource("/unread").route(web::get().to(conversations::unread)))
+        .service(web::resource("/sync").route(web::get().to(sync::sync)));
 }
 
 fn cors(origins: &[String]) -> Cors {

@@ -110,6 +110,7 @@ impl ApiError {
                 },
                 ServiceError::RateLimited { .. } => "rate_limited",
                 ServiceError::Unavailable => "unavailable",
+                ServiceError::SyncTokenExpired => "sync_token_expired",
             },
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Validation(_) => "validation_failed",
@@ -160,6 +161,12 @@ impl ApiError {
                     "The service is temporarily unavailable; retry later.".to_owned(),
                     None,
                 ),
+                ServiceError::SyncTokenExpired => (
+                    "The sync token is older than the retention or from another deployment; \
+                     reload and start again without a token."
+                        .to_owned(),
+                    None,
+                ),
             },
             ApiError::Unauthorized(why) => (capitalised(why), None),
             ApiError::Validation(errors) => {
@@ -207,6 +214,7 @@ impl ResponseError for ApiError {
                 ServiceError::Conflict { .. } => StatusCode::CONFLICT,
                 ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServiceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::SyncTokenExpired => StatusCode::GONE,
             },
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
@@ -552,6 +560,18 @@ mod tests {
                     "Service Unavailable",
                     "unavailable",
                     "The service is temporarily unavailable; retry later.",
+                ),
+            ),
+            (
+                ServiceError::SyncTokenExpired.into(),
+                410,
+                None,
+                expected(
+                    410,
+                    "Gone",
+                    "sync_token_expired",
+                    "The sync token is older than the retention or from another deployment; \
+                     reload and start again without a token.",
                 ),
             ),
             (

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod readiness;
 pub mod realtime;
 mod routes;
+pub mod sync_token;
 pub mod telemetry;
 pub mod web;
 pub mod wire;

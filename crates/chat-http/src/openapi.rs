@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{conversations, messages, ops};
+use crate::routes::{conversations, messages, ops, sync};
 
 /// The API description served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
@@ -47,6 +47,7 @@ use crate::routes::{conversations, messages, ops};
         messages::add_reaction,
         messages::remove_reaction,
         messages::receipts,
+        sync::sync,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -68,6 +69,21 @@ pub fn document() -> &'static Value {
         doc
     })
 }
+
+/// The `type` of every event the change feed serves (every event but `typing`).
+const SYNCED_EVENT_TYPES: [&str; 11] = [
+    "message.created",
+    "message.updated",
+    "message.deleted",
+    "reaction.added",
+    "reaction.removed",
+    "conversation.read",
+    "conversation.created",
+    "conversation.updated",
+    "participant.added",
+    "participant.removed",
+    "participant.updated",
+];
 
 /// White space as Rust's `str::trim` sees it (Unicode `White_Space`), for patterns.
 const WHITE_SPACE: &str =
@@ -277,6 +293,42 @@ fn constrain(doc: &mut Value) {
     for schema in parameters(doc, "/api/v1/messages/{id}/reactions/{emoji}", "emoji") {
         replace(Some(schema), json!({"$ref": "#/components/schemas/Emoji"}));
     }
+    for path in ["/api/v1/sync", "/api/v1/ws"] {
+        for schema in parameters(doc, path, "since") {
+            replace(
+                Some(schema),
+                json!({"type": "string", "pattern": crate::sync_token::PATTERN}),
+            );
+        }
+    }
+    for schema in parameters(doc, "/api/v1/sync", "limit") {
+        replace(
+            Some(schema),
+            json!({"type": "integer", "format": "int64", "minimum": 1,
+                   "maximum": chat_service::SyncLimit::MAX.get(),
+                   "default": crate::routes::sync::DEFAULT_SYNC_LIMIT}),
+        );
+    }
+    replace(
+        property(doc, "SyncPageOut", "events"),
+        json!({"type": "array", "items": {
+            "type": "object",
+            "required": ["type", "pos"],
+            "properties": {
+                "type": {"type": "string", "enum": SYNCED_EVENT_TYPES},
+                "pos": {"type": "integer", "format": "int64", "minimum": 1},
+            },
+            "additionalProperties": true,
+        }}),
+    );
+    replace(
+        property(doc, "SyncPageOut", "next"),
+        json!({"type": "string", "pattern": crate::sync_token::PATTERN}),
+    );
+    extend(
+        component(doc, "SyncPageOut"),
+        json!({"required": ["events", "next", "has_more"]}),
+    );
     websocket_handshake(doc);
     uuid_patterns(doc);
 }

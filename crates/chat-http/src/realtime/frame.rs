@@ -1,9 +1,12 @@
 //! Server event frames: every [`ChatEvent`] is encoded once, into the JSON text that each
-//! recipient's connections are sent as it is (`{"type":"message.created", …payload}`),
-//! carried by the real-time transport (`chat-realtime`) as an opaque [`Frame`].
+//! recipient's connections are sent as it is (`{"type":"message.created", …payload,
+//! "pos":42}`), carried by the real-time transport (`chat-realtime`) as an opaque
+//! [`Frame`]. A stored change carries its position in the change feed as `pos`, written
+//! last so that a connection can read it back cheaply ([`pos_of`]) to de-duplicate;
+//! `typing` has none. `GET /api/v1/sync` serves the very same objects ([`event_value`]).
 
 use bytestring::ByteString;
-use chat_domain::{ChatEvent, ConversationDetails, Delivery};
+use chat_domain::{ChatEvent, ConversationDetails, Delivery, FeedPos};
 use chat_realtime::{EventClass, Frame};
 use serde::Serialize;
 
@@ -21,13 +24,56 @@ pub fn encode(delivery: &Delivery) -> Result<Frame, serde_json::Error> {
         ChatEvent::Typing { .. } => EventClass::Typing,
         _ => EventClass::Ordered,
     };
-    let text = serde_json::to_string(&EventFrame::from(event))?;
     Ok(Frame {
         conversation_id: event.conversation_id(),
         class,
         recipients: delivery.recipients.clone(),
-        payload: ByteString::from(text),
+        payload: ByteString::from(event_text(event, delivery.pos)?),
     })
+}
+
+/// The frame text of `event`, with `pos` as its last field when the event is a stored
+/// change.
+///
+/// # Errors
+/// A `serde_json` error if the event cannot be serialised (it always can).
+pub fn event_text(event: &ChatEvent, pos: Option<FeedPos>) -> Result<String, serde_json::Error> {
+    let mut text = serde_json::to_string(&EventFrame::from(event))?;
+    if let Some(pos) = pos {
+        // The frame is a JSON object: its text ends with the `}` that closes it.
+        text.pop();
+        text.push_str(&format!(",\"pos\":{pos}}}"));
+    }
+    Ok(text)
+}
+
+/// The frame of `event` at `pos` as a JSON value: what `GET /api/v1/sync` lists.
+///
+/// # Errors
+/// A `serde_json` error if the event cannot be serialised (it always can).
+pub fn event_value(event: &ChatEvent, pos: FeedPos) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(EventFrame::from(event))?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("pos".to_owned(), serde_json::Value::from(pos.get()));
+    }
+    Ok(value)
+}
+
+/// The `pos` of a frame [`event_text`] wrote, read from its end without parsing the
+/// JSON; `None` for a frame without one (`typing`, the server's replies). Only the
+/// top-level field can match: a nested object would end in `}}`, and a string ends in
+/// `"`.
+pub fn pos_of(text: &str) -> Option<FeedPos> {
+    let body = text.strip_suffix('}')?;
+    let digits_from = body
+        .bytes()
+        .rposition(|b| !b.is_ascii_digit())
+        .map_or(0, |at| at + 1);
+    let (head, digits) = body.split_at(digits_from);
+    if digits.is_empty() || !head.ends_with(",\"pos\":") {
+        return None;
+    }
+    digits.parse().ok().map(FeedPos::new)
 }
 
 /// A conversation in an event: the conversation as `GET /conversations/{id}` shows it,
@@ -355,5 +401,61 @@ mod tests {
             assert_eq!(got_class, class, "{name}");
             assert_eq!(got, expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_stored_change_carries_its_pos_last_and_sync_serves_the_same_object() {
+        let event = ChatEvent::ReactionAdded {
+            conversation_id: ConversationId::new(),
+            message_id: MessageId::new(),
+            emoji: "👍🏽".to_owned(),
+            user_id: user(3),
+        };
+        let frame = encode(&Delivery {
+            event: event.clone(),
+            recipients: vec![user(1)],
+            pos: Some(FeedPos::new(42)),
+        })
+        .unwrap();
+        assert!(frame.payload.ends_with(r#","pos":42}"#), "{}", &*frame.payload);
+        assert_eq!(pos_of(&frame.payload), Some(FeedPos::new(42)));
+        let parsed: Value = serde_json::from_str(&frame.payload).unwrap();
+        assert_eq!(parsed["pos"], 42);
+        assert_eq!(parsed["emoji"], "👍🏽");
+        assert_eq!(event_value(&event, FeedPos::new(42)).unwrap(), parsed);
+    }
+
+    #[test]
+    fn only_a_top_level_pos_is_read_back() {
+        let cases = [
+            (r#"{"type":"x","pos":7}"#, Some(7)),
+            (r#"{"type":"x","a":{"b":1},"pos":18446744073709551615}"#, Some(u64::MAX)),
+            (r#"{"type":"typing","conversation_id":"c","user_id":2,"is_typing":true}"#, None),
+            (r#"{"type":"pong","request_id":5}"#, None),
+            (r#"{"type":"x","a":{"pos":7}}"#, None),
+            (r#"{"type":"x","content":",\"pos\":7"}"#, None),
+            (r#"{"type":"x","pos":}"#, None),
+            (r#"{"type":"x","pos":99999999999999999999}"#, None),
+            (r#"{"type":"x","opos":7}"#, None),
+            ("", None),
+            ("}", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(pos_of(text), expected.map(FeedPos::new), "{text}");
+        }
+    }
+
+    #[test]
+    fn typing_never_carries_a_pos() {
+        let text = event_text(
+            &ChatEvent::Typing {
+                conversation_id: ConversationId::new(),
+                user_id: user(2),
+                is_typing: true,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(pos_of(&text), None);
     }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod conversations;
 pub(crate) mod messages;
 pub(crate) mod ops;
+pub(crate) mod sync;
 
 use chat_domain::{ConversationId, MessageId, UserId};
 

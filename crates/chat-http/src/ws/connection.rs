@@ -2,23 +2,43 @@
 //! pings, and enforces every limit and deadline, and a writer task that drains the
 //! connection's bounded outbound queue into the socket. The hub only ever queues, so a
 //! slow socket stalls its own writer and nobody else.
+//!
+//! Becoming ready (and resuming): the controller tells the writer to hold what the hub
+//! queues, attaches to the hub (so no live change can slip by), replays what the client
+//! missed since its token page by page straight to the writer, sends `ready` with the
+//! token to keep, then releases the held frames. The writer drops every frame whose
+//! position it has already sent or that the replay covered ([`SentPositions`]): no gap,
+//! no duplicate.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix_web::web;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
-use chat_domain::UserId;
-use futures::StreamExt as _;
+use bytestring::ByteString;
+use chat_domain::{FeedPos, UserId};
+use chat_service::{ServiceError, SyncLimit, SyncToken};
+use futures::{FutureExt as _, StreamExt as _};
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
+use super::dedup::SentPositions;
 use super::protocol::{self, ClientFrame, FrameError, Reply};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::realtime::{Realtime, WsConfig};
+use crate::realtime::{Realtime, WsConfig, frame};
+use crate::sync_token;
 use crate::wire::MessageOut;
 use chat_realtime::{Connection, Hub, Offer, Outgoing};
+
+/// How many frames the writer holds back from the hub while a replay runs; past it the
+/// hub's own queue fills and the connection is kicked as a slow consumer (4008), like
+/// any client that cannot keep up.
+const HELD_FRAMES: usize = 10_000;
+
+/// How many replay frames may wait for the writer before the replay waits in turn.
+const STEER_QUEUE: usize = 64;
 
 /// Close codes of the protocol (see `docs/websocket.md`).
 pub(crate) mod close {
@@ -84,20 +104,28 @@ fn reason(code: u16, description: &str) -> CloseReason {
 }
 
 /// Runs one connection to its end. `authenticated` is set when the handshake carried a
-/// valid `Authorization` header; otherwise the first frame must be `auth`.
+/// valid `Authorization` header; otherwise the first frame must be `auth`. `since` is the
+/// handshake's sync token, if any (an `auth` frame's own `since` replaces it).
 pub(crate) async fn run(
     state: web::Data<AppState>,
     realtime: Arc<Realtime>,
     session: Session,
     stream: MessageStream,
     authenticated: Option<Authenticated>,
+    since: Option<SyncToken>,
 ) {
     let _open = OpenGauge::new(state.metrics.open_websockets().clone());
     let config = realtime.config().clone();
     let hub = Arc::clone(realtime.hub());
     let (connection, queue) = hub.connection(config.outbound_queue);
     let (drain, drain_signal) = tokio::sync::oneshot::channel();
-    let writer = actix_web::rt::spawn(write_loop(session.clone(), queue, drain_signal));
+    let (steer, steering) = mpsc::channel(STEER_QUEUE);
+    let writer = actix_web::rt::spawn(write_loop(
+        session.clone(),
+        queue,
+        steering,
+        drain_signal,
+    ));
     let mut messages = stream
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
@@ -113,12 +141,17 @@ pub(crate) async fn run(
         hub,
         config,
         connection,
+        steer,
+        since,
         user: None,
         expires_at: None,
         missed_pongs: 0,
     };
     // A user over the connection cap is closed (4029) before `ready`.
-    let mut refused = authenticated.and_then(|caller| link.become_ready(caller).err());
+    let mut refused = match authenticated {
+        Some(caller) => link.become_ready(caller, None).await.err(),
+        None => None,
+    };
 
     // (close reason, the client closed first, flush what is queued before closing)
     let close = loop {
@@ -201,34 +234,103 @@ pub(crate) async fn run(
     drop(keep_open);
 }
 
+/// What the controller tells the writer, ahead of anything the hub queued.
+#[derive(Debug)]
+enum Steer {
+    /// Hold what the hub queues from now on (sent before attaching to the hub).
+    Hold,
+    /// Send this text now: a replayed event, an `error` or `ready` while catching up.
+    Send(ByteString),
+    /// Everything at or below this position has been sent or covered: send what was
+    /// held (without those), then what the hub queues, as it comes.
+    Release(FeedPos),
+}
+
 /// Sends what is queued, in order, until the queue or the socket closes; once `drain`
-/// fires, sends what is queued at that moment and returns.
+/// fires, sends what is queued at that moment and returns. `steer` comes first: it holds
+/// and releases the hub's frames and carries the replay.
 async fn write_loop(
-    mut session: Session,
+    session: Session,
     mut queue: mpsc::Receiver<Outgoing>,
+    mut steer: mpsc::Receiver<Steer>,
     mut drain: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let mut writer = Writer {
+        session,
+        held: None,
+        sent: SentPositions::default(),
+    };
     loop {
-        let item = tokio::select! {
+        let room = writer.held.as_ref().is_none_or(|held| held.len() < HELD_FRAMES);
+        let done = tokio::select! {
             biased;
-            item = queue.recv() => item,
+            Some(command) = steer.recv() => writer.steer(command).await,
+            item = queue.recv(), if room => match item {
+                Some(item) => writer.take(item).await,
+                None => return,
+            },
             _ = &mut drain => {
-                while let Ok(item) = queue.try_recv() {
-                    if write(&mut session, item).await.is_err() {
-                        return;
+                if writer.held.is_none() {
+                    while let Ok(item) = queue.try_recv() {
+                        if writer.take(item).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 return;
             }
         };
-        let Some(item) = item else { return };
-        if write(&mut session, item).await.is_err() {
+        if done.is_err() {
             return;
         }
     }
 }
 
-/// Writes one queued item to the socket.
+/// The writer's state.
+struct Writer {
+    session: Session,
+    /// What the hub queued while a replay runs.
+    held: Option<VecDeque<Outgoing>>,
+    /// The stored changes sent.
+    sent: SentPositions,
+}
+
+impl Writer {
+    async fn steer(&mut self, command: Steer) -> Result<(), actix_ws::Closed> {
+        match command {
+            Steer::Hold => {
+                self.held.get_or_insert_with(VecDeque::new);
+                Ok(())
+            }
+            Steer::Send(text) => self.take(Outgoing::Text(text)).await,
+            Steer::Release(covered) => {
+                self.sent.raise_floor(covered);
+                for item in self.held.take().unwrap_or_default() {
+                    self.take(item).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Holds `item`, or writes it unless it is a stored change already sent.
+    async fn take(&mut self, item: Outgoing) -> Result<(), actix_ws::Closed> {
+        if let Some(held) = &mut self.held {
+            held.push_back(item);
+            return Ok(());
+        }
+        if let Outgoing::Text(text) = &item {
+            if let Some(pos) = frame::pos_of(text) {
+                if !self.sent.admit(pos) {
+                    return Ok(());
+                }
+            }
+        }
+        write(&mut self.session, item).await
+    }
+}
+
+/// Writes one item to the socket.
 async fn write(session: &mut Session, item: Outgoing) -> Result<(), actix_ws::Closed> {
     match item {
         Outgoing::Text(text) => session.text(text).await,
@@ -243,6 +345,10 @@ struct Link {
     hub: Arc<Hub>,
     config: WsConfig,
     connection: Arc<Connection>,
+    /// The writer's steering.
+    steer: mpsc::Sender<Steer>,
+    /// The handshake's sync token.
+    since: Option<SyncToken>,
     /// Set once authenticated.
     user: Option<UserId>,
     expires_at: Option<Instant>,
@@ -261,16 +367,22 @@ impl Link {
         self.push(Outgoing::Text(reply.encode()));
     }
 
-    /// Queues `ready` and starts delivering events, under the hub's lock (so `ready`
-    /// always comes first); refuses (4029) a user who already has the most connections
-    /// allowed on this node.
-    fn become_ready(&mut self, caller: Authenticated) -> Result<(), CloseReason> {
-        let ready = Outgoing::Text(Reply::ready(caller.user).encode());
+    /// Starts delivering events: holds the hub's frames, attaches, catches up from the
+    /// sync token (the `auth` frame's `since`, else the handshake's), sends `ready`, then
+    /// releases the held frames; refuses (4029) a user who already has the most
+    /// connections allowed on this node. `since` is the `auth` frame's token as sent.
+    async fn become_ready(
+        &mut self,
+        caller: Authenticated,
+        since: Option<String>,
+    ) -> Result<(), CloseReason> {
+        let gone = || reason(close::GOING_AWAY, "the connection is closing");
+        self.steer.send(Steer::Hold).await.map_err(|_| gone())?;
         if !self.hub.try_attach(
             caller.user,
             &self.connection,
             self.config.max_connections_per_user,
-            Some(ready),
+            None,
         ) {
             return Err(reason(
                 close::TOO_MANY_CONNECTIONS,
@@ -279,7 +391,101 @@ impl Link {
         }
         self.user = Some(caller.user);
         self.expires_at = caller.expires_at;
-        Ok(())
+        let since = match since {
+            Some(text) => Some(sync_token::decode("since", &text)),
+            None => self.since.map(Ok),
+        };
+        let (resumed, next) = self.catch_up(caller.user, since).await?;
+        let ready = Reply::ready(caller.user, resumed, next.as_ref().map(sync_token::encode));
+        self.steer
+            .send(Steer::Send(ready.encode()))
+            .await
+            .map_err(|_| gone())?;
+        // Without a position (the feed was unreadable) nothing is taken as covered.
+        let covered = next.map_or(FeedPos::ZERO, |token| token.pos);
+        self.steer
+            .send(Steer::Release(covered))
+            .await
+            .map_err(|_| gone())
+    }
+
+    /// Replays what `user` missed since `since` to the writer; answers whether it did and
+    /// the token that `ready` carries. A token the server cannot resume from (malformed,
+    /// of another feed, older than the retention) is answered with an `error` frame and a
+    /// fresh token (the client reloads); a store that cannot be read closes the
+    /// connection (1011), so that the client retries with the token it has.
+    async fn catch_up(
+        &self,
+        user: UserId,
+        since: Option<Result<SyncToken, ApiError>>,
+    ) -> Result<(bool, Option<SyncToken>), CloseReason> {
+        let unavailable = || {
+            reason(
+                close::INTERNAL,
+                "missed events cannot be read now; retry later",
+            )
+        };
+        let gone = || reason(close::GOING_AWAY, "the connection is closing");
+        let service = &self.state.service;
+        let mut token = match since {
+            None => return Ok((false, self.head().await)),
+            Some(Err(malformed)) => {
+                self.steer_error(&malformed).await?;
+                return Ok((false, self.head().await));
+            }
+            Some(Ok(token)) => token,
+        };
+        loop {
+            let page = match service.sync(user, Some(token), SyncLimit::MAX).await {
+                Ok(page) => page,
+                Err(ServiceError::SyncTokenExpired) => {
+                    self.steer_error(&ApiError::Service(ServiceError::SyncTokenExpired))
+                        .await?;
+                    return Ok((false, self.head().await));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "websocket catch-up failed");
+                    return Err(unavailable());
+                }
+            };
+            for synced in &page.events {
+                let text = frame::event_text(&synced.event, Some(synced.pos)).map_err(|err| {
+                    tracing::error!(error = %err, "replayed event not encoded");
+                    unavailable()
+                })?;
+                self.steer
+                    .send(Steer::Send(ByteString::from(text)))
+                    .await
+                    .map_err(|_| gone())?;
+            }
+            token = page.next;
+            if !page.has_more {
+                return Ok((true, Some(token)));
+            }
+            if self.connection.kicked().now_or_never().is_some() {
+                return Err(reason(close::SLOW_CONSUMER, "slow consumer"));
+            }
+        }
+    }
+
+    /// The feed's head, for a client that starts afresh; `None` (logged) when the store
+    /// cannot say.
+    async fn head(&self) -> Option<SyncToken> {
+        match self.state.service.feed_head().await {
+            Ok(head) => Some(head),
+            Err(err) => {
+                tracing::warn!(error = %err, "feed head unavailable for ready");
+                None
+            }
+        }
+    }
+
+    /// Sends an `error` frame while catching up (the hub's frames are held).
+    async fn steer_error(&self, error: &ApiError) -> Result<(), CloseReason> {
+        self.steer
+            .send(Steer::Send(Reply::error(None, error).encode()))
+            .await
+            .map_err(|_| reason(close::GOING_AWAY, "the connection is closing"))
     }
 
     async fn on_message(
@@ -328,8 +534,8 @@ impl Link {
     async fn on_text(&mut self, text: &str) -> Next {
         let Some(user) = self.user else {
             return match protocol::parse(text) {
-                Ok(ClientFrame::Auth { token }) => match self.authenticate(&token).await {
-                    Ok(caller) => match self.become_ready(caller) {
+                Ok(ClientFrame::Auth { token, since }) => match self.authenticate(&token).await {
+                    Ok(caller) => match self.become_ready(caller, since).await {
                         Ok(()) => Next::Continue,
                         Err(refused) => Next::Close(refused),
                     },
@@ -347,11 +553,12 @@ impl Link {
         };
         let service = &self.state.service;
         match frame {
-            ClientFrame::Auth { token } => match self.authenticate(&token).await {
+            // A `since` on a connection that is already live is ignored: it is up to date.
+            ClientFrame::Auth { token, .. } => match self.authenticate(&token).await {
                 // A fresh token for the same user extends the connection's life.
                 Ok(caller) if caller.user == user => {
                     self.expires_at = caller.expires_at;
-                    self.reply(&Reply::ready(user));
+                    self.reply(&Reply::ready(user, false, None));
                 }
                 Ok(_) => {
                     let error = ApiError::Service(chat_service::ServiceError::Forbidden(

@@ -1,8 +1,10 @@
 //! The WebSocket endpoint `GET /api/v1/ws`: the handshake checks (no token in the query
-//! string, the browser `Origin`, the optional `Authorization` header), then a
-//! [`connection`] task per socket. The protocol is described in `docs/websocket.md`.
+//! string, the browser `Origin`, the optional `Authorization` header, the optional sync
+//! token `since` to resume from), then a [`connection`] task per socket. The protocol is
+//! described in `docs/websocket.md`.
 
 mod connection;
+mod dedup;
 mod protocol;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +19,13 @@ use crate::AppState;
 use crate::auth::LEEWAY_SECONDS;
 use crate::error::ApiError;
 use connection::Authenticated;
+
+/// The handshake's query.
+#[derive(Debug, serde::Deserialize)]
+struct HandshakeParams {
+    /// A sync token to resume from.
+    since: Option<String>,
+}
 
 /// The path of the endpoint.
 pub const PATH: &str = "/api/v1/ws";
@@ -33,17 +42,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 ///
 /// # Errors
 /// 401 for a token in the query string or a bad `Authorization` header, 403 for a browser
-/// `Origin` that is not allowed, 400 for a request that is not a WebSocket handshake, and
-/// 404 when the server runs without the real-time transport.
+/// `Origin` that is not allowed, 400 for a request that is not a WebSocket handshake or a
+/// malformed `since`, and 404 when the server runs without the real-time transport.
 #[utoipa::path(
     get, path = "/api/v1/ws", tag = "real-time",
     description = "Upgrades to a WebSocket carrying events and client frames; the protocol \
         is described in docs/websocket.md. Authenticate with the Authorization header or, \
         from a browser, with a first frame {\"type\":\"auth\",\"token\":\"…\"} within 10 s. \
-        Tokens in the query string are refused.",
+        Tokens in the query string are refused. With a sync token (`since` here or in the \
+        auth frame) the changes missed since it are replayed before `ready`.",
+    params(
+        ("since" = Option<String>, Query, description = "A sync token to resume from (`next` of `ready` or of GET /api/v1/sync, kept current with each event's `pos`)"),
+    ),
     responses(
         (status = 101, description = "Switching protocols: the WebSocket is open"),
-        (status = 400, description = "Not a WebSocket handshake", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a WebSocket handshake, or a malformed `since` (`validation_failed`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Bad token, or a token in the query string", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Origin not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
@@ -78,6 +91,12 @@ pub async fn connect(
             .into());
         }
     }
+    let since = web::Query::<HandshakeParams>::from_query(req.query_string())
+        .map_err(|err| ApiError::field("query", err.to_string()))?
+        .into_inner()
+        .since
+        .map(|text| crate::sync_token::decode("since", &text))
+        .transpose()?;
     let authenticated = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
@@ -101,6 +120,7 @@ pub async fn connect(
         session,
         stream,
         authenticated,
+        since,
     ));
     Ok(response)
 }

@@ -18,8 +18,12 @@ const MAX_REQUEST_ID_CHARS: usize = 128;
 /// A client frame, parsed and validated.
 #[derive(Debug)]
 pub(crate) enum ClientFrame {
-    /// `{"type":"auth","token":…}`.
-    Auth { token: String },
+    /// `{"type":"auth","token":…,"since"?:…}`: `since` is a sync token to resume from,
+    /// as sent (decoded by the connection, which answers a bad one).
+    Auth {
+        token: String,
+        since: Option<String>,
+    },
     /// `{"type":"send",…}`.
     Send {
         request_id: Option<Value>,
@@ -74,6 +78,7 @@ struct ReadFields {
 #[derive(Deserialize)]
 struct AuthFields {
     token: Option<String>,
+    since: Option<String>,
 }
 
 /// Parses one text frame.
@@ -122,7 +127,10 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 .token
                 .filter(|t| !t.trim().is_empty())
                 .ok_or_else(|| refuse(request_id, "token", "is required".to_owned()))?;
-            Ok(ClientFrame::Auth { token })
+            Ok(ClientFrame::Auth {
+                token,
+                since: auth.since,
+            })
         }
         "send" => {
             let send: SendFields = serde_json::from_value(fields(object))
@@ -197,8 +205,15 @@ fn truncated(text: &str) -> String {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Reply {
-    /// Authentication succeeded; events flow from now on.
-    Ready { user_id: i64 },
+    /// Authentication succeeded; events flow from now on. `resumed` when the events the
+    /// client missed since its token were replayed just before; `next` is the token to
+    /// keep (absent when the feed could not be read, and on a token refresh).
+    Ready {
+        user_id: i64,
+        resumed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// A request succeeded; `message` (and `created`) for `send` only.
     Ack {
         request_id: Option<Value>,
@@ -221,9 +236,11 @@ pub(crate) enum Reply {
 
 impl Reply {
     /// `ready` for `user`.
-    pub(crate) fn ready(user: UserId) -> Self {
+    pub(crate) fn ready(user: UserId, resumed: bool, next: Option<String>) -> Self {
         Reply::Ready {
             user_id: user.get(),
+            resumed,
+            next,
         }
     }
 
@@ -255,7 +272,7 @@ mod tests {
     /// with the echoed request id.
     fn check(text: &str, expected: &str) {
         let got = match parse(text) {
-            Ok(ClientFrame::Auth { .. }) => "auth".to_owned(),
+            Ok(ClientFrame::Auth { since, .. }) => format!("auth {}", since.unwrap_or_default()),
             Ok(ClientFrame::Send { request_id, .. }) => format!("send {}", show(request_id)),
             Ok(ClientFrame::Typing { is_typing, .. }) => format!("typing {is_typing}"),
             Ok(ClientFrame::Read { up_to, .. }) => format!("read {}", up_to.is_some()),
@@ -281,7 +298,19 @@ mod tests {
         let c = "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a001";
         let m = "0190b2c4-4b1e-7cc0-8e4e-2a2bd0c7a002";
         let cases = [
-            (r#"{"type":"auth","token":"t"}"#.to_owned(), "auth"),
+            (r#"{"type":"auth","token":"t"}"#.to_owned(), "auth "),
+            (
+                r#"{"type":"auth","token":"t","since":"v1.x.1"}"#.to_owned(),
+                "auth v1.x.1",
+            ),
+            (
+                r#"{"type":"auth","token":"t","since":null}"#.to_owned(),
+                "auth ",
+            ),
+            (
+                r#"{"type":"auth","token":"t","since":7}"#.to_owned(),
+                "error validation_failed frame -",
+            ),
             (
                 r#"{"type":"auth","token":" "}"#.to_owned(),
                 "error validation_failed token -",
@@ -356,8 +385,18 @@ mod tests {
     #[test]
     fn replies_have_a_stable_shape() {
         let ready: Value =
-            serde_json::from_str(&Reply::ready(UserId::new(42).unwrap()).encode()).unwrap();
-        assert_eq!(ready, json!({"type": "ready", "user_id": 42}));
+            serde_json::from_str(&Reply::ready(UserId::new(42).unwrap(), false, None).encode())
+                .unwrap();
+        assert_eq!(
+            ready,
+            json!({"type": "ready", "user_id": 42, "resumed": false})
+        );
+        let resumed = Reply::ready(UserId::new(42).unwrap(), true, Some("v1.ab.9".to_owned()));
+        let resumed: Value = serde_json::from_str(&resumed.encode()).unwrap();
+        assert_eq!(
+            resumed,
+            json!({"type": "ready", "user_id": 42, "resumed": true, "next": "v1.ab.9"})
+        );
         let pong: Value = serde_json::from_str(&Reply::Pong { request_id: None }.encode()).unwrap();
         assert_eq!(pong, json!({"type": "pong"}));
         let ack: Value = serde_json::from_str(
