@@ -43,7 +43,11 @@ async fn a_failing_append_is_unavailable_and_stores_and_announces_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err, ServiceError::Unavailable);
-    assert_eq!(service.feed_head().await.unwrap(), head, "nothing in the feed");
+    assert_eq!(
+        service.feed_head().await.unwrap(),
+        head,
+        "nothing in the feed"
+    );
     let page = app
         .memory()
         .history(id, HistoryQuery::Latest(PageLimit::new(10).unwrap()))

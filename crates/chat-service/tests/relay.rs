@@ -132,7 +132,10 @@ async fn every_change_is_published_once_in_feed_order_to_todays_recipients() {
         .await
         .unwrap();
     // User 1 leaves: user 2 (the earliest member) is promoted.
-    app.service.remove_participant(uid(1), id, uid(1)).await.unwrap();
+    app.service
+        .remove_participant(uid(1), id, uid(1))
+        .await
+        .unwrap();
     app.service
         .remove_participant(uid(2), id, uid(3))
         .await
@@ -192,7 +195,10 @@ async fn every_change_is_published_once_in_feed_order_to_todays_recipients() {
     // An announcement moves its author's marker like any append (`conversation.read`).
     let expected: Vec<(&str, HashSet<i64>)> = vec![
         ("conversation.created", set(&[1, 2, 3])),
-        ("announcement: User 1 created the group “Team”", set(&[1, 2, 3])),
+        (
+            "announcement: User 1 created the group “Team”",
+            set(&[1, 2, 3]),
+        ),
         ("conversation.read", set(&[1, 2, 3])),
         // "hello" is deleted by the end: its message.created is not served, its
         // sender's marker move is.
@@ -217,10 +223,16 @@ async fn every_change_is_published_once_in_feed_order_to_todays_recipients() {
         ("conversation.read", set(&[2, 4])),
         ("message.deleted", set(&[2, 4])),
         ("conversation.updated", set(&[2, 4])),
-        ("announcement: User 2 renamed the group to “Renamed”", set(&[2, 4])),
+        (
+            "announcement: User 2 renamed the group to “Renamed”",
+            set(&[2, 4]),
+        ),
         ("conversation.read", set(&[2, 4])),
         ("conversation.updated", set(&[2, 4])),
-        ("announcement: User 2 archived the conversation", set(&[2, 4])),
+        (
+            "announcement: User 2 archived the conversation",
+            set(&[2, 4]),
+        ),
         ("conversation.read", set(&[2, 4])),
     ];
     let expected: Vec<(String, HashSet<i64>)> = expected
@@ -306,8 +318,14 @@ async fn a_store_error_delays_a_change_and_never_skips_it() {
     caught_up(&relay, store.feed_bounds().await.unwrap().head).await;
     relay.stop().await;
 
-    assert!(feed.calls.load(Ordering::SeqCst) >= 4, "two failures, then reads");
-    assert!(lookups.load(Ordering::SeqCst) >= 2, "the failed lookup was retried");
+    assert!(
+        feed.calls.load(Ordering::SeqCst) >= 4,
+        "two failures, then reads"
+    );
+    assert!(
+        lookups.load(Ordering::SeqCst) >= 2,
+        "the failed lookup was retried"
+    );
     let deliveries = published.all();
     let created: Vec<MessageId> = deliveries
         .iter()
@@ -316,7 +334,11 @@ async fn a_store_error_delays_a_change_and_never_skips_it() {
             _ => None,
         })
         .collect();
-    assert_eq!(created, vec![first, second, third], "none skipped, none twice");
+    assert_eq!(
+        created,
+        vec![first, second, third],
+        "none skipped, none twice"
+    );
     let positions: Vec<u64> = deliveries.iter().map(|d| d.pos.unwrap().get()).collect();
     let expected: Vec<u64> = (start.get() + 1..=start.get() + 6).collect();
     assert_eq!(positions, expected, "each send: its message and the marker");
