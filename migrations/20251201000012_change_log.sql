@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS CHANGE_LOG (
     user_id BIGINT NULL,
     -- message.deleted: the message's seq; conversation.read: the new last_read_seq.
     seq BIGINT NULL,
-    role VARCHAR(20) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    role VARCHAR(20) CHARACTER SET ascii COLLATE ascii_general_ci NULL,
     -- The emoji's bytes (the type of MESSAGE_REACTIONS.emoji_bin).
     emoji VARBINARY(40) NULL,
     -- conversation.read: the marker's time.

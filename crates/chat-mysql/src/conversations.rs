@@ -291,12 +291,19 @@ impl MySqlStore {
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
         let (mut tx, locked) = self.begin_change(id, actor, Action::Rename).await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT name FROM CONVERSATIONS WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
             .bind(name.as_str())
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        updated(&mut tx, id).await?;
+        if current.as_deref() != Some(name.as_str()) {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -314,7 +321,9 @@ impl MySqlStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        updated(&mut tx, id).await?;
+        if !locked.is_archived {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -332,7 +341,9 @@ impl MySqlStore {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-        updated(&mut tx, id).await?;
+        if locked.is_archived {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -571,7 +582,8 @@ async fn announce(
     ))
 }
 
-/// Appends the `conversation.updated` of a rename, archive or unarchive.
+/// Appends the `conversation.updated` of a rename, archive or unarchive that changed
+/// something (renaming to the same name, archiving what is archived: nothing).
 async fn updated(conn: &mut MySqlConnection, id: ConversationId) -> Result<(), sqlx::Error> {
     change_log::record(conn, &[NewChange::new(id, ChangeKind::ConversationUpdated)]).await
 }

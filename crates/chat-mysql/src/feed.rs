@@ -77,6 +77,11 @@ impl Feed {
         }
     }
 
+    /// Whether this store's stamper holds the lock.
+    pub(crate) fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
     /// Tells the stamper that entries were committed.
     pub(crate) fn written(&self) {
         self.wake.notify_one();
@@ -583,7 +588,9 @@ async fn take_lock(conn: &mut MySqlConnection) -> Outcome<bool> {
 /// on, in one transaction. How many, and the head after; `None` when there were none.
 async fn stamp(conn: &mut MySqlConnection) -> Outcome<Option<(i64, u64)>> {
     // A plain READ COMMITTED read: committed rows only (an entry whose transaction is
-    // still open is numbered by a later pass, above whatever this one numbers).
+    // still open is numbered by a later pass, above whatever this one numbers). The
+    // UPDATE below goes by primary key, so that it locks exactly these rows and never
+    // waits for a writer's uncommitted entry (the range `pos IS NULL` holds those too).
     let ids: Vec<u64> = sqlx::query_scalar(
         "SELECT id FROM CHANGE_LOG FORCE INDEX (uq_change_log_pos) \
          WHERE pos IS NULL ORDER BY id LIMIT ?",
@@ -606,7 +613,8 @@ async fn stamp(conn: &mut MySqlConnection) -> Outcome<Option<(i64, u64)>> {
         .execute(&mut *tx)
         .await?;
     let mut update = QueryBuilder::<MySql>::new(
-        "UPDATE CHANGE_LOG SET pos = (@chat_feed_pos := @chat_feed_pos + 1) WHERE id IN (",
+        "UPDATE CHANGE_LOG FORCE INDEX (PRIMARY) \
+         SET pos = (@chat_feed_pos := @chat_feed_pos + 1) WHERE id IN (",
     );
     let mut list = update.separated(", ");
     for id in &ids {

@@ -265,6 +265,12 @@ impl MySqlStore {
         self.bounded(receipts::materialize_all(&self.pool)).await
     }
 
+    /// Whether this store's stamper currently numbers the change feed's entries (holds the
+    /// deployment's stamper lock; one store per database does). For metrics and tests.
+    pub fn stamps_feed(&self) -> bool {
+        self.feed.is_leading()
+    }
+
     /// Whether the database answers.
     ///
     /// # Errors
