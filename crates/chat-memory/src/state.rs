@@ -5,11 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use chat_crypto::{MessageCipher, MessageFields, StoredFields, row_ids};
 use chat_domain::{
-    Conversation, ConversationDetails, ConversationId, Message, MessageId, MessageView,
+    ChangeKind, Conversation, ConversationDetails, ConversationId, Message, MessageId, MessageView,
     Participant, ParticipantView, PostingId, ReactionSummary, Receipt, Role, Seq, Timestamp,
     UserId, to_stored_precision,
 };
 use chat_ports::{Appended, NewMessage, StoreConflict, StoreError};
+
+use crate::feed::Feed;
 
 /// Who writes a message being appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub(crate) struct State {
     pub(crate) cipher: MessageCipher,
     /// The newest activity key handed out (see [`State::next_activity_key`]).
     pub(crate) activity_clock: i64,
+    /// The change feed, written by the same lock-hold as each change.
+    pub(crate) feed: Feed,
 }
 
 /// A conversation, its participants in joining order, and its messages by `seq`.
@@ -273,6 +277,10 @@ impl State {
                 receipts: Vec::new(),
             }),
         );
+        self.feed.record(
+            new.conversation_id,
+            ChangeKind::MessageCreated { message_id: new.id },
+        );
         self.advance_marker(new.conversation_id, new.sender_id, seq, at);
         let view = self.view(new.id).ok_or(StoreError::NotFound)?;
         Ok(Appended {
@@ -283,7 +291,7 @@ impl State {
     }
 
     /// Moves `user`'s marker forward to `up_to` (never back), recording receipts for the
-    /// others' live messages it passes. Returns whether it moved.
+    /// others' live messages it passes and the move in the feed. Returns whether it moved.
     pub(crate) fn advance_marker(
         &mut self,
         conversation: ConversationId,
@@ -306,6 +314,14 @@ impl State {
         let to = usize::try_from(up_to.get()).unwrap_or(usize::MAX);
         participant.last_read_seq = up_to;
         participant.last_read_at = Some(at);
+        self.feed.record(
+            conversation,
+            ChangeKind::ConversationRead {
+                user_id: user,
+                last_read_seq: up_to,
+                last_read_at: at,
+            },
+        );
         let passed: Vec<MessageId> = stored
             .by_seq
             .get(from..to)

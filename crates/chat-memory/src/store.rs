@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chat_crypto::{MessageCipher, StoredFields, row_ids};
 use chat_domain::{
-    Action, Conversation, ConversationDetails, ConversationId, ConversationType, DisplayName,
-    Emoji, GroupName, Message, MessageContent, MessageId, MessageView, Participant, PostingId,
-    ReactionCap, Receipt, Role, Seq, Timestamp, UserId, authorize, check_participant_limit,
-    to_stored_precision,
+    Action, ChangeKind, Conversation, ConversationDetails, ConversationId, ConversationType,
+    DisplayName, Emoji, GroupName, Message, MessageContent, MessageId, MessageView, Participant,
+    PostingId, ReactionCap, Receipt, Role, Seq, Timestamp, UserId, authorize,
+    check_participant_limit, to_stored_precision,
 };
 use chat_ports::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, Deleted, DirectConversation,
@@ -78,7 +78,7 @@ impl MemoryStore {
     /// The state, even if a panicking thread poisoned the lock: every operation leaves
     /// the state consistent before it can panic, so the data is still sound.
     /// The operations under the lock seal and open with this handle's codec.
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self
             .state
             .lock()
@@ -167,6 +167,7 @@ impl ConversationStore for MemoryStore {
                 .map(|u| participant(new.id, *u, Role::Member, at, Seq::ZERO)),
         );
         insert_conversation(&mut state, conversation, participants);
+        state.feed.record(new.id, ChangeKind::ConversationCreated);
         state.append(announcement, Author::Service)?;
         state.details(new.id).ok_or(StoreError::NotFound)
     }
@@ -204,6 +205,7 @@ impl ConversationStore for MemoryStore {
         }
         insert_conversation(&mut state, conversation, participants);
         state.direct_pairs.insert(pair, id);
+        state.feed.record(id, ChangeKind::ConversationCreated);
         Ok(DirectConversation {
             details: state.details(id).ok_or(StoreError::NotFound)?,
             created: true,
@@ -226,8 +228,10 @@ impl ConversationStore for MemoryStore {
     ) -> Result<ConversationChanged, StoreError> {
         let mut state = self.lock();
         state.authorize(id, actor, Action::Rename)?;
-        state.stored_conversation_mut(id)?.conversation.name = Some(name.as_str().to_owned());
-        state.settled(id, announcement)
+        let current = &mut state.stored_conversation_mut(id)?.conversation.name;
+        let changed = current.as_deref() != Some(name.as_str());
+        *current = Some(name.as_str().to_owned());
+        state.settled(id, changed, announcement)
     }
 
     async fn archive_conversation(
@@ -240,9 +244,10 @@ impl ConversationStore for MemoryStore {
         let mut state = self.lock();
         state.authorize(id, actor, Action::Archive)?;
         let conversation = &mut state.stored_conversation_mut(id)?.conversation;
+        let changed = !conversation.is_archived;
         conversation.is_archived = true;
         conversation.archived_at = Some(to_stored_precision(at));
-        state.settled(id, announcement)
+        state.settled(id, changed, announcement)
     }
 
     async fn unarchive_conversation(
@@ -254,9 +259,10 @@ impl ConversationStore for MemoryStore {
         let mut state = self.lock();
         state.authorize(id, actor, Action::Archive)?;
         let conversation = &mut state.stored_conversation_mut(id)?.conversation;
+        let changed = conversation.is_archived;
         conversation.is_archived = false;
         conversation.archived_at = None;
-        state.settled(id, announcement)
+        state.settled(id, changed, announcement)
     }
 
     async fn add_participants(
@@ -286,6 +292,13 @@ impl ConversationStore for MemoryStore {
         let joined = join(stored, id, &users, to_stored_precision(at));
         for user in &joined {
             state.memberships.entry(*user).or_default().insert(id);
+            state.feed.record(
+                id,
+                ChangeKind::ParticipantAdded {
+                    user_id: *user,
+                    role: Role::Member,
+                },
+            );
         }
         let announcement = state.announce(announcement)?;
         // Joiners start with everything up to now read, the announcement of their joining
@@ -321,6 +334,18 @@ impl ConversationStore for MemoryStore {
             .ok_or(StoreError::NotFound)?
             .left_at = Some(to_stored_precision(at));
         let promoted = State::promote_if_no_admin(stored);
+        state
+            .feed
+            .record(id, ChangeKind::ParticipantRemoved { user_id: user });
+        if let Some(heir) = promoted {
+            state.feed.record(
+                id,
+                ChangeKind::ParticipantUpdated {
+                    user_id: heir,
+                    role: Role::Admin,
+                },
+            );
+        }
         let announcement = state.announce(announcement)?;
         Ok(ParticipantRemoved {
             details: state.details(id).ok_or(StoreError::NotFound)?,
@@ -352,8 +377,18 @@ impl ConversationStore for MemoryStore {
         if p.role == Role::Admin && role != Role::Admin && admins <= 1 {
             return Err(StoreError::Conflict(StoreConflict::LastAdmin));
         }
+        let changed = p.role != role;
         p.role = role;
-        state.settled(id, announcement)
+        if changed {
+            state.feed.record(
+                id,
+                ChangeKind::ParticipantUpdated {
+                    user_id: user,
+                    role,
+                },
+            );
+        }
+        state.settled(id, false, announcement)
     }
 }
 
@@ -447,12 +482,18 @@ impl State {
             .transpose()
     }
 
-    /// Appends the announcement of a change and reports the conversation after it.
+    /// Records a change of the conversation itself (`conversation.updated`) when
+    /// `updated`, appends the announcement of a change, and reports the conversation
+    /// after it.
     fn settled(
         &mut self,
         id: ConversationId,
+        updated: bool,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
+        if updated {
+            self.feed.record(id, ChangeKind::ConversationUpdated);
+        }
         let announcement = self.announce(announcement)?;
         Ok(ConversationChanged {
             details: self.details(id).ok_or(StoreError::NotFound)?,
@@ -498,6 +539,10 @@ impl MessageStore for MemoryStore {
         let sealed = seal(&cipher, &stored.message, fields)?;
         stored.set_stored_fields(sealed);
         stored.message.edited_at = Some(to_stored_precision(at));
+        let conversation = stored.message.conversation_id;
+        state
+            .feed
+            .record(conversation, ChangeKind::MessageUpdated { message_id: id });
         Ok(Edited {
             view: state.view(id).ok_or(StoreError::NotFound)?,
             recipients,
@@ -518,8 +563,16 @@ impl MessageStore for MemoryStore {
         let cipher = state.cipher.clone();
         let stored = state.live_message_mut(id)?;
         stored.message.deleted_at = Some(to_stored_precision(at));
+        let message = stored.opened(&cipher);
+        state.feed.record(
+            message.conversation_id,
+            ChangeKind::MessageDeleted {
+                message_id: id,
+                seq: message.seq,
+            },
+        );
         Ok(Deleted {
-            message: stored.opened(&cipher),
+            message,
             recipients,
         })
     }
@@ -621,9 +674,21 @@ impl MessageStore for MemoryStore {
             }
             stored.reactions.push((emoji.as_str().to_owned(), user));
         }
+        let conversation = stored.message.conversation_id;
+        let reactions = aggregate(&stored.reactions);
+        if !present {
+            state.feed.record(
+                conversation,
+                ChangeKind::ReactionAdded {
+                    message_id: message,
+                    user_id: user,
+                    emoji: emoji.as_str().to_owned(),
+                },
+            );
+        }
         Ok(ReactionChange {
             changed: !present,
-            reactions: aggregate(&stored.reactions),
+            reactions,
             recipients,
         })
     }
@@ -644,9 +709,21 @@ impl MessageStore for MemoryStore {
         if let Some(index) = position {
             stored.reactions.remove(index);
         }
+        let conversation = stored.message.conversation_id;
+        let reactions = aggregate(&stored.reactions);
+        if position.is_some() {
+            state.feed.record(
+                conversation,
+                ChangeKind::ReactionRemoved {
+                    message_id: message,
+                    user_id: user,
+                    emoji: emoji.as_str().to_owned(),
+                },
+            );
+        }
         Ok(ReactionChange {
             changed: position.is_some(),
-            reactions: aggregate(&stored.reactions),
+            reactions,
             recipients,
         })
     }
