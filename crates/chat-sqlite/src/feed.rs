@@ -319,42 +319,50 @@ async fn windows(
         .collect()
 }
 
-/// One purge step, on the writer's connection: raises the floor over the oldest entries
-/// above it that are all older than `cutoff` (at most `batch` of them, so that the step
-/// stays small), then deletes at most `batch` entries at or below the floor, oldest first.
+/// One purge step, on the writer's connection: raises the floor to the newest entry
+/// committed before `cutoff`, then deletes at most `batch` entries at or below the floor,
+/// oldest first.
+///
+/// The floor is found by bisection over the positions above it, a few rowid lookups
+/// whatever the size of the log: above the floor nothing is ever deleted, so every position
+/// up to the head is there, and entries are numbered in commit order, so their times only
+/// grow (to the second; a wall clock stepped back makes the boundary approximate, never the
+/// floor lower).
 async fn purge_step(conn: &mut SqliteConnection, cutoff: i64, batch: usize) -> Outcome<Purged> {
-    let limit = sql_limit(batch);
-    let floor: i64 = sqlx::query_scalar("SELECT floor FROM CHANGE_FEED WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
-    // Positions have no gaps above the floor (nothing there is ever deleted), so the
-    // entries after it are floor+1, floor+2, …: the floor may move over a prefix of them.
-    let above: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT pos, created_at FROM CHANGE_LOG WHERE pos > ? ORDER BY pos LIMIT ?")
-            .bind(floor)
-            .bind(limit)
-            .fetch_all(&mut *conn)
+    let row = sqlx::query(&format!(
+        "SELECT floor, ({HEAD_SQL}) AS head FROM CHANGE_FEED WHERE id = 1"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let floor: i64 = row.try_get("floor")?;
+    let head: i64 = row.try_get("head")?;
+    // `old` is at or below the boundary, `young` above it.
+    let (mut old, mut young) = (floor, head + 1);
+    while young - old > 1 {
+        let mid = old + (young - old) / 2;
+        let at: Option<i64> = sqlx::query_scalar("SELECT created_at FROM CHANGE_LOG WHERE pos = ?")
+            .bind(mid)
+            .fetch_optional(&mut *conn)
             .await?;
-    let old = above.iter().take_while(|(_, at)| *at < cutoff).count();
-    let floor = match old.checked_sub(1).and_then(|last| above.get(last)) {
-        Some((pos, _)) => {
-            let pos = *pos;
-            sqlx::query("UPDATE CHANGE_FEED SET floor = MAX(floor, ?) WHERE id = 1")
-                .bind(pos)
-                .execute(&mut *conn)
-                .await?;
-            pos
+        if at.is_none_or(|at| at < cutoff) {
+            old = mid;
+        } else {
+            young = mid;
         }
-        None => floor,
-    };
-    // Older entries may remain above the floor when the whole scan was old.
-    let old_above = old == above.len() && above.len() == batch && batch > 0;
+    }
+    if old > floor {
+        sqlx::query("UPDATE CHANGE_FEED SET floor = MAX(floor, ?) WHERE id = 1")
+            .bind(old)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let floor = old.max(floor);
     let deleted = sqlx::query(
         "DELETE FROM CHANGE_LOG WHERE pos IN \
            (SELECT pos FROM CHANGE_LOG WHERE pos <= ? ORDER BY pos LIMIT ?)",
     )
     .bind(floor)
-    .bind(limit)
+    .bind(sql_limit(batch))
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -366,7 +374,7 @@ async fn purge_step(conn: &mut SqliteConnection, cutoff: i64, batch: usize) -> O
     Ok(Purged {
         floor: position(floor)?,
         deleted,
-        more: left_below.is_some() || old_above,
+        more: left_below.is_some(),
     })
 }
 

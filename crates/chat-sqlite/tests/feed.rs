@@ -396,12 +396,7 @@ async fn with_a_key_ring_no_message_text_is_at_rest_in_the_file() {
 
     // The log's rows: references only.
     let text = log_text(&db.location()).await;
-    for marker in [
-        "plaintext-marker",
-        "group-name-marker",
-        "hello",
-        "created",
-    ] {
+    for marker in ["plaintext-marker", "group-name-marker", "hello", "created"] {
         assert!(!text.contains(marker), "{marker} in the log:\n{text}");
     }
     assert!(text.contains(&sent.id.to_string()), "{text}");
@@ -410,7 +405,10 @@ async fn with_a_key_ring_no_message_text_is_at_rest_in_the_file() {
     if let Ok(wal) = std::fs::read(db.dir.path().join("chat.db-wal")) {
         bytes.extend(wal);
     }
-    assert!(contains(&bytes, &sent.id.to_string()), "the scan reads rows");
+    assert!(
+        contains(&bytes, &sent.id.to_string()),
+        "the scan reads rows"
+    );
     assert!(!contains(&bytes, "plaintext-marker"));
 }
 
@@ -558,19 +556,28 @@ async fn purging_moves_the_floor_then_deletes_in_batches() {
     let now = OffsetDateTime::now_utc();
 
     // Nothing is older than a day ago.
-    let none = store
-        .purge(now - time::Duration::days(1), 4)
-        .await
-        .unwrap();
-    assert_eq!((none.floor, none.deleted, none.more), (FeedPos::ZERO, 0, false));
+    let none = store.purge(now - time::Duration::days(1), 4).await.unwrap();
+    assert_eq!(
+        (none.floor, none.deleted, none.more),
+        (FeedPos::ZERO, 0, false)
+    );
 
-    // Everything is older than tomorrow: 4 at a time, the floor first.
+    // Everything is older than tomorrow: the floor moves to the head at once, then the
+    // entries go 4 at a time, oldest first.
     let tomorrow = now + time::Duration::days(1);
     let first = store.purge(tomorrow, 4).await.unwrap();
-    assert_eq!((first.floor.get(), first.deleted, first.more), (4, 4, true));
+    assert_eq!(
+        (first.floor, first.deleted, first.more),
+        (before.head, 4, true)
+    );
     let bounds = store.feed_bounds().await.unwrap();
-    assert_eq!((bounds.floor.get(), bounds.head), (4, before.head));
-    assert_eq!(after(store, bounds.floor).await.len(), 5, "nothing above it");
+    assert_eq!((bounds.floor, bounds.head), (before.head, before.head));
+    let left = after(store, FeedPos::ZERO).await;
+    assert_eq!(
+        left.first().map(|c| c.pos.get()),
+        Some(5),
+        "the oldest went first"
+    );
     let mut total = first.deleted;
     let mut calls = 1;
     loop {
@@ -628,10 +635,7 @@ async fn waiting_returns_at_a_commit_or_at_the_timeout() {
         let store = store.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let got = store
-                .wait_past(now, Duration::from_secs(10))
-                .await
-                .unwrap();
+            let got = store.wait_past(now, Duration::from_secs(10)).await.unwrap();
             (got, started.elapsed())
         })
     };
@@ -653,7 +657,10 @@ async fn a_readers_changes_come_with_their_membership_windows() {
     let other = group(store, 1, &[2]).await;
     say(store, id, 1, "before the reader").await;
     let reader = user(3);
-    let empty = store.reader_changes(reader, FeedPos::ZERO, 100).await.unwrap();
+    let empty = store
+        .reader_changes(reader, FeedPos::ZERO, 100)
+        .await
+        .unwrap();
     assert!(empty.changes.is_empty() && empty.windows.is_empty());
 
     store
@@ -674,14 +681,20 @@ async fn a_readers_changes_come_with_their_membership_windows() {
         .unwrap();
     say(store, id, 1, "back in").await;
 
-    let page = store.reader_changes(reader, FeedPos::ZERO, 100).await.unwrap();
+    let page = store
+        .reader_changes(reader, FeedPos::ZERO, 100)
+        .await
+        .unwrap();
     assert_eq!(page.head, head(store).await);
     let all_of_crew: Vec<Change> = after(store, FeedPos::ZERO)
         .await
         .into_iter()
         .filter(|c| c.conversation_id == id)
         .collect();
-    assert_eq!(page.changes, all_of_crew, "a superset: every change of the conversation");
+    assert_eq!(
+        page.changes, all_of_crew,
+        "a superset: every change of the conversation"
+    );
     assert_eq!(page.windows.len(), 1);
     let window = page.windows[0];
     assert!(window.active_now);
@@ -703,7 +716,10 @@ async fn a_readers_changes_come_with_their_membership_windows() {
 
     // From just after the removal: the first move is the re-join.
     let later = store.reader_changes(reader, removed_at, 100).await.unwrap();
-    assert_eq!(later.windows[0].first_move_after, Some(MembershipMove::Joined));
+    assert_eq!(
+        later.windows[0].first_move_after,
+        Some(MembershipMove::Joined)
+    );
     assert!(later.changes.iter().all(|c| c.pos > removed_at));
     // From before the removal (inside the first window): the first move is the removal.
     let inside = store
@@ -711,7 +727,10 @@ async fn a_readers_changes_come_with_their_membership_windows() {
         .await
         .unwrap();
     assert_eq!(inside.changes.len(), 2, "the limit holds");
-    assert_eq!(inside.windows[0].first_move_after, Some(MembershipMove::Left));
+    assert_eq!(
+        inside.windows[0].first_move_after,
+        Some(MembershipMove::Left)
+    );
 }
 
 #[tokio::test]
@@ -728,7 +747,11 @@ async fn the_readers_query_reads_its_indexes() {
     .fetch_all(&mut raw)
     .await
     .unwrap();
-    let plan = rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join(" | ");
+    let plan = rows
+        .into_iter()
+        .map(|r| r.3)
+        .collect::<Vec<_>>()
+        .join(" | ");
     // The reader's memberships first, then each conversation's entries after the position.
     assert!(plan.starts_with("SEARCH p USING"), "{plan}");
     assert!(plan.contains("idx_change_log_conversation"), "{plan}");
