@@ -252,19 +252,27 @@ async fn head(conn: &mut SqliteConnection) -> Outcome<FeedPos> {
     position(sqlx::query_scalar(HEAD_SQL).fetch_one(&mut *conn).await?)
 }
 
-/// A reader's changes after a position: the entries of every conversation the reader has a
-/// participant row in (left or not), oldest first. The reader's memberships (a range of
-/// `idx_participants_badge`) drive the loop, each joined to its conversation's entries after
-/// the position (a range of `idx_change_log_conversation`); the rows found are then sorted
-/// by position. `CROSS JOIN` keeps that order of the loops: the other order scans every
-/// conversation's entries after the position. Binds: reader, after, limit.
+/// A reader's changes in a span of positions: the entries of every conversation the reader
+/// has a participant row in (left or not), oldest first. The reader's memberships (a range
+/// of `idx_participants_badge`) drive the loop, each joined to its conversation's entries in
+/// the span (a range of `idx_change_log_conversation`); the rows found are then sorted by
+/// position. `CROSS JOIN` keeps that order of the loops: the other order scans every
+/// conversation's entries in the span. Binds: reader, after (excluded), up to (included),
+/// limit.
 pub(crate) fn reader_changes_sql() -> String {
     format!(
         "SELECT {ENTRY_COLUMNS} FROM CONVERSATION_PARTICIPANTS p CROSS JOIN CHANGE_LOG l \
-         WHERE p.user_id = ? AND l.conversation_id = p.conversation_id AND l.pos > ? \
+         WHERE p.user_id = ? AND l.conversation_id = p.conversation_id \
+           AND l.pos > ? AND l.pos <= ? \
          ORDER BY l.pos LIMIT ?"
     )
 }
+
+/// The first span of positions [`reader_changes_sql`] reads after a reader's position; each
+/// further one is twice as wide. A reader close to the head (the usual sync) is answered
+/// in one query; one far behind reads and sorts about a page's worth of rows per span
+/// instead of everything it has missed, for every page.
+const FIRST_SPAN: i64 = 4096;
 
 /// The reader's windows for `conversations` (each of which they have a row in), on the
 /// read transaction of the page.
@@ -416,12 +424,24 @@ impl SqliteStore {
         // One read transaction: the head, the page and the windows from one snapshot.
         let mut tx = self.read_pool().begin().await?;
         let head = head(&mut tx).await?;
-        let found = sqlx::query(&reader_changes_sql())
-            .bind(reader.get())
-            .bind(after.as_i64())
-            .bind(sql_limit(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+        let sql = reader_changes_sql();
+        let (from, top) = (after.as_i64(), head.as_i64());
+        let mut span = FIRST_SPAN.max(sql_limit(limit).saturating_mul(4));
+        let found = loop {
+            let up_to = from.saturating_add(span).min(top);
+            let found = sqlx::query(&sql)
+                .bind(reader.get())
+                .bind(from)
+                .bind(up_to)
+                .bind(sql_limit(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            // A full page, or the head reached: the page is the first `limit` after `after`.
+            if found.len() >= limit || up_to >= top {
+                break found;
+            }
+            span = span.saturating_mul(2);
+        };
         let changes = found.iter().map(change).collect::<Outcome<Vec<_>>>()?;
         let mut conversations: Vec<ConversationId> = Vec::new();
         for c in &changes {

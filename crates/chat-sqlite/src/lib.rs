@@ -386,7 +386,7 @@ pub mod hot_queries {
         crate::read_state::UNREAD_SUMMARY_SQL.to_owned()
     }
 
-    /// A reader's changes after a feed position. Binds: reader, position, limit.
+    /// A reader's changes in a span of feed positions. Binds: reader, after, up to, limit.
     pub fn reader_changes() -> String {
         crate::feed::reader_changes_sql()
     }

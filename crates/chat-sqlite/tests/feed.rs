@@ -743,6 +743,7 @@ async fn the_readers_query_reads_its_indexes() {
     ))
     .bind(1_i64)
     .bind(0_i64)
+    .bind(4096_i64)
     .bind(100_i64)
     .fetch_all(&mut raw)
     .await
@@ -755,4 +756,57 @@ async fn the_readers_query_reads_its_indexes() {
     // The reader's memberships first, then each conversation's entries after the position.
     assert!(plan.starts_with("SEARCH p USING"), "{plan}");
     assert!(plan.contains("idx_change_log_conversation"), "{plan}");
+}
+
+/// Appends `n` entries of a conversation nobody here is in, straight into the log (as
+/// other users' traffic would).
+async fn filler(location: &str, n: i64) {
+    let mut raw = common::raw::connect(location).await;
+    sqlx::query(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?) \
+         INSERT INTO CHANGE_LOG (conversation_id, kind) \
+         SELECT '00000000-0000-7000-8000-000000000000', 8 FROM k",
+    )
+    .bind(n)
+    .execute(&mut raw)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_far_behind_pages_through_sparse_changes_exactly() {
+    let db = common::fresh_store().await;
+    let store = &db.store;
+    users(store, 2).await;
+    let crew = group(store, 1, &[2]).await;
+    let id = crew.conversation.id;
+    filler(&db.location(), 9_000).await;
+    say(store, id, 2, "after 9000 others").await;
+    filler(&db.location(), 30_000).await;
+    say(store, id, 1, "after 30000 more").await;
+    say(store, id, 2, "right after").await;
+    filler(&db.location(), 5).await;
+
+    let expected: Vec<Change> = store
+        .changes_after(FeedPos::ZERO, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.conversation_id == id)
+        .collect();
+    assert_eq!(expected.len(), 3 + 3 * 2);
+    for limit in [1, 2, 4, 100] {
+        let mut got = Vec::new();
+        let mut from = FeedPos::ZERO;
+        loop {
+            let page = store.reader_changes(user(2), from, limit).await.unwrap();
+            assert!(page.changes.len() <= limit);
+            match page.changes.last() {
+                Some(last) => from = last.pos,
+                None => break,
+            }
+            got.extend(page.changes);
+        }
+        assert_eq!(got, expected, "pages of {limit}");
+    }
 }
