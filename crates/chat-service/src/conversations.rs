@@ -4,12 +4,10 @@
 use std::collections::HashSet;
 
 use chat_domain::{
-    Action, ChatEvent, ConversationId, ConversationType, GroupName, MessageBody, MessageId,
-    MessageView, PostingId, Role, UserId, authorize, check_participant_limit,
+    Action, ConversationId, ConversationType, GroupName, MessageBody, MessageId, PostingId, Role,
+    UserId, authorize, check_participant_limit,
 };
-use chat_ports::{
-    ConversationChanged, InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage,
-};
+use chat_ports::{InboxItem, InboxPage, InboxQuery, NewConversation, NewMessage};
 
 use crate::announcements::Notice;
 use crate::{ActionClass, ChatService, ServiceError};
@@ -130,10 +128,7 @@ impl ChatService {
                 announcement,
             )
             .await?;
-        let recipients = details.active_user_ids();
-        self.publish(ChatEvent::ConversationCreated(details), recipients)
-            .await;
-        self.conversation(actor, id).await
+        self.conversation(actor, details.conversation.id).await
     }
 
     /// Opens the DIRECT conversation between the caller and `other` (the caller themself
@@ -160,11 +155,6 @@ impl ChatService {
             .get_or_create_direct(ConversationId::new(), actor, other, self.now())
             .await?;
         let id = direct.details.conversation.id;
-        if direct.created {
-            let recipients = direct.details.active_user_ids();
-            self.publish(ChatEvent::ConversationCreated(direct.details), recipients)
-                .await;
-        }
         Ok(OpenedDirect {
             item: self.conversation(actor, id).await?,
             created: direct.created,
@@ -224,38 +214,29 @@ impl ChatService {
         if let Some(name) = update.name {
             if details.conversation.name.as_deref() != Some(name.as_str()) {
                 let body = Notice::Renamed(name.as_str()).body(actor)?;
-                let _turn = self.order.lock(id).await;
                 let announcement = self.announcement(actor, id, body);
-                let changed = self
-                    .ports
+                self.ports
                     .conversations
                     .rename_conversation(id, actor, name, Some(announcement))
                     .await?;
-                self.publish_settings_change(changed).await;
             }
         }
         match update.is_archived {
             Some(true) if !details.conversation.is_archived => {
                 let body = Notice::Archived.body(actor)?;
-                let _turn = self.order.lock(id).await;
                 let announcement = self.announcement(actor, id, body);
-                let changed = self
-                    .ports
+                self.ports
                     .conversations
                     .archive_conversation(id, actor, self.now(), Some(announcement))
                     .await?;
-                self.publish_settings_change(changed).await;
             }
             Some(false) if details.conversation.is_archived => {
                 let body = Notice::Unarchived.body(actor)?;
-                let _turn = self.order.lock(id).await;
                 let announcement = self.announcement(actor, id, body);
-                let changed = self
-                    .ports
+                self.ports
                     .conversations
                     .unarchive_conversation(id, actor, Some(announcement))
                     .await?;
-                self.publish_settings_change(changed).await;
             }
             _ => {}
         }
@@ -301,10 +282,8 @@ impl ChatService {
         self.require_existing_users("user_ids", &new).await?;
         if !new.is_empty() {
             let body = Notice::ParticipantsAdded(&new).body(actor)?;
-            let _turn = self.order.lock(id).await;
             let announcement = self.announcement(actor, id, body);
-            let added = self
-                .ports
+            self.ports
                 .conversations
                 .add_participants(
                     id,
@@ -315,20 +294,7 @@ impl ChatService {
                     Some(announcement),
                 )
                 .await?;
-            let recipients = added.details.active_user_ids();
-            self.publish_announcement(added.announcement, recipients.clone())
-                .await;
-            for user in added.joined {
-                self.publish(
-                    ChatEvent::ParticipantAdded {
-                        conversation_id: id,
-                        user_id: user,
-                        role: Role::Member,
-                    },
-                    recipients.clone(),
-                )
-                .await;
-            }
+            self.forget_active_members(id);
         }
         self.conversation(actor, id).await
     }
@@ -364,39 +330,13 @@ impl ChatService {
             }
             Notice::ParticipantRemoved(user)
         };
-        let _turn = self.order.lock(id).await;
         let announcement = self.announcement(actor, id, notice.body(actor)?);
         // Leaving and being removed are one change to the store.
-        let change = self
-            .ports
+        self.ports
             .conversations
             .remove_participant(id, actor, user, self.now(), Some(announcement))
             .await?;
-        // Who was there when the removal committed: those still active, and the one who
-        // left.
-        let mut recipients_before = change.details.active_user_ids();
-        recipients_before.push(user);
-        self.publish_announcement(change.announcement, change.details.active_user_ids())
-            .await;
-        self.publish(
-            ChatEvent::ParticipantRemoved {
-                conversation_id: id,
-                user_id: user,
-            },
-            recipients_before,
-        )
-        .await;
-        if let Some(promoted) = change.promoted {
-            self.publish(
-                ChatEvent::ParticipantUpdated {
-                    conversation_id: id,
-                    user_id: promoted,
-                    role: Some(Role::Admin),
-                },
-                change.details.active_user_ids(),
-            )
-            .await;
-        }
+        self.forget_active_members(id);
         Ok(())
     }
 
@@ -432,48 +372,13 @@ impl ChatService {
                 });
             }
             let body = Notice::RoleChanged(user, role).body(actor)?;
-            let _turn = self.order.lock(id).await;
             let announcement = self.announcement(actor, id, body);
-            let changed = self
-                .ports
+            self.ports
                 .conversations
                 .set_role(id, actor, user, role, Some(announcement))
                 .await?;
-            let recipients = changed.details.active_user_ids();
-            self.publish_announcement(changed.announcement, recipients.clone())
-                .await;
-            self.publish(
-                ChatEvent::ParticipantUpdated {
-                    conversation_id: id,
-                    user_id: user,
-                    role: Some(role),
-                },
-                recipients,
-            )
-            .await;
         }
         self.conversation(actor, id).await
-    }
-
-    /// Publishes a settings change: its announcement, then `conversation.updated`.
-    async fn publish_settings_change(&self, changed: ConversationChanged) {
-        let recipients = changed.details.active_user_ids();
-        self.publish_announcement(changed.announcement, recipients.clone())
-            .await;
-        self.publish(ChatEvent::ConversationUpdated(changed.details), recipients)
-            .await;
-    }
-
-    /// Publishes the announcement a change appended, when there is one.
-    async fn publish_announcement(
-        &self,
-        announcement: Option<MessageView>,
-        recipients: Vec<UserId>,
-    ) {
-        if let Some(view) = announcement {
-            self.publish(ChatEvent::MessageCreated(view), recipients)
-                .await;
-        }
     }
 
     /// The announcement (a SYSTEM message) of a change `actor` makes now.

@@ -2,8 +2,8 @@
 //! and receipts.
 
 use chat_domain::{
-    Action, ChatEvent, ClientMessageId, ConversationId, Emoji, MessageBody, MessageContent,
-    MessageId, MessageView, ReactionCap, ReactionSummary, Receipt, UserId, authorize,
+    Action, ClientMessageId, ConversationId, Emoji, MessageBody, MessageContent, MessageId,
+    MessageView, ReactionCap, ReactionSummary, Receipt, UserId, authorize,
 };
 use chat_ports::{HistoryPage, HistoryQuery, NewMessage};
 
@@ -65,13 +65,10 @@ impl ChatService {
             }
         }
         self.check_rate(ActionClass::Send, actor)?;
-        // The store checks membership and archiving atomically with the append, and names
-        // the recipients, so the hot path is one store call.
-        // No lock is held across the store call: sends into one conversation reach the
-        // store together and share its group commit (one fsync), and a database outage
-        // answers each by its own deadline instead of one after another. Only publishing
-        // takes the conversation's turn; a `message.created` that overtakes its
-        // predecessor here is put back in `seq` order by the hub's sequencer.
+        // The store checks membership and archiving atomically with the append (and
+        // appends the change to the feed, from which the relay publishes it), so the hot
+        // path is one store call. No lock is held across it: sends into one conversation
+        // reach the store together and share its group commit (one fsync).
         let appended = self
             .ports
             .messages
@@ -85,14 +82,6 @@ impl ChatService {
                 created_at: self.now(),
             })
             .await?;
-        if appended.created {
-            let _turn = self.order.lock(conversation).await;
-            self.publish(
-                ChatEvent::MessageCreated(appended.view.clone()),
-                appended.recipients,
-            )
-            .await;
-        }
         Ok(SentMessage {
             view: appended.view,
             created: appended.created,
@@ -146,20 +135,12 @@ impl ChatService {
         if details.conversation.is_archived {
             return Err(ServiceError::archived());
         }
-        // The store checks again under its lock and names who takes part as the edit
-        // commits; publishing under the conversation's turn keeps this node's events in
-        // commit order (a removal's `participant.removed` never overtakes the edit).
-        let _turn = self.order.lock(view.message.conversation_id).await;
+        // The store checks again under its lock.
         let edited = self
             .ports
             .messages
             .edit_message(id, actor, content, self.now())
             .await?;
-        self.publish(
-            ChatEvent::MessageUpdated(edited.view.clone()),
-            edited.recipients,
-        )
-        .await;
         Ok(edited.view)
     }
 
@@ -176,22 +157,10 @@ impl ChatService {
             sender: view.message.sender_id,
         };
         authorize(details.conversation.kind, actor, role, action)?;
-        let _turn = self.order.lock(view.message.conversation_id).await;
-        let deleted = self
-            .ports
+        self.ports
             .messages
             .delete_message(id, actor, self.now())
             .await?;
-        let message = deleted.message;
-        self.publish(
-            ChatEvent::MessageDeleted {
-                conversation_id: message.conversation_id,
-                message_id: message.id,
-                seq: message.seq,
-            },
-            deleted.recipients,
-        )
-        .await;
         Ok(())
     }
 
@@ -219,22 +188,11 @@ impl ChatService {
         if let Some(cap) = ReactionCap::refused_by(&view.reactions, actor, emoji.as_str()) {
             return Err(cap.into());
         }
-        let text = emoji.as_str().to_owned();
-        let _turn = self.order.lock(view.message.conversation_id).await;
         let change = self
             .ports
             .messages
             .add_reaction(id, actor, emoji, self.now())
             .await?;
-        if change.changed {
-            let event = ChatEvent::ReactionAdded {
-                conversation_id: view.message.conversation_id,
-                message_id: id,
-                emoji: text,
-                user_id: actor,
-            };
-            self.publish(event, change.recipients).await;
-        }
         Ok(change.reactions)
     }
 
@@ -250,23 +208,12 @@ impl ChatService {
         emoji: Emoji,
     ) -> Result<Vec<ReactionSummary>, ServiceError> {
         self.check_rate(ActionClass::React, actor)?;
-        let view = self.reactable_message(actor, id).await?;
-        let text = emoji.as_str().to_owned();
-        let _turn = self.order.lock(view.message.conversation_id).await;
+        self.reactable_message(actor, id).await?;
         let change = self
             .ports
             .messages
             .remove_reaction(id, actor, emoji)
             .await?;
-        if change.changed {
-            let event = ChatEvent::ReactionRemoved {
-                conversation_id: view.message.conversation_id,
-                message_id: id,
-                emoji: text,
-                user_id: actor,
-            };
-            self.publish(event, change.recipients).await;
-        }
         Ok(change.reactions)
     }
 

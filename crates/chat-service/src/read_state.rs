@@ -39,27 +39,11 @@ impl ChatService {
                 Some(target.message.seq)
             }
         };
-        let _turn = self.order.lock(conversation).await;
-        let state = self
+        Ok(self
             .ports
             .read_state
             .mark_read(conversation, actor, up_to_seq, self.now())
-            .await?;
-        if state.moved {
-            if let Some(at) = state.last_read_at {
-                self.publish(
-                    ChatEvent::ConversationRead {
-                        conversation_id: conversation,
-                        user_id: actor,
-                        last_read_seq: state.last_read_seq,
-                        last_read_at: at,
-                    },
-                    state.recipients.clone(),
-                )
-                .await;
-            }
-        }
-        Ok(state)
+            .await?)
     }
 
     /// Mutes or unmutes a conversation for the caller.
@@ -109,7 +93,7 @@ impl ChatService {
             return Err(ServiceError::NotFound);
         }
         let others: Vec<UserId> = members.iter().copied().filter(|u| *u != actor).collect();
-        self.publish(
+        self.publish_ephemeral(
             ChatEvent::Typing {
                 conversation_id: conversation,
                 user_id: actor,

@@ -1,12 +1,11 @@
 //! The service object: the ports it works through, its limits, and the helpers every use
-//! case shares (membership checks, publishing).
+//! case shares (membership checks, publishing typing).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::ServiceError;
 use crate::active_members::{ACTIVE_MEMBERS_CAPACITY, ACTIVE_MEMBERS_TTL, ActiveMembers};
-use crate::ordering::PublishOrder;
 use crate::rate::{ActionClass, ActionRates, MAX_TRACKED_USERS, Rate, RateLimiters};
 use chat_domain::{
     ChatEvent, ConversationDetails, ConversationId, Delivery, Participant, Timestamp, UserId,
@@ -109,7 +108,6 @@ pub struct ChatService {
     pub(crate) limits: Limits,
     limiters: RateLimiters,
     active_members: ActiveMembers,
-    pub(crate) order: PublishOrder,
 }
 
 impl ChatService {
@@ -126,7 +124,6 @@ impl ChatService {
             limits,
             limiters: RateLimiters::new(send, &limits.rates, MAX_TRACKED_USERS),
             active_members: ActiveMembers::new(ACTIVE_MEMBERS_TTL, ACTIVE_MEMBERS_CAPACITY),
-            order: PublishOrder::new(),
         }
     }
 
@@ -193,17 +190,15 @@ impl ChatService {
         Ok((details, membership))
     }
 
-    /// Hands an event to the publisher. Publishing is best effort: the change is stored
-    /// already, so a failure is logged and never undoes or fails the use case.
-    pub(crate) async fn publish(&self, event: ChatEvent, recipients: Vec<UserId>) {
-        // A membership change through this node makes the typing cache forget the
-        // conversation at once.
-        if matches!(
-            event,
-            ChatEvent::ParticipantAdded { .. } | ChatEvent::ParticipantRemoved { .. }
-        ) {
-            self.active_members.forget(event.conversation_id());
-        }
+    /// Makes the typing cache forget `conversation` at once (its membership changed).
+    pub(crate) fn forget_active_members(&self, conversation: ConversationId) {
+        self.active_members.forget(conversation);
+    }
+
+    /// Hands an ephemeral event (typing: never stored, so not in the change feed) to the
+    /// publisher. Durable changes are published by the relay, from the feed. Publishing
+    /// is best effort: a failure is logged and never fails the use case.
+    pub(crate) async fn publish_ephemeral(&self, event: ChatEvent, recipients: Vec<UserId>) {
         if recipients.is_empty() {
             return;
         }

@@ -1,0 +1,327 @@
+//! The relay: live events are published from the committed change feed, not by the use
+//! cases. One task reads the feed in position order (`wait_past`, then `changes_after`),
+//! hydrates each change into its event, addresses it to the conversation's members at
+//! that point of the feed, and hands it to the [`EventPublisher`](chat_ports::EventPublisher)
+//! with its position. A crash between a commit and its publishing delays the event (the
+//! next relay starts from the feed), it never loses it.
+//!
+//! Recipients follow membership over time, exactly as `sync` does: every change goes to
+//! the conversation's active participants just after it, and `participant.removed` also
+//! to the user who is gone. The relay keeps each conversation's members in a bounded
+//! cache, updated from the membership changes it relays (it sees them all, in order).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_domain::{Change, ChangeKind, ConversationId, Delivery, FeedPos, UserId};
+use chat_ports::{ConversationStore, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ChatService;
+use crate::hydrate::Hydrator;
+
+/// The most changes read and published per batch.
+pub const RELAY_BATCH: usize = 500;
+
+/// The most conversations whose members the relay remembers.
+pub const RELAY_MEMBERS_CAPACITY: usize = 4096;
+
+/// How long one wait for new changes lasts before the relay asks again.
+const WAIT: Duration = Duration::from_secs(1);
+
+/// The first and the longest pause after a store error.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Publishing from the committed log.
+#[derive(Debug)]
+pub struct Relay;
+
+impl Relay {
+    /// Starts relaying every change after `from` (chatd passes the head at start-up), on
+    /// the current tokio runtime.
+    pub fn spawn(service: Arc<ChatService>, from: FeedPos) -> RelayHandle {
+        let position = Arc::new(AtomicU64::new(from.get()));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(
+            service,
+            RelayState::new(from, RELAY_MEMBERS_CAPACITY),
+            Arc::clone(&position),
+            stopped,
+        ));
+        RelayHandle {
+            position,
+            stop,
+            task,
+        }
+    }
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    position: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// The last position relayed: every change at or below it has been handed to the
+    /// publisher.
+    pub fn position(&self) -> FeedPos {
+        FeedPos::new(self.position.load(Ordering::Acquire))
+    }
+
+    /// Stops the relay: it finishes the batch in hand, then returns.
+    pub async fn stop(self) {
+        // The task may have ended already (its runtime shutting down): nothing to tell.
+        let _ = self.stop.send(true);
+        if let Err(err) = self.task.await {
+            tracing::warn!(error = %err, "relay task ended abnormally");
+        }
+    }
+}
+
+async fn run(
+    service: Arc<ChatService>,
+    mut state: RelayState,
+    position: Arc<AtomicU64>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    while !*stopped.borrow() {
+        let waited = tokio::select! {
+            waited = service.ports.feed.wait_past(state.last, WAIT) => waited,
+            _ = stopped.changed() => return,
+        };
+        match waited {
+            Ok(head) if head <= state.last => continue,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, after = %state.last, "relay: feed not readable");
+                if pause(&mut backoff, &mut stopped).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        loop {
+            let result = state.relay_batch(&service, &position).await;
+            match result {
+                Ok(relayed) => {
+                    backoff = BACKOFF_MIN;
+                    if relayed < RELAY_BATCH || *stopped.borrow() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, after = %state.last, "relay: retrying");
+                    if pause(&mut backoff, &mut stopped).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for the backoff (doubling it for next time); true when stopped meanwhile.
+async fn pause(backoff: &mut Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => *stopped.borrow(),
+        _ = stopped.changed() => true,
+    }
+}
+
+/// What the relay knows: the last position relayed and the members of the conversations
+/// it has seen.
+pub(crate) struct RelayState {
+    pub(crate) last: FeedPos,
+    members: MemberCache,
+}
+
+impl RelayState {
+    pub(crate) fn new(last: FeedPos, capacity: usize) -> Self {
+        Self {
+            last,
+            members: MemberCache::new(capacity),
+        }
+    }
+
+    /// Reads the changes after the last one relayed (at most [`RELAY_BATCH`]) and
+    /// publishes each in order; answers how many were read. A store error stops the batch
+    /// at the change it happened on, which is read again next time: nothing is skipped,
+    /// nothing published twice.
+    pub(crate) async fn relay_batch(
+        &mut self,
+        service: &ChatService,
+        position: &AtomicU64,
+    ) -> Result<usize, StoreError> {
+        let ports = &service.ports;
+        let changes = ports.feed.changes_after(self.last, RELAY_BATCH).await?;
+        self.members
+            .load_missing(&changes, &*ports.conversations)
+            .await?;
+        let mut hydrator = Hydrator::new(&*ports.messages, &*ports.conversations);
+        for change in &changes {
+            let event = hydrator.hydrate(change).await?;
+            let recipients = self.members.apply(change);
+            if change.kind.membership_move().is_some() {
+                service.forget_active_members(change.conversation_id);
+            }
+            if let Some(event) = event {
+                if !recipients.is_empty() {
+                    let name = event.name();
+                    let delivery = Delivery {
+                        event,
+                        recipients,
+                        pos: Some(change.pos),
+                    };
+                    if let Err(err) = ports.events.publish(delivery).await {
+                        // The hub's business from here: live clients catch up from the
+                        // feed with their token.
+                        tracing::warn!(event = name, pos = %change.pos, error = %err, "event not published");
+                    }
+                }
+            }
+            self.last = change.pos;
+            position.store(change.pos.get(), Ordering::Release);
+        }
+        Ok(changes.len())
+    }
+}
+
+struct Members {
+    /// The active participants, in the order they were loaded or joined.
+    users: Vec<UserId>,
+    used: u64,
+}
+
+/// Conversation → its active participants as of the last change relayed; bounded, the
+/// least recently used conversations go first.
+struct MemberCache {
+    entries: HashMap<ConversationId, Members>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl MemberCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            // A batch's conversations must all fit.
+            capacity: capacity.max(RELAY_BATCH),
+            clock: 0,
+        }
+    }
+
+    /// Loads the members of the batch's conversations that are not cached, as of the
+    /// position before the batch: the current participants, with the batch's own
+    /// membership changes undone. (Membership changes committed after the batch was read
+    /// are not undone; the relay runs close to the head, so that window is short.)
+    async fn load_missing(
+        &mut self,
+        changes: &[Change],
+        conversations: &dyn ConversationStore,
+    ) -> Result<(), StoreError> {
+        let in_batch: HashSet<ConversationId> = changes.iter().map(|c| c.conversation_id).collect();
+        let missing: Vec<ConversationId> = in_batch
+            .iter()
+            .copied()
+            .filter(|id| !self.entries.contains_key(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.make_room(missing.len(), &in_batch);
+        for id in missing {
+            let mut users: Vec<UserId> = conversations
+                .conversation_details(id)
+                .await?
+                .map(|details| details.active_user_ids())
+                .unwrap_or_default();
+            for change in changes.iter().rev().filter(|c| c.conversation_id == id) {
+                match &change.kind {
+                    ChangeKind::ParticipantAdded { user_id, .. } => {
+                        users.retain(|u| u != user_id);
+                    }
+                    ChangeKind::ParticipantRemoved { user_id } if !users.contains(user_id) => {
+                        users.push(*user_id);
+                    }
+                    _ => {}
+                }
+            }
+            self.clock += 1;
+            self.entries.insert(
+                id,
+                Members {
+                    users,
+                    used: self.clock,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Evicts the least recently used conversations outside `keep` until `incoming` more
+    /// fit (and a quarter of the capacity besides, so evictions are rare).
+    fn make_room(&mut self, incoming: usize, keep: &HashSet<ConversationId>) {
+        if self.entries.len() + incoming <= self.capacity {
+            return;
+        }
+        let target = self
+            .capacity
+            .saturating_sub(incoming)
+            .saturating_sub(self.capacity / 4);
+        let mut candidates: Vec<(u64, ConversationId)> = self
+            .entries
+            .iter()
+            .filter(|(id, _)| !keep.contains(id))
+            .map(|(id, members)| (members.used, *id))
+            .collect();
+        candidates.sort_unstable_by_key(|(used, _)| *used);
+        let excess = self.entries.len().saturating_sub(target);
+        for (_, id) in candidates.into_iter().take(excess) {
+            self.entries.remove(&id);
+        }
+    }
+
+    /// Applies `change` to its conversation's members and answers who must hear of it.
+    fn apply(&mut self, change: &Change) -> Vec<UserId> {
+        self.clock += 1;
+        let clock = self.clock;
+        let members = self
+            .entries
+            .entry(change.conversation_id)
+            .or_insert_with(|| Members {
+                users: Vec::new(),
+                used: clock,
+            });
+        members.used = clock;
+        match &change.kind {
+            ChangeKind::ParticipantAdded { user_id, .. } => {
+                if !members.users.contains(user_id) {
+                    members.users.push(*user_id);
+                }
+                members.users.clone()
+            }
+            ChangeKind::ParticipantRemoved { user_id } => {
+                members.users.retain(|u| u != user_id);
+                let mut recipients = members.users.clone();
+                recipients.push(*user_id);
+                recipients
+            }
+            _ => members.users.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
