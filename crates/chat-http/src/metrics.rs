@@ -98,7 +98,7 @@ impl Metrics {
 
     /// Adds the Redis bridge's metrics, read from `probe` at each scrape:
     /// `chat_redis_bridge_up{direction="subscribe"|"publish"}` (1 or 0) and
-    /// `chat_redis_bridge_events_total{event="dropped"|"gap"|"subscription_lost"|"resync"}`.
+    /// `chat_redis_bridge_events_total{event="dropped"|"gap"|"subscription_lost"}`.
     ///
     /// # Errors
     /// A `prometheus` error when the metrics cannot be registered.
@@ -113,8 +113,8 @@ impl Metrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "chat_redis_bridge_events_total",
-                "Troubles of the Redis bridge: events dropped before Redis, gaps seen in other \
-                 nodes' sequences, subscriptions lost, clients asked to catch up",
+                "Troubles of the Redis bridge (typing only): frames dropped before Redis, gaps \
+                 seen in other nodes' sequences, subscriptions lost",
             ),
             &["event"],
         )?;
@@ -176,7 +176,6 @@ impl Metrics {
                     ("dropped", status.events_dropped),
                     ("gap", status.gaps_detected),
                     ("subscription_lost", status.subscriptions_lost),
-                    ("resync", status.resyncs),
                 ] {
                     let counter = bridge.events.with_label_values(&[event]);
                     counter.inc_by(total.saturating_sub(counter.get()));

@@ -1,23 +1,29 @@
-//! The cluster bridge over Redis pub/sub. Each event published on this node (already
-//! delivered here) is PUBLISHed once, as recipients + pre-encoded frame + origin node id,
-//! to one channel; every node SUBSCRIBEs to it and hands what other nodes published to its
-//! sequencer, ignoring its own echo. Redis keeps the order of one publisher; the sequencer
-//! orders `message.created` across publishers. The envelope is the bridge's own JSON (so
-//! that nodes of different versions can share a channel); the frame inside it is carried
-//! as the opaque text it is.
+//! The cluster bridge over Redis pub/sub, for the **ephemeral** frames only (`typing`).
+//! Durable events (everything stored: messages, reactions, read markers, membership) do
+//! not travel here: every node runs its own relay over the shared change feed and hands
+//! them to its own connections, so a Redis outage delays nothing durable and loses
+//! nothing durable. [`crate::Fanout::publish`] forwards only [`EventClass::Typing`].
 //!
-//! Redis carries fan-out only and never takes the node down: the bridge starts whether or
-//! not Redis answers, connects (and reconnects) in the background with backoff, and says
-//! how it is doing through [`RedisBridge::status`]. Nothing is lost silently:
-//! - every event a node forwards gets the next number of that node's publish sequence
+//! Each frame forwarded (already delivered on this node) is PUBLISHed once, as its
+//! recipients, the pre-encoded frame and the origin node id, to one channel; every node SUBSCRIBEs to it and
+//! hands what other nodes published to its sequencer, ignoring its own echo. The envelope
+//! is the bridge's own JSON (so that nodes of different versions can share a channel);
+//! the frame inside it is carried as the opaque text it is. A durable frame that arrives
+//! on the channel comes from a node of an older version (which publishes its events over
+//! Redis and writes no change feed): it is delivered, since no relay will deliver it.
+//!
+//! Redis never takes the node down: the bridge starts whether or not Redis answers,
+//! connects (and reconnects) in the background with backoff, and says how it is doing
+//! through [`RedisBridge::status`] (for `/readyz` and the metrics):
+//! - every frame a node forwards gets the next number of that node's publish sequence
 //!   (`pseq`), even when it is dropped (full outbox, failed or timed-out pipeline, no
 //!   connection), and every node PUBLISHes a heartbeat carrying the last number it used
-//!   at least every [`HEARTBEAT`]; a node that sees another node's sequence jump asks its
-//!   clients to catch up (close 1012);
+//!   at least every [`HEARTBEAT`]; a jump in another node's sequence is counted
+//!   ([`BridgeStatus::gaps_detected`]): typing indicators were lost, which needs no
+//!   catching up (the next one replaces them), so no connection is closed;
 //! - the subscriber receives at least its own heartbeat every [`HEARTBEAT`]; when nothing
 //!   arrives for [`SUBSCRIPTION_DEADLINE`], the subscription is presumed dead (a frozen
-//!   Redis, a half-open connection): the node asks its clients to catch up at once and
-//!   subscribes again, and once more when the subscription is back.
+//!   Redis, a half-open connection), counted, reported as down, and renewed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,8 +102,6 @@ pub struct BridgeStatus {
     pub gaps_detected: u64,
     /// Times the subscription was lost (dropped or silent past the deadline), since start.
     pub subscriptions_lost: u64,
-    /// Times this node asked all its clients to catch up (close 1012), since start.
-    pub resyncs: u64,
 }
 
 impl BridgeStatus {
@@ -114,7 +118,6 @@ struct Counters {
     events_dropped: AtomicU64,
     gaps_detected: AtomicU64,
     subscriptions_lost: AtomicU64,
-    resyncs: AtomicU64,
     /// The highest publish sequence number dropped before it reached the outbox.
     skipped_through: AtomicU64,
 }
@@ -279,7 +282,6 @@ impl RedisBridge {
             events_dropped: counters.events_dropped.load(Ordering::Relaxed),
             gaps_detected: counters.gaps_detected.load(Ordering::Relaxed),
             subscriptions_lost: counters.subscriptions_lost.load(Ordering::Relaxed),
-            resyncs: counters.resyncs.load(Ordering::Relaxed),
         }
     }
 
@@ -306,6 +308,15 @@ impl RedisBridge {
             .fetch_max(pseq, Ordering::SeqCst);
         self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
         Err(refused.to_owned())
+    }
+
+    /// How many frames this node has handed to the bridge since start (the last number
+    /// of its publish sequence), whether or not they reached Redis.
+    pub fn forwarded(&self) -> u64 {
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last_pseq
     }
 
     /// Waits until the subscription is active, for at most `timeout`; true when it is.
@@ -337,8 +348,8 @@ async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String
 }
 
 /// Publishes queued events in batches (one pipeline each), and a heartbeat at least every
-/// [`HEARTBEAT`]. Without a connection, events are dropped (their numbers skipped) rather
-/// than held: they would arrive after the other nodes' clients have caught up.
+/// [`HEARTBEAT`]. Without a connection, frames are dropped (their numbers skipped) rather
+/// than held: a typing indicator held through an outage would be stale when it arrived.
 async fn publish_loop(mut p: Publisher) {
     let mut connection: Option<MultiplexedConnection> = None;
     let mut retry_at = Instant::now();
@@ -431,18 +442,6 @@ struct Subscriber {
     origins: HashMap<String, (u64, Instant)>,
 }
 
-impl Subscriber {
-    /// Closes every connection of this node with 1012: its clients may have missed events.
-    fn resync(&self, why: &str) {
-        tracing::warn!(
-            reason = why,
-            "asking every client of this node to catch up (1012)"
-        );
-        self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-        self.sequencer.hub().resync();
-    }
-}
-
 async fn subscribe_loop(mut sub: Subscriber) {
     let mut backoff = MIN_BACKOFF;
     let mut ever_subscribed = false;
@@ -461,15 +460,12 @@ async fn subscribe_loop(mut sub: Subscriber) {
                 backoff = MIN_BACKOFF;
                 sub.subscribed.send_replace(true);
                 sub.origins.clear();
+                // Only typing indicators travel here: what passed us by meanwhile is
+                // stale already, and durable events came from this node's relay.
                 if ever_subscribed {
-                    // Whatever was published while we were away is lost for our
-                    // connections: make their clients reconnect and catch up.
-                    sub.resync("redis subscription restored");
+                    tracing::info!("redis subscription restored");
                 } else {
-                    // Clients that connected while Redis was unreachable at start missed
-                    // the other nodes' events too (none are connected on a normal start).
                     tracing::info!("subscribed to redis");
-                    sub.sequencer.hub().resync();
                 }
                 ever_subscribed = true;
                 let mut messages = pubsub.on_message();
@@ -493,9 +489,13 @@ async fn subscribe_loop(mut sub: Subscriber) {
                 sub.counters
                     .subscriptions_lost
                     .fetch_add(1, Ordering::Relaxed);
-                // Events from other nodes may be passing us by from now on: tell our
-                // clients at once rather than when the subscription is back.
-                sub.resync(lost);
+                // Typing indicators of other nodes pass us by until we are back; durable
+                // events keep coming from this node's relay.
+                tracing::warn!(
+                    reason = lost,
+                    "redis subscription down: typing indicators of other nodes are not \
+                     delivered until it is back"
+                );
             }
             Ok(Err(err)) => tracing::warn!(error = %err, "redis subscription failed; retrying"),
             Err(_) => tracing::warn!("subscribing to redis timed out; retrying"),
@@ -532,9 +532,8 @@ fn receive(sub: &mut Subscriber, payload: &[u8]) {
 }
 
 /// Checks `envelope` against its origin's publish sequence: true when its event is to be
-/// delivered. A jump (numbers skipped: events dropped on the way) makes every client of
-/// this node catch up; an event numbered at or below one already seen (late, after a
-/// jump) is not delivered.
+/// delivered. A jump (numbers skipped: frames dropped on the way) is counted and logged;
+/// an event numbered at or below one already seen (late, after a jump) is not delivered.
 fn in_sequence(sub: &mut Subscriber, envelope: &Envelope) -> bool {
     let now = Instant::now();
     if sub.origins.len() > 64 {
@@ -556,7 +555,76 @@ fn in_sequence(sub: &mut Subscriber, envelope: &Envelope) -> bool {
     *last = envelope.pseq;
     if gap {
         sub.counters.gaps_detected.fetch_add(1, Ordering::Relaxed);
-        sub.resync("events from another node were dropped before reaching redis");
+        tracing::warn!(
+            origin = %envelope.origin,
+            skipped = envelope.pseq - expected,
+            "frames of another node were dropped before reaching redis (typing only)"
+        );
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Hub, Outgoing};
+
+    fn subscriber(hub: &Arc<Hub>) -> Subscriber {
+        let (subscribed, _) = watch::channel(false);
+        let (_, stopped) = watch::channel(());
+        Subscriber {
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            node_id: "this-node".to_owned(),
+            sequencer: Sequencer::new(Arc::clone(hub), Duration::from_millis(250)),
+            subscribed,
+            stopped,
+            counters: Arc::new(Counters::default()),
+            origins: HashMap::new(),
+        }
+    }
+
+    fn envelope(pseq: u64, class: EventClass, recipient: UserId, text: &str) -> Vec<u8> {
+        let frame = Frame {
+            conversation_id: ConversationId::new(),
+            class,
+            recipients: vec![recipient],
+            payload: ByteString::from(text.to_owned()),
+        };
+        serde_json::to_vec(&Envelope::new("other-node", pseq, &frame)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_another_nodes_sequence_is_counted_without_closing_any_connection() {
+        let hub = Arc::new(Hub::default());
+        let resync = hub.resync_signal();
+        let user = UserId::new(1).unwrap();
+        let (connection, mut queue) = hub.connection(8);
+        hub.attach(user, &connection);
+        let mut sub = subscriber(&hub);
+
+        receive(&mut sub, &envelope(1, EventClass::Typing, user, "typing 1"));
+        // Numbers 2 and 3 were dropped on the way (typing lost): counted, nobody closed.
+        receive(&mut sub, &envelope(4, EventClass::Typing, user, "typing 4"));
+        assert_eq!(sub.counters.gaps_detected.load(Ordering::Relaxed), 1);
+        assert!(!resync.has_changed().unwrap(), "no 1012 for lost typing");
+        // A late number is not delivered; its own echo is ignored.
+        receive(&mut sub, &envelope(3, EventClass::Typing, user, "late"));
+        let mut echo: Envelope =
+            serde_json::from_slice(&envelope(5, EventClass::Typing, user, "echo")).unwrap();
+        echo.origin = "this-node".to_owned();
+        receive(&mut sub, &serde_json::to_vec(&echo).unwrap());
+        // A durable frame on the channel comes from an older node (no change feed): kept.
+        receive(
+            &mut sub,
+            &envelope(5, EventClass::Ordered, user, "from an older node"),
+        );
+        let texts: Vec<Outgoing> = std::iter::from_fn(|| queue.try_recv().ok()).collect();
+        assert_eq!(
+            texts,
+            ["typing 1", "typing 4", "from an older node"]
+                .map(|t| Outgoing::Text(ByteString::from_static(t)))
+        );
+        assert!(!resync.has_changed().unwrap());
+    }
 }

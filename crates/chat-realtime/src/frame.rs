@@ -30,3 +30,12 @@ pub struct Frame {
     /// is a reference-count bump).
     pub payload: ByteString,
 }
+
+impl Frame {
+    /// Whether the frame travels to the other nodes over Redis: only ephemeral frames
+    /// (typing) do. A durable event reaches every node from the change feed, through
+    /// that node's own relay.
+    pub fn crosses_nodes(&self) -> bool {
+        self.class == EventClass::Typing
+    }
+}

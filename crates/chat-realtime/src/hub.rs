@@ -224,7 +224,9 @@ impl Hub {
     }
 
     /// Asks every open connection to close with 1012 so that its client reconnects and
-    /// catches up: events may have been missed (the cluster bus was lost for a while).
+    /// catches up. Nothing in this version calls it for a Redis outage any more (durable
+    /// events come from the change feed, not from Redis); it stays for whatever may make
+    /// a node's connections miss events in the future.
     pub fn resync(&self) {
         self.resync.send_modify(|generation| *generation += 1);
     }

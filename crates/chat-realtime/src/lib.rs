@@ -1,7 +1,10 @@
 //! The real-time transport of one node, on already-encoded frames: [`Fanout`] takes a
 //! [`Frame`] (an event encoded once by whoever publishes it), orders it per conversation
 //! ([`order`]), queues it on every connection of its recipients on this node ([`hub`]) and,
-//! when Redis is configured, forwards it to the other nodes of the cluster ([`bridge`]).
+//! for an ephemeral frame (typing) when Redis is configured, forwards it to the other
+//! nodes of the cluster ([`bridge`]). Durable events are not forwarded: each node
+//! publishes them from the shared change feed itself (its relay), so Redis carries only
+//! what may be lost.
 //!
 //! This crate knows neither the events' wire format nor WebSocket: the HTTP adapter
 //! encodes events into frames, and its WebSocket endpoint drains the hub's queues.
@@ -103,8 +106,10 @@ impl Fanout {
         self.bridge.as_ref().map(RedisBridge::status)
     }
 
-    /// Delivers `frame` on this node at once (in its conversation's order), then queues
-    /// it for the other nodes. Never waits.
+    /// Delivers `frame` on this node at once (in its conversation's order) and, when it
+    /// is ephemeral ([`Frame::crosses_nodes`]: typing), queues it for the other nodes.
+    /// Durable frames stay on this node: every node's relay publishes them from the
+    /// change feed, so forwarding them too would deliver them twice. Never waits.
     ///
     /// # Errors
     /// [`ForwardError`] when the frame could not be queued for the other nodes (Redis has
@@ -112,7 +117,7 @@ impl Fanout {
     pub fn publish(&self, frame: Frame) -> Result<(), ForwardError> {
         let frame = Arc::new(frame);
         self.sequencer.offer(Arc::clone(&frame));
-        if let Some(bridge) = &self.bridge {
+        if let Some(bridge) = self.bridge.as_ref().filter(|_| frame.crosses_nodes()) {
             bridge.forward(frame).map_err(ForwardError)?;
         }
         Ok(())
@@ -167,5 +172,47 @@ mod tests {
         let mut shutdown = fanout.hub().shutdown_signal();
         fanout.shut_down();
         assert!(*shutdown.borrow_and_update());
+    }
+
+    #[tokio::test]
+    async fn only_typing_frames_are_forwarded_to_the_other_nodes_and_every_frame_is_delivered_here()
+    {
+        // A bridge to a port where nothing listens: it starts all the same (degraded).
+        let settings = RealtimeSettings {
+            redis: Some(RedisSettings::new("redis://127.0.0.1:1")),
+            ..RealtimeSettings::default()
+        };
+        let fanout = Fanout::start(&settings).await.unwrap();
+        let bridge = fanout.bridge().expect("a bridge");
+        let user = UserId::new(1).unwrap();
+        let (connection, mut queue) = fanout.hub().connection(16);
+        fanout.hub().attach(user, &connection);
+        let conversation = ConversationId::new();
+        let frame = |class: EventClass, text: &'static str| Frame {
+            conversation_id: conversation,
+            class,
+            recipients: vec![user],
+            payload: ByteString::from_static(text),
+        };
+        let sent = [
+            frame(EventClass::MessageCreated(1), "created 1"),
+            frame(EventClass::Typing, "typing 1"),
+            frame(EventClass::Ordered, "reaction"),
+            frame(EventClass::MessageCreated(2), "created 2"),
+            frame(EventClass::Typing, "typing 2"),
+        ];
+        for one in &sent {
+            assert_eq!(one.crosses_nodes(), one.class == EventClass::Typing);
+            // Forwarding a typing frame may fail (no Redis): it is delivered here anyway.
+            let _ = fanout.publish(one.clone());
+        }
+        assert_eq!(bridge.forwarded(), 2, "only the two typing frames");
+        for one in &sent {
+            assert_eq!(
+                queue.try_recv().unwrap(),
+                Outgoing::Text(one.payload.clone())
+            );
+        }
+        assert!(queue.try_recv().is_err());
     }
 }

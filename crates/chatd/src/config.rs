@@ -14,6 +14,7 @@ use chat_realtime::{RealtimeSettings, RedisSettings};
 use chat_service::{ActionClass, ActionRates, Rate};
 use clap::{Args, Parser, Subcommand};
 
+use crate::feed::FeedSettings;
 use crate::startup::AppConfig;
 use crate::storage::{StoreChoice, StoreChoiceError};
 
@@ -212,6 +213,79 @@ pub struct ServeArgs {
     /// Encryption of message text at rest.
     #[command(flatten)]
     pub encryption: EncryptionArgs,
+    /// How long the change feed keeps each change (what a client may be away and still
+    /// catch up with a token): a duration such as `14d`, `36h`, `90min`, `1h30min`
+    /// (units ms, s, min, h, d, w; at least 1min, at most 3650d). Older changes are
+    /// purged every minute, in small batches.
+    #[arg(long, env = "CHAT_FEED_RETENTION", default_value = "14d", value_parser = parse_retention)]
+    pub feed_retention: Duration,
+    /// FAULT INJECTION, for tests only: the relay of this process (which publishes
+    /// committed changes to the WebSockets) starts only after this delay.
+    #[arg(long, env = "CHAT_FAULT_RELAY_START_DELAY", hide = true, value_parser = parse_duration)]
+    pub fault_relay_start_delay: Option<Duration>,
+}
+
+/// Parses a duration written as one or more `<number><unit>` parts (`14d`, `1h30min`,
+/// `250ms`; spaces between parts allowed), units `ms`, `s`, `min` (or `m`), `h`, `d`, `w`.
+///
+/// # Errors
+/// A message saying what is expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = || {
+        format!(
+            "`{text}` is not a duration: write e.g. 14d, 36h, 90min, 1h30min, 30s or 250ms \
+             (units ms, s, min, h, d, w)"
+        )
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(expected());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().map_err(|_| expected())?;
+        rest = &rest[digits..];
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..letters] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" | "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            _ => return Err(expected()),
+        };
+        rest = rest[letters..].trim_start();
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(expected)?;
+        total = total.checked_add(part).ok_or_else(expected)?;
+    }
+    Ok(total)
+}
+
+/// The shortest and the longest retention of the change feed.
+pub const RETENTION_RANGE: (Duration, Duration) = (
+    Duration::from_secs(60),
+    Duration::from_secs(3650 * 86_400),
+);
+
+/// Parses `CHAT_FEED_RETENTION`: a [`parse_duration`] within [`RETENTION_RANGE`].
+///
+/// # Errors
+/// A message saying what is expected.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let retention = parse_duration(text)?;
+    if !(RETENTION_RANGE.0..=RETENTION_RANGE.1).contains(&retention) {
+        return Err(format!(
+            "`{text}`: the feed's retention must be between 1min and 3650d"
+        ));
+    }
+    Ok(retention)
 }
 
 /// `chatd migrate`.
@@ -484,6 +558,10 @@ impl ServeArgs {
                     ..RealtimeSettings::default()
                 },
                 dev_tokens,
+                feed: FeedSettings {
+                    retention: self.feed_retention,
+                    relay_start_delay: self.fault_relay_start_delay,
+                },
             },
             database_url,
             store,
@@ -744,6 +822,54 @@ mod tests {
         args.auth.jwt_secret = Some("s".repeat(40));
         args.user_provisioning = "sometimes".into();
         assert!(matches!(args.resolve(), Err(ConfigError::Auth(_))));
+    }
+
+    #[test]
+    fn durations_parse_in_the_documented_units_and_refuse_the_rest() {
+        let secs = Duration::from_secs;
+        for (text, expected) in [
+            ("14d", secs(14 * 86_400)),
+            ("36h", secs(36 * 3600)),
+            ("90min", secs(90 * 60)),
+            ("90m", secs(90 * 60)),
+            ("1h30min", secs(5400)),
+            ("1h 30min", secs(5400)),
+            (" 2w ", secs(14 * 86_400)),
+            ("30s", secs(30)),
+            ("250ms", Duration::from_millis(250)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "14", "d", "14 days", "-1d", "1.5h", "1h30", "99999999999999d"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("not a duration"), "{bad}: {err}");
+        }
+        assert_eq!(parse_retention("14d"), Ok(secs(14 * 86_400)));
+        assert!(parse_retention("59s").unwrap_err().contains("between 1min and 3650d"));
+        assert!(parse_retention("3651d").is_err());
+    }
+
+    #[test]
+    fn the_feed_retention_defaults_to_14_days_and_the_fault_delay_is_hidden_and_off() {
+        let mut args = clean(serve(&["--dev"]));
+        args.dev = true;
+        assert_eq!(args.feed_retention, Duration::from_secs(14 * 86_400));
+        assert_eq!(args.fault_relay_start_delay, None);
+        let config = args.resolve().expect("starts");
+        assert_eq!(config.app.feed, FeedSettings::default());
+        let mut args = clean(serve(&[
+            "--dev",
+            "--feed-retention",
+            "2h",
+            "--fault-relay-start-delay",
+            "5s",
+        ]));
+        args.dev = true;
+        let feed = args.resolve().expect("starts").app.feed;
+        assert_eq!(feed.retention, Duration::from_secs(7200));
+        assert_eq!(feed.relay_start_delay, Some(Duration::from_secs(5)));
+        assert!(Cli::try_parse_from(["chatd", "serve", "--feed-retention", "10s"]).is_err());
     }
 
     #[test]

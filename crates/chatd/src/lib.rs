@@ -1,6 +1,7 @@
 //! `chatd`: the chat server's composition root. [`config`] reads the command line and the
 //! environment into a checked configuration; [`storage`] opens the store it names;
-//! [`startup`] builds the application from both ([`Application`], the one place the
+//! [`feed`] runs the change feed's relay and purge; [`startup`] builds the application
+//! from them ([`Application`], the one place the
 //! server is wired, used by `chatd serve` and by every black-box test); and the
 //! subcommands `serve`, `migrate` and `token` are here. The binary is a thin CLI over
 //! them.
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod feed;
 pub mod startup;
 pub mod storage;
 
@@ -18,7 +20,7 @@ use chat_http::{MintClaims, mint_hs256};
 use chat_ports::{ReencryptBatch, ReencryptStore};
 use tracing_subscriber::EnvFilter;
 
-pub use startup::{AppConfig, Application};
+pub use startup::{AppConfig, Application, FeedSettings};
 pub use storage::{Storage, StoreChoice};
 
 use crate::config::{MigrateArgs, ReencryptArgs, ServeArgs, TokenArgs};

@@ -1,6 +1,6 @@
 //! [`Application`]: the one place the server is put together from an [`AppConfig`] and a
-//! [`Storage`]: the real-time transport, the service over the ports, the HTTP adapter,
-//! bound to its address. `chatd serve` runs it; every black-box test builds its servers
+//! [`Storage`]: the real-time transport, the service over the ports, the change feed's
+//! relay and purge ([`crate::feed`]), the HTTP adapter, bound to its address. `chatd serve` runs it; every black-box test builds its servers
 //! with it too (the `spawn_app()` pattern), so tests run the wiring production runs.
 
 use std::net::{SocketAddr, TcpListener};
@@ -15,6 +15,8 @@ use chat_http::{
 use chat_realtime::{Fanout, RealtimeSettings};
 use chat_service::{ChatService, Limits};
 
+use crate::feed::FeedTasks;
+pub use crate::feed::FeedSettings;
 use crate::storage::Storage;
 
 /// What an application is built from (`chatd serve` resolves it from flags and the
@@ -36,6 +38,8 @@ pub struct AppConfig {
     /// Development tokens (`--dev` only): the browser client signs in through
     /// `POST /api/v1/dev/token`, which does not exist when this is `None`.
     pub dev_tokens: Option<DevTokens>,
+    /// The change feed's retention and the relay's fault injection.
+    pub feed: FeedSettings,
 }
 
 /// A built application, bound and ready to run.
@@ -46,65 +50,66 @@ pub struct Application {
     service: Arc<ChatService>,
     realtime: Arc<Realtime>,
     metrics: Arc<Metrics>,
+    /// The relay and the purge, stopped after the server (the relay once it has published
+    /// every committed change), within the HTTP shutdown timeout.
+    feed: FeedTasks,
     /// Shut down after the server stops, within the HTTP shutdown timeout.
     storage: Storage,
     shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
-    /// Starts the real-time transport (bridged over Redis when configured, which need not answer yet), puts the
-    /// service over `storage`'s ports, and binds the HTTP server. Nothing is served until
-    /// [`Application::run_until_stopped`].
+    /// Starts the real-time transport (bridged over Redis when configured, which need not
+    /// answer yet), puts the service over `storage`'s ports, starts the relay at the change
+    /// feed's head (from then on every committed change is published from the feed to this
+    /// node's connections) and the feed's purge, and binds the HTTP server. Nothing is
+    /// served until [`Application::run_until_stopped`].
     ///
     /// # Errors
     /// When the Redis URL is invalid (an unreachable Redis is not an error: the bridge
-    /// joins when it answers), the metrics cannot be registered, or the address
-    /// cannot be bound.
+    /// joins when it answers), the change feed's head cannot be read, the metrics cannot
+    /// be registered, or the address cannot be bound.
     pub async fn build(config: AppConfig, storage: Storage) -> anyhow::Result<Self> {
         let stored = storage.clone();
         let fanout = Fanout::start(&config.realtime)
             .await
             .context("the Redis URL (REDIS_URL) is invalid")?;
-        let realtime = Realtime::new(config.ws, fanout.clone());
-        let users = storage.ports.users.clone();
+        let realtime = Realtime::new(config.ws.clone(), fanout.clone());
         let service = Arc::new(ChatService::with_limits(
             storage.ports.with_events(realtime.clone()),
             config.limits,
         ));
         prune_rate_limiters_periodically(Arc::downgrade(&service));
-        let mut metrics = Metrics::new()?;
-        if let Some(probe) = storage.pool {
-            metrics = metrics.with_pool(probe)?;
-        }
-        if fanout.bridge().is_some() {
-            metrics = metrics.with_bridge(Arc::new(move || fanout.bridge_status()))?;
-        }
-        let metrics = Arc::new(metrics);
-        let state = AppState {
-            service: service.clone(),
-            auth: Arc::new(Authenticator::new(config.auth, users)),
-            metrics: metrics.clone(),
-            readiness: storage.readiness,
-            realtime: Some(realtime.clone()),
-            dev_tokens: config.dev_tokens,
-        };
-        let listener = TcpListener::bind(&config.bind[..])
-            .with_context(|| format!("cannot listen on {:?}", config.bind))?;
-        let address = listener.local_addr()?;
-        let handle_signals = config.http.handle_signals;
+        // Before the server takes a request: the relay starts at the head, so every
+        // change committed through this node from now on is published.
+        let feed = FeedTasks::start(
+            service.clone(),
+            storage.ports.feed.clone(),
+            storage.ports.clock.clone(),
+            config.feed,
+        )
+        .await?;
         let shutdown_timeout = config.http.shutdown_timeout;
-        let server = chat_http::serve(listener, state, config.http)?;
+        let bound = match bind(config, &storage, &service, &realtime, fanout) {
+            Ok(bound) => bound,
+            Err(err) => {
+                feed.stop(shutdown_timeout).await;
+                return Err(err);
+            }
+        };
         Ok(Self {
-            address,
-            server,
-            handle_signals,
+            address: bound.address,
+            server: bound.server,
+            handle_signals: bound.handle_signals,
             service,
             realtime,
-            metrics,
+            metrics: bound.metrics,
+            feed,
             storage: stored,
             shutdown_timeout,
         })
     }
+
 
     /// The address the server is bound to.
     pub fn address(&self) -> SocketAddr {
@@ -133,10 +138,11 @@ impl Application {
 
     /// Serves until the server is stopped through its [`handle`](Self::handle) or, when
     /// the HTTP settings handle signals, until SIGINT or SIGTERM; then every WebSocket is
-    /// closed with 1001 while in-flight requests finish. Once the server has stopped, the
-    /// store is shut down (its queued and in-flight sends finished and answered), within
-    /// the HTTP shutdown timeout: the caller's runtime, which runs the store's workers,
-    /// must not stop before this returns.
+    /// closed with 1001 while in-flight requests finish. Once the server has stopped (no
+    /// request in flight), the relay publishes every change committed until then and
+    /// stops, then the store is shut down (its queued and in-flight sends finished and
+    /// answered), each within the HTTP shutdown timeout: the caller's runtime, which runs
+    /// the store's workers, must not stop before this returns.
     ///
     /// # Errors
     /// When the server fails.
@@ -145,11 +151,60 @@ impl Application {
             close_websockets_on_signal(self.realtime);
         }
         let served = self.server.await;
+        if !self.feed.stop(self.shutdown_timeout).await {
+            tracing::warn!("the relay did not publish every committed change before stopping");
+        }
         if !self.storage.shut_down(self.shutdown_timeout).await {
             tracing::warn!("the store did not finish its work within the shutdown timeout");
         }
         served
     }
+}
+
+/// A server bound by [`Application::build`], with its metrics.
+struct Bound {
+    address: SocketAddr,
+    server: Server,
+    handle_signals: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// Registers the metrics, puts the HTTP state together and binds the server.
+fn bind(
+    config: AppConfig,
+    storage: &Storage,
+    service: &Arc<ChatService>,
+    realtime: &Arc<Realtime>,
+    fanout: Arc<Fanout>,
+) -> anyhow::Result<Bound> {
+    let users = storage.ports.users.clone();
+    let mut metrics = Metrics::new()?;
+    if let Some(probe) = storage.pool.clone() {
+        metrics = metrics.with_pool(probe)?;
+    }
+    if fanout.bridge().is_some() {
+        metrics = metrics.with_bridge(Arc::new(move || fanout.bridge_status()))?;
+    }
+    let metrics = Arc::new(metrics);
+    let state = AppState {
+        service: service.clone(),
+        auth: Arc::new(Authenticator::new(config.auth, users)),
+        metrics: metrics.clone(),
+        readiness: storage.readiness.clone(),
+        realtime: Some(realtime.clone()),
+        dev_tokens: config.dev_tokens,
+    };
+    let listener = TcpListener::bind(&config.bind[..])
+        .with_context(|| format!("cannot listen on {:?}", config.bind))?;
+    let address = listener.local_addr()?;
+    let handle_signals = config.http.handle_signals;
+    let server = chat_http::serve(listener, state, config.http)?;
+    Ok(Bound {
+        address,
+        server,
+        handle_signals,
+        metrics,
+    })
 }
 
 /// How often the per-user rate limiters forget users whose budget is full again.

@@ -167,6 +167,7 @@ async fn start(mut storage: Storage, database: Held, options: Options) -> TestAp
         dev_tokens: options
             .dev_tokens
             .then(|| DevTokens::new(SECRET.as_bytes(), None, None)),
+        feed: chatd::FeedSettings::default(),
     };
     let app = Application::build(config, storage)
         .await

@@ -145,6 +145,7 @@ async fn spawn_node_with(
             ..RealtimeSettings::default()
         },
         dev_tokens: None,
+        feed: chatd::FeedSettings::default(),
     };
     let app = Application::build(app_config, storage.clone())
         .await

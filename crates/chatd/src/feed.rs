@@ -1,0 +1,259 @@
+//! Running the change feed in the process: the **relay**, which publishes every committed
+//! change from the feed to this node's WebSockets (started at the feed's head, after the
+//! store and the real-time transport; stopped after the HTTP drain, once it has published
+//! everything committed), and the **retention purge**, which deletes changes older than
+//! `CHAT_FEED_RETENTION` every minute (and at start), in small batches with a pause
+//! between them so that writers never wait long.
+//!
+//! Every node runs both: each relay reads the shared log and delivers to its own
+//! connections (durable events never travel over Redis), and the purges of several nodes
+//! over one database only race to delete the same old rows, which the store allows.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chat_domain::FeedPos;
+use chat_ports::{ChangeFeed, Clock, Purged, StoreError};
+use chat_service::{ChatService, Relay, RelayHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How the change feed runs in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// How long each change is kept (`CHAT_FEED_RETENTION`).
+    pub retention: Duration,
+    /// Fault injection (`CHAT_FAULT_RELAY_START_DELAY`, hidden): the relay starts only
+    /// after this delay, so that a test can kill the process between a commit and its
+    /// publication. `None` in production.
+    pub relay_start_delay: Option<Duration>,
+}
+
+/// The default retention: 14 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_RETENTION,
+            relay_start_delay: None,
+        }
+    }
+}
+
+/// How often the purge runs.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Changes deleted per purge call (one short store operation).
+pub const PURGE_BATCH: usize = 1000;
+/// The pause between two purge batches, so that writers get the store in between.
+pub const PURGE_PAUSE: Duration = Duration::from_millis(50);
+/// How often the stop waits look at the relay's position.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The relay and the purge of one application, started together and stopped together.
+pub struct FeedTasks {
+    feed: Arc<dyn ChangeFeed>,
+    relay: Arc<Mutex<Option<RelayHandle>>>,
+    delayed_start: Option<JoinHandle<()>>,
+    purge: JoinHandle<()>,
+    stop_purge: watch::Sender<bool>,
+}
+
+impl FeedTasks {
+    /// Starts the relay at the feed's head (now, or after the fault-injection delay) and
+    /// the purge (at once, then every [`PURGE_INTERVAL`]).
+    ///
+    /// # Errors
+    /// When the feed's head cannot be read.
+    pub async fn start(
+        service: Arc<ChatService>,
+        feed: Arc<dyn ChangeFeed>,
+        clock: Arc<dyn Clock>,
+        settings: FeedSettings,
+    ) -> anyhow::Result<Self> {
+        let head = feed
+            .feed_bounds()
+            .await
+            .context("cannot read the change feed's head")?
+            .head;
+        let relay = Arc::new(Mutex::new(None));
+        let delayed_start = match settings.relay_start_delay {
+            None => {
+                *lock(&relay) = Some(Relay::spawn(service, head));
+                tracing::info!(from = %head, "relay started: committed changes are published from the feed");
+                None
+            }
+            Some(delay) => {
+                tracing::warn!(
+                    ?delay,
+                    "FAULT INJECTION (CHAT_FAULT_RELAY_START_DELAY): the relay starts late; \
+                     committed changes are not published until then"
+                );
+                let slot = Arc::clone(&relay);
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    *lock(&slot) = Some(Relay::spawn(service, head));
+                    tracing::info!(from = %head, "relay started after the injected delay");
+                }))
+            }
+        };
+        let (stop_purge, stopped) = watch::channel(false);
+        let purge = tokio::spawn(purge_periodically(
+            Arc::clone(&feed),
+            clock,
+            settings.retention,
+            stopped,
+        ));
+        Ok(Self {
+            feed,
+            relay,
+            delayed_start,
+            purge,
+            stop_purge,
+        })
+    }
+
+    /// Where the relay stands: every change at or below it has been published (`None`
+    /// while its start is delayed).
+    pub fn relay_position(&self) -> Option<FeedPos> {
+        lock(&self.relay).as_ref().map(RelayHandle::position)
+    }
+
+    /// Stops the purge, lets the relay publish every change committed until now (at most
+    /// `bound`), and stops it. Called once no request is in flight any more. Whether the
+    /// relay caught up with the head in time.
+    pub async fn stop(mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        self.stop_purge.send_replace(true);
+        if let Some(start) = self.delayed_start.take() {
+            // A relay that has not started yet (fault injection) never will.
+            start.abort();
+        }
+        let relay = lock(&self.relay).take();
+        let caught_up = match relay {
+            Some(relay) => {
+                let caught_up = catch_up(&*self.feed, &relay, deadline).await;
+                if !caught_up {
+                    tracing::warn!(
+                        position = %relay.position(),
+                        "the relay did not publish every committed change before the \
+                         shutdown timeout; clients catch up with their token"
+                    );
+                }
+                relay.stop().await;
+                caught_up
+            }
+            None => true,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left.max(POLL), &mut self.purge)
+            .await
+            .is_err()
+        {
+            self.purge.abort();
+        }
+        caught_up
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits until `relay` has published every change committed now, or `deadline`.
+async fn catch_up(feed: &dyn ChangeFeed, relay: &RelayHandle, deadline: Instant) -> bool {
+    let head = match tokio::time::timeout_at(deadline, feed.feed_bounds()).await {
+        Ok(Ok(bounds)) => bounds.head,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the change feed's head is unknown at shutdown");
+            return false;
+        }
+        Err(_) => return false,
+    };
+    loop {
+        if relay.position() >= head {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What one purge run deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeRun {
+    /// Entries deleted.
+    pub deleted: u64,
+    /// Purge calls (batches).
+    pub batches: u64,
+    /// The floor after the run.
+    pub floor: FeedPos,
+}
+
+/// Deletes every change committed before `now - retention`: [`ChangeFeed::purge`] with
+/// [`PURGE_BATCH`] entries at a time, again while it says there are more, pausing
+/// `pause` between two calls.
+///
+/// # Errors
+/// The store's error; what was deleted before it stays deleted.
+pub async fn purge_expired(
+    feed: &dyn ChangeFeed,
+    clock: &dyn Clock,
+    retention: Duration,
+    pause: Duration,
+) -> Result<PurgeRun, StoreError> {
+    let older_than = clock.now() - retention;
+    let mut run = PurgeRun::default();
+    loop {
+        let Purged {
+            floor,
+            deleted,
+            more,
+        } = feed.purge(older_than, PURGE_BATCH).await?;
+        run.deleted += deleted;
+        run.batches += 1;
+        run.floor = floor;
+        if !more {
+            return Ok(run);
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Runs [`purge_expired`] at once and then every [`PURGE_INTERVAL`] until `stopped`.
+async fn purge_periodically(
+    feed: Arc<dyn ChangeFeed>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let run = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            run = purge_expired(&*feed, &*clock, retention, PURGE_PAUSE) => run,
+        };
+        match run {
+            Ok(run) if run.deleted > 0 => tracing::info!(
+                deleted = run.deleted,
+                batches = run.batches,
+                floor = %run.floor,
+                "change feed purged past its retention"
+            ),
+            Ok(run) => tracing::debug!(floor = %run.floor, "nothing to purge from the change feed"),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "purging the change feed failed; trying again in a minute"
+            ),
+        }
+    }
+}
