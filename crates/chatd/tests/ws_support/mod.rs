@@ -268,7 +268,7 @@ impl Node {
             .await
             .expect("handshake accepted");
         let ready = client.next_json().await;
-        assert_eq!(ready, json!({"type": "ready", "user_id": user}));
+        assert_fresh_ready(&ready, user);
         client
     }
 
@@ -464,6 +464,32 @@ impl WsClient {
         let (frames, ending) = self.read_to_end().await;
         assert_eq!(ending, Ending::Closed(code), "frames before: {frames:#?}");
     }
+}
+
+/// Asserts a `ready` for `user` that did not resume and carries the token to keep.
+#[track_caller]
+pub fn assert_fresh_ready(ready: &Value, user: i64) {
+    assert_eq!(
+        (&ready["type"], &ready["user_id"], &ready["resumed"]),
+        (&json!("ready"), &json!(user), &json!(false)),
+        "{ready:#}"
+    );
+    let next = ready["next"].as_str().unwrap_or_default();
+    assert!(
+        is_sync_token(next),
+        "ready carries a sync token: {ready:#}"
+    );
+}
+
+/// Whether `text` looks like a sync token (`v1.<32 hex>.<pos>`).
+pub fn is_sync_token(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 3
+        && parts[0] == "v1"
+        && parts[1].len() == 32
+        && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+        && !parts[2].is_empty()
+        && parts[2].bytes().all(|b| b.is_ascii_digit())
 }
 
 fn close_code(frame: Option<CloseFrame<'_>>) -> u16 {
