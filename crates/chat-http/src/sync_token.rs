@@ -37,7 +37,8 @@ fn parse(text: &str) -> Option<SyncToken> {
     else {
         return None;
     };
-    let lower_hex = feed.len() == 32 && feed.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let lower_hex =
+        feed.len() == 32 && feed.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let canonical = (pos == "0" || !pos.starts_with('0'))
         && (1..=19).contains(&pos.len())
         && pos.bytes().all(|b| b.is_ascii_digit());

@@ -243,7 +243,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let number: u64 = rest[..digits].parse().map_err(|_| expected())?;
         rest = &rest[digits..];
         let letters = rest
@@ -269,10 +271,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The shortest and the longest retention of the change feed.
-pub const RETENTION_RANGE: (Duration, Duration) = (
-    Duration::from_secs(60),
-    Duration::from_secs(3650 * 86_400),
-);
+pub const RETENTION_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(3650 * 86_400));
 
 /// Parses `CHAT_FEED_RETENTION`: a [`parse_duration`] within [`RETENTION_RANGE`].
 ///
@@ -841,12 +841,25 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
         }
-        for bad in ["", "14", "d", "14 days", "-1d", "1.5h", "1h30", "99999999999999d"] {
+        for bad in [
+            "",
+            "14",
+            "d",
+            "14 days",
+            "-1d",
+            "1.5h",
+            "1h30",
+            "99999999999999d",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("not a duration"), "{bad}: {err}");
         }
         assert_eq!(parse_retention("14d"), Ok(secs(14 * 86_400)));
-        assert!(parse_retention("59s").unwrap_err().contains("between 1min and 3650d"));
+        assert!(
+            parse_retention("59s")
+                .unwrap_err()
+                .contains("between 1min and 3650d")
+        );
         assert!(parse_retention("3651d").is_err());
     }
 

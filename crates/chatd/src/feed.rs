@@ -195,8 +195,8 @@ pub struct PurgeRun {
 }
 
 /// Deletes every change committed before `now - retention`: [`ChangeFeed::purge`] with
-/// [`PURGE_BATCH`] entries at a time, again while it says there are more, pausing
-/// `pause` between two calls.
+/// `batch` entries at a time ([`PURGE_BATCH`] in production), again while it says there
+/// are more, pausing `pause` between two calls.
 ///
 /// # Errors
 /// The store's error; what was deleted before it stays deleted.
@@ -204,6 +204,7 @@ pub async fn purge_expired(
     feed: &dyn ChangeFeed,
     clock: &dyn Clock,
     retention: Duration,
+    batch: usize,
     pause: Duration,
 ) -> Result<PurgeRun, StoreError> {
     let older_than = clock.now() - retention;
@@ -213,7 +214,7 @@ pub async fn purge_expired(
             floor,
             deleted,
             more,
-        } = feed.purge(older_than, PURGE_BATCH).await?;
+        } = feed.purge(older_than, batch).await?;
         run.deleted += deleted;
         run.batches += 1;
         run.floor = floor;
@@ -240,7 +241,7 @@ async fn purge_periodically(
         }
         let run = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
-            run = purge_expired(&*feed, &*clock, retention, PURGE_PAUSE) => run,
+            run = purge_expired(&*feed, &*clock, retention, PURGE_BATCH, PURGE_PAUSE) => run,
         };
         match run {
             Ok(run) if run.deleted > 0 => tracing::info!(
@@ -255,5 +256,157 @@ async fn purge_periodically(
                 "purging the change feed failed; trying again in a minute"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use async_trait::async_trait;
+    use chat_domain::{Delivery, Timestamp, UserId};
+    use chat_memory::MemoryStore;
+    use chat_ports::{EventPublisher, PublishError};
+    use chat_service::{ActionRates, Limits, Ports, Rate};
+
+    use super::*;
+
+    /// Remembers the position of every delivery published.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<FeedPos>>);
+
+    #[async_trait]
+    impl EventPublisher for Recorder {
+        async fn publish(&self, delivery: Delivery) -> Result<(), PublishError> {
+            if let Some(pos) = delivery.pos {
+                lock(&self.0).push(pos);
+            }
+            Ok(())
+        }
+    }
+
+    /// A clock that says what the test says.
+    struct FixedClock(Timestamp);
+
+    impl Clock for FixedClock {
+        fn now(&self) -> Timestamp {
+            self.0
+        }
+    }
+
+    fn uid(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    /// A service over a fresh in-memory store, publishing to a recorder.
+    async fn service() -> (Arc<ChatService>, Arc<MemoryStore>, Arc<Recorder>) {
+        let store = Arc::new(MemoryStore::new());
+        let recorder = Arc::new(Recorder::default());
+        let lots = NonZeroU32::new(100_000).unwrap();
+        let service = Arc::new(ChatService::with_limits(
+            Ports::from_store(store.clone()).with_events(recorder.clone()),
+            Limits {
+                sends_per_second: lots,
+                send_burst: lots,
+                rates: ActionRates::uniform(Rate::per_second(lots, lots)),
+                ..Limits::default()
+            },
+        ));
+        (service, store, recorder)
+    }
+
+    /// `count` direct conversations opened by user 1: changes in the feed.
+    async fn changes(service: &ChatService, store: &MemoryStore, count: i64) -> FeedPos {
+        use chat_ports::UserDirectory as _;
+        for other in 2..2 + count {
+            store.upsert_user(uid(1), None).await.unwrap();
+            store.upsert_user(uid(other), None).await.unwrap();
+            service.open_direct(uid(1), uid(other)).await.unwrap();
+        }
+        store.feed_bounds().await.unwrap().head
+    }
+
+    #[tokio::test]
+    async fn the_purge_deletes_what_is_older_than_the_retention_in_batches_and_nothing_newer() {
+        let (service, store, _) = service().await;
+        let head = changes(&service, &store, 5).await;
+        assert!(head.get() >= 5, "{head}");
+        let now = chat_ports::SystemClock.now();
+        let retention = Duration::from_secs(3600);
+
+        // Everything is younger than the retention: nothing goes.
+        let run = purge_expired(&*store, &FixedClock(now), retention, 2, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(run.deleted, 0);
+        assert_eq!(
+            store.changes_after(FeedPos::ZERO, 100).await.unwrap().len() as u64,
+            head.get()
+        );
+
+        // An hour and a day later everything is older: deleted 2 at a time, floor = head.
+        let later = now + Duration::from_secs(90_000);
+        let run = purge_expired(&*store, &FixedClock(later), retention, 2, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(run.deleted, head.get());
+        assert_eq!(run.batches, head.get().div_ceil(2), "batches of 2");
+        assert_eq!(run.floor, head);
+        let bounds = store.feed_bounds().await.unwrap();
+        assert_eq!((bounds.floor, bounds.head), (head, head));
+        assert!(
+            store
+                .changes_after(FeedPos::ZERO, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_publishes_every_committed_change_first() {
+        let (service, store, recorder) = service().await;
+        let before = changes(&service, &store, 2).await;
+        let tasks = FeedTasks::start(
+            service.clone(),
+            store.clone(),
+            Arc::new(chat_ports::SystemClock),
+            FeedSettings::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(tasks.relay_position(), Some(before), "starts at the head");
+        let head = changes(&service, &store, 40).await;
+        assert!(
+            tasks.stop(Duration::from_secs(10)).await,
+            "caught up in time"
+        );
+        let published = lock(&recorder.0).clone();
+        let expected: Vec<FeedPos> = (before.get() + 1..=head.get()).map(FeedPos::new).collect();
+        assert_eq!(
+            published, expected,
+            "every change after the start, once, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delayed_relay_publishes_nothing_until_its_delay_and_stops_cleanly() {
+        let (service, store, recorder) = service().await;
+        let tasks = FeedTasks::start(
+            service.clone(),
+            store.clone(),
+            Arc::new(chat_ports::SystemClock),
+            FeedSettings {
+                relay_start_delay: Some(Duration::from_secs(3600)),
+                ..FeedSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+        changes(&service, &store, 3).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(tasks.relay_position(), None);
+        assert!(tasks.stop(Duration::from_secs(1)).await);
+        assert!(lock(&recorder.0).is_empty(), "nothing published");
     }
 }

@@ -15,8 +15,8 @@ use chat_http::{
 use chat_realtime::{Fanout, RealtimeSettings};
 use chat_service::{ChatService, Limits};
 
-use crate::feed::FeedTasks;
 pub use crate::feed::FeedSettings;
+use crate::feed::FeedTasks;
 use crate::storage::Storage;
 
 /// What an application is built from (`chatd serve` resolves it from flags and the
@@ -76,7 +76,7 @@ impl Application {
             .context("the Redis URL (REDIS_URL) is invalid")?;
         let realtime = Realtime::new(config.ws.clone(), fanout.clone());
         let service = Arc::new(ChatService::with_limits(
-            storage.ports.with_events(realtime.clone()),
+            storage.ports.clone().with_events(realtime.clone()),
             config.limits,
         ));
         prune_rate_limiters_periodically(Arc::downgrade(&service));
@@ -109,7 +109,6 @@ impl Application {
             shutdown_timeout,
         })
     }
-
 
     /// The address the server is bound to.
     pub fn address(&self) -> SocketAddr {

@@ -51,7 +51,10 @@ pub fn event_text(event: &ChatEvent, pos: Option<FeedPos>) -> Result<String, ser
 ///
 /// # Errors
 /// A `serde_json` error if the event cannot be serialised (it always can).
-pub fn event_value(event: &ChatEvent, pos: FeedPos) -> Result<serde_json::Value, serde_json::Error> {
+pub fn event_value(
+    event: &ChatEvent,
+    pos: FeedPos,
+) -> Result<serde_json::Value, serde_json::Error> {
     let mut value = serde_json::to_value(EventFrame::from(event))?;
     if let Some(object) = value.as_object_mut() {
         object.insert("pos".to_owned(), serde_json::Value::from(pos.get()));
@@ -417,7 +420,11 @@ mod tests {
             pos: Some(FeedPos::new(42)),
         })
         .unwrap();
-        assert!(frame.payload.ends_with(r#","pos":42}"#), "{}", &*frame.payload);
+        assert!(
+            frame.payload.ends_with(r#","pos":42}"#),
+            "{}",
+            &*frame.payload
+        );
         assert_eq!(pos_of(&frame.payload), Some(FeedPos::new(42)));
         let parsed: Value = serde_json::from_str(&frame.payload).unwrap();
         assert_eq!(parsed["pos"], 42);
@@ -429,8 +436,14 @@ mod tests {
     fn only_a_top_level_pos_is_read_back() {
         let cases = [
             (r#"{"type":"x","pos":7}"#, Some(7)),
-            (r#"{"type":"x","a":{"b":1},"pos":18446744073709551615}"#, Some(u64::MAX)),
-            (r#"{"type":"typing","conversation_id":"c","user_id":2,"is_typing":true}"#, None),
+            (
+                r#"{"type":"x","a":{"b":1},"pos":18446744073709551615}"#,
+                Some(u64::MAX),
+            ),
+            (
+                r#"{"type":"typing","conversation_id":"c","user_id":2,"is_typing":true}"#,
+                None,
+            ),
             (r#"{"type":"pong","request_id":5}"#, None),
             (r#"{"type":"x","a":{"pos":7}}"#, None),
             (r#"{"type":"x","content":",\"pos\":7"}"#, None),

@@ -120,12 +120,7 @@ pub(crate) async fn run(
     let (connection, queue) = hub.connection(config.outbound_queue);
     let (drain, drain_signal) = tokio::sync::oneshot::channel();
     let (steer, steering) = mpsc::channel(STEER_QUEUE);
-    let writer = actix_web::rt::spawn(write_loop(
-        session.clone(),
-        queue,
-        steering,
-        drain_signal,
-    ));
+    let writer = actix_web::rt::spawn(write_loop(session.clone(), queue, steering, drain_signal));
     let mut messages = stream
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
@@ -261,7 +256,10 @@ async fn write_loop(
         sent: SentPositions::default(),
     };
     loop {
-        let room = writer.held.as_ref().is_none_or(|held| held.len() < HELD_FRAMES);
+        let room = writer
+            .held
+            .as_ref()
+            .is_none_or(|held| held.len() < HELD_FRAMES);
         let done = tokio::select! {
             biased;
             Some(command) = steer.recv() => writer.steer(command).await,
