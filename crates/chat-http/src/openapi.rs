@@ -633,6 +633,28 @@ mod tests {
                 "{status} of PATCH /messages/{{id}}"
             );
         }
+        let sync = statuses(&doc, "get", "/api/v1/sync");
+        for status in ["200", "400", "401", "410", "429", "503"] {
+            assert!(sync.contains(&status.to_owned()), "{status} of GET /sync");
+        }
+        let limit = parameter(&doc, "get", "/api/v1/sync", "limit");
+        assert_eq!(
+            (&limit["minimum"], &limit["maximum"], &limit["default"]),
+            (&json!(1), &json!(500), &json!(100))
+        );
+        for path in ["/api/v1/sync", "/api/v1/ws"] {
+            assert_eq!(
+                parameter(&doc, "get", path, "since")["pattern"],
+                crate::sync_token::PATTERN,
+                "{path}"
+            );
+        }
+        let page = &doc["components"]["schemas"]["SyncPageOut"];
+        assert_eq!(page["required"], json!(["events", "next", "has_more"]));
+        assert_eq!(
+            page["properties"]["events"]["items"]["required"],
+            json!(["type", "pos"])
+        );
         let ws = statuses(&doc, "get", "/api/v1/ws");
         for status in ["101", "400", "401", "403"] {
             assert!(ws.contains(&status.to_owned()), "{status} of the handshake");

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chat_http::WsConfig;
 use serde_json::{Value, json};
 use ws_support::{
-    ALLOWED_ORIGIN, Ending, Refused, Store, WAIT, spawn_node, test_config, token, token_expiring,
-    uid,
+    ALLOWED_ORIGIN, Ending, Node, Refused, Store, WAIT, WsClient, spawn_node, test_config, token,
+    token_expiring, uid,
 };
 
 /// Runs a scenario on a node over the in-memory store and on one over a fresh SQLite file.
@@ -64,6 +64,12 @@ on_every_store!(
     browsers_authenticate_with_a_first_frame,
     #[tokio::test]
     an_expiring_token_closes_the_socket_with_1008_unless_refreshed,
+    #[tokio::test]
+    resuming_after_a_gap_replays_every_missed_change_once_then_goes_live,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    no_duplicate_and_no_gap_between_replay_and_live_under_a_burst,
+    #[tokio::test]
+    a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready,
 );
 
 fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> Value {
@@ -646,10 +652,7 @@ async fn browsers_authenticate_with_a_first_frame(store: Store) {
     browser
         .send_json(json!({"type": "auth", "token": token(2)}))
         .await;
-    assert_eq!(
-        browser.next_json().await,
-        json!({"type": "ready", "user_id": 2})
-    );
+    ws_support::assert_fresh_ready(&browser.next_json().await, 2);
     node.say(1, group, "to the browser").await;
     assert_eq!(
         browser.expect("message.created").await["message"]["content"],
@@ -733,9 +736,10 @@ async fn an_expiring_token_closes_the_socket_with_1008_unless_refreshed(store: S
     refreshed
         .send_json(json!({"type": "auth", "token": token(1)}))
         .await;
+    // A refresh answers `ready` without a token: the connection is live and current.
     assert_eq!(
         refreshed.next_json().await,
-        json!({"type": "ready", "user_id": 1})
+        json!({"type": "ready", "user_id": 1, "resumed": false})
     );
     // Someone else's token cannot take over a connection.
     refreshed
@@ -855,5 +859,320 @@ async fn rule_the_21st_websocket_of_a_user_is_closed_with_4029() {
     }
     open.push(node.connect(1).await);
     assert_eq!(node.realtime.hub().connections_of(uid(1)), 20);
+    node.stop().await;
+}
+
+/// A REST call as `user` on `node`; the status and the JSON body.
+async fn rest(
+    node: &Node,
+    user: i64,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, node.http(path))
+        .bearer_auth(token(user));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Every change `user` may see since `since`, read through `GET /api/v1/sync` in pages
+/// of `limit`; the events and the last `next`.
+async fn sync_all(node: &Node, user: i64, since: &str, limit: u32) -> (Vec<Value>, String) {
+    let mut events = Vec::new();
+    let mut since = since.to_owned();
+    loop {
+        let (status, page) = rest(
+            node,
+            user,
+            reqwest::Method::GET,
+            &format!("/api/v1/sync?since={since}&limit={limit}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page:#}");
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        since = page["next"].as_str().unwrap().to_owned();
+        if page["has_more"] == false {
+            return (events, since);
+        }
+    }
+}
+
+/// The position a sync token stands at.
+fn token_pos(token: &str) -> u64 {
+    token.rsplit('.').next().unwrap().parse().unwrap()
+}
+
+/// Reads a resumed connection up to its `ready`: the replayed events and the `ready`.
+async fn replay_until_ready(client: &mut WsClient) -> (Vec<Value>, Value) {
+    let mut replayed = Vec::new();
+    loop {
+        let frame = client.next_json().await;
+        if frame["type"] == "ready" {
+            return (replayed, frame);
+        }
+        replayed.push(frame);
+    }
+}
+
+async fn resuming_after_a_gap_replays_every_missed_change_once_then_goes_live(store: Store) {
+    use reqwest::Method;
+    let node = spawn_node(store, test_config()).await;
+    let group = node.group(1, &[2, 3]).await;
+    let bob = node.connect(2).await;
+    drop(bob);
+    // Bob's token: what a client keeps from its last `ready`.
+    let (_, head) = rest(&node, 2, Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap().to_owned();
+
+    // While bob is away: every kind of change.
+    let (_, first) = rest(
+        &node,
+        1,
+        Method::POST,
+        &format!("/api/v1/conversations/{group}/messages"),
+        Some(json!({"content": "first 🚆"})),
+    )
+    .await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let (_, second) = rest(
+        &node,
+        1,
+        Method::POST,
+        &format!("/api/v1/conversations/{group}/messages"),
+        Some(json!({"content": "second, soon gone"})),
+    )
+    .await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let steps: Vec<(Method, String, Option<Value>, i64)> = vec![
+        (
+            Method::PATCH,
+            format!("/api/v1/messages/{first_id}"),
+            Some(json!({"content": "first, edited ✏️"})),
+            1,
+        ),
+        (Method::DELETE, format!("/api/v1/messages/{second_id}"), None, 1),
+        (
+            Method::PUT,
+            format!("/api/v1/messages/{first_id}/reactions/%F0%9F%91%8D%F0%9F%8F%BD"),
+            None,
+            3,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{group}/read"),
+            Some(json!({})),
+            3,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{group}/participants"),
+            Some(json!({"user_ids": [4]})),
+            1,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/conversations/{group}/participants/3"),
+            None,
+            1,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/conversations/{group}"),
+            Some(json!({"name": "renamed 🎉"})),
+            1,
+        ),
+    ];
+    node.users(&[4]).await;
+    for (method, path, body, actor) in steps {
+        let (status, reply) = rest(&node, actor, method.clone(), &path, body).await;
+        assert!(status < 300, "{method} {path}: {status} {reply:#}");
+    }
+
+    let mut bob = node
+        .handshake(Some(&token(2)), None, &format!("?since={since}"))
+        .await
+        .unwrap();
+    let (replayed, ready) = replay_until_ready(&mut bob).await;
+    assert_eq!(ready["resumed"], true, "{ready:#}");
+    assert_eq!(ready["user_id"], 2);
+    let next = ready["next"].as_str().unwrap().to_owned();
+
+    // In order, exactly once, and exactly what GET /sync serves (the same JSON).
+    let positions: Vec<u64> = replayed.iter().map(|e| e["pos"].as_u64().unwrap()).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing positions: {positions:?}"
+    );
+    assert!(positions.iter().all(|&p| p > token_pos(&since)));
+    assert!(positions.last().is_some_and(|&p| p <= token_pos(&next)));
+    let (served, rest_next) = sync_all(&node, 2, &since, 3).await;
+    assert_eq!(replayed, served);
+    assert_eq!(next, rest_next);
+
+    let kinds: Vec<&str> = replayed.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for kind in [
+        "message.created",
+        "message.updated",
+        "message.deleted",
+        "reaction.added",
+        "conversation.read",
+        "participant.added",
+        "participant.removed",
+        "conversation.updated",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} replayed: {kinds:?}");
+    }
+    let created: Vec<&Value> = replayed
+        .iter()
+        .filter(|e| e["type"] == "message.created" && e["message"]["sender_id"] == 1)
+        .collect();
+    // The deleted message is not served; the edited one shows its current content.
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert_eq!(created[0]["message"]["content"], "first, edited ✏️");
+    assert!(!serde_json::to_string(&replayed).unwrap().contains("soon gone"));
+    let reaction = replayed.iter().find(|e| e["type"] == "reaction.added").unwrap();
+    assert_eq!((&reaction["emoji"], &reaction["user_id"]), (&json!("👍🏽"), &json!(3)));
+    let order = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap();
+    assert!(order("message.deleted") < order("reaction.added"));
+    assert!(order("participant.added") < order("participant.removed"));
+    assert!(order("participant.removed") < order("conversation.updated"));
+
+    // Then live, every frame with a position after the token `ready` gave (the relay
+    // publishes after the commit, so other changes of the send may come first).
+    node.say(1, group, "live again").await;
+    loop {
+        let live = bob.next_json().await;
+        assert!(live["pos"].as_u64().unwrap() > token_pos(&next), "{live:#}");
+        if live["type"] == "message.created" {
+            assert_eq!(live["message"]["content"], "live again");
+            break;
+        }
+    }
+    node.stop().await;
+}
+
+async fn no_duplicate_and_no_gap_between_replay_and_live_under_a_burst(store: Store) {
+    const SENDS: usize = 60;
+    let node = std::sync::Arc::new(spawn_node(store, test_config()).await);
+    let group = node.group(1, &[2]).await;
+    let (_, head) = rest(&node, 2, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap().to_owned();
+    for i in 0..10 {
+        node.say(1, group, &format!("before {i}")).await;
+    }
+    // A burst of sends from several tasks while bob resumes.
+    let burst = {
+        let node = std::sync::Arc::clone(&node);
+        tokio::spawn(async move {
+            let sends = (0..SENDS).map(|i| {
+                let node = std::sync::Arc::clone(&node);
+                async move { node.say(1, group, &format!("burst {i}")).await }
+            });
+            futures::future::join_all(sends).await;
+        })
+    };
+    let mut bob = node
+        .handshake(Some(&token(2)), None, &format!("?since={since}"))
+        .await
+        .unwrap();
+    let (replayed, ready) = replay_until_ready(&mut bob).await;
+    assert_eq!(ready["resumed"], true);
+    burst.await.unwrap();
+    let mut frames = replayed;
+    let mut contents = std::collections::BTreeSet::new();
+    for frame in &frames {
+        if frame["type"] == "message.created" {
+            contents.insert(frame["message"]["content"].as_str().unwrap().to_owned());
+        }
+    }
+    while contents.len() < SENDS + 10 {
+        let frame = bob.next_json().await;
+        assert!(
+            frame["pos"].as_u64().unwrap() > token_pos(ready["next"].as_str().unwrap()),
+            "a live frame at or below the replay's end: {frame:#}"
+        );
+        if frame["type"] == "message.created" {
+            let content = frame["message"]["content"].as_str().unwrap().to_owned();
+            assert!(contents.insert(content.clone()), "{content} twice");
+        }
+        frames.push(frame);
+    }
+    // Exactly what GET /sync serves from the same token: no gap, and no duplicate.
+    let mut received = std::collections::BTreeSet::new();
+    for frame in &frames {
+        let pos = frame["pos"].as_u64().unwrap();
+        assert!(received.insert(pos), "position {pos} twice");
+    }
+    let (served, _) = sync_all(&node, 2, &since, 500).await;
+    let served: std::collections::BTreeSet<u64> =
+        served.iter().map(|e| e["pos"].as_u64().unwrap()).collect();
+    // Changes the relay has still to deliver (read markers of the last sends) come now.
+    while !served.is_subset(&received) {
+        let frame = bob.next_json().await;
+        let pos = frame["pos"].as_u64().unwrap();
+        assert!(received.insert(pos), "position {pos} twice: {frame:#}");
+    }
+    assert_eq!(received, served);
+    bob.expect_nothing_pending().await;
+    match std::sync::Arc::try_unwrap(node) {
+        Ok(node) => node.stop().await,
+        Err(_) => panic!("the node is still shared"),
+    }
+}
+
+async fn a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready(store: Store) {
+    let node = spawn_node(store, test_config()).await;
+    node.users(&[1]).await;
+    // Malformed in the handshake: refused before upgrading.
+    for query in ["?since=garbage", "?since=", "?since=v1.0123456789abcdef0123456789abcdef.01"] {
+        let refused = node.handshake(Some(&token(1)), None, query).await.err();
+        assert_eq!(
+            refused,
+            Some(Refused {
+                status: 400,
+                code: Some("validation_failed".to_owned()),
+            }),
+            "{query}"
+        );
+    }
+    // Of another feed (another deployment's database): 410's code, then a fresh start.
+    let foreign = "v1.0123456789abcdef0123456789abcdef.5";
+    let mut client = node
+        .handshake(Some(&token(1)), None, &format!("?since={foreign}"))
+        .await
+        .unwrap();
+    let error = client.expect("error").await;
+    assert_eq!(error["error"]["code"], "sync_token_expired", "{error:#}");
+    assert_eq!(error["error"]["status"], 410);
+    ws_support::assert_fresh_ready(&client.next_json().await, 1);
+    // Malformed in an auth frame: the same, with validation_failed.
+    let mut browser = node.handshake(None, None, "").await.unwrap();
+    browser
+        .send_json(json!({"type": "auth", "token": token(1), "since": "v9.nope"}))
+        .await;
+    let error = browser.expect("error").await;
+    assert_eq!(error["error"]["code"], "validation_failed", "{error:#}");
+    assert_eq!(error["error"]["errors"][0]["field"], "since");
+    ws_support::assert_fresh_ready(&browser.next_json().await, 1);
+    // A good token in an auth frame resumes (nothing missed here).
+    let (_, head) = rest(&node, 1, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap();
+    let mut resumed = node.handshake(None, None, "").await.unwrap();
+    resumed
+        .send_json(json!({"type": "auth", "token": token(1), "since": since}))
+        .await;
+    let ready = resumed.expect("ready").await;
+    assert_eq!(ready["resumed"], true, "{ready:#}");
+    assert_eq!(ready["next"], since);
+    resumed.expect_nothing_pending().await;
     node.stop().await;
 }

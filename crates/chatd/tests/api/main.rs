@@ -11,5 +11,6 @@ mod helpers;
 mod limits;
 mod messages;
 mod ops;
+mod sync;
 mod validation;
 mod web;
