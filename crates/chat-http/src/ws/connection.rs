@@ -300,7 +300,7 @@ impl Writer {
                 self.held.get_or_insert_with(VecDeque::new);
                 Ok(())
             }
-            Steer::Send(text) => self.take(Outgoing::Text(text)).await,
+            Steer::Send(text) => self.send(Outgoing::Text(text)).await,
             Steer::Release(covered) => {
                 self.sent.raise_floor(covered);
                 for item in self.held.take().unwrap_or_default() {
@@ -311,12 +311,17 @@ impl Writer {
         }
     }
 
-    /// Holds `item`, or writes it unless it is a stored change already sent.
+    /// Holds `item` while a replay runs, else [`Writer::send`]s it.
     async fn take(&mut self, item: Outgoing) -> Result<(), actix_ws::Closed> {
         if let Some(held) = &mut self.held {
             held.push_back(item);
             return Ok(());
         }
+        self.send(item).await
+    }
+
+    /// Writes `item` unless it is a stored change already sent.
+    async fn send(&mut self, item: Outgoing) -> Result<(), actix_ws::Closed> {
         if let Outgoing::Text(text) = &item {
             if let Some(pos) = frame::pos_of(text) {
                 if !self.sent.admit(pos) {
