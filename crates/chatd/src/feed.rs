@@ -135,7 +135,12 @@ impl FeedTasks {
         let caught_up = match relay {
             Some(relay) => {
                 let caught_up = catch_up(&*self.feed, &relay, deadline).await;
-                if !caught_up {
+                if caught_up {
+                    tracing::info!(
+                        position = %relay.position(),
+                        "relay stopped: every committed change was published"
+                    );
+                } else {
                     tracing::warn!(
                         position = %relay.position(),
                         "the relay did not publish every committed change before the \
