@@ -702,6 +702,8 @@ const TEST_ONLY_SETTINGS: &[&str] = &[
     "CHAT_REQUIRE_REDIS",
     "CHAT_KEEP_TEST_DB",
     "CHAT_TEST_KEY_RING",
+    // Fault injection for tests, hidden from `--help` on purpose.
+    "CHAT_FAULT_RELAY_START_DELAY",
 ];
 
 /// Every `CHAT_*`, `DATABASE_*` and `REDIS_*` variable named in the README or `docs/`.
@@ -736,6 +738,17 @@ fn settings_named_in_docs() -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
+
+#[test]
+fn the_relay_fault_injection_is_hidden_from_help_and_the_retention_is_listed() {
+    let out = chatd(&["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("FAULT"), "{help}");
+    assert!(!help.contains("fault-relay-start-delay"), "{help}");
+    assert!(help.contains("CHAT_FEED_RETENTION"), "{help}");
+    assert!(help.contains("[default: 14d]"), "{help}");
 }
 
 #[test]
