@@ -1,6 +1,7 @@
 //! The change feed's contract cases must be able to fail: run against feeds with the
 //! classic mistakes (the AUTO_INCREMENT trap, membership windows that forget the moves),
 //! the cases that guard against them fail, and on the real feed they pass.
+#![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
