@@ -60,7 +60,8 @@ impl Relay {
     }
 }
 
-/// A running relay.
+/// A running relay. Dropping the handle stops the relay too (after the batch in hand),
+/// without waiting for it.
 #[derive(Debug)]
 pub struct RelayHandle {
     position: Arc<AtomicU64>,
@@ -164,6 +165,13 @@ impl RelayState {
     ) -> Result<usize, StoreError> {
         let ports = &service.ports;
         let changes = ports.feed.changes_after(self.last, RELAY_BATCH).await?;
+        if let Some(first) = changes.first() {
+            if first.pos > self.last.next() {
+                // Positions are gapless: only retention makes a hole, when the relay fell
+                // further behind than the feed keeps.
+                tracing::warn!(from = %self.last, to = %first.pos, "relay: changes purged before they were published");
+            }
+        }
         self.members
             .load_missing(&changes, &*ports.conversations)
             .await?;
