@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_domain::{Change, ChangeKind, ConversationId, Delivery, FeedPos, UserId};
-use chat_ports::{ConversationStore, StoreError};
+use chat_ports::{ChangeFeed, ConversationStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,10 @@ pub const RELAY_BATCH: usize = 500;
 
 /// The most conversations whose members the relay remembers.
 pub const RELAY_MEMBERS_CAPACITY: usize = 4096;
+
+/// How many pages past a batch the relay reads to learn the membership changes of a
+/// conversation it meets for the first time.
+const LOOKAHEAD_PAGES: usize = 4;
 
 /// How long one wait for new changes lasts before the relay asks again.
 const WAIT: Duration = Duration::from_secs(1);
@@ -173,7 +177,7 @@ impl RelayState {
             }
         }
         self.members
-            .load_missing(&changes, &*ports.conversations)
+            .load_missing(&changes, &*ports.feed, &*ports.conversations)
             .await?;
         let mut hydrator = Hydrator::new(&*ports.messages, &*ports.conversations);
         for change in &changes {
@@ -204,6 +208,36 @@ impl RelayState {
     }
 }
 
+/// The membership changes of `conversations` committed after `changes`, oldest first, up
+/// to the head (at most [`LOOKAHEAD_PAGES`] pages).
+async fn later_moves(
+    changes: &[Change],
+    conversations: &[ConversationId],
+    feed: &dyn ChangeFeed,
+) -> Result<Vec<Change>, StoreError> {
+    let Some(mut after) = changes.last().map(|c| c.pos) else {
+        return Ok(Vec::new());
+    };
+    let wanted: HashSet<ConversationId> = conversations.iter().copied().collect();
+    let mut moves = Vec::new();
+    for _ in 0..LOOKAHEAD_PAGES {
+        let page = feed.changes_after(after, RELAY_BATCH).await?;
+        let full = page.len() >= RELAY_BATCH;
+        if let Some(last) = page.last() {
+            after = last.pos;
+        }
+        moves.extend(
+            page.into_iter().filter(|c| {
+                wanted.contains(&c.conversation_id) && c.kind.membership_move().is_some()
+            }),
+        );
+        if !full {
+            break;
+        }
+    }
+    Ok(moves)
+}
+
 struct Members {
     /// The active participants, in the order they were loaded or joined.
     users: Vec<UserId>,
@@ -229,12 +263,15 @@ impl MemberCache {
     }
 
     /// Loads the members of the batch's conversations that are not cached, as of the
-    /// position before the batch: the current participants, with the batch's own
-    /// membership changes undone. (Membership changes committed after the batch was read
-    /// are not undone; the relay runs close to the head, so that window is short.)
+    /// position before the batch: the current participants, with every membership change
+    /// committed since undone, newest first: the batch's own, and those after it, read
+    /// once the participants were (at most [`LOOKAHEAD_PAGES`] more pages: a relay that
+    /// far behind may address a change of a conversation it meets for the first time by a
+    /// later membership).
     async fn load_missing(
         &mut self,
         changes: &[Change],
+        feed: &dyn ChangeFeed,
         conversations: &dyn ConversationStore,
     ) -> Result<(), StoreError> {
         let in_batch: HashSet<ConversationId> = changes.iter().map(|c| c.conversation_id).collect();
@@ -246,14 +283,20 @@ impl MemberCache {
         if missing.is_empty() {
             return Ok(());
         }
-        self.make_room(missing.len(), &in_batch);
-        for id in missing {
-            let mut users: Vec<UserId> = conversations
-                .conversation_details(id)
+        let mut loaded = Vec::with_capacity(missing.len());
+        for id in &missing {
+            let users: Vec<UserId> = conversations
+                .conversation_details(*id)
                 .await?
                 .map(|details| details.active_user_ids())
                 .unwrap_or_default();
-            for change in changes.iter().rev().filter(|c| c.conversation_id == id) {
+            loaded.push((*id, users));
+        }
+        let later = later_moves(changes, &missing, feed).await?;
+        self.make_room(missing.len(), &in_batch);
+        for (id, mut users) in loaded {
+            let moves = changes.iter().chain(later.iter());
+            for change in moves.rev().filter(|c| c.conversation_id == id) {
                 match &change.kind {
                     ChangeKind::ParticipantAdded { user_id, .. } => {
                         users.retain(|u| u != user_id);
