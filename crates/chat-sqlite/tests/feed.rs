@@ -756,6 +756,26 @@ async fn the_readers_query_reads_its_indexes() {
     // The reader's memberships first, then each conversation's entries after the position.
     assert!(plan.starts_with("SEARCH p USING"), "{plan}");
     assert!(plan.contains("idx_change_log_conversation"), "{plan}");
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        chat_sqlite::hot_queries::reader_windows()
+    ))
+    .bind(0_i64)
+    .bind(1_i64)
+    .bind("00000000-0000-0000-0000-000000000000")
+    .fetch_all(&mut raw)
+    .await
+    .unwrap();
+    let plan = rows
+        .into_iter()
+        .map(|r| r.3)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    // The first membership move: a range of the partial index of moves only.
+    assert!(
+        plan.contains("idx_change_log_membership (user_id=? AND conversation_id=? AND pos>?)"),
+        "{plan}"
+    );
 }
 
 /// Appends `n` entries of a conversation nobody here is in, straight into the log (as
