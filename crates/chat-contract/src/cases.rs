@@ -2058,11 +2058,11 @@ pub async fn inbox_follows_commit_order_within_one_second(ports: Ports) {
 }
 
 /// A small deterministic generator of steps (the same steps on every adapter).
-struct Steps(u64);
+pub(crate) struct Steps(pub(crate) u64);
 
 impl Steps {
     /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

@@ -25,6 +25,7 @@ use chat_ports::{
 };
 
 pub mod cases;
+pub mod feed_cases;
 mod fixtures;
 pub mod switch;
 
@@ -151,13 +152,25 @@ macro_rules! contract_suite {
             change_recipients_exclude_a_participant_removed_before_the_change,
             undecryptable_rows_are_reported_and_the_page_served,
         );
+        $crate::contract_suite!(@cases $factory, feed_cases;
+            feed_records_each_message_write,
+            feed_records_each_conversation_write,
+            feed_entries_per_send_do_not_grow_with_the_group,
+            polling_reader_never_misses_a_committed_change,
+            reader_sees_exactly_its_membership_windows,
+            purge_raises_the_floor_first_and_keeps_the_head,
+            feed_identity_is_stable_and_wait_past_wakes_on_commit,
+        );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $crate::contract_suite!(@cases $factory, cases; $($case),*);
+    };
+    (@cases $factory:path, $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 if let Some(ports) = $factory().await {
-                    $crate::cases::$case(ports).await;
+                    $crate::$module::$case(ports).await;
                 }
             }
         )*

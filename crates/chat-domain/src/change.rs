@@ -288,3 +288,201 @@ pub fn visible_changes(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    const READER: i64 = 7;
+
+    /// A change at `pos` of `conversation`.
+    fn at(pos: u64, conversation: ConversationId, kind: ChangeKind) -> Change {
+        Change {
+            pos: FeedPos::new(pos),
+            conversation_id: conversation,
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            kind,
+        }
+    }
+
+    fn message() -> ChangeKind {
+        ChangeKind::MessageCreated {
+            message_id: MessageId::new(),
+        }
+    }
+
+    fn added(id: i64) -> ChangeKind {
+        ChangeKind::ParticipantAdded {
+            user_id: user(id),
+            role: Role::Member,
+        }
+    }
+
+    fn removed(id: i64) -> ChangeKind {
+        ChangeKind::ParticipantRemoved { user_id: user(id) }
+    }
+
+    fn window(
+        conversation: ConversationId,
+        active_now: bool,
+        first_move_after: Option<MembershipMove>,
+    ) -> MembershipWindow {
+        MembershipWindow {
+            conversation_id: conversation,
+            active_now,
+            first_move_after,
+        }
+    }
+
+    /// Checks that the reader sees exactly the changes of `kinds` marked `true`.
+    fn check(
+        kinds: Vec<(ChangeKind, bool)>,
+        window_of: impl Fn(ConversationId) -> MembershipWindow,
+    ) {
+        let conversation = ConversationId::new();
+        let changes: Vec<Change> = (1_u64..)
+            .zip(&kinds)
+            .map(|(pos, (kind, _))| at(pos, conversation, kind.clone()))
+            .collect();
+        let expected: Vec<Change> = changes
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, (_, seen))| *seen)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let seen = visible_changes(user(READER), changes, &[window_of(conversation)]);
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn member_at_start_follows_the_first_move_else_the_present() {
+        let c = ConversationId::new();
+        let table = [
+            (true, None, true),
+            (false, None, false),
+            (true, Some(MembershipMove::Joined), false),
+            (false, Some(MembershipMove::Joined), false),
+            (true, Some(MembershipMove::Left), true),
+            (false, Some(MembershipMove::Left), true),
+        ];
+        for (active_now, first_move, expected) in table {
+            assert_eq!(
+                window(c, active_now, first_move).member_at_start(),
+                expected,
+                "active now {active_now}, first move {first_move:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_throughout_sees_everything_others_moves_included() {
+        check(
+            vec![
+                (message(), true),
+                (added(2), true),
+                (removed(3), true),
+                (ChangeKind::ConversationUpdated, true),
+            ],
+            |c| window(c, true, None),
+        );
+    }
+
+    #[test]
+    fn a_first_participant_sees_the_creation() {
+        check(
+            vec![(ChangeKind::ConversationCreated, true), (message(), true)],
+            |c| window(c, true, None),
+        );
+    }
+
+    #[test]
+    fn a_first_participant_removed_later_sees_the_creation_and_its_removal_only() {
+        check(
+            vec![
+                (ChangeKind::ConversationCreated, true),
+                (message(), true),
+                (removed(READER), true),
+                (message(), false),
+                (ChangeKind::ConversationUpdated, false),
+            ],
+            |c| window(c, false, Some(MembershipMove::Left)),
+        );
+    }
+
+    #[test]
+    fn someone_added_later_sees_from_their_adding_on() {
+        check(
+            vec![
+                (ChangeKind::ConversationCreated, false),
+                (message(), false),
+                (added(READER), true),
+                (message(), true),
+            ],
+            |c| window(c, true, Some(MembershipMove::Joined)),
+        );
+    }
+
+    #[test]
+    fn a_rejoining_reader_misses_what_happened_while_away() {
+        check(
+            vec![
+                (message(), true),
+                (removed(READER), true),
+                (message(), false),
+                (added(2), false),
+                (added(READER), true),
+                (message(), true),
+                (removed(READER), true),
+                (message(), false),
+            ],
+            |c| window(c, false, Some(MembershipMove::Left)),
+        );
+        // Resumed while away: the first move ahead is the rejoining.
+        check(
+            vec![(message(), false), (added(READER), true), (message(), true)],
+            |c| window(c, true, Some(MembershipMove::Joined)),
+        );
+    }
+
+    #[test]
+    fn a_never_member_and_a_conversation_without_window_show_nothing() {
+        check(vec![(message(), false), (added(2), false)], |c| {
+            window(c, false, None)
+        });
+        let c = ConversationId::new();
+        let other = ConversationId::new();
+        let seen = visible_changes(
+            user(READER),
+            vec![at(1, c, message())],
+            &[window(other, true, None)],
+        );
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn conversations_keep_their_own_windows_and_the_order() {
+        let (a, b) = (ConversationId::new(), ConversationId::new());
+        let changes = vec![
+            at(1, a, message()),
+            at(2, b, message()),
+            at(3, b, added(READER)),
+            at(4, a, removed(READER)),
+            at(5, b, message()),
+            at(6, a, message()),
+        ];
+        let seen = visible_changes(
+            user(READER),
+            changes.clone(),
+            &[
+                window(a, false, Some(MembershipMove::Left)),
+                window(b, true, Some(MembershipMove::Joined)),
+            ],
+        );
+        let positions: Vec<u64> = seen.iter().map(|c| c.pos.get()).collect();
+        assert_eq!(positions, vec![1, 3, 4, 5]);
+    }
+}

@@ -5,12 +5,13 @@
 
 use async_trait::async_trait;
 use chat_crypto::{MessageCipher, MessageFields, StoredFields, row_ids};
-use chat_domain::{Action, MessageContent, MessageId, Timestamp, UserId};
+use chat_domain::{Action, ChangeKind, MessageContent, MessageId, Timestamp, UserId};
 use chat_ports::{Edited, NewMessage, ReencryptBatch, ReencryptStore, StoreError};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
+use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome};
 use crate::guard::{MessageChange, lock_message_for};
 use crate::rows::{self, db_time, find_view};
@@ -183,6 +184,12 @@ impl MySqlStore {
         let view = find_view(&mut tx, &self.cipher, id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let edited = ChangeKind::MessageUpdated { message_id: id };
+        change_log::record(
+            &mut tx,
+            &[NewChange::new(view.message.conversation_id, edited)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Edited { view, recipients })
     }

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    Action, ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
-    check_participant_limit,
+    Action, ChangeKind, ConversationDetails, ConversationId, GroupName, MessageView, Role,
+    Timestamp, UserId, check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
@@ -15,6 +15,7 @@ use chat_ports::{
 use sqlx::{MySql, MySqlConnection, Row, Transaction};
 
 use crate::MySqlStore;
+use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::guard::authorize_locked;
 use crate::rows::{
@@ -128,6 +129,11 @@ impl MySqlStore {
                 .map(|m| (*m, Role::Member, 0)),
         );
         insert_participants(&mut tx, new.id, &members, at).await?;
+        change_log::record(
+            &mut tx,
+            &[NewChange::new(new.id, ChangeKind::ConversationCreated)],
+        )
+        .await?;
         // The creator is the announcement's sender: their marker moves to it, like any send.
         let announcement = NewMessage {
             conversation_id: new.id,
@@ -246,6 +252,11 @@ impl MySqlStore {
             members.push((b, Role::Member, 0));
         }
         insert_participants(&mut tx, id, &members, at).await?;
+        change_log::record(
+            &mut tx,
+            &[NewChange::new(id, ChangeKind::ConversationCreated)],
+        )
+        .await?;
         let created = existing_details(&mut tx, id).await?;
         tx.commit().await?;
         Ok(DirectConversation {
@@ -280,11 +291,19 @@ impl MySqlStore {
         announcement: Option<&NewMessage>,
     ) -> Outcome<ConversationChanged> {
         let (mut tx, locked) = self.begin_change(id, actor, Action::Rename).await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT name FROM CONVERSATIONS WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
             .bind(name.as_str())
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        if current.as_deref() != Some(name.as_str()) {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -302,6 +321,9 @@ impl MySqlStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        if !locked.is_archived {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -319,6 +341,9 @@ impl MySqlStore {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        if locked.is_archived {
+            updated(&mut tx, id).await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -353,6 +378,19 @@ impl MySqlStore {
         for user in users {
             join(&mut tx, id, *user, at, newest_after, locked.activity_at).await?;
         }
+        let added: Vec<NewChange> = joined
+            .iter()
+            .map(|user| {
+                NewChange::new(
+                    id,
+                    ChangeKind::ParticipantAdded {
+                        user_id: *user,
+                        role: Role::Member,
+                    },
+                )
+            })
+            .collect();
+        change_log::record(&mut tx, &added).await?;
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         let details = existing_details(&mut tx, id).await?;
         tx.commit().await?;
@@ -387,6 +425,20 @@ impl MySqlStore {
             return Err(StoreError::NotFound.into());
         }
         let promoted = promote_if_no_admin(&mut tx, id).await?;
+        let mut changes = vec![NewChange::new(
+            id,
+            ChangeKind::ParticipantRemoved { user_id: user },
+        )];
+        changes.extend(promoted.map(|heir| {
+            NewChange::new(
+                id,
+                ChangeKind::ParticipantUpdated {
+                    user_id: heir,
+                    role: Role::Admin,
+                },
+            )
+        }));
+        change_log::record(&mut tx, &changes).await?;
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         let details = existing_details(&mut tx, id).await?;
         tx.commit().await?;
@@ -424,6 +476,19 @@ impl MySqlStore {
             return Err(StoreConflict::LastAdmin.into());
         }
         set_role(&mut tx, id, user, role).await?;
+        if *current != role {
+            change_log::record(
+                &mut tx,
+                &[NewChange::new(
+                    id,
+                    ChangeKind::ParticipantUpdated {
+                        user_id: user,
+                        role,
+                    },
+                )],
+            )
+            .await?;
+        }
         let announcement = announce(&mut tx, id, locked.last_seq, announcement).await?;
         settled(tx, id, announcement).await
     }
@@ -517,6 +582,12 @@ async fn announce(
     ))
 }
 
+/// Appends the `conversation.updated` of a rename, archive or unarchive that changed
+/// something (renaming to the same name, archiving what is archived: nothing).
+async fn updated(conn: &mut MySqlConnection, id: ConversationId) -> Result<(), sqlx::Error> {
+    change_log::record(conn, &[NewChange::new(id, ChangeKind::ConversationUpdated)]).await
+}
+
 /// Reads the conversation after a change and commits.
 async fn settled(
     mut tx: Transaction<'static, MySql>,
@@ -538,7 +609,7 @@ impl ConversationStore for MySqlStore {
         new: NewConversation,
         announcement: NewMessage,
     ) -> Result<ConversationDetails, StoreError> {
-        crate::retrying!(self, self.try_create(&new, &announcement))
+        self.written(crate::retrying!(self, self.try_create(&new, &announcement)))
     }
 
     async fn get_or_create_direct(
@@ -548,7 +619,10 @@ impl ConversationStore for MySqlStore {
         b: UserId,
         at: Timestamp,
     ) -> Result<DirectConversation, StoreError> {
-        crate::retrying!(self, self.try_get_or_create_direct(id, a, b, at))
+        self.written(crate::retrying!(
+            self,
+            self.try_get_or_create_direct(id, a, b, at)
+        ))
     }
 
     async fn conversation_details(
@@ -569,10 +643,10 @@ impl ConversationStore for MySqlStore {
         name: GroupName,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(
+        self.written(crate::retrying!(
             self,
             self.try_rename(id, actor, &name, announcement.as_ref())
-        )
+        ))
     }
 
     async fn archive_conversation(
@@ -582,7 +656,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_archive(id, actor, at, announcement.as_ref()))
+        self.written(crate::retrying!(
+            self,
+            self.try_archive(id, actor, at, announcement.as_ref())
+        ))
     }
 
     async fn unarchive_conversation(
@@ -591,7 +668,10 @@ impl ConversationStore for MySqlStore {
         actor: UserId,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(self, self.try_unarchive(id, actor, announcement.as_ref()))
+        self.written(crate::retrying!(
+            self,
+            self.try_unarchive(id, actor, announcement.as_ref())
+        ))
     }
 
     async fn add_participants(
@@ -603,7 +683,7 @@ impl ConversationStore for MySqlStore {
         max_participants: usize,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantsAdded, StoreError> {
-        crate::retrying!(
+        self.written(crate::retrying!(
             self,
             self.try_add_participants(
                 id,
@@ -613,7 +693,7 @@ impl ConversationStore for MySqlStore {
                 max_participants,
                 announcement.as_ref()
             )
-        )
+        ))
     }
 
     async fn remove_participant(
@@ -624,10 +704,10 @@ impl ConversationStore for MySqlStore {
         at: Timestamp,
         announcement: Option<NewMessage>,
     ) -> Result<ParticipantRemoved, StoreError> {
-        crate::retrying!(
+        self.written(crate::retrying!(
             self,
             self.try_remove_participant(id, actor, user, at, announcement.as_ref())
-        )
+        ))
     }
 
     async fn set_role(
@@ -638,9 +718,9 @@ impl ConversationStore for MySqlStore {
         role: Role,
         announcement: Option<NewMessage>,
     ) -> Result<ConversationChanged, StoreError> {
-        crate::retrying!(
+        self.written(crate::retrying!(
             self,
             self.try_set_role(id, actor, user, role, announcement.as_ref())
-        )
+        ))
     }
 }

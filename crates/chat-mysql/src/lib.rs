@@ -17,6 +17,7 @@
 
 mod appender;
 mod at_rest;
+mod change_log;
 mod conversations;
 mod directory;
 mod error;
@@ -94,6 +95,8 @@ pub struct MySqlStore {
     /// Seals message text before it is written and opens it when it is read
     /// (docs/security.md); plain without a key ring.
     cipher: MessageCipher,
+    /// The change feed's stamper (started with the store) and its wake-up.
+    feed: Arc<feed::Feed>,
 }
 
 impl MySqlStore {
@@ -151,7 +154,9 @@ impl MySqlStore {
         let call_timeout = pool.options().get_acquire_timeout() + statement_timeout;
         let cipher = MessageCipher::plain();
         receipts::spawn_materializer(&pool);
+        let feed = feed::spawn_stamper(&pool, call_timeout);
         Self {
+            feed,
             appender: spawn_appender(&pool, append_queue, &cipher),
             pool,
             call_timeout,
@@ -193,6 +198,18 @@ impl MySqlStore {
     /// timeout).
     pub fn call_timeout(&self) -> Duration {
         self.call_timeout
+    }
+
+    /// Passes on the outcome of a write, waking the feed's stamper when it committed (its
+    /// entries are then numbered at once, not at the next poll).
+    pub(crate) fn written<T>(
+        &self,
+        outcome: Result<T, chat_ports::StoreError>,
+    ) -> Result<T, chat_ports::StoreError> {
+        if outcome.is_ok() {
+            self.feed.written();
+        }
+        outcome
     }
 
     /// Runs `work` (a use case) within the call deadline, translating its failure.
@@ -246,6 +263,12 @@ impl MySqlStore {
     /// [`chat_ports::StoreError::Unavailable`] when the database fails.
     pub async fn materialize_receipts(&self) -> Result<usize, chat_ports::StoreError> {
         self.bounded(receipts::materialize_all(&self.pool)).await
+    }
+
+    /// Whether this store's stamper currently numbers the change feed's entries (holds the
+    /// deployment's stamper lock; one store per database does). For metrics and tests.
+    pub fn stamps_feed(&self) -> bool {
+        self.feed.is_leading()
     }
 
     /// Whether the database answers.

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use chat_domain::{
-    Action, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
-    Timestamp, UserId,
+    Action, ChangeKind, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap,
+    Receipt, Timestamp, UserId,
 };
 use chat_ports::{
     Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
@@ -14,6 +14,7 @@ use chat_ports::{
 use sqlx::MySqlConnection;
 
 use crate::MySqlStore;
+use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::guard::{MessageChange, lock_message_for};
 use crate::rows::{self, db_time, find_view, message_columns, reactions_of, with_reactions};
@@ -123,6 +124,15 @@ impl MySqlStore {
         let view = find_view(&mut tx, &self.cipher, id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let deleted = ChangeKind::MessageDeleted {
+            message_id: id,
+            seq: view.message.seq,
+        };
+        change_log::record(
+            &mut tx,
+            &[NewChange::new(view.message.conversation_id, deleted)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Deleted {
             message: view.message,
@@ -190,6 +200,14 @@ impl MySqlStore {
             Err(e) if is_duplicate_of(&e, "uq_reactions_message_user_emoji_bin") => false,
             Err(e) => return Err(e.into()),
         };
+        if changed {
+            let added = ChangeKind::ReactionAdded {
+                message_id: message,
+                user_id: user,
+                emoji: emoji.as_str().to_owned(),
+            };
+            change_log::record_message(&mut tx, message, &added).await?;
+        }
         reactions_after(tx, message, changed, recipients).await
     }
 
@@ -212,6 +230,14 @@ impl MySqlStore {
         .await?
         .rows_affected()
             > 0;
+        if changed {
+            let removed = ChangeKind::ReactionRemoved {
+                message_id: message,
+                user_id: user,
+                emoji: emoji.as_str().to_owned(),
+            };
+            change_log::record_message(&mut tx, message, &removed).await?;
+        }
         reactions_after(tx, message, changed, recipients).await
     }
 
@@ -241,9 +267,10 @@ impl MessageStore for MySqlStore {
                 Reply::RunAlone => append_alone(&self.pool, &self.cipher, &new).await,
             }
         };
-        tokio::time::timeout_at(deadline, rest)
+        let outcome = tokio::time::timeout_at(deadline, rest)
             .await
-            .unwrap_or_else(|_| Err(crate::error::timed_out()))
+            .unwrap_or_else(|_| Err(crate::error::timed_out()));
+        self.written(outcome)
     }
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
@@ -261,7 +288,10 @@ impl MessageStore for MySqlStore {
         content: MessageContent,
         at: Timestamp,
     ) -> Result<Edited, StoreError> {
-        crate::retrying!(self, self.try_edit(id, actor, &content, at))
+        self.written(crate::retrying!(
+            self,
+            self.try_edit(id, actor, &content, at)
+        ))
     }
 
     async fn delete_message(
@@ -270,7 +300,7 @@ impl MessageStore for MySqlStore {
         actor: UserId,
         at: Timestamp,
     ) -> Result<Deleted, StoreError> {
-        crate::retrying!(self, self.try_delete(id, actor, at))
+        self.written(crate::retrying!(self, self.try_delete(id, actor, at)))
     }
 
     async fn history(
@@ -288,7 +318,10 @@ impl MessageStore for MySqlStore {
         emoji: Emoji,
         at: Timestamp,
     ) -> Result<ReactionChange, StoreError> {
-        crate::retrying!(self, self.try_add_reaction(message, user, &emoji, at))
+        self.written(crate::retrying!(
+            self,
+            self.try_add_reaction(message, user, &emoji, at)
+        ))
     }
 
     async fn remove_reaction(
@@ -297,7 +330,10 @@ impl MessageStore for MySqlStore {
         user: UserId,
         emoji: Emoji,
     ) -> Result<ReactionChange, StoreError> {
-        crate::retrying!(self, self.try_remove_reaction(message, user, &emoji))
+        self.written(crate::retrying!(
+            self,
+            self.try_remove_reaction(message, user, &emoji)
+        ))
     }
 
     async fn receipts(&self, message: MessageId) -> Result<Vec<Receipt>, StoreError> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
-use chat_domain::{ConversationId, MessageId, Participant, Seq, Timestamp, UserId};
+use chat_domain::{ChangeKind, ConversationId, MessageId, Participant, Seq, Timestamp, UserId};
 use chat_ports::{
     ArchivedFilter, InboxCursor, InboxItem, InboxPage, InboxQuery, ReadState, ReadStateStore,
     StoreError, UnreadConversation, UnreadSummary,
@@ -15,6 +15,7 @@ use chat_ports::{
 use sqlx::{MySqlConnection, Row};
 
 use crate::MySqlStore;
+use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome};
 use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
@@ -160,6 +161,12 @@ impl MySqlStore {
             .bind(user.get())
             .execute(&mut *tx)
             .await?;
+            let read = ChangeKind::ConversationRead {
+                user_id: user,
+                last_read_seq: Seq::new(target).map_err(|_| Failure::corrupt("seq"))?,
+                last_read_at: at,
+            };
+            change_log::record(&mut tx, &[NewChange::new(conversation, read)]).await?;
             last_read_at = Some(at);
         } else if base != stored_base {
             // Not expected: every writer keeps the base exact. Repaired here, logged so
@@ -401,7 +408,10 @@ impl ReadStateStore for MySqlStore {
         up_to: Option<Seq>,
         at: Timestamp,
     ) -> Result<ReadState, StoreError> {
-        crate::retrying!(self, self.try_mark_read(conversation, user, up_to, at))
+        self.written(crate::retrying!(
+            self,
+            self.try_mark_read(conversation, user, up_to, at)
+        ))
     }
 
     async fn set_muted(

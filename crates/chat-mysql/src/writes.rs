@@ -12,12 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chat_crypto::MessageCipher;
-use chat_domain::{ConversationId, MessageId};
+use chat_domain::{ChangeKind, ConversationId, MessageId, Seq};
 use chat_ports::NewMessage;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 use time::OffsetDateTime;
 
 use crate::at_rest::StoredColumns;
+use crate::change_log::{self, NewChange};
 use crate::error::Outcome;
 use crate::rows::{self, db_time};
 
@@ -164,7 +165,39 @@ pub(crate) async fn write_sends(
     advance_conversations(conn, &by_conversation).await?;
     // The receipts themselves are written after the commit (crate::receipts).
     record_moves(conn, receipts).await?;
-    update_memberships(conn, &by_conversation).await
+    update_memberships(conn, &by_conversation).await?;
+    change_log::record(conn, &send_changes(created, receipts)).await
+}
+
+/// The feed's changes of stored sends, in order: each message's `message.created`, then
+/// its sender's `conversation.read` when their marker moved to it (the sender has a
+/// membership: `receipts` holds their range up to just below the message).
+fn send_changes(created: &[(&NewMessage, i64)], receipts: &[ReceiptRange]) -> Vec<NewChange> {
+    let mut changes = Vec::with_capacity(created.len() * 2);
+    for (new, seq) in created {
+        changes.push(NewChange::new(
+            new.conversation_id,
+            ChangeKind::MessageCreated { message_id: new.id },
+        ));
+        let sender = new.sender_id.get();
+        let moved = receipts.iter().find(|r| {
+            r.conversation == new.conversation_id
+                && r.reader == sender
+                && r.up_to == seq - 1
+                && r.after < *seq
+        });
+        if let (Some(range), Ok(last_read_seq)) = (moved, Seq::new(*seq)) {
+            changes.push(NewChange::new(
+                new.conversation_id,
+                ChangeKind::ConversationRead {
+                    user_id: new.sender_id,
+                    last_read_seq,
+                    last_read_at: range.at,
+                },
+            ));
+        }
+    }
+    changes
 }
 
 /// Stores `new` as message `seq` of a conversation whose row the caller holds locked with

@@ -43,13 +43,13 @@ async fn an_edit_is_published_to_the_participants_committed_with_it() {
     let mut wired = ports(store, app.events.clone());
     wired.messages = Arc::new(racing);
     let service = ChatService::new(wired);
-    app.events.take();
+    app.events.take().await;
 
     service
         .edit_message(uid(2), message, MessageContent::parse("secret").unwrap())
         .await
         .unwrap();
-    let deliveries = app.events.take();
+    let deliveries = app.events.take().await;
     let updated = deliveries
         .iter()
         .find(|d| matches!(d.event, ChatEvent::MessageUpdated(_)))

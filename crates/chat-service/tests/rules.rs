@@ -70,7 +70,7 @@ async fn rule_01_group_creator_is_admin_members_are_members_duplicates_collapse(
         vec![(1, Role::Admin), (2, Role::Member), (3, Role::Member)]
     );
     assert_eq!(item.membership.role, Role::Admin);
-    let events = app.events.take();
+    let events = app.events.take().await;
     assert_eq!(events[0].event.name(), "conversation.created");
     let recipients: HashSet<i64> = events[0].recipients.iter().map(|u| u.get()).collect();
     assert_eq!(recipients, HashSet::from([1, 2, 3]));
@@ -223,7 +223,7 @@ async fn rule_03_direct_get_or_create_in_either_direction() {
         second.details.conversation.id
     );
     assert_eq!(first.details.conversation.kind, ConversationType::Direct);
-    assert_eq!(app.events.names(), vec!["conversation.created"]);
+    assert_eq!(app.events.names().await, vec!["conversation.created"]);
     assert_eq!(
         invalid_field(app.service.open_direct(uid(1), uid(77)).await.unwrap_err()),
         "user_id"
@@ -496,12 +496,12 @@ async fn rule_06_leaving_keeps_history_and_promotes_the_earliest_member() {
     let app = app().await;
     let id = app.group(1, &[2, 3]).await;
     app.send(2, id, "hello").await;
-    app.events.take();
+    app.events.take().await;
     app.service
         .remove_participant(uid(1), id, uid(1))
         .await
         .unwrap();
-    let names = app.events.names();
+    let names = app.events.names().await;
     assert!(names.contains(&"participant.removed"));
     assert!(names.contains(&"participant.updated"));
     let view = app.view(2, id).await;
@@ -867,6 +867,7 @@ async fn rule_10_idempotent_send_returns_the_original_once_even_when_racing() {
     let created_events = app
         .events
         .take()
+        .await
         .into_iter()
         .filter(|d| matches!(d.event, ChatEvent::MessageCreated(_)))
         .count();
@@ -920,7 +921,7 @@ async fn rule_12_only_the_sender_edits_live_non_system_messages() {
         .unwrap();
     assert_eq!(edited.message.content, "fixed 🛠️");
     assert!(edited.message.edited_at.is_some());
-    assert!(app.events.names().contains(&"message.updated"));
+    assert!(app.events.names().await.contains(&"message.updated"));
     let system = app
         .service
         .history(uid(1), id, HistoryQuery::After(Seq::ZERO, limit(1)))
@@ -1016,6 +1017,7 @@ async fn rule_13_delete_by_sender_or_group_admin_and_deleted_messages_vanish() {
     let deleted_events: Vec<_> = app
         .events
         .take()
+        .await
         .into_iter()
         .filter(|d| matches!(d.event, ChatEvent::MessageDeleted { .. }))
         .collect();
@@ -1051,7 +1053,7 @@ async fn rule_14_reactions_are_idempotent_distinct_and_ordered_by_first_use() {
     let summary: Vec<(&str, u32)> = after.iter().map(|r| (r.emoji.as_str(), r.count)).collect();
     assert_eq!(summary, vec![("🍣", 2), ("🍺", 1)]);
     assert_eq!(after[0].user_ids, vec![uid(2), uid(1)]);
-    let names = app.events.names();
+    let names = app.events.names().await;
     assert_eq!(
         names.iter().filter(|n| **n == "reaction.added").count(),
         3,
@@ -1060,7 +1062,7 @@ async fn rule_14_reactions_are_idempotent_distinct_and_ordered_by_first_use() {
     remove(2, "🍺").await;
     let after = remove(2, "🍺").await;
     assert_eq!(after.len(), 1);
-    assert_eq!(app.events.names(), vec!["reaction.removed"]);
+    assert_eq!(app.events.names().await, vec!["reaction.removed"]);
 }
 
 // Rule 15 -----------------------------------------------------------------------------
@@ -1082,7 +1084,7 @@ async fn rule_15_mark_read_moves_forward_records_receipts_and_counts_unread() {
         (state.last_read_seq, state.unread_count),
         (second.message.seq, 1)
     );
-    let names = app.events.names();
+    let names = app.events.names().await;
     assert!(names.contains(&"conversation.read"));
     let back = app
         .service
@@ -1091,7 +1093,7 @@ async fn rule_15_mark_read_moves_forward_records_receipts_and_counts_unread() {
         .unwrap();
     assert_eq!(back.last_read_seq, second.message.seq, "never moves back");
     assert!(
-        !app.events.names().contains(&"conversation.read"),
+        !app.events.names().await.contains(&"conversation.read"),
         "no event when it does not move"
     );
     let receipts = app
@@ -1249,7 +1251,7 @@ async fn typing_reaches_the_others_only_and_is_not_stored() {
     let app = app().await;
     let id = app.group(1, &[2, 3]).await;
     app.service.typing(uid(1), id, true).await.unwrap();
-    let deliveries = app.events.take();
+    let deliveries = app.events.take().await;
     assert_eq!(deliveries.len(), 1);
     let recipients: HashSet<i64> = deliveries[0].recipients.iter().map(|u| u.get()).collect();
     assert_eq!(recipients, HashSet::from([2, 3]));
@@ -1261,6 +1263,17 @@ async fn typing_reaches_the_others_only_and_is_not_stored() {
     assert_eq!(page.items.len(), 1, "only the creation announcement");
 }
 
+/// The recipients of the one typing event delivered since the last take.
+async fn typing_recipients(app: &support::TestApp) -> HashSet<i64> {
+    let deliveries = app.events.take().await;
+    let typing: Vec<_> = deliveries
+        .into_iter()
+        .filter(|d| d.event.name() == "typing")
+        .collect();
+    assert_eq!(typing.len(), 1);
+    typing[0].recipients.iter().map(|u| u.get()).collect()
+}
+
 /// Typing membership comes from a short-lived cache, but a change made through this
 /// service is seen at once: a removed participant neither types nor hears typing, an
 /// added one does both, and a leaver too.
@@ -1268,17 +1281,8 @@ async fn typing_reaches_the_others_only_and_is_not_stored() {
 async fn typing_follows_membership_changes_at_once() {
     let app = app().await;
     let id = app.group(1, &[2, 3]).await;
-    let recipients = |app: &support::TestApp| -> HashSet<i64> {
-        let deliveries = app.events.take();
-        let typing: Vec<_> = deliveries
-            .into_iter()
-            .filter(|d| d.event.name() == "typing")
-            .collect();
-        assert_eq!(typing.len(), 1);
-        typing[0].recipients.iter().map(|u| u.get()).collect()
-    };
     app.service.typing(uid(1), id, true).await.unwrap();
-    assert_eq!(recipients(&app), HashSet::from([2, 3]));
+    assert_eq!(typing_recipients(&app).await, HashSet::from([2, 3]));
     app.service
         .remove_participant(uid(1), id, uid(3))
         .await
@@ -1288,20 +1292,20 @@ async fn typing_follows_membership_changes_at_once() {
         .add_participants(uid(1), id, vec![uid(4)])
         .await
         .unwrap();
-    app.events.take();
+    app.events.take().await;
     app.service.typing(uid(1), id, true).await.unwrap();
-    assert_eq!(recipients(&app), HashSet::from([2, 4]));
+    assert_eq!(typing_recipients(&app).await, HashSet::from([2, 4]));
     assert_eq!(
         app.service.typing(uid(3), id, true).await.unwrap_err(),
         ServiceError::NotFound
     );
     app.service.typing(uid(4), id, false).await.unwrap();
-    assert_eq!(recipients(&app), HashSet::from([1, 2]));
+    assert_eq!(typing_recipients(&app).await, HashSet::from([1, 2]));
     app.service
         .remove_participant(uid(2), id, uid(2))
         .await
         .unwrap();
-    app.events.take();
+    app.events.take().await;
     assert_eq!(
         app.service.typing(uid(2), id, true).await.unwrap_err(),
         ServiceError::NotFound

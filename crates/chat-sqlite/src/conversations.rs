@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    Action, ConversationDetails, ConversationId, GroupName, MessageView, Role, Timestamp, UserId,
-    check_participant_limit,
+    Action, ChangeKind, ConversationDetails, ConversationId, GroupName, MessageView, Role,
+    Timestamp, UserId, check_participant_limit,
 };
 use chat_ports::{
     ConversationChanged, ConversationStore, DirectConversation, NewConversation, NewMessage,
@@ -19,6 +19,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
+use crate::feed::record;
 use crate::guard::authorize_actor;
 use crate::messages::{ACTIVITY_KEY_NEXT, ConversationState, conversation_state, insert_message};
 use crate::rows::{self, db_time, details, direct_key, existing_details, find_view};
@@ -120,6 +121,7 @@ pub(crate) async fn create(
             .map(|m| (*m, Role::Member)),
     );
     insert_participants(conn, new.id, &members, at).await?;
+    record(conn, new.id, &ChangeKind::ConversationCreated).await?;
     // The creator is the announcement's sender: their marker moves to it, like any send.
     let announcement = NewMessage {
         conversation_id: new.id,
@@ -178,6 +180,7 @@ pub(crate) async fn get_or_create_direct(
         members.push((b, Role::Member));
     }
     insert_participants(conn, id, &members, at).await?;
+    record(conn, id, &ChangeKind::ConversationCreated).await?;
     Ok(DirectConversation {
         details: existing_details(conn, id).await?,
         created: true,
@@ -258,11 +261,16 @@ pub(crate) async fn rename(
 ) -> Outcome<ConversationChanged> {
     let state = existing_state(conn, id).await?;
     authorize_actor(conn, id, actor, Action::Rename).await?;
-    sqlx::query("UPDATE CONVERSATIONS SET name = ? WHERE id = ?")
-        .bind(name.as_str())
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    let renamed =
+        sqlx::query("UPDATE CONVERSATIONS SET name = ?1 WHERE id = ?2 AND name IS NOT ?1")
+            .bind(name.as_str())
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if renamed > 0 {
+        record(conn, id, &ChangeKind::ConversationUpdated).await?;
+    }
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
     changed(conn, id, announcement).await
 }
@@ -282,6 +290,9 @@ pub(crate) async fn archive(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
+    if !state.is_archived {
+        record(conn, id, &ChangeKind::ConversationUpdated).await?;
+    }
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
     changed(conn, id, announcement).await
 }
@@ -299,6 +310,9 @@ pub(crate) async fn unarchive(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
+    if state.is_archived {
+        record(conn, id, &ChangeKind::ConversationUpdated).await?;
+    }
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
     changed(conn, id, announcement).await
 }
@@ -361,6 +375,11 @@ pub(crate) async fn add_participants(
         .bind(state.activity_at)
         .execute(&mut *conn)
         .await?;
+        let added = ChangeKind::ParticipantAdded {
+            user_id: *user,
+            role: Role::Member,
+        };
+        record(conn, id, &added).await?;
         joined.push(*user);
     }
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
@@ -396,6 +415,7 @@ pub(crate) async fn remove_participant(
     if removed == 0 {
         return Err(StoreError::NotFound.into());
     }
+    record(conn, id, &ChangeKind::ParticipantRemoved { user_id: user }).await?;
     let promoted = promote_if_no_admin(conn, id).await?;
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
     Ok(ParticipantRemoved {
@@ -419,6 +439,11 @@ async fn promote_if_no_admin(
         return Ok(None);
     };
     set_role(conn, id, *heir, Role::Admin).await?;
+    let promoted = ChangeKind::ParticipantUpdated {
+        user_id: *heir,
+        role: Role::Admin,
+    };
+    record(conn, id, &promoted).await?;
     Ok(Some(*heir))
 }
 
@@ -450,7 +475,14 @@ pub(crate) async fn change_role(
     if *current == Role::Admin && admins_after == 0 {
         return Err(StoreConflict::LastAdmin.into());
     }
-    set_role(conn, id, user, role).await?;
+    if *current != role {
+        set_role(conn, id, user, role).await?;
+        let updated = ChangeKind::ParticipantUpdated {
+            user_id: user,
+            role,
+        };
+        record(conn, id, &updated).await?;
+    }
     let announcement = announce(conn, id, state.last_seq, announcement).await?;
     changed(conn, id, announcement).await
 }

@@ -45,7 +45,8 @@ pub(crate) async fn authorize_actor(
 
 /// Decides whether `actor` may do what `action` makes of live message `id` (its sender and
 /// whether it is SYSTEM), refusing an archived conversation when `writes` (an edit, a
-/// reaction); the active participants, who must hear of the change.
+/// reaction); the message's conversation (where the change goes in the feed) and its active
+/// participants, who must hear of the change.
 ///
 /// `NotFound` when the message does not exist or is deleted, and as [`authorize_actor`].
 pub(crate) async fn authorize_on_message(
@@ -54,7 +55,7 @@ pub(crate) async fn authorize_on_message(
     actor: UserId,
     action: impl FnOnce(UserId, bool) -> Action,
     writes: bool,
-) -> Outcome<Vec<UserId>> {
+) -> Outcome<(ConversationId, Vec<UserId>)> {
     let row = sqlx::query(
         "SELECT conversation_id, sender_id, is_system_message FROM MESSAGES \
          WHERE id = ? AND deleted_at IS NULL",
@@ -70,5 +71,5 @@ pub(crate) async fn authorize_on_message(
     if writes && archived {
         return Err(StoreConflict::ConversationArchived.into());
     }
-    active_user_ids(conn, conversation).await
+    Ok((conversation, active_user_ids(conn, conversation).await?))
 }

@@ -357,6 +357,11 @@ impl SqliteStore {
         &self.inner.read_pool
     }
 
+    /// The change feed's head after each commit (see [`feed`]).
+    pub(crate) fn committed_heads(&self) -> tokio::sync::watch::Receiver<chat_domain::FeedPos> {
+        self.inner.writer.committed_heads()
+    }
+
     /// Runs `work` as one write request on the writer (see [`writer`]).
     pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
@@ -379,6 +384,11 @@ pub mod hot_queries {
     /// The unread badge. Binds: user.
     pub fn unread_summary() -> String {
         crate::read_state::UNREAD_SUMMARY_SQL.to_owned()
+    }
+
+    /// A reader's changes in a span of feed positions. Binds: reader, after, up to, limit.
+    pub fn reader_changes() -> String {
+        crate::feed::reader_changes_sql()
     }
 
     /// A history page older than a seq. Binds: conversation, seq, limit.

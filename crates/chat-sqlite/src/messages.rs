@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{
-    Action, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap, Receipt,
-    Timestamp, UserId,
+    Action, ChangeKind, ConversationId, Emoji, MessageContent, MessageId, MessageView, ReactionCap,
+    Receipt, Timestamp, UserId,
 };
 use chat_ports::{
     Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
@@ -15,6 +15,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::{Failure, Outcome};
+use crate::feed::record;
 use crate::guard::authorize_on_message;
 use crate::rows::{
     self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
@@ -59,14 +60,15 @@ pub(crate) async fn conversation_state(
 /// Stores `new` as message `seq` of a conversation whose `last_seq` is `seq - 1`: inserts it,
 /// advances the conversation, records the receipts the sender passes (from `sender_marker`,
 /// their marker when they have a membership) and updates the memberships (see
-/// [`update_memberships`]).
+/// [`update_memberships`]). Its changes go in the feed: `message.created`, and
+/// `conversation.read` when an active sender's marker moves to it.
 pub(crate) async fn insert_message(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
     new: &NewMessage,
     seq: i64,
     sender_marker: Option<i64>,
-) -> Result<(), sqlx::Error> {
+) -> Outcome<()> {
     let body = &new.body;
     let created_at = db_time(new.created_at);
     let stored = crate::at_rest::seal_new(cipher, new)?;
@@ -89,6 +91,12 @@ pub(crate) async fn insert_message(
     .bind(body.is_system())
     .bind(stored.key_id)
     .execute(&mut *conn)
+    .await?;
+    record(
+        conn,
+        new.conversation_id,
+        &ChangeKind::MessageCreated { message_id: new.id },
+    )
     .await?;
     sqlx::query(&format!(
         "UPDATE CONVERSATIONS SET last_seq = ?, last_message_at = ?, \
@@ -128,28 +136,39 @@ pub(crate) const ACTIVITY_KEY_NEXT: &str = "MAX(\
 /// moves to `seq`, their count becomes 0 (`seq` is the newest message, so nothing above the
 /// marker remains) and their base the conversation's new `counted_total`. (A sender with no
 /// membership has no row; a sender who left has theirs updated, harmlessly, as on MySQL.)
+/// An active sender's marker move is a change of the feed (`conversation.read`); `seq` is
+/// the newest message, so the marker always moves.
 async fn update_memberships(
     conn: &mut SqliteConnection,
     new: &NewMessage,
     seq: i64,
     at: i64,
-) -> Result<(), sqlx::Error> {
+) -> Outcome<()> {
     let sender = new.sender_id.get();
-    sqlx::query(
+    let active: Option<bool> = sqlx::query_scalar(
         "UPDATE CONVERSATION_PARTICIPANTS SET \
            unread_count = 0, \
            unread_base = (SELECT c.counted_total FROM CONVERSATIONS c WHERE c.id = ?5), \
            last_read_seq = MAX(last_read_seq, ?3), \
            last_read_at = ?4 \
-         WHERE conversation_id = ?5 AND user_id = ?1",
+         WHERE conversation_id = ?5 AND user_id = ?1 \
+         RETURNING left_at IS NULL",
     )
     .bind(sender)
     .bind(0_i64)
     .bind(seq)
     .bind(at)
     .bind(new.conversation_id.to_string())
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if active == Some(true) {
+        let moved = ChangeKind::ConversationRead {
+            user_id: new.sender_id,
+            last_read_seq: rows::seq(seq)?,
+            last_read_at: rows::from_db_time(at)?,
+        };
+        record(conn, new.conversation_id, &moved).await?;
+    }
     Ok(())
 }
 
@@ -245,7 +264,7 @@ pub(crate) async fn edit(
     at: Timestamp,
 ) -> Outcome<Edited> {
     let edit = |sender, is_system| Action::EditMessage { sender, is_system };
-    let recipients = authorize_on_message(conn, id, actor, edit, true).await?;
+    let (conversation, recipients) = authorize_on_message(conn, id, actor, edit, true).await?;
     crate::at_rest::reseal_row(conn, cipher, id, Some(content.as_str()))
         .await?
         .map_err(|error| {
@@ -259,6 +278,12 @@ pub(crate) async fn edit(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
+    record(
+        conn,
+        conversation,
+        &ChangeKind::MessageUpdated { message_id: id },
+    )
+    .await?;
     let view = find_view(conn, cipher, id)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -274,7 +299,7 @@ pub(crate) async fn delete(
     at: Timestamp,
 ) -> Outcome<Deleted> {
     let delete = |sender, _| Action::DeleteMessage { sender };
-    let recipients = authorize_on_message(conn, id, actor, delete, false).await?;
+    let (conversation, recipients) = authorize_on_message(conn, id, actor, delete, false).await?;
     // The unread counters of the others who had not read it drop by one in this same
     // statement, by trigger `trg_messages_unread_on_delete`.
     sqlx::query("UPDATE MESSAGES SET deleted_at = ? WHERE id = ?")
@@ -285,6 +310,11 @@ pub(crate) async fn delete(
     let view = find_view(conn, cipher, id)
         .await?
         .ok_or(StoreError::NotFound)?;
+    let deleted = ChangeKind::MessageDeleted {
+        message_id: id,
+        seq: view.message.seq,
+    };
+    record(conn, conversation, &deleted).await?;
     Ok(Deleted {
         message: view.message,
         recipients,
@@ -494,8 +524,17 @@ impl MessageStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let react = |_, _| Action::React;
-                let recipients = authorize_on_message(conn, message, user, react, true).await?;
+                let (conversation, recipients) =
+                    authorize_on_message(conn, message, user, react, true).await?;
                 let changed = add_reaction(conn, message, user, &emoji, at).await?;
+                if changed {
+                    let added = ChangeKind::ReactionAdded {
+                        message_id: message,
+                        user_id: user,
+                        emoji: emoji.as_str().to_owned(),
+                    };
+                    record(conn, conversation, &added).await?;
+                }
                 let reactions = reactions(conn, message).await?;
                 Ok(ReactionChange {
                     changed,
@@ -516,8 +555,17 @@ impl MessageStore for SqliteStore {
         self.write(move |conn| {
             Box::pin(async move {
                 let react = |_, _| Action::React;
-                let recipients = authorize_on_message(conn, message, user, react, true).await?;
+                let (conversation, recipients) =
+                    authorize_on_message(conn, message, user, react, true).await?;
                 let changed = remove_reaction(conn, message, user, &emoji).await?;
+                if changed {
+                    let removed = ChangeKind::ReactionRemoved {
+                        message_id: message,
+                        user_id: user,
+                        emoji: emoji.as_str().to_owned(),
+                    };
+                    record(conn, conversation, &removed).await?;
+                }
                 let reactions = reactions(conn, message).await?;
                 Ok(ReactionChange {
                     changed,

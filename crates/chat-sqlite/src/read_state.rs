@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
-use chat_domain::{ConversationDetails, ConversationId, Participant, Seq, Timestamp, UserId};
+use chat_domain::{
+    ChangeKind, ConversationDetails, ConversationId, Participant, Seq, Timestamp, UserId,
+};
 use chat_ports::{
     ArchivedFilter, InboxCursor, InboxItem, InboxPage, InboxQuery, ReadState, ReadStateStore,
     StoreError, UnreadConversation, UnreadSummary,
@@ -138,7 +140,14 @@ pub(crate) async fn mark_read(
         .bind(user.get())
         .execute(&mut *conn)
         .await?;
-        last_read_at = Some(rows::from_db_time(at_db)?);
+        let read_at = rows::from_db_time(at_db)?;
+        let moved = ChangeKind::ConversationRead {
+            user_id: user,
+            last_read_seq: rows::seq(target)?,
+            last_read_at: read_at,
+        };
+        crate::feed::record(conn, conversation, &moved).await?;
+        last_read_at = Some(read_at);
     } else if base != stored_base {
         // Not expected: every writer keeps the base exact. Repaired here, logged so that a
         // writer that does not is noticed.

@@ -7,6 +7,10 @@
 //! durable: WAL with `synchronous=FULL` syncs at every commit), and one fsync serves the whole
 //! batch: the group commit of the MySQL appender, for every write.
 //!
+//! Before each `COMMIT` the task reads the change feed's head (the newest `CHANGE_LOG`
+//! position, see [`crate::feed`]) and, once the batch has committed, publishes it on a
+//! `watch` channel: what [`chat_ports::ChangeFeed::wait_past`] waits on.
+//!
 //! Because requests run one after the other on one connection, every invariant that needs
 //! atomicity under races (one DIRECT per pair, gap-free `seq`, one row per idempotency key, at
 //! least one admin) is a plain read-then-write here.
@@ -14,11 +18,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chat_domain::FeedPos;
 use chat_ports::StoreError;
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Executor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Outcome;
 
@@ -119,6 +124,8 @@ pub struct WriteStats {
 pub(crate) struct Writer {
     queue: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    /// The feed's head as of the newest commit (0 until the first one).
+    heads: watch::Receiver<FeedPos>,
 }
 
 impl Writer {
@@ -131,14 +138,20 @@ impl Writer {
     ) -> Self {
         let (queue, receiver) = mpsc::channel(max_batch.max(1) * 4);
         let counters = Arc::new(Counters::default());
+        let (head, heads) = watch::channel(FeedPos::ZERO);
         tokio::spawn(run(
             pool,
             receiver,
             max_batch.max(1),
             Arc::clone(&counters),
+            head,
             keep,
         ));
-        Self { queue, counters }
+        Self {
+            queue,
+            counters,
+            heads,
+        }
     }
 
     /// Runs `work` as one write request and waits for its batch to commit.
@@ -171,6 +184,11 @@ impl Writer {
         }
     }
 
+    /// The feed's head after each commit of a batch.
+    pub(crate) fn committed_heads(&self) -> watch::Receiver<FeedPos> {
+        self.heads.clone()
+    }
+
     /// The totals so far.
     pub(crate) fn stats(&self) -> WriteStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -188,6 +206,7 @@ async fn run<K>(
     mut receiver: mpsc::Receiver<Job>,
     max_batch: usize,
     counters: Arc<Counters>,
+    head: watch::Sender<FeedPos>,
     keep: Arc<K>,
 ) {
     let mut stop: Option<oneshot::Sender<()>> = None;
@@ -214,7 +233,7 @@ async fn run<K>(
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(size, Ordering::Relaxed);
         counters.largest.fetch_max(size, Ordering::Relaxed);
-        run_batch(&pool, batch).await;
+        run_batch(&pool, batch, &head).await;
     }
     drop(keep);
     if let Some(done) = stop {
@@ -223,7 +242,7 @@ async fn run<K>(
 }
 
 /// Runs a batch in one transaction and answers every request after it ends.
-async fn run_batch(pool: &SqlitePool, batch: Vec<Work>) {
+async fn run_batch(pool: &SqlitePool, batch: Vec<Work>, head: &watch::Sender<FeedPos>) {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
@@ -271,13 +290,35 @@ async fn run_batch(pool: &SqlitePool, batch: Vec<Work>) {
         }
         done.push(pending);
     }
+    // The head this batch commits (None before the feed's migration, or on a failure that
+    // COMMIT will report anyway).
+    let committed = if broken.is_none() {
+        sqlx::query_scalar::<_, i64>(crate::feed::HEAD_SQL)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
+            .and_then(|pos| FeedPos::from_i64(pos).ok())
+    } else {
+        None
+    };
     let outcome = match broken {
         Some(error) => {
             let _ = conn.execute("ROLLBACK").await;
             Some(error)
         }
         None => match conn.execute("COMMIT").await {
-            Ok(_) => None,
+            Ok(_) => {
+                if let Some(pos) = committed {
+                    head.send_if_modified(|current| {
+                        let newer = pos > *current;
+                        if newer {
+                            *current = pos;
+                        }
+                        newer
+                    });
+                }
+                None
+            }
             Err(e) => {
                 tracing::error!(error = %e, "commit of a write batch failed");
                 let error = crate::error::translate(&e);

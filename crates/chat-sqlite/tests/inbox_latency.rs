@@ -1,7 +1,8 @@
 //! One user in 1,000 conversations that all have unread messages, built concurrently through
 //! the adapter (so the counters and activity times are the ones its batched writes
 //! maintain): every counter is exact, the badge and the inbox answer correctly page by page,
-//! and their latencies are printed (run with `--no-capture`; nothing is asserted about time).
+//! a sync of 10 new changes (the change feed's `reader_changes`) answers exactly those, and
+//! the latencies are printed (run with `--no-capture`; nothing is asserted about time).
 #![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
 
 mod common;
@@ -16,8 +17,8 @@ use chat_domain::{
     MessageId, UserId,
 };
 use chat_ports::{
-    ArchivedFilter, ConversationStore, InboxQuery, MessageStore, NewConversation, NewMessage,
-    PageLimit, ReadStateStore, UserDirectory,
+    ArchivedFilter, ChangeFeed, ConversationStore, InboxQuery, MessageStore, NewConversation,
+    NewMessage, PageLimit, ReadStateStore, UserDirectory,
 };
 use chat_sqlite::SqliteStore;
 use futures::{StreamExt, stream};
@@ -193,8 +194,47 @@ async fn badge_and_inbox_for_one_user_in_a_thousand_unread_conversations() {
         after: page.next_cursor,
         ..first_page
     };
+    // A sync: 10 new changes (reactions) in 10 of the reader's conversations, after a
+    // position taken when the 1000 conversations were built.
+    let mark = store.feed_bounds().await.unwrap().head;
+    let thumbs = chat_domain::Emoji::parse("👍").unwrap();
+    for item in page.items.iter().take(10) {
+        let last = item.last_message.as_ref().unwrap();
+        store
+            .add_reaction(last.message.id, reader, thumbs.clone(), at(99_999))
+            .await
+            .unwrap();
+    }
+    let sync = store.reader_changes(reader, mark, 100).await.unwrap();
+    assert_eq!(sync.changes.len(), 10);
+    assert_eq!(sync.windows.len(), 10);
+    assert!(
+        sync.windows
+            .iter()
+            .all(|w| w.active_now && w.first_move_after.is_none())
+    );
+    assert_eq!(
+        chat_domain::visible_changes(reader, sync.changes.clone(), &sync.windows).len(),
+        10
+    );
+    // From the start of the feed: 1000 conversations of 5 entries each, a page of 100.
+    let first_sync = store
+        .reader_changes(reader, chat_domain::FeedPos::ZERO, 100)
+        .await
+        .unwrap();
+    assert_eq!(first_sync.changes.len(), 100);
     let (mut badge_times, mut inbox_times, mut next_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sync_times, mut deep_times) = (Vec::new(), Vec::new());
     for _ in 0..200 {
+        let start = Instant::now();
+        store.reader_changes(reader, mark, 100).await.unwrap();
+        sync_times.push(start.elapsed());
+        let start = Instant::now();
+        store
+            .reader_changes(reader, chat_domain::FeedPos::ZERO, 100)
+            .await
+            .unwrap();
+        deep_times.push(start.elapsed());
         let start = Instant::now();
         store.unread_summary(reader).await.unwrap();
         badge_times.push(start.elapsed());
@@ -214,6 +254,8 @@ async fn badge_and_inbox_for_one_user_in_a_thousand_unread_conversations() {
         ("unread badge", badge_times),
         ("inbox first page of 20", inbox_times),
         ("inbox second page of 20 (cursor)", next_times),
+        ("sync of 10 new changes (reader_changes)", sync_times),
+        ("sync from the feed's start, page of 100", deep_times),
     ] {
         let (p50, p99) = percentiles(samples);
         println!("timing ({build}) {name}: p50 {p50:?}, p99 {p99:?}");

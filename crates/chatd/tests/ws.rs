@@ -1033,7 +1033,12 @@ async fn resuming_after_a_gap_replays_every_missed_change_once_then_goes_live(st
             Some(json!({"content": "first, edited ✏️"})),
             1,
         ),
-        (Method::DELETE, format!("/api/v1/messages/{second_id}"), None, 1),
+        (
+            Method::DELETE,
+            format!("/api/v1/messages/{second_id}"),
+            None,
+            1,
+        ),
         (
             Method::PUT,
             format!("/api/v1/messages/{first_id}/reactions/%F0%9F%91%8D%F0%9F%8F%BD"),
@@ -1081,7 +1086,10 @@ async fn resuming_after_a_gap_replays_every_missed_change_once_then_goes_live(st
     let next = ready["next"].as_str().unwrap().to_owned();
 
     // In order, exactly once, and exactly what GET /sync serves (the same JSON).
-    let positions: Vec<u64> = replayed.iter().map(|e| e["pos"].as_u64().unwrap()).collect();
+    let positions: Vec<u64> = replayed
+        .iter()
+        .map(|e| e["pos"].as_u64().unwrap())
+        .collect();
     assert!(
         positions.windows(2).all(|w| w[0] < w[1]),
         "strictly increasing positions: {positions:?}"
@@ -1095,7 +1103,10 @@ async fn resuming_after_a_gap_replays_every_missed_change_once_then_goes_live(st
     assert_eq!(replayed, served);
     assert_eq!(next, rest_next);
 
-    let kinds: Vec<&str> = replayed.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = replayed
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     for kind in [
         "message.created",
         "message.updated",
@@ -1115,9 +1126,19 @@ async fn resuming_after_a_gap_replays_every_missed_change_once_then_goes_live(st
     // The deleted message is not served; the edited one shows its current content.
     assert_eq!(created.len(), 1, "{created:#?}");
     assert_eq!(created[0]["message"]["content"], "first, edited ✏️");
-    assert!(!serde_json::to_string(&replayed).unwrap().contains("soon gone"));
-    let reaction = replayed.iter().find(|e| e["type"] == "reaction.added").unwrap();
-    assert_eq!((&reaction["emoji"], &reaction["user_id"]), (&json!("👍🏽"), &json!(3)));
+    assert!(
+        !serde_json::to_string(&replayed)
+            .unwrap()
+            .contains("soon gone")
+    );
+    let reaction = replayed
+        .iter()
+        .find(|e| e["type"] == "reaction.added")
+        .unwrap();
+    assert_eq!(
+        (&reaction["emoji"], &reaction["user_id"]),
+        (&json!("👍🏽"), &json!(3))
+    );
     let order = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap();
     assert!(order("message.deleted") < order("reaction.added"));
     assert!(order("participant.added") < order("participant.removed"));
@@ -1212,7 +1233,11 @@ async fn a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready(
     let node = spawn_node(store, test_config()).await;
     node.users(&[1]).await;
     // Malformed in the handshake: refused before upgrading.
-    for query in ["?since=garbage", "?since=", "?since=v1.0123456789abcdef0123456789abcdef.01"] {
+    for query in [
+        "?since=garbage",
+        "?since=",
+        "?since=v1.0123456789abcdef0123456789abcdef.01",
+    ] {
         let refused = node.handshake(Some(&token(1)), None, query).await.err();
         assert_eq!(
             refused,

@@ -1,9 +1,10 @@
 //! The service test harness: a `ChatService` over the in-memory store (or, in the
-//! `rules_sqlite` target, over a fresh SQLite file) with a recording event publisher, and
-//! short helpers for the common steps.
+//! `rules_sqlite` target, over a fresh SQLite file) with its relay publishing from the
+//! change feed into a recording event publisher, and short helpers for the common steps.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chat_domain::{
@@ -12,23 +13,53 @@ use chat_domain::{
 };
 use chat_memory::MemoryStore;
 use chat_ports::{EventPublisher, PublishError, UserDirectory};
-use chat_service::{ChatService, CreateConversation, InboxItem, Limits, Ports, SendMessage};
+use chat_service::{
+    ChatService, CreateConversation, InboxItem, Limits, Ports, Relay, RelayHandle, SendMessage,
+};
 use chat_test_support::sqlite::TestFile;
 
-/// Keeps every delivery for inspection.
+/// Keeps every delivery for inspection. Once a relay follows it, every read first waits
+/// until the relay has published everything committed so far.
 #[derive(Default)]
 pub(crate) struct Recorder {
     deliveries: Mutex<Vec<Delivery>>,
+    relay: OnceLock<(Arc<ChatService>, RelayHandle)>,
 }
 
 impl Recorder {
-    pub(crate) fn take(&self) -> Vec<Delivery> {
+    /// Starts a relay from the current head of `service`'s feed, publishing into this
+    /// recorder (the service's publisher).
+    pub(crate) async fn follow(&self, service: Arc<ChatService>) {
+        let head = service.feed_head().await.unwrap().pos;
+        let relay = Relay::spawn(service.clone(), head);
+        assert!(
+            self.relay.set((service, relay)).is_ok(),
+            "one relay per recorder"
+        );
+    }
+
+    /// Waits until the relay has published every change committed so far.
+    pub(crate) async fn settle(&self) {
+        let Some((service, relay)) = self.relay.get() else {
+            return;
+        };
+        let head = service.feed_head().await.unwrap().pos;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay.position() < head {
+            assert!(Instant::now() < deadline, "the relay did not catch up");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Every delivery since the last take, once the relay has caught up.
+    pub(crate) async fn take(&self) -> Vec<Delivery> {
+        self.settle().await;
         std::mem::take(&mut *self.deliveries.lock().unwrap())
     }
 
     /// The names of the events delivered since the last take, in order.
-    pub(crate) fn names(&self) -> Vec<&'static str> {
-        self.take().iter().map(|d| d.event.name()).collect()
+    pub(crate) async fn names(&self) -> Vec<&'static str> {
+        self.take().await.iter().map(|d| d.event.name()).collect()
     }
 }
 
@@ -104,6 +135,7 @@ pub(crate) async fn app_with(limits: Limits) -> TestApp {
         )
     };
     let service = Arc::new(ChatService::with_limits(wired, limits));
+    events.follow(service.clone()).await;
     for i in 1..=10 {
         users
             .upsert_user(
@@ -162,7 +194,7 @@ impl TestApp {
             )
             .await
             .unwrap();
-        self.events.take();
+        self.events.take().await;
         item.details.conversation.id
     }
 

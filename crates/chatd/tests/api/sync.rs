@@ -26,7 +26,9 @@ async fn fresh_token(client: &Client<'_>) -> String {
         parts.len() == 3
             && parts[0] == "v1"
             && parts[1].len() == 32
-            && parts[1].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && parts[1]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             && parts[2].parse::<u64>().is_ok(),
         "{next}"
     );
@@ -35,7 +37,11 @@ async fn fresh_token(client: &Client<'_>) -> String {
 
 /// Every event since `since` in pages of `limit`: the events, the pages' sizes and the
 /// last `next`.
-async fn sync_all(client: &Client<'_>, since: &str, limit: u32) -> (Vec<Value>, Vec<usize>, String) {
+async fn sync_all(
+    client: &Client<'_>,
+    since: &str,
+    limit: u32,
+) -> (Vec<Value>, Vec<usize>, String) {
     let mut events = Vec::new();
     let mut sizes = Vec::new();
     let mut since = since.to_owned();
@@ -71,7 +77,12 @@ fn said_in(events: &[Value], conversation: &str) -> Vec<String> {
                 && e["message"]["conversation_id"] == conversation
                 && e["message"]["is_system_message"] == false
         })
-        .map(|e| e["message"]["content"].as_str().unwrap_or_default().to_owned())
+        .map(|e| {
+            e["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -110,7 +121,12 @@ async fn sync_pages_in_order_with_has_more(app: &TestApp) {
     assert_eq!(whole_next, next);
     let reply = bob.get(&format!("/api/v1/sync?since={next}")).await;
     assert_eq!(
-        (reply.status, &reply.body["events"], &reply.body["has_more"], &reply.body["next"]),
+        (
+            reply.status,
+            &reply.body["events"],
+            &reply.body["has_more"],
+            &reply.body["next"]
+        ),
         (200, &json!([]), &json!(false), &json!(next))
     );
     // A token from the middle resumes right after it.
@@ -230,7 +246,10 @@ async fn sync_follows_membership_over_time(app: &TestApp) {
         "{seen:#?}"
     );
     assert!(!seen.iter().any(|e| e["type"] == "conversation.created"));
-    assert!(seen.iter().any(|e| e["type"] == "participant.removed" && e["user_id"] == 2));
+    assert!(
+        seen.iter()
+            .any(|e| e["type"] == "participant.removed" && e["user_id"] == 2)
+    );
     let renamed = seen
         .iter()
         .find(|e| e["type"] == "conversation.updated")
@@ -259,18 +278,22 @@ async fn sync_never_serves_deleted_content_and_keeps_emoji(app: &TestApp) {
         )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let kept = alice
-        .say(&group, "Grüße 👋🏽 — こんにちは 👨‍👩‍👧‍👦")
-        .await;
+    let kept = alice.say(&group, "Grüße 👋🏽 — こんにちは 👨‍👩‍👧‍👦").await;
     let kept_id = kept["id"].as_str().unwrap();
     for emoji in ["👍🏽", "👨‍👩‍👧‍👦", "❤️"] {
         let reply = bob
-            .put(&format!("/api/v1/messages/{kept_id}/reactions/{}", pct(emoji)))
+            .put(&format!(
+                "/api/v1/messages/{kept_id}/reactions/{}",
+                pct(emoji)
+            ))
             .await;
         assert_eq!(reply.status, 200, "{emoji}: {reply:?}");
     }
     let reply = bob
-        .delete(&format!("/api/v1/messages/{kept_id}/reactions/{}", pct("❤️")))
+        .delete(&format!(
+            "/api/v1/messages/{kept_id}/reactions/{}",
+            pct("❤️")
+        ))
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let reply = alice.delete(&format!("/api/v1/messages/{secret_id}")).await;
@@ -290,9 +313,16 @@ async fn sync_never_serves_deleted_content_and_keeps_emoji(app: &TestApp) {
     assert_eq!(said_in(events, &group), ["Grüße 👋🏽 — こんにちは 👨‍👩‍👧‍👦"]);
     let reactions: Vec<(&str, &str)> = events
         .iter()
-        .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("reaction.")))
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("reaction."))
+        })
         .map(|e| {
-            assert_eq!((&e["message_id"], &e["user_id"]), (&json!(kept_id), &json!(2)));
+            assert_eq!(
+                (&e["message_id"], &e["user_id"]),
+                (&json!(kept_id), &json!(2))
+            );
             (e["type"].as_str().unwrap(), e["emoji"].as_str().unwrap())
         })
         .collect();

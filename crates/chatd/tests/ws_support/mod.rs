@@ -475,10 +475,7 @@ pub fn assert_fresh_ready(ready: &Value, user: i64) {
         "{ready:#}"
     );
     let next = ready["next"].as_str().unwrap_or_default();
-    assert!(
-        is_sync_token(next),
-        "ready carries a sync token: {ready:#}"
-    );
+    assert!(is_sync_token(next), "ready carries a sync token: {ready:#}");
 }
 
 /// Whether `text` looks like a sync token (`v1.<32 hex>.<pos>`).
@@ -582,4 +579,78 @@ impl SharedStore {
             db.finish().await;
         }
     }
+}
+
+// --- Resuming with a token (the change feed) -----------------------------------------------
+
+impl Node {
+    /// A client of `user` authenticated by header, and the token its `ready` carries.
+    pub async fn connect_with_token(&self, user: i64) -> (WsClient, String) {
+        let mut client = self
+            .handshake(Some(&token(user)), None, "")
+            .await
+            .expect("handshake accepted");
+        let ready = client.expect("ready").await;
+        let next = ready["next"].as_str().expect("a token in ready").to_owned();
+        (client, next)
+    }
+
+    /// A client of `user` resuming from `since` (the handshake's `since` parameter): the
+    /// events replayed before `ready`, in order, and that `ready` (which must say
+    /// `"resumed": true`).
+    pub async fn resume(&self, user: i64, since: &str) -> (WsClient, Vec<Value>, Value) {
+        let mut client = self
+            .handshake(Some(&token(user)), None, &format!("?since={since}"))
+            .await
+            .expect("handshake accepted");
+        let mut replayed = Vec::new();
+        loop {
+            let frame = client.next_json().await;
+            if frame["type"] == "ready" {
+                assert_eq!(frame["resumed"], true, "{frame:#}");
+                return (client, replayed, frame);
+            }
+            replayed.push(frame);
+        }
+    }
+}
+
+impl WsClient {
+    /// The next `message.created`, passing over the frames a send also causes or that may
+    /// cross it: the sender's read-marker move (`conversation.read`) and `typing`.
+    pub async fn expect_created(&mut self) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            match frame["type"].as_str() {
+                Some("conversation.read" | "typing") => {}
+                _ => {
+                    assert_eq!(frame["type"], "message.created", "{frame:#}");
+                    return frame;
+                }
+            }
+        }
+    }
+}
+
+/// `typer` says it is typing in `group` until `watcher` (on another node) hears of it
+/// within a short wait: typing crosses the nodes (a publishing connection may need a
+/// moment to come back after a cut).
+pub async fn typing_crosses(typer: &mut WsClient, watcher: &mut WsClient, group: ConversationId) {
+    for _ in 0..50 {
+        typer
+            .send_json(
+                json!({"type": "typing", "conversation_id": group.to_string(), "is_typing": true}),
+            )
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(frame) = tokio::time::timeout_at(deadline, watcher.next_json()).await {
+            match frame["type"].as_str() {
+                Some("typing") => return,
+                // The read-marker moves of the sends before.
+                Some("conversation.read") => {}
+                _ => panic!("only typing was expected here: {frame:#}"),
+            }
+        }
+    }
+    panic!("typing never crossed the nodes again");
 }

@@ -1,0 +1,762 @@
+//! The change feed on MySQL (docs/schema.md, "The change feed"): every write appends its
+//! entries, numbered after the commit by one stamper per database; no entry that commits
+//! late is ever skipped by a polling reader (the AUTO_INCREMENT trap, with a transaction
+//! that inserts first and commits last); nothing in the log is message text when a key
+//! ring seals it; entries left unstamped by a stopped process are numbered by the next
+//! store; two stores ("nodes") on one database have one stamper and read the same
+//! positions; a reader in 1000 conversations gets its page quickly, by the planned
+//! indexes.
+#![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
+
+mod common;
+
+use common::{system, text};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_crypto::{KeyId, KeyRing, MessageCipher};
+use chat_domain::{
+    Change, ConversationId, ConversationType, Emoji, FeedPos, GroupName, MessageContent, MessageId,
+    Role, UserId, visible_changes,
+};
+use chat_mysql::MySqlStore;
+use chat_ports::{
+    ChangeFeed, ConversationStore, MessageStore, NewConversation, NewMessage, ReadStateStore,
+    UserDirectory,
+};
+use futures::future::join_all;
+use sqlx::{Connection, Executor, MySqlConnection, Row};
+use time::OffsetDateTime;
+
+fn user(id: i64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn at(second: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).unwrap()
+}
+
+fn message(conversation: ConversationId, sender: i64, content: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        conversation_id: conversation,
+        sender_id: user(sender),
+        body: text(content),
+        reply_to_id: None,
+        client_message_id: None,
+        created_at: at(1),
+    }
+}
+
+async fn group(store: &MySqlStore, creator: i64, members: &[i64]) -> ConversationId {
+    let id = ConversationId::new();
+    store
+        .create_conversation(
+            NewConversation {
+                id,
+                kind: ConversationType::Group,
+                name: Some(GroupName::parse("feed").unwrap()),
+                posting_id: None,
+                created_by: user(creator),
+                members: members.iter().map(|m| user(*m)).collect(),
+                created_at: at(0),
+            },
+            NewMessage {
+                body: system("created"),
+                ..message(id, creator, "created")
+            },
+        )
+        .await
+        .unwrap();
+    id
+}
+
+async fn unstamped(store: &MySqlStore) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits until every committed entry is numbered; the head then.
+async fn settled(store: &MySqlStore) -> FeedPos {
+    let start = Instant::now();
+    while unstamped(store).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "entries still unstamped after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.feed_bounds().await.unwrap().head
+}
+
+/// Every entry, in position order.
+async fn everything(feed: &dyn ChangeFeed) -> Vec<Change> {
+    feed.changes_after(FeedPos::ZERO, 1_000_000).await.unwrap()
+}
+
+fn assert_gapless(changes: &[Change]) {
+    for (index, change) in changes.iter().enumerate() {
+        assert_eq!(
+            change.pos.get(),
+            u64::try_from(index).unwrap() + 1,
+            "positions are 1, 2, … without gaps: {changes:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_appends_its_entries_in_its_transaction() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = &db.store;
+    for id in 1..=4 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(store, 1, &[2]).await;
+    let sent = store
+        .append_message(message(conversation, 2, "hello"))
+        .await
+        .unwrap()
+        .view
+        .message;
+    let thumbs = Emoji::parse("👍").unwrap();
+    store
+        .add_reaction(sent.id, user(1), thumbs.clone(), at(2))
+        .await
+        .unwrap();
+    // A repeat changes nothing and appends nothing.
+    store
+        .add_reaction(sent.id, user(1), thumbs.clone(), at(2))
+        .await
+        .unwrap();
+    store
+        .remove_reaction(sent.id, user(1), thumbs.clone())
+        .await
+        .unwrap();
+    store
+        .edit_message(
+            sent.id,
+            user(2),
+            MessageContent::parse("hello again").unwrap(),
+            at(3),
+        )
+        .await
+        .unwrap();
+    store
+        .mark_read(conversation, user(1), None, at(4))
+        .await
+        .unwrap();
+    // The marker does not move: nothing.
+    store
+        .mark_read(conversation, user(1), None, at(4))
+        .await
+        .unwrap();
+    let renamed = GroupName::parse("renamed").unwrap();
+    store
+        .rename_conversation(conversation, user(1), renamed.clone(), None)
+        .await
+        .unwrap();
+    store
+        .rename_conversation(conversation, user(1), renamed, None)
+        .await
+        .unwrap();
+    store
+        .add_participants(conversation, user(1), vec![user(3)], at(5), 100, None)
+        .await
+        .unwrap();
+    store
+        .set_role(conversation, user(1), user(3), Role::Admin, None)
+        .await
+        .unwrap();
+    store
+        .set_role(conversation, user(1), user(3), Role::Admin, None)
+        .await
+        .unwrap();
+    store
+        .remove_participant(conversation, user(1), user(1), at(6), None)
+        .await
+        .unwrap();
+    store.delete_message(sent.id, user(2), at(7)).await.unwrap();
+    store
+        .archive_conversation(conversation, user(3), at(8), None)
+        .await
+        .unwrap();
+    store
+        .unarchive_conversation(conversation, user(3), None)
+        .await
+        .unwrap();
+    let direct = store
+        .get_or_create_direct(ConversationId::new(), user(1), user(4), at(9))
+        .await
+        .unwrap();
+    assert!(direct.created);
+    store
+        .get_or_create_direct(ConversationId::new(), user(4), user(1), at(9))
+        .await
+        .unwrap();
+    // A refused write appends nothing.
+    store
+        .append_message(message(conversation, 4, "not a member"))
+        .await
+        .unwrap_err();
+
+    settled(store).await;
+    let changes = everything(store).await;
+    assert_gapless(&changes);
+    let kinds: Vec<&str> = changes.iter().map(|c| c.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "conversation.created",
+            "message.created",
+            "conversation.read",
+            "message.created",
+            "conversation.read",
+            "reaction.added",
+            "reaction.removed",
+            "message.updated",
+            "conversation.read",
+            "conversation.updated",
+            "participant.added",
+            "participant.updated",
+            "participant.removed",
+            "message.deleted",
+            "conversation.updated",
+            "conversation.updated",
+            "conversation.created",
+        ]
+    );
+    let expected_tail = [
+        chat_domain::ChangeKind::ParticipantAdded {
+            user_id: user(3),
+            role: Role::Member,
+        },
+        chat_domain::ChangeKind::ParticipantUpdated {
+            user_id: user(3),
+            role: Role::Admin,
+        },
+        chat_domain::ChangeKind::ParticipantRemoved { user_id: user(1) },
+        chat_domain::ChangeKind::MessageDeleted {
+            message_id: sent.id,
+            seq: sent.seq,
+        },
+    ];
+    assert_eq!(
+        changes[10..14]
+            .iter()
+            .map(|c| c.kind.clone())
+            .collect::<Vec<_>>(),
+        expected_tail
+    );
+    assert_eq!(
+        changes[5].kind,
+        chat_domain::ChangeKind::ReactionAdded {
+            message_id: sent.id,
+            user_id: user(1),
+            emoji: "👍".to_owned(),
+        }
+    );
+    assert!(
+        changes[..16]
+            .iter()
+            .all(|c| c.conversation_id == conversation)
+    );
+    assert_eq!(changes[16].conversation_id, direct.details.conversation.id);
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_holds_no_message_text_with_a_key_ring() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let id = KeyId::parse("2026-11").unwrap();
+    let ring = KeyRing::from_keys([(id.clone(), [7_u8; 32])], id).unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_cipher(MessageCipher::new(Some(Arc::new(ring))));
+    for id in 1..=2 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&store, 1, &[2]).await;
+    let sent = store
+        .append_message(message(conversation, 2, "zebra-secret-4711"))
+        .await
+        .unwrap()
+        .view
+        .message;
+    store
+        .edit_message(
+            sent.id,
+            user(2),
+            MessageContent::parse("okapi-secret-4712").unwrap(),
+            at(3),
+        )
+        .await
+        .unwrap();
+    store
+        .add_reaction(sent.id, user(1), Emoji::parse("🍣").unwrap(), at(4))
+        .await
+        .unwrap();
+    store.delete_message(sent.id, user(2), at(5)).await.unwrap();
+    settled(&store).await;
+    // Every column of every entry, as bytes.
+    let rows = sqlx::query(
+        "SELECT CAST(CONCAT_WS('|', id, pos, conversation_id, kind, message_id, user_id, seq, \
+           role, emoji, read_at, created_at) AS BINARY) AS everything FROM CHANGE_LOG",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(rows.len() >= 6, "the writes appended their entries");
+    for row in rows {
+        let bytes: Vec<u8> = row.get("everything");
+        let seen = String::from_utf8_lossy(&bytes);
+        assert!(
+            !seen.contains("secret") && !seen.contains("created"),
+            "no message text in the log: {seen}"
+        );
+    }
+    // The message text is sealed where it lives, too (the scan above is not vacuous).
+    let content: String = sqlx::query_scalar("SELECT content FROM MESSAGES WHERE id = ?")
+        .bind(sent.id.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!content.contains("secret"));
+    db.finish().await;
+}
+
+/// A transaction of its own that inserts an entry (taking an id before the writers' ones)
+/// and commits only when told.
+async fn late_entry(
+    name: &str,
+    conversation: ConversationId,
+    marker: MessageId,
+) -> MySqlConnection {
+    let mut conn = MySqlConnection::connect(&common::database_url(name))
+        .await
+        .unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    sqlx::query("INSERT INTO CHANGE_LOG (conversation_id, kind, message_id) VALUES (?, 2, ?)")
+        .bind(conversation.to_string())
+        .bind(marker.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_polling_reader_never_skips_an_entry_that_commits_late() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=9 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let mut conversations = Vec::new();
+    for writer in 1..=8 {
+        conversations.push(group(&store, writer, &[9]).await);
+    }
+    // Inserted first (the smallest id of everything below), committed last.
+    let marker = MessageId::new();
+    let mut late = late_entry(&db.name, conversations[0], marker).await;
+    let late_id: u64 = sqlx::query_scalar("SELECT LAST_INSERT_ID()")
+        .fetch_one(&mut late)
+        .await
+        .unwrap();
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let store = store.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut seen: Vec<Change> = Vec::new();
+            let mut last = FeedPos::ZERO;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.changes_after(last, 7).await.unwrap();
+                if let Some(newest) = page.last() {
+                    last = newest.pos;
+                }
+                let empty = page.is_empty();
+                seen.extend(page);
+                if finished && empty {
+                    return seen;
+                }
+                if empty {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    let writers = conversations.iter().enumerate().map(|(index, c)| {
+        let store = store.clone();
+        let conversation = *c;
+        let writer = i64::try_from(index).unwrap() + 1;
+        async move {
+            for round in 0..12 {
+                let sent = store
+                    .append_message(message(conversation, writer, "load"))
+                    .await
+                    .unwrap()
+                    .view
+                    .message;
+                if round % 3 == 0 {
+                    store
+                        .add_reaction(sent.id, user(9), Emoji::parse("👍").unwrap(), at(2))
+                        .await
+                        .unwrap();
+                    store
+                        .mark_read(conversation, user(9), None, at(2))
+                        .await
+                        .unwrap();
+                }
+                if round % 4 == 0 {
+                    store
+                        .edit_message(
+                            sent.id,
+                            user(writer),
+                            MessageContent::parse("edited").unwrap(),
+                            at(3),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
+    join_all(writers).await;
+    // The writers' entries are numbered while the late one is still open.
+    let before_late = settled(&store).await;
+    assert!(before_late.get() > 100);
+    late.execute("COMMIT").await.unwrap();
+    store
+        .wait_past(before_late, Duration::from_secs(5))
+        .await
+        .unwrap();
+    settled(&store).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+
+    let all = everything(&store).await;
+    assert_gapless(&all);
+    assert_eq!(seen, all, "the poller saw every entry once, in order");
+    let late_entry = all
+        .iter()
+        .find(|c| c.kind == chat_domain::ChangeKind::MessageUpdated { message_id: marker })
+        .expect("the late entry is in the feed");
+    assert_eq!(
+        late_entry.pos,
+        before_late.next(),
+        "numbered when it committed"
+    );
+    // It was inserted before every writer's entry of this test.
+    let smaller_ids: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE id > ?")
+        .bind(late_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(smaller_ids > 100);
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_unstamped_are_numbered_by_the_next_store() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    for id in 1..=2 {
+        db.store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&db.store, 1, &[2]).await;
+    let head = settled(&db.store).await;
+    assert_eq!(head, FeedPos::new(3));
+    let name = db.name.clone();
+    assert!(db.store.shut_down(Duration::from_secs(5)).await);
+    // Its stamper has stopped (and released the lock with its connection).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // As after a crash between a write's commit and its numbering.
+    let mut conn = MySqlConnection::connect(&common::database_url(&name))
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = (0..5).map(|_| MessageId::new()).collect();
+    for id in &ids {
+        sqlx::query("INSERT INTO CHANGE_LOG (conversation_id, kind, message_id) VALUES (?, 1, ?)")
+            .bind(conversation.to_string())
+            .bind(id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, 5, "nobody numbers them while no store runs");
+
+    let store = common::open(&name).await;
+    let after = store.wait_past(head, Duration::from_secs(5)).await.unwrap();
+    assert!(after > head);
+    assert_eq!(settled(&store).await, FeedPos::new(8));
+    let numbered: Vec<MessageId> = store
+        .changes_after(head, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c.kind {
+            chat_domain::ChangeKind::MessageCreated { message_id } => message_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(numbered, ids, "numbered in insert order after the old head");
+    assert_gapless(&everything(&store).await);
+    store.pool().close().await;
+    common::TestDb { store, name }.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_one_stamper_and_the_same_positions() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let a = db.store.clone();
+    let b = common::open(&db.name).await;
+    for id in 1..=3 {
+        a.upsert_user(user(id), None).await.unwrap();
+    }
+    let start = Instant::now();
+    while !(a.stamps_feed() || b.stamps_feed()) {
+        assert!(start.elapsed() < Duration::from_secs(5), "nobody stamps");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !(a.stamps_feed() && b.stamps_feed()),
+        "one stamper per database"
+    );
+    let conversation = group(&a, 1, &[2, 3]).await;
+    let writes = (0..20).map(|i| {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            node.append_message(message(conversation, 1 + i % 3, "both nodes"))
+                .await
+                .unwrap();
+        }
+    });
+    join_all(writes).await;
+    let head = settled(&a).await;
+    assert_eq!(
+        b.feed_bounds().await.unwrap(),
+        a.feed_bounds().await.unwrap()
+    );
+    let from_a = everything(&a).await;
+    assert_eq!(from_a, everything(&b).await);
+    assert_gapless(&from_a);
+    assert_eq!(from_a.len(), 3 + 40);
+    // A token of node A resumes on node B, reader pages included.
+    let token = from_a[10].pos;
+    let on_b = b.reader_changes(user(2), token, 500).await.unwrap();
+    let on_a = a.reader_changes(user(2), token, 500).await.unwrap();
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_b.changes, from_a[11..].to_vec());
+
+    // The stamping node stops; the other takes over (within its retry of the lock).
+    let (leader, survivor) = if a.stamps_feed() { (a, b) } else { (b, a) };
+    assert!(leader.shut_down(Duration::from_secs(5)).await);
+    survivor
+        .append_message(message(conversation, 2, "after the failover"))
+        .await
+        .unwrap();
+    let past = survivor
+        .wait_past(head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(past > head, "the surviving node numbers new entries");
+    assert!(survivor.stamps_feed());
+    assert_gapless(&everything(&survivor).await);
+    survivor.pool().close().await;
+    chat_test_support::mysql::drop_database(&db.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=3 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    // The reader (1) in 1000 conversations; as many more without them.
+    let mut mine = Vec::new();
+    for _ in 0..100 {
+        let made = (0..20).map(|i| {
+            let store = store.clone();
+            async move {
+                if i % 2 == 0 {
+                    (true, group(&store, 1, &[2]).await)
+                } else {
+                    (false, group(&store, 2, &[3]).await)
+                }
+            }
+        });
+        for (reader_in, id) in join_all(made).await {
+            if reader_in {
+                mine.push(id);
+            }
+        }
+    }
+    assert_eq!(mine.len(), 1000);
+    let before = settled(&store).await;
+    // 10 new changes for the reader, 10 elsewhere.
+    for conversation in mine.iter().take(10) {
+        store
+            .append_message(NewMessage {
+                body: text("new"),
+                ..message(*conversation, 2, "new")
+            })
+            .await
+            .unwrap();
+    }
+    let head = settled(&store).await;
+    assert_eq!(
+        head.get() - before.get(),
+        20,
+        "a send and its sender's marker"
+    );
+
+    // The page of a reader that keeps up: along the positions.
+    let page = store.reader_changes(user(1), before, 100).await.unwrap();
+    assert_eq!(page.changes.len(), 20);
+    assert_eq!(page.windows.len(), 10);
+    assert!(
+        page.windows
+            .iter()
+            .all(|w| w.active_now && w.first_move_after.is_none())
+    );
+    assert_eq!(
+        visible_changes(user(1), page.changes.clone(), &page.windows).len(),
+        20
+    );
+
+    // Its plan: the positions' range, each entry joined to the reader's membership by key.
+    let explain = sqlx::query(
+        "EXPLAIN SELECT STRAIGHT_JOIN l.pos, p.left_at IS NULL AS active \
+         FROM CHANGE_LOG l FORCE INDEX (uq_change_log_pos) \
+         JOIN CONVERSATION_PARTICIPANTS p \
+           ON p.conversation_id = l.conversation_id AND p.user_id = ? \
+         WHERE l.pos > ? AND l.pos <= ? ORDER BY l.pos LIMIT 100",
+    )
+    .bind(1_i64)
+    .bind(before.as_i64())
+    .bind(head.as_i64())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let plan: Vec<(String, String, String)> = explain
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("table"),
+                r.get::<Option<String>, _>("type").unwrap_or_default(),
+                r.get::<Option<String>, _>("key").unwrap_or_default(),
+            )
+        })
+        .collect();
+    eprintln!("reader page along positions: {plan:?}");
+    assert_eq!(plan[0].0, "l");
+    assert_eq!(plan[0].1, "range");
+    assert_eq!(plan[0].2, "uq_change_log_pos");
+    assert_eq!(plan[1].0, "p");
+    assert_eq!(plan[1].1, "eq_ref");
+    assert_eq!(plan[1].2, "unique_user_conversation");
+
+    // A reader far behind: along their conversations (index only), the rows of the page.
+    let stale = store
+        .reader_changes(user(1), FeedPos::ZERO, 100)
+        .await
+        .unwrap();
+    assert_eq!(stale.changes.len(), 100);
+    let all = everything(&store).await;
+    let expected: Vec<Change> = {
+        let mine: BTreeSet<ConversationId> = mine.iter().copied().collect();
+        all.iter()
+            .filter(|c| mine.contains(&c.conversation_id))
+            .take(100)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(stale.changes, expected);
+    let explain = sqlx::query(
+        "EXPLAIN SELECT l2.pos FROM CONVERSATION_PARTICIPANTS p \
+         JOIN CHANGE_LOG l2 FORCE INDEX (idx_change_log_conversation) \
+           ON l2.conversation_id = p.conversation_id AND l2.pos > ? AND l2.pos <= ? \
+         WHERE p.user_id = ? ORDER BY l2.pos LIMIT 100",
+    )
+    .bind(0_i64)
+    .bind(head.as_i64())
+    .bind(1_i64)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    for row in &explain {
+        let table: String = row.get("table");
+        let key: Option<String> = row.get("key");
+        let extra: Option<String> = row.get("Extra");
+        eprintln!("stale reader: {table} {key:?} {extra:?}");
+        if table == "l2" {
+            assert_eq!(key.as_deref(), Some("idx_change_log_conversation"));
+            assert!(extra.unwrap_or_default().contains("Using index"));
+        }
+    }
+
+    // Timing: 10 new changes for a user in 1000 conversations.
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let page = store.reader_changes(user(1), before, 100).await.unwrap();
+        times.push(start.elapsed());
+        assert_eq!(page.changes.len(), 20);
+    }
+    times.sort();
+    eprintln!(
+        "reader_changes, 1000 conversations, 10 new changes: p50 {:?}, p99 {:?}",
+        times[100], times[197]
+    );
+    let mut stale_times = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        store
+            .reader_changes(user(1), FeedPos::ZERO, 100)
+            .await
+            .unwrap();
+        stale_times.push(start.elapsed());
+    }
+    stale_times.sort();
+    eprintln!(
+        "reader_changes from 0 ({} entries): p50 {:?}, p99 {:?}",
+        head, stale_times[25], stale_times[49]
+    );
+    let bytes: Option<u64> = sqlx::query_scalar(
+        "SELECT DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'CHANGE_LOG'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    eprintln!(
+        "CHANGE_LOG: {} entries, {} bytes (data and indexes, InnoDB pages)",
+        head,
+        bytes.unwrap_or(0)
+    );
+    db.finish().await;
+}
