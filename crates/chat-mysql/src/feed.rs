@@ -44,6 +44,13 @@ const LEAD_RETRY: Duration = Duration::from_secs(1);
 /// How often `wait_past` reads the head when this node does not stamp.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
+/// How long a read waits for the entries committed before it to be numbered (see
+/// [`MySqlStore::catch_up`]); after that it answers with what is numbered.
+const CATCH_UP: Duration = Duration::from_millis(500);
+
+/// How often a read that waits for the stamper looks again.
+const CATCH_UP_POLL: Duration = Duration::from_millis(2);
+
 /// Entries numbered per stamp transaction.
 const STAMP_BATCH: i64 = 1000;
 
@@ -198,10 +205,43 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 impl MySqlStore {
+    /// Waits (at most [`CATCH_UP`]) until every entry committed before the call is
+    /// numbered, waking this node's stamper when some are not: a reader then sees every
+    /// change that committed before it asked (its own writes included). Nothing pending,
+    /// the usual case, costs one probe of the `pos IS NULL` range.
+    async fn catch_up(&self) -> Outcome<()> {
+        let pending: Option<u64> =
+            sqlx::query_scalar("SELECT MAX(id) FROM CHANGE_LOG WHERE pos IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let Some(newest) = pending else {
+            return Ok(());
+        };
+        self.feed.written();
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            tokio::time::sleep(CATCH_UP_POLL).await;
+            let left: Option<u64> = sqlx::query_scalar(
+                "SELECT id FROM CHANGE_LOG WHERE pos IS NULL AND id <= ? LIMIT 1",
+            )
+            .bind(newest)
+            .fetch_optional(&self.pool)
+            .await?;
+            if left.is_none() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!("change feed entries not numbered yet; answering without them");
+                return Ok(());
+            }
+        }
+    }
+
     async fn try_changes_after(&self, after: FeedPos, limit: usize) -> Outcome<Vec<Change>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.catch_up().await?;
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM CHANGE_LOG l WHERE l.pos > ? ORDER BY l.pos LIMIT ?"
         );
@@ -229,6 +269,7 @@ impl MySqlStore {
         after: FeedPos,
         limit: usize,
     ) -> Outcome<ReaderChanges> {
+        self.catch_up().await?;
         let mut tx = self
             .pool
             .begin_with(
@@ -309,8 +350,14 @@ impl MySqlStore {
     }
 
     async fn try_feed_bounds(&self) -> Outcome<FeedBounds> {
+        self.catch_up().await?;
         let mut conn = self.pool.acquire().await?;
         bounds(&mut conn).await
+    }
+
+    async fn try_head(&self) -> Outcome<FeedPos> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(bounds(&mut conn).await?.head)
     }
 
     /// Moves the floor (never down) to just below the oldest entry written at or after
@@ -443,7 +490,7 @@ impl ChangeFeed for MySqlStore {
             if local > after.get() {
                 return Ok(FeedPos::new(local));
             }
-            let head = self.feed_bounds().await?.head;
+            let head = self.bounded(self.try_head()).await?;
             if head > after || tokio::time::Instant::now() >= deadline {
                 return Ok(head);
             }

@@ -760,3 +760,54 @@ async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
     );
     db.finish().await;
 }
+
+/// The previous system's writes that the rollout triggers single out (a message inserted
+/// without seq, a marker moved by time alone) are appended by the triggers, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_systems_messages_and_marker_moves_are_in_the_feed() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=3 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&store, 1, &[2, 3]).await;
+    let head = settled(&store).await;
+    sqlx::query(
+        "INSERT INTO MESSAGES (conversation_id, sender_id, content) VALUES (?, 2, 'legacy')",
+    )
+    .bind(conversation.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let legacy: String = sqlx::query_scalar("SELECT id FROM MESSAGES WHERE content = 'legacy'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE CONVERSATION_PARTICIPANTS SET last_read_at = '2030-01-01 00:00:00' \
+         WHERE conversation_id = ? AND user_id = 3",
+    )
+    .bind(conversation.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    settled(&store).await;
+    let changes = store.changes_after(head, 100).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| c.kind.clone()).collect::<Vec<_>>(),
+        [
+            chat_domain::ChangeKind::MessageCreated {
+                message_id: MessageId::parse(&legacy).unwrap(),
+            },
+            chat_domain::ChangeKind::ConversationRead {
+                user_id: user(3),
+                last_read_seq: chat_domain::Seq::new(2).unwrap(),
+                last_read_at: OffsetDateTime::from_unix_timestamp(1_893_456_000).unwrap(),
+            },
+        ]
+    );
+    assert!(changes.iter().all(|c| c.conversation_id == conversation));
+    db.finish().await;
+}

@@ -325,3 +325,77 @@ impl MemberCache {
         self.entries.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::Timestamp;
+
+    use super::*;
+
+    fn change(pos: u64, conversation: ConversationId, kind: ChangeKind) -> Change {
+        Change {
+            pos: FeedPos::new(pos),
+            conversation_id: conversation,
+            at: Timestamp::UNIX_EPOCH,
+            kind,
+        }
+    }
+
+    fn uid(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    #[test]
+    fn members_follow_the_membership_changes_and_a_removal_reaches_the_removed() {
+        let mut cache = MemberCache::new(RELAY_BATCH);
+        let c = ConversationId::new();
+        let added = |user| ChangeKind::ParticipantAdded {
+            user_id: uid(user),
+            role: chat_domain::Role::Member,
+        };
+        assert_eq!(cache.apply(&change(1, c, added(1))), vec![uid(1)]);
+        assert_eq!(cache.apply(&change(2, c, added(2))), vec![uid(1), uid(2)]);
+        // Twice is once.
+        assert_eq!(cache.apply(&change(3, c, added(2))), vec![uid(1), uid(2)]);
+        let removed = ChangeKind::ParticipantRemoved { user_id: uid(1) };
+        assert_eq!(cache.apply(&change(4, c, removed)), vec![uid(2), uid(1)]);
+        assert_eq!(
+            cache.apply(&change(5, c, ChangeKind::ConversationUpdated)),
+            vec![uid(2)]
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_keeps_the_batch_and_the_recently_used() {
+        let mut cache = MemberCache::new(RELAY_BATCH);
+        let conversations: Vec<ConversationId> =
+            (0..RELAY_BATCH).map(|_| ConversationId::new()).collect();
+        for (i, c) in conversations.iter().enumerate() {
+            cache.apply(&change(i as u64 + 1, *c, ChangeKind::ConversationCreated));
+        }
+        assert_eq!(cache.len(), RELAY_BATCH);
+        // The oldest is used again; a batch of ten new conversations needs room.
+        cache.apply(&change(
+            1000,
+            conversations[0],
+            ChangeKind::ConversationUpdated,
+        ));
+        let batch: HashSet<ConversationId> = (0..10).map(|_| ConversationId::new()).collect();
+        cache.make_room(batch.len(), &batch);
+        assert!(cache.len() + batch.len() <= RELAY_BATCH);
+        assert!(
+            cache.entries.contains_key(&conversations[0]),
+            "recently used"
+        );
+        assert!(
+            !cache.entries.contains_key(&conversations[1]),
+            "least recently used"
+        );
+        // Conversations of the batch in hand are never evicted.
+        let mut keep: HashSet<ConversationId> = conversations[2..].iter().copied().collect();
+        keep.insert(conversations[0]);
+        let before = cache.len();
+        cache.make_room(RELAY_BATCH, &keep);
+        assert_eq!(cache.len(), before, "nothing outside the batch to evict");
+    }
+}

@@ -810,3 +810,81 @@ async fn a_reader_far_behind_pages_through_sparse_changes_exactly() {
         assert_eq!(got, expected, "pages of {limit}");
     }
 }
+
+/// A request that fails after it has appended an entry is rolled back to its savepoint,
+/// inside a batch whose other requests commit: its number is taken back with it, so the
+/// positions stay without gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_rolled_back_in_a_committed_batch_leaves_no_gap() {
+    let db = common::fresh_store().await;
+    let store = db.store.clone();
+    users(&store, 2).await;
+    let crew = group(&store, 1, &[2]).await;
+    let id = crew.conversation.id;
+    // An existing message id: an announcement reusing it fails on MESSAGES' primary key,
+    // after the creation's `conversation.created` entry went in.
+    let taken = store
+        .append_message(message(id, 2, common::text("taken"), 1))
+        .await
+        .unwrap()
+        .view
+        .message
+        .id;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    store
+                        .append_message(message(id, 1 + i % 2, common::text("ok"), i))
+                        .await
+                        .map(|_| ())
+                } else {
+                    let other = ConversationId::new();
+                    let mut announcement = message(other, 1, system("created"), i);
+                    announcement.id = taken;
+                    store
+                        .create_conversation(
+                            NewConversation {
+                                id: other,
+                                kind: ConversationType::Group,
+                                name: Some(GroupName::parse("Doomed").unwrap()),
+                                posting_id: None,
+                                created_by: user(1),
+                                members: vec![user(2)],
+                                created_at: at(i),
+                            },
+                            announcement,
+                        )
+                        .await
+                        .map(|_| ())
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        if task.await.unwrap().is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 20, "every creation reusing the id fails");
+    assert!(
+        store.write_stats().largest_batch > 1,
+        "some failures shared a batch with sends: {:?}",
+        store.write_stats()
+    );
+    let all = after(&store, FeedPos::ZERO).await;
+    let positions: Vec<u64> = all.iter().map(|c| c.pos.get()).collect();
+    assert_eq!(
+        positions,
+        (1..=head(&store).await.get()).collect::<Vec<_>>()
+    );
+    // The group's creation (3), the first send (2), 20 sends (2 each); no other creation.
+    assert_eq!(all.len(), 3 + 2 + 20 * 2);
+    let created = all
+        .iter()
+        .filter(|c| c.kind == ChangeKind::ConversationCreated)
+        .count();
+    assert_eq!(created, 1);
+}
