@@ -44,15 +44,8 @@ pub(crate) fn code(kind: &ChangeKind) -> u8 {
     }
 }
 
-/// The code of the change that makes a membership move.
-pub(crate) const fn move_code(mv: MembershipMove) -> u8 {
-    match mv {
-        MembershipMove::Joined => 9,
-        MembershipMove::Left => 10,
-    }
-}
-
-/// The membership move of a stored kind code, if it is one.
+/// The membership move of a stored kind code, if it is one (`feed.rs` names the two
+/// codes in SQL too).
 pub(crate) const fn move_of(code: u8) -> Option<MembershipMove> {
     match code {
         9 => Some(MembershipMove::Joined),
@@ -169,4 +162,26 @@ pub(crate) async fn record_message(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_moves_are_codes_9_and_10() {
+        let joined = ChangeKind::ParticipantAdded {
+            user_id: UserId::new(1).unwrap(),
+            role: Role::Member,
+        };
+        let left = ChangeKind::ParticipantRemoved {
+            user_id: UserId::new(1).unwrap(),
+        };
+        assert_eq!(code(&joined), 9);
+        assert_eq!(code(&left), 10);
+        assert_eq!(move_of(9), Some(MembershipMove::Joined));
+        assert_eq!(move_of(10), Some(MembershipMove::Left));
+        assert_eq!(move_of(11), None);
+    }
 }

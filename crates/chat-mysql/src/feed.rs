@@ -13,15 +13,15 @@
 //! releases it with the connection. This node's writes wake the stamper at once; other
 //! nodes' entries are found by polling every [`POLL`].
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_domain::{
-    Change, ChangeKind, ConversationId, FeedId, FeedPos, MembershipMove, MembershipWindow, Role,
-    Seq, Timestamp, UserId, to_stored_precision,
+    Change, ChangeKind, ConversationId, FeedId, FeedPos, MembershipWindow, Role, Seq, Timestamp,
+    UserId, to_stored_precision,
 };
 use chat_ports::{ChangeFeed, FeedBounds, Purged, ReaderChanges, StoreError};
 use sqlx::mysql::MySqlRow;
@@ -31,7 +31,7 @@ use sqlx::{
 use tokio::sync::{Notify, watch};
 
 use crate::MySqlStore;
-use crate::change_log::{move_code, move_of};
+use crate::change_log::move_of;
 use crate::error::{Failure, Outcome};
 use crate::rows;
 
@@ -43,6 +43,13 @@ const LEAD_RETRY: Duration = Duration::from_secs(1);
 
 /// How often `wait_past` reads the head when this node does not stamp.
 const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// How long a read waits for the entries committed before it to be numbered (see
+/// [`MySqlStore::catch_up`]); after that it answers with what is numbered.
+const CATCH_UP: Duration = Duration::from_millis(500);
+
+/// How often a read that waits for the stamper looks again.
+const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
 /// Entries numbered per stamp transaction.
 const STAMP_BATCH: i64 = 1000;
@@ -93,8 +100,20 @@ const ENTRY_COLUMNS: &str = "l.pos, l.conversation_id, l.kind, l.message_id, l.u
      l.role, l.emoji, l.read_at, l.created_at";
 
 /// The head: the newest stamped position, or the floor when everything was purged.
+/// With it, the newest unstamped entry committed (`pending`, NULL when none).
 const HEAD_SQL: &str = "SELECT f.feed_id, f.floor, \
-     GREATEST(f.floor, COALESCE((SELECT MAX(pos) FROM CHANGE_LOG), 0)) AS head FROM CHANGE_FEED f";
+     GREATEST(f.floor, COALESCE((SELECT MAX(pos) FROM CHANGE_LOG), 0)) AS head, \
+     (SELECT MAX(id) FROM CHANGE_LOG WHERE pos IS NULL) AS pending FROM CHANGE_FEED f";
+
+/// The reader's first membership move in the entry's conversation after a position
+/// (`idx_change_log_user`): the stamped one with the smallest position, else (a move
+/// committed but not numbered yet, which will be numbered above every stamped entry) the
+/// unstamped one with the smallest id (one conversation's moves commit one after the
+/// other under its row lock, so their ids are in commit order). Binds: reader, position.
+const FIRST_MOVE_SQL: &str = "(SELECT mv.kind FROM CHANGE_LOG mv FORCE INDEX (idx_change_log_user) \
+     WHERE mv.user_id = ? AND mv.conversation_id = l.conversation_id AND mv.kind IN (9, 10) \
+       AND (mv.pos > ? OR mv.pos IS NULL) \
+     ORDER BY mv.pos IS NULL, mv.pos, mv.id LIMIT 1)";
 
 fn position(value: i64) -> Outcome<FeedPos> {
     FeedPos::from_i64(value).map_err(|_| Failure::corrupt("feed position"))
@@ -180,17 +199,49 @@ fn change(row: &MySqlRow) -> Outcome<Change> {
 
 /// The feed's identity, floor and head, as one statement sees them.
 async fn bounds(conn: &mut MySqlConnection) -> Outcome<FeedBounds> {
+    Ok(bounds_and_pending(conn).await?.0)
+}
+
+/// [`bounds`], and the newest committed entry not numbered yet.
+async fn bounds_and_pending(conn: &mut MySqlConnection) -> Outcome<(FeedBounds, Option<u64>)> {
     let row = sqlx::query(HEAD_SQL)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| Failure::corrupt("CHANGE_FEED has no row"))?;
     let id: Vec<u8> = row.try_get("feed_id")?;
     let id: [u8; 16] = id.try_into().map_err(|_| Failure::corrupt("feed id"))?;
-    Ok(FeedBounds {
+    let bounds = FeedBounds {
         feed_id: FeedId::from_bytes(id),
         floor: position(row.try_get("floor")?)?,
         head: position(row.try_get("head")?)?,
-    })
+    };
+    Ok((bounds, row.try_get("pending")?))
+}
+
+/// A reader's page: along the positions (`by_position`; binds: reader, after, reader,
+/// after, head, limit) or along the reader's conversations (binds: reader, after, after,
+/// head, reader, limit). See [`MySqlStore::try_reader_changes`].
+pub(crate) fn reader_page_sql(by_position: bool) -> String {
+    if by_position {
+        format!(
+            "SELECT STRAIGHT_JOIN {ENTRY_COLUMNS}, p.left_at IS NULL AS active, \
+               {FIRST_MOVE_SQL} AS first_move \
+             FROM CHANGE_LOG l FORCE INDEX (uq_change_log_pos) \
+             JOIN CONVERSATION_PARTICIPANTS p \
+               ON p.conversation_id = l.conversation_id AND p.user_id = ? \
+             WHERE l.pos > ? AND l.pos <= ? ORDER BY l.pos LIMIT ?"
+        )
+    } else {
+        format!(
+            "SELECT {ENTRY_COLUMNS}, page.active, {FIRST_MOVE_SQL} AS first_move FROM ( \
+               SELECT l2.pos, p.left_at IS NULL AS active \
+               FROM CONVERSATION_PARTICIPANTS p \
+               JOIN CHANGE_LOG l2 FORCE INDEX (idx_change_log_conversation) \
+                 ON l2.conversation_id = p.conversation_id AND l2.pos > ? AND l2.pos <= ? \
+               WHERE p.user_id = ? ORDER BY l2.pos LIMIT ?) page \
+             JOIN CHANGE_LOG l ON l.pos = page.pos ORDER BY l.pos"
+        )
+    }
 }
 
 fn sql_limit(limit: usize) -> i64 {
@@ -198,23 +249,57 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 impl MySqlStore {
+    /// The bounds once every entry committed before the call is numbered (waiting at most
+    /// [`CATCH_UP`], waking this node's stamper, when some are not): a reader then sees
+    /// every change that committed before it asked, its own writes included. Nothing
+    /// pending, the usual case, costs nothing more than reading the bounds.
+    async fn caught_up(&self, conn: &mut MySqlConnection) -> Outcome<FeedBounds> {
+        let (bounds, pending) = bounds_and_pending(conn).await?;
+        let Some(newest) = pending else {
+            return Ok(bounds);
+        };
+        self.feed.written();
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            tokio::time::sleep(CATCH_UP_POLL).await;
+            let left: Option<u64> = sqlx::query_scalar(
+                "SELECT id FROM CHANGE_LOG WHERE pos IS NULL AND id <= ? LIMIT 1",
+            )
+            .bind(newest)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if left.is_none() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!("change feed entries not numbered yet; answering without them");
+                break;
+            }
+        }
+        bounds_and_pending(conn).await.map(|(bounds, _)| bounds)
+    }
+
     async fn try_changes_after(&self, after: FeedPos, limit: usize) -> Outcome<Vec<Change>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let mut conn = self.pool.acquire().await?;
+        let head = self.caught_up(&mut conn).await?.head;
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM CHANGE_LOG l WHERE l.pos > ? ORDER BY l.pos LIMIT ?"
+            "SELECT {ENTRY_COLUMNS} FROM CHANGE_LOG l WHERE l.pos > ? AND l.pos <= ? \
+             ORDER BY l.pos LIMIT ?"
         );
         let rows = sqlx::query(&sql)
             .bind(after.as_i64())
+            .bind(head.as_i64())
             .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
         rows.iter().map(change).collect()
     }
 
-    /// A reader's page, in one read-only REPEATABLE READ snapshot (the head, the entries,
-    /// the memberships and the membership moves all of one moment).
+    /// A reader's page in one statement (the entries, the reader's memberships and
+    /// membership moves of one snapshot), after the bounds.
     ///
     /// The entries are read along the positions (`uq_change_log_pos`, each entry joined to
     /// the reader's membership by the unique key) when few positions lie between `after`
@@ -222,50 +307,27 @@ impl MySqlStore {
     /// positions, not of the reader's conversations. Otherwise along the reader's
     /// conversations (`idx_participants_badge`, then `idx_change_log_conversation` from
     /// `after`, index only), the page's positions first and their rows then: the work is
-    /// that of the reader's own entries.
+    /// that of the reader's own entries. Each row carries the reader's first membership
+    /// move in its conversation after `after` ([`FIRST_MOVE_SQL`]).
     async fn try_reader_changes(
         &self,
         reader: UserId,
         after: FeedPos,
         limit: usize,
     ) -> Outcome<ReaderChanges> {
-        let mut tx = self
-            .pool
-            .begin_with(
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
-                 START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-            )
-            .await?;
-        let head = bounds(&mut tx).await?.head;
+        let mut conn = self.pool.acquire().await?;
+        let head = self.caught_up(&mut conn).await?.head;
         if head <= after || limit == 0 {
-            tx.commit().await?;
             return Ok(ReaderChanges {
                 changes: Vec::new(),
                 windows: Vec::new(),
                 head,
             });
         }
-        let sql = if head.get() - after.get() <= SCAN_BY_POS {
-            format!(
-                "SELECT STRAIGHT_JOIN {ENTRY_COLUMNS}, p.left_at IS NULL AS active \
-                 FROM CHANGE_LOG l FORCE INDEX (uq_change_log_pos) \
-                 JOIN CONVERSATION_PARTICIPANTS p \
-                   ON p.conversation_id = l.conversation_id AND p.user_id = ? \
-                 WHERE l.pos > ? AND l.pos <= ? ORDER BY l.pos LIMIT ?"
-            )
-        } else {
-            format!(
-                "SELECT {ENTRY_COLUMNS}, page.active FROM ( \
-                   SELECT l2.pos, p.left_at IS NULL AS active \
-                   FROM CONVERSATION_PARTICIPANTS p \
-                   JOIN CHANGE_LOG l2 FORCE INDEX (idx_change_log_conversation) \
-                     ON l2.conversation_id = p.conversation_id AND l2.pos > ? AND l2.pos <= ? \
-                   WHERE p.user_id = ? ORDER BY l2.pos LIMIT ?) page \
-                 JOIN CHANGE_LOG l ON l.pos = page.pos ORDER BY l.pos"
-            )
-        };
-        let query = sqlx::query(&sql);
-        let query = if head.get() - after.get() <= SCAN_BY_POS {
+        let by_position = head.get() - after.get() <= SCAN_BY_POS;
+        let sql = reader_page_sql(by_position);
+        let query = sqlx::query(&sql).bind(reader.get()).bind(after.as_i64());
+        let query = if by_position {
             query
                 .bind(reader.get())
                 .bind(after.as_i64())
@@ -276,31 +338,23 @@ impl MySqlStore {
                 .bind(head.as_i64())
                 .bind(reader.get())
         };
-        let rows = query.bind(sql_limit(limit)).fetch_all(&mut *tx).await?;
+        let rows = query.bind(sql_limit(limit)).fetch_all(&mut *conn).await?;
         let mut changes = Vec::with_capacity(rows.len());
-        let mut active: HashMap<ConversationId, bool> = HashMap::new();
-        let mut order: Vec<ConversationId> = Vec::new();
+        let mut windows: Vec<MembershipWindow> = Vec::new();
+        let mut seen: HashSet<ConversationId> = HashSet::new();
         for row in &rows {
             let entry = change(row)?;
-            if !active.contains_key(&entry.conversation_id) {
-                order.push(entry.conversation_id);
+            if seen.insert(entry.conversation_id) {
+                windows.push(MembershipWindow {
+                    conversation_id: entry.conversation_id,
+                    active_now: row.try_get::<Option<i64>, _>("active")?.unwrap_or(0) == 1,
+                    first_move_after: row
+                        .try_get::<Option<u8>, _>("first_move")?
+                        .and_then(move_of),
+                });
             }
-            active.insert(
-                entry.conversation_id,
-                row.try_get::<Option<i64>, _>("active")?.unwrap_or(0) == 1,
-            );
             changes.push(entry);
         }
-        let moves = first_moves(&mut tx, reader, after, &order).await?;
-        tx.commit().await?;
-        let windows = order
-            .into_iter()
-            .map(|conversation_id| MembershipWindow {
-                conversation_id,
-                active_now: active.get(&conversation_id).copied().unwrap_or(false),
-                first_move_after: moves.get(&conversation_id).copied(),
-            })
-            .collect();
         Ok(ReaderChanges {
             changes,
             windows,
@@ -310,7 +364,12 @@ impl MySqlStore {
 
     async fn try_feed_bounds(&self) -> Outcome<FeedBounds> {
         let mut conn = self.pool.acquire().await?;
-        bounds(&mut conn).await
+        self.caught_up(&mut conn).await
+    }
+
+    async fn try_head(&self) -> Outcome<FeedPos> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(bounds(&mut conn).await?.head)
     }
 
     /// Moves the floor (never down) to just below the oldest entry written at or after
@@ -358,63 +417,6 @@ impl MySqlStore {
     }
 }
 
-/// The reader's first membership move after `after` in each of `conversations`
-/// (`idx_change_log_user`): the stamped one with the smallest position, else (a move
-/// committed but not numbered yet, which will be numbered above every stamped entry) the
-/// unstamped one with the smallest id; a conversation's moves commit one after the other
-/// under its row lock, so their ids are in commit order.
-async fn first_moves(
-    conn: &mut MySqlConnection,
-    reader: UserId,
-    after: FeedPos,
-    conversations: &[ConversationId],
-) -> Outcome<HashMap<ConversationId, MembershipMove>> {
-    let mut first: HashMap<ConversationId, ((bool, u64), MembershipMove)> = HashMap::new();
-    if conversations.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut query = QueryBuilder::<MySql>::new(
-        "SELECT conversation_id, kind, pos, id FROM CHANGE_LOG WHERE user_id = ",
-    );
-    query.push_bind(reader.get());
-    query.push(" AND conversation_id IN ");
-    crate::writes::push_list(
-        &mut query,
-        conversations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    );
-    query
-        .push(" AND kind IN (")
-        .push_bind(move_code(MembershipMove::Joined))
-        .push(", ")
-        .push_bind(move_code(MembershipMove::Left))
-        .push(") AND (pos > ")
-        .push_bind(after.as_i64())
-        .push(" OR pos IS NULL)");
-    for row in query.build().fetch_all(&mut *conn).await? {
-        let conversation = rows::conversation_id(&row.try_get::<String, _>("conversation_id")?)?;
-        let Some(mv) = move_of(row.try_get("kind")?) else {
-            continue;
-        };
-        // Stamped before unstamped; then by position, or by id.
-        let key = match row.try_get::<Option<i64>, _>("pos")? {
-            Some(pos) => (false, u64::try_from(pos).unwrap_or(0)),
-            None => (true, row.try_get::<u64, _>("id")?),
-        };
-        match first.get(&conversation) {
-            Some((kept, _)) if *kept <= key => {}
-            _ => {
-                first.insert(conversation, (key, mv));
-            }
-        }
-    }
-    Ok(first.into_iter().map(|(c, (_, mv))| (c, mv)).collect())
-}
-
 #[async_trait]
 impl ChangeFeed for MySqlStore {
     async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
@@ -443,7 +445,7 @@ impl ChangeFeed for MySqlStore {
             if local > after.get() {
                 return Ok(FeedPos::new(local));
             }
-            let head = self.feed_bounds().await?.head;
+            let head = self.bounded(self.try_head()).await?;
             if head > after || tokio::time::Instant::now() >= deadline {
                 return Ok(head);
             }

@@ -317,6 +317,18 @@ pub mod hot_queries {
         crate::messages::history_sql("AND m.seq < ?", "DESC")
     }
 
+    /// A reader's change-feed page along the positions (a reader that keeps up). Binds:
+    /// reader, after, reader, after, head, limit.
+    pub fn reader_changes_by_position() -> String {
+        crate::feed::reader_page_sql(true)
+    }
+
+    /// A reader's change-feed page along their conversations (a reader far behind).
+    /// Binds: reader, after, after, head, reader, limit.
+    pub fn reader_changes_by_conversation() -> String {
+        crate::feed::reader_page_sql(false)
+    }
+
     /// The reactions of a page of messages (here: two). Binds: the message ids.
     pub fn reactions_of_two() -> String {
         crate::rows::reactions_sql(2)

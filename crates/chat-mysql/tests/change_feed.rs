@@ -587,6 +587,37 @@ async fn two_nodes_share_one_stamper_and_the_same_positions() {
     chat_test_support::mysql::drop_database(&db.name).await;
 }
 
+/// (table, type, key, Extra) of each row of the plan of `sql` with `binds`.
+async fn explain(
+    store: &MySqlStore,
+    sql: &str,
+    binds: &[i64],
+) -> Vec<(String, String, String, String)> {
+    let explain = format!("EXPLAIN {sql}");
+    let mut query = sqlx::query(&explain);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let plan: Vec<(String, String, String, String)> = query
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<Option<String>, _>("table").unwrap_or_default(),
+                r.get::<Option<String>, _>("type").unwrap_or_default(),
+                r.get::<Option<String>, _>("key").unwrap_or_default(),
+                r.get::<Option<String>, _>("Extra").unwrap_or_default(),
+            )
+        })
+        .collect();
+    for row in &plan {
+        eprintln!("{row:?}");
+    }
+    plan
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
     let Some(db) = common::fresh_store().await else {
@@ -648,37 +679,31 @@ async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
         20
     );
 
-    // Its plan: the positions' range, each entry joined to the reader's membership by key.
-    let explain = sqlx::query(
-        "EXPLAIN SELECT STRAIGHT_JOIN l.pos, p.left_at IS NULL AS active \
-         FROM CHANGE_LOG l FORCE INDEX (uq_change_log_pos) \
-         JOIN CONVERSATION_PARTICIPANTS p \
-           ON p.conversation_id = l.conversation_id AND p.user_id = ? \
-         WHERE l.pos > ? AND l.pos <= ? ORDER BY l.pos LIMIT 100",
+    // Its plan: the positions' range, each entry joined to the reader's membership by key;
+    // the first membership move of each row's conversation by its index.
+    let plan = explain(
+        &store,
+        &chat_mysql::hot_queries::reader_changes_by_position(),
+        &[1, before.as_i64(), 1, before.as_i64(), head.as_i64(), 100],
     )
-    .bind(1_i64)
-    .bind(before.as_i64())
-    .bind(head.as_i64())
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    let plan: Vec<(String, String, String)> = explain
-        .iter()
-        .map(|r| {
-            (
-                r.get::<String, _>("table"),
-                r.get::<Option<String>, _>("type").unwrap_or_default(),
-                r.get::<Option<String>, _>("key").unwrap_or_default(),
-            )
-        })
-        .collect();
-    eprintln!("reader page along positions: {plan:?}");
+    .await;
+    let find = |table: &str| {
+        plan.iter()
+            .find(|row| row.0 == table)
+            .unwrap_or_else(|| panic!("{table} in {plan:?}"))
+            .clone()
+    };
     assert_eq!(plan[0].0, "l");
-    assert_eq!(plan[0].1, "range");
-    assert_eq!(plan[0].2, "uq_change_log_pos");
-    assert_eq!(plan[1].0, "p");
-    assert_eq!(plan[1].1, "eq_ref");
-    assert_eq!(plan[1].2, "unique_user_conversation");
+    assert_eq!(
+        (plan[0].1.as_str(), plan[0].2.as_str()),
+        ("range", "uq_change_log_pos")
+    );
+    let p = find("p");
+    assert_eq!(
+        (p.1.as_str(), p.2.as_str()),
+        ("eq_ref", "unique_user_conversation")
+    );
+    assert_eq!(find("mv").2, "idx_change_log_user");
 
     // A reader far behind: along their conversations (index only), the rows of the page.
     let stale = store
@@ -696,28 +721,18 @@ async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
             .collect()
     };
     assert_eq!(stale.changes, expected);
-    let explain = sqlx::query(
-        "EXPLAIN SELECT l2.pos FROM CONVERSATION_PARTICIPANTS p \
-         JOIN CHANGE_LOG l2 FORCE INDEX (idx_change_log_conversation) \
-           ON l2.conversation_id = p.conversation_id AND l2.pos > ? AND l2.pos <= ? \
-         WHERE p.user_id = ? ORDER BY l2.pos LIMIT 100",
+    let plan = explain(
+        &store,
+        &chat_mysql::hot_queries::reader_changes_by_conversation(),
+        &[1, 0, 0, head.as_i64(), 1, 100],
     )
-    .bind(0_i64)
-    .bind(head.as_i64())
-    .bind(1_i64)
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    for row in &explain {
-        let table: String = row.get("table");
-        let key: Option<String> = row.get("key");
-        let extra: Option<String> = row.get("Extra");
-        eprintln!("stale reader: {table} {key:?} {extra:?}");
-        if table == "l2" {
-            assert_eq!(key.as_deref(), Some("idx_change_log_conversation"));
-            assert!(extra.unwrap_or_default().contains("Using index"));
-        }
-    }
+    .await;
+    let l2 = plan
+        .iter()
+        .find(|row| row.0 == "l2")
+        .unwrap_or_else(|| panic!("l2 in {plan:?}"));
+    assert_eq!(l2.2, "idx_change_log_conversation");
+    assert!(l2.3.contains("Using index"), "{l2:?}");
 
     // Timing: 10 new changes for a user in 1000 conversations.
     let mut times = Vec::new();
@@ -758,5 +773,56 @@ async fn a_reader_in_1000_conversations_gets_its_page_by_index() {
         head,
         bytes.unwrap_or(0)
     );
+    db.finish().await;
+}
+
+/// The previous system's writes that the rollout triggers single out (a message inserted
+/// without seq, a marker moved by time alone) are appended by the triggers, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_systems_messages_and_marker_moves_are_in_the_feed() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=3 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&store, 1, &[2, 3]).await;
+    let head = settled(&store).await;
+    sqlx::query(
+        "INSERT INTO MESSAGES (conversation_id, sender_id, content) VALUES (?, 2, 'legacy')",
+    )
+    .bind(conversation.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let legacy: String = sqlx::query_scalar("SELECT id FROM MESSAGES WHERE content = 'legacy'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE CONVERSATION_PARTICIPANTS SET last_read_at = '2030-01-01 00:00:00' \
+         WHERE conversation_id = ? AND user_id = 3",
+    )
+    .bind(conversation.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    settled(&store).await;
+    let changes = store.changes_after(head, 100).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| c.kind.clone()).collect::<Vec<_>>(),
+        [
+            chat_domain::ChangeKind::MessageCreated {
+                message_id: MessageId::parse(&legacy).unwrap(),
+            },
+            chat_domain::ChangeKind::ConversationRead {
+                user_id: user(3),
+                last_read_seq: chat_domain::Seq::new(2).unwrap(),
+                last_read_at: OffsetDateTime::from_unix_timestamp(1_893_456_000).unwrap(),
+            },
+        ]
+    );
+    assert!(changes.iter().all(|c| c.conversation_id == conversation));
     db.finish().await;
 }

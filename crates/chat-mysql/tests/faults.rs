@@ -258,6 +258,14 @@ async fn commit_cut(when: Cut) -> Option<Vec<Result<Appended, StoreError>>> {
         .append_message(message(conversation, 1, "before"))
         .await
         .unwrap();
+    // The change feed's stamper commits too: the direct store's (first on the database)
+    // numbers the entries, so that the first COMMIT through the proxy is a send's.
+    let start = std::time::Instant::now();
+    while !db.store.stamps_feed() {
+        assert!(start.elapsed() < Duration::from_secs(5), "no stamper");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!store.stamps_feed());
     proxy.cut_on(MYSQL_COMMIT, when);
     let news: Vec<NewMessage> = (0..8)
         .map(|i| message(conversation, 1 + i % 5, &format!("cut {i}")))

@@ -15,6 +15,10 @@
 //! `participant.removed` (and one `participant.updated` for an admin it promoted);
 //! `set_role` one `participant.updated` when the role changed. Typing and muting are
 //! not changes of the feed. A write that fails appends nothing.
+//!
+//! Every read (`feed_bounds`, `changes_after`, `reader_changes`) MUST see every change
+//! committed before it was called (a caller reads its own writes), even where positions
+//! are assigned after the commit (MySQL's stamper: the read waits for it, boundedly).
 
 use std::time::Duration;
 

@@ -141,3 +141,212 @@ impl<'a> Hydrator<'a> {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chat_domain::{
+        ChangeKind, ConversationType, DisplayName, FeedPos, GroupName, MessageBody, MessageContent,
+        MessageType, Role, Seq, UserId,
+    };
+    use chat_memory::MemoryStore;
+    use chat_ports::{ChangeFeed, MockConversationStore, MockMessageStore, UserDirectory};
+
+    use super::*;
+    use crate::{ChatService, CreateConversation, Ports, SendMessage};
+
+    fn uid(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    fn text(content: &str) -> SendMessage {
+        SendMessage {
+            body: MessageBody::from_user(
+                MessageContent::parse(content).unwrap(),
+                MessageType::Text,
+                None,
+                None,
+            )
+            .unwrap(),
+            reply_to_id: None,
+            client_message_id: None,
+        }
+    }
+
+    /// A group of users 1 and 2 with a message that is then edited and one that is
+    /// deleted; answers the store and the feed's changes.
+    async fn fixture() -> (Arc<MemoryStore>, Vec<Change>) {
+        let store = Arc::new(MemoryStore::new());
+        for i in 1..=2 {
+            let name = DisplayName::parse(&format!("User {i}")).unwrap();
+            store.upsert_user(uid(i), Some(name)).await.unwrap();
+        }
+        let service = ChatService::new(Ports::from_store(store.clone()));
+        let item = service
+            .create_conversation(
+                uid(1),
+                CreateConversation {
+                    kind: ConversationType::Group,
+                    name: Some(GroupName::parse("Team").unwrap()),
+                    posting_id: None,
+                    participant_ids: vec![uid(2)],
+                },
+            )
+            .await
+            .unwrap();
+        let id = item.details.conversation.id;
+        let kept = service
+            .send_message(uid(1), id, text("first"))
+            .await
+            .unwrap();
+        let gone = service
+            .send_message(uid(2), id, text("gone"))
+            .await
+            .unwrap();
+        service
+            .edit_message(
+                uid(1),
+                kept.view.message.id,
+                MessageContent::parse("edited").unwrap(),
+            )
+            .await
+            .unwrap();
+        service
+            .delete_message(uid(2), gone.view.message.id)
+            .await
+            .unwrap();
+        service
+            .change_role(uid(1), id, uid(2), Role::Admin)
+            .await
+            .unwrap();
+        let changes = store.changes_after(FeedPos::ZERO, 100).await.unwrap();
+        (store, changes)
+    }
+
+    #[tokio::test]
+    async fn each_change_becomes_the_event_of_its_name_from_the_current_rows() {
+        let (store, changes) = fixture().await;
+        let mut hydrator = Hydrator::new(&*store, &*store);
+        let mut served = Vec::new();
+        for change in &changes {
+            match hydrator.hydrate(change).await.unwrap() {
+                Some(event) => {
+                    assert_eq!(event.name(), change.kind.name());
+                    assert_eq!(event.conversation_id(), change.conversation_id);
+                    served.push(event);
+                }
+                None => served.push(ChatEvent::Typing {
+                    conversation_id: change.conversation_id,
+                    user_id: uid(1),
+                    is_typing: false,
+                }),
+            }
+        }
+        let texts: Vec<Option<String>> = served
+            .iter()
+            .filter_map(|e| match e {
+                ChatEvent::MessageCreated(view) | ChatEvent::MessageUpdated(view) => {
+                    Some(Some(view.message.content.clone()))
+                }
+                ChatEvent::Typing { .. } => Some(None),
+                _ => None,
+            })
+            .collect();
+        // Creation announcement, "first" (as it is now), "gone" skipped, the edit (as it
+        // is now), the role change's announcement.
+        assert_eq!(
+            texts,
+            vec![
+                Some("User 1 created the group \u{201c}Team\u{201d}".to_owned()),
+                Some("edited".to_owned()),
+                None,
+                Some("edited".to_owned()),
+                Some("User 1 made user 2 ADMIN".to_owned()),
+            ]
+        );
+        assert!(served.iter().any(|e| matches!(
+            e,
+            ChatEvent::ParticipantUpdated { user_id, role: Some(Role::Admin), .. } if *user_id == uid(2)
+        )));
+        let deleted = changes
+            .iter()
+            .find_map(|c| match c.kind {
+                ChangeKind::MessageDeleted { message_id, seq } => Some((message_id, seq)),
+                _ => None,
+            })
+            .unwrap();
+        assert!(served.iter().any(|e| matches!(
+            e,
+            ChatEvent::MessageDeleted { message_id, seq, .. } if (*message_id, *seq) == deleted
+        )));
+        assert_eq!(deleted.1, Seq::new(3).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_page_looks_each_message_and_conversation_up_once() {
+        let (store, changes) = fixture().await;
+        let message_lookups = Arc::new(AtomicUsize::new(0));
+        let conversation_lookups = Arc::new(AtomicUsize::new(0));
+        let mut messages = MockMessageStore::new();
+        let (finder, count) = (store.clone(), message_lookups.clone());
+        messages.expect_find_message().returning(move |id| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let store = finder.clone();
+            futures::executor::block_on(async move { store.find_message(id).await })
+        });
+        let mut conversations = MockConversationStore::new();
+        let (finder, count) = (store.clone(), conversation_lookups.clone());
+        conversations
+            .expect_conversation_details()
+            .returning(move |id| {
+                count.fetch_add(1, Ordering::SeqCst);
+                let store = finder.clone();
+                futures::executor::block_on(async move { store.conversation_details(id).await })
+            });
+        let mut hydrator = Hydrator::new(&messages, &conversations);
+        // The page twice over: the second pass is served from the cache.
+        for change in changes.iter().chain(changes.iter()) {
+            hydrator.hydrate(change).await.unwrap();
+        }
+        let distinct_messages: std::collections::HashSet<MessageId> = changes
+            .iter()
+            .filter_map(|c| match c.kind {
+                ChangeKind::MessageCreated { message_id }
+                | ChangeKind::MessageUpdated { message_id } => Some(message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            message_lookups.load(Ordering::SeqCst),
+            distinct_messages.len()
+        );
+        assert_eq!(conversation_lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_an_error_and_is_not_remembered() {
+        let (store, changes) = fixture().await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut messages = MockMessageStore::new();
+        let (finder, count) = (store.clone(), calls.clone());
+        messages.expect_find_message().returning(move |id| {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(StoreError::Unavailable("down".to_owned()));
+            }
+            let store = finder.clone();
+            futures::executor::block_on(async move { store.find_message(id).await })
+        });
+        let created = changes
+            .iter()
+            .find(|c| matches!(c.kind, ChangeKind::MessageCreated { .. }))
+            .unwrap();
+        let mut hydrator = Hydrator::new(&messages, &*store);
+        assert!(hydrator.hydrate(created).await.is_err());
+        assert!(matches!(
+            hydrator.hydrate(created).await.unwrap(),
+            Some(ChatEvent::MessageCreated(_))
+        ));
+    }
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_domain::{Change, ChangeKind, ConversationId, Delivery, FeedPos, UserId};
-use chat_ports::{ConversationStore, StoreError};
+use chat_ports::{ChangeFeed, ConversationStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,10 @@ pub const RELAY_BATCH: usize = 500;
 
 /// The most conversations whose members the relay remembers.
 pub const RELAY_MEMBERS_CAPACITY: usize = 4096;
+
+/// How many pages past a batch the relay reads to learn the membership changes of a
+/// conversation it meets for the first time.
+const LOOKAHEAD_PAGES: usize = 4;
 
 /// How long one wait for new changes lasts before the relay asks again.
 const WAIT: Duration = Duration::from_secs(1);
@@ -60,7 +64,8 @@ impl Relay {
     }
 }
 
-/// A running relay.
+/// A running relay. Dropping the handle stops the relay too (after the batch in hand),
+/// without waiting for it.
 #[derive(Debug)]
 pub struct RelayHandle {
     position: Arc<AtomicU64>,
@@ -164,8 +169,15 @@ impl RelayState {
     ) -> Result<usize, StoreError> {
         let ports = &service.ports;
         let changes = ports.feed.changes_after(self.last, RELAY_BATCH).await?;
+        if let Some(first) = changes.first() {
+            if first.pos > self.last.next() {
+                // Positions are gapless: only retention makes a hole, when the relay fell
+                // further behind than the feed keeps.
+                tracing::warn!(from = %self.last, to = %first.pos, "relay: changes purged before they were published");
+            }
+        }
         self.members
-            .load_missing(&changes, &*ports.conversations)
+            .load_missing(&changes, &*ports.feed, &*ports.conversations)
             .await?;
         let mut hydrator = Hydrator::new(&*ports.messages, &*ports.conversations);
         for change in &changes {
@@ -196,6 +208,36 @@ impl RelayState {
     }
 }
 
+/// The membership changes of `conversations` committed after `changes`, oldest first, up
+/// to the head (at most [`LOOKAHEAD_PAGES`] pages).
+async fn later_moves(
+    changes: &[Change],
+    conversations: &[ConversationId],
+    feed: &dyn ChangeFeed,
+) -> Result<Vec<Change>, StoreError> {
+    let Some(mut after) = changes.last().map(|c| c.pos) else {
+        return Ok(Vec::new());
+    };
+    let wanted: HashSet<ConversationId> = conversations.iter().copied().collect();
+    let mut moves = Vec::new();
+    for _ in 0..LOOKAHEAD_PAGES {
+        let page = feed.changes_after(after, RELAY_BATCH).await?;
+        let full = page.len() >= RELAY_BATCH;
+        if let Some(last) = page.last() {
+            after = last.pos;
+        }
+        moves.extend(
+            page.into_iter().filter(|c| {
+                wanted.contains(&c.conversation_id) && c.kind.membership_move().is_some()
+            }),
+        );
+        if !full {
+            break;
+        }
+    }
+    Ok(moves)
+}
+
 struct Members {
     /// The active participants, in the order they were loaded or joined.
     users: Vec<UserId>,
@@ -221,12 +263,15 @@ impl MemberCache {
     }
 
     /// Loads the members of the batch's conversations that are not cached, as of the
-    /// position before the batch: the current participants, with the batch's own
-    /// membership changes undone. (Membership changes committed after the batch was read
-    /// are not undone; the relay runs close to the head, so that window is short.)
+    /// position before the batch: the current participants, with every membership change
+    /// committed since undone, newest first: the batch's own, and those after it, read
+    /// once the participants were (at most [`LOOKAHEAD_PAGES`] more pages: a relay that
+    /// far behind may address a change of a conversation it meets for the first time by a
+    /// later membership).
     async fn load_missing(
         &mut self,
         changes: &[Change],
+        feed: &dyn ChangeFeed,
         conversations: &dyn ConversationStore,
     ) -> Result<(), StoreError> {
         let in_batch: HashSet<ConversationId> = changes.iter().map(|c| c.conversation_id).collect();
@@ -238,14 +283,20 @@ impl MemberCache {
         if missing.is_empty() {
             return Ok(());
         }
-        self.make_room(missing.len(), &in_batch);
-        for id in missing {
-            let mut users: Vec<UserId> = conversations
-                .conversation_details(id)
+        let mut loaded = Vec::with_capacity(missing.len());
+        for id in &missing {
+            let users: Vec<UserId> = conversations
+                .conversation_details(*id)
                 .await?
                 .map(|details| details.active_user_ids())
                 .unwrap_or_default();
-            for change in changes.iter().rev().filter(|c| c.conversation_id == id) {
+            loaded.push((*id, users));
+        }
+        let later = later_moves(changes, &missing, feed).await?;
+        self.make_room(missing.len(), &in_batch);
+        for (id, mut users) in loaded {
+            let moves = changes.iter().chain(later.iter());
+            for change in moves.rev().filter(|c| c.conversation_id == id) {
                 match &change.kind {
                     ChangeKind::ParticipantAdded { user_id, .. } => {
                         users.retain(|u| u != user_id);
@@ -323,5 +374,79 @@ impl MemberCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::Timestamp;
+
+    use super::*;
+
+    fn change(pos: u64, conversation: ConversationId, kind: ChangeKind) -> Change {
+        Change {
+            pos: FeedPos::new(pos),
+            conversation_id: conversation,
+            at: Timestamp::UNIX_EPOCH,
+            kind,
+        }
+    }
+
+    fn uid(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    #[test]
+    fn members_follow_the_membership_changes_and_a_removal_reaches_the_removed() {
+        let mut cache = MemberCache::new(RELAY_BATCH);
+        let c = ConversationId::new();
+        let added = |user| ChangeKind::ParticipantAdded {
+            user_id: uid(user),
+            role: chat_domain::Role::Member,
+        };
+        assert_eq!(cache.apply(&change(1, c, added(1))), vec![uid(1)]);
+        assert_eq!(cache.apply(&change(2, c, added(2))), vec![uid(1), uid(2)]);
+        // Twice is once.
+        assert_eq!(cache.apply(&change(3, c, added(2))), vec![uid(1), uid(2)]);
+        let removed = ChangeKind::ParticipantRemoved { user_id: uid(1) };
+        assert_eq!(cache.apply(&change(4, c, removed)), vec![uid(2), uid(1)]);
+        assert_eq!(
+            cache.apply(&change(5, c, ChangeKind::ConversationUpdated)),
+            vec![uid(2)]
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_keeps_the_batch_and_the_recently_used() {
+        let mut cache = MemberCache::new(RELAY_BATCH);
+        let conversations: Vec<ConversationId> =
+            (0..RELAY_BATCH).map(|_| ConversationId::new()).collect();
+        for (i, c) in conversations.iter().enumerate() {
+            cache.apply(&change(i as u64 + 1, *c, ChangeKind::ConversationCreated));
+        }
+        assert_eq!(cache.len(), RELAY_BATCH);
+        // The oldest is used again; a batch of ten new conversations needs room.
+        cache.apply(&change(
+            1000,
+            conversations[0],
+            ChangeKind::ConversationUpdated,
+        ));
+        let batch: HashSet<ConversationId> = (0..10).map(|_| ConversationId::new()).collect();
+        cache.make_room(batch.len(), &batch);
+        assert!(cache.len() + batch.len() <= RELAY_BATCH);
+        assert!(
+            cache.entries.contains_key(&conversations[0]),
+            "recently used"
+        );
+        assert!(
+            !cache.entries.contains_key(&conversations[1]),
+            "least recently used"
+        );
+        // Conversations of the batch in hand are never evicted.
+        let mut keep: HashSet<ConversationId> = conversations[2..].iter().copied().collect();
+        keep.insert(conversations[0]);
+        let before = cache.len();
+        cache.make_room(RELAY_BATCH, &keep);
+        assert_eq!(cache.len(), before, "nothing outside the batch to evict");
     }
 }

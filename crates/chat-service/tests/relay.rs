@@ -281,6 +281,51 @@ async fn a_relay_started_behind_a_join_does_not_tell_the_joiner_what_came_before
 }
 
 #[tokio::test]
+async fn a_join_pages_after_the_batch_is_undone_too() {
+    let app = app().await;
+    let id = app.group(1, &[2]).await;
+    let busy = app.group(1, &[2]).await;
+    let store = app.memory();
+    let before = app.service.feed_head().await.unwrap().pos;
+    app.send(2, id, "before the join").await;
+    // More than a batch (each send is two changes) before the join.
+    for i in 0..300 {
+        app.send(1 + i % 2, busy, "filler").await;
+    }
+    app.service
+        .add_participants(uid(1), id, vec![uid(3)])
+        .await
+        .unwrap();
+    app.send(2, id, "after the join").await;
+    let head = app.service.feed_head().await.unwrap().pos;
+    assert!(head.get() - before.get() > chat_service::RELAY_BATCH as u64);
+    let published = Arc::new(Published::default());
+    let service = Arc::new(ChatService::new(ports(store, published.clone())));
+    let relay = Relay::spawn(service.clone(), before);
+    caught_up(&relay, head).await;
+    relay.stop().await;
+    let texts: Vec<(String, HashSet<i64>)> = published
+        .all()
+        .iter()
+        .filter_map(|d| match &d.event {
+            ChatEvent::MessageCreated(view)
+                if !view.message.is_system_message && view.message.conversation_id == id =>
+            {
+                Some((view.message.content.clone(), recipients(d)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("before the join".to_owned(), set(&[1, 2])),
+            ("after the join".to_owned(), set(&[1, 2, 3])),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_store_error_delays_a_change_and_never_skips_it() {
     let app = app().await;
     let store = app.memory();

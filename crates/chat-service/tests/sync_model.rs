@@ -457,7 +457,7 @@ async fn random_change(
                 .edit_message(
                     sender,
                     message,
-                    MessageContent::parse(&format!("e{}", rng.next() % 10_000)).unwrap(),
+                    MessageContent::parse(format!("e{}", rng.next() % 10_000)).unwrap(),
                 )
                 .await
                 .map(drop),

@@ -274,6 +274,20 @@ pub(crate) fn reader_changes_sql() -> String {
 /// instead of everything it has missed, for every page.
 const FIRST_SPAN: i64 = 4096;
 
+/// The reader's windows over `n` conversations: whether their row is active, and their first
+/// `participant.added` / `participant.removed` after the position (a range of the partial
+/// index `idx_change_log_membership`). Binds: after, reader, the `n` conversations.
+pub(crate) fn windows_sql(n: usize) -> String {
+    format!(
+        "SELECT p.conversation_id, p.left_at IS NULL AS active_now, \
+           (SELECT l.kind FROM CHANGE_LOG l WHERE l.user_id = p.user_id \
+              AND l.conversation_id = p.conversation_id AND l.pos > ? AND l.kind IN (9, 10) \
+              ORDER BY l.pos LIMIT 1) AS first_move \
+         FROM CONVERSATION_PARTICIPANTS p WHERE p.user_id = ? AND p.conversation_id IN ({})",
+        placeholders(n)
+    )
+}
+
 /// The reader's windows for `conversations` (each of which they have a row in), on the
 /// read transaction of the page.
 async fn windows(
@@ -285,14 +299,7 @@ async fn windows(
     if conversations.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT p.conversation_id, p.left_at IS NULL AS active_now, \
-           (SELECT l.kind FROM CHANGE_LOG l WHERE l.user_id = p.user_id \
-              AND l.conversation_id = p.conversation_id AND l.pos > ? AND l.kind IN (9, 10) \
-              ORDER BY l.pos LIMIT 1) AS first_move \
-         FROM CONVERSATION_PARTICIPANTS p WHERE p.user_id = ? AND p.conversation_id IN ({})",
-        placeholders(conversations.len())
-    );
+    let sql = windows_sql(conversations.len());
     let mut query = sqlx::query(&sql).bind(after.as_i64()).bind(reader.get());
     for id in conversations {
         query = query.bind(id.to_string());

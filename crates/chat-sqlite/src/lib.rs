@@ -391,6 +391,12 @@ pub mod hot_queries {
         crate::feed::reader_changes_sql()
     }
 
+    /// A reader's membership windows over one conversation. Binds: after, reader,
+    /// conversation.
+    pub fn reader_windows() -> String {
+        crate::feed::windows_sql(1)
+    }
+
     /// A history page older than a seq. Binds: conversation, seq, limit.
     pub fn history_before() -> String {
         crate::messages::history_sql("AND m.seq < ?", "DESC")

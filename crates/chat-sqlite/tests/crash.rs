@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chat_domain::{ConversationId, MessageId, UserId};
-use chat_ports::{ConversationStore, MessageStore, NewMessage, UserDirectory};
+use chat_ports::{ChangeFeed, ConversationStore, MessageStore, NewMessage, UserDirectory};
 use chat_sqlite::{SqliteSettings, SqliteStore};
 use time::OffsetDateTime;
 
@@ -171,5 +171,26 @@ async fn acknowledged_sends_survive_kill_9_exactly_once() {
         .await
         .unwrap();
     assert_eq!(integrity, "ok");
+    // The change feed committed with the messages: the DIRECT's creation, then for each
+    // stored message its `message.created` and the sender's `conversation.read`, numbered
+    // 1..head without a gap, and the head is where the feed goes on.
+    let entries = common::raw::scalar(&mut raw, "SELECT COUNT(*) FROM CHANGE_LOG", None).await;
+    let newest = common::raw::scalar(
+        &mut raw,
+        "SELECT COALESCE(MAX(pos), 0) FROM CHANGE_LOG",
+        None,
+    )
+    .await;
+    let announced = common::raw::scalar(
+        &mut raw,
+        "SELECT COUNT(*) FROM MESSAGES m WHERE (SELECT COUNT(*) FROM CHANGE_LOG l \
+         WHERE l.kind = 1 AND l.message_id = m.id) = 1",
+        None,
+    )
+    .await;
+    assert_eq!((entries, newest), (1 + 2 * stored, 1 + 2 * stored));
+    assert_eq!(announced, stored, "one message.created per stored message");
+    let bounds = store.feed_bounds().await.unwrap();
+    assert_eq!(bounds.head.as_i64(), newest);
     store.close().await;
 }

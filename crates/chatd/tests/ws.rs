@@ -72,6 +72,32 @@ on_every_store!(
     a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready,
 );
 
+/// An event frame without its `pos`, after checking that it has one.
+#[track_caller]
+fn without_pos(mut event: Value) -> Value {
+    let pos = event
+        .as_object_mut()
+        .and_then(|e| e.remove("pos"))
+        .unwrap_or_else(|| panic!("a stored change carries its pos"));
+    assert!(pos.as_u64().is_some_and(|p| p > 0), "{pos}");
+    event
+}
+
+/// Reads up to the next frame of `kind`, passing over frames of the `skipped` kinds only
+/// (a send is followed by its sender's `conversation.read`, published by the relay).
+async fn expect_skipping(client: &mut WsClient, kind: &str, skipped: &[&str]) -> Value {
+    loop {
+        let frame = client.next_json().await;
+        if frame["type"] == kind {
+            return frame;
+        }
+        assert!(
+            skipped.iter().any(|s| frame["type"] == *s),
+            "expected {kind}, got {frame:#}"
+        );
+    }
+}
+
 fn send_frame(request_id: &str, conversation: impl ToString, content: &str) -> Value {
     json!({
         "type": "send",
@@ -93,25 +119,31 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else(stor
 
     alice.send_json(send_frame("r1", group, "hello")).await;
     // The sending connection gets both the ack and the event.
-    let [own, ack]: [Value; 2] = alice
-        .expect_unordered(&["message.created", "ack"])
+    // And the change of its read marker that the send made.
+    let [own, read, ack]: [Value; 3] = alice
+        .expect_unordered(&["message.created", "conversation.read", "ack"])
         .await
         .try_into()
         .unwrap();
+    assert_eq!(read["user_id"], 1);
     assert_eq!(ack["request_id"], "r1");
     assert_eq!(ack["created"], true);
     let message = ack["message"].clone();
     assert_eq!(message["content"], "hello");
     assert_eq!(message["sender_id"], 1);
-    assert_eq!(own, json!({"type": "message.created", "message": message}));
+    assert_eq!(
+        without_pos(own),
+        json!({"type": "message.created", "message": message})
+    );
 
     // The sender's other connection and the other participant.
     for client in [&mut alice_phone, &mut bob] {
         let event = client.expect("message.created").await;
         assert_eq!(
-            event,
+            without_pos(event),
             json!({"type": "message.created", "message": message})
         );
+        assert_eq!(client.expect("conversation.read").await["user_id"], 1);
     }
     outsider.expect_nothing_pending().await;
     bob.expect_nothing_pending().await;
@@ -144,26 +176,36 @@ async fn removal_stops_delivery_at_once_and_adding_starts_it(store: Store) {
     let removed = bob.expect("participant.removed").await;
     assert_eq!(removed["user_id"], 2);
     assert_eq!(removed["conversation_id"], group.to_string());
-    alice.expect("message.created").await; // the SYSTEM record
-    alice.expect("participant.removed").await;
+    // The SYSTEM record, which moves Alice's read marker.
+    alice
+        .expect_unordered(&["participant.removed", "message.created", "conversation.read"])
+        .await;
     node.say(1, group, "bob is gone").await;
-    alice.expect("message.created").await;
+    alice
+        .expect_unordered(&["message.created", "conversation.read"])
+        .await;
     bob.expect_nothing_pending().await;
 
     node.service
         .add_participants(uid(1), group, vec![uid(2), uid(3)])
         .await
         .expect("added");
-    for client in [&mut bob, &mut carol] {
-        client.expect("message.created").await; // the SYSTEM record
-        let added = client.expect("participant.added").await;
-        assert_eq!(added["role"], "MEMBER");
-        client.expect("participant.added").await;
-    }
     node.say(1, group, "welcome").await;
-    for client in [&mut bob, &mut carol] {
-        let event = client.expect("message.created").await;
-        assert_eq!(event["message"]["content"], "welcome");
+    // Each hears of the adds from their own on (as `GET /sync` shows them): Bob, added
+    // first, of both; Carol of hers.
+    for (client, expected) in [(&mut bob, vec![2, 3]), (&mut carol, vec![3])] {
+        let mut added = Vec::new();
+        loop {
+            let event = client.next_json().await;
+            if event["type"] == "participant.added" {
+                assert_eq!(event["role"], "MEMBER");
+                added.push(event["user_id"].as_i64().unwrap());
+            }
+            if event["type"] == "message.created" && event["message"]["content"] == "welcome" {
+                break;
+            }
+        }
+        assert_eq!(added, expected);
     }
     node.stop().await;
 }
@@ -191,17 +233,27 @@ async fn typing_reaches_only_the_others_and_read_markers_everyone(store: Store) 
     let seq = node.say(1, group, "read me").await;
     for client in [&mut alice, &mut alice_phone, &mut bob] {
         client.expect("message.created").await;
+        // The sender's own marker moved with the send.
+        let read = client.expect("conversation.read").await;
+        assert_eq!((&read["user_id"], &read["last_read_seq"]), (&json!(1), &json!(seq)));
     }
     bob.send_json(json!({"type": "read", "request_id": 5, "conversation_id": group.to_string()}))
         .await;
-    for client in [&mut bob, &mut alice, &mut alice_phone] {
-        let read = client.expect("conversation.read").await;
+    let [read, ack]: [Value; 2] = bob
+        .expect_unordered(&["conversation.read", "ack"])
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!(ack, json!({"type": "ack", "request_id": 5}));
+    let mut reads = vec![read];
+    for client in [&mut alice, &mut alice_phone] {
+        reads.push(client.expect("conversation.read").await);
+    }
+    for read in reads {
         assert_eq!(read["user_id"], 2);
         assert_eq!(read["last_read_seq"], seq);
         assert!(read["last_read_at"].is_string());
     }
-    let ack = bob.expect("ack").await;
-    assert_eq!(ack, json!({"type": "ack", "request_id": 5}));
     node.stop().await;
 }
 
@@ -237,7 +289,7 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order(store: Store) {
     }
     let mut seqs = Vec::new();
     while seqs.len() < 50 {
-        let event = bob.expect("message.created").await;
+        let event = expect_skipping(&mut bob, "message.created", &["conversation.read"]).await;
         seqs.push(event["message"]["seq"].as_i64().unwrap());
     }
     for task in tasks {
@@ -262,7 +314,7 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order(store: Store) {
     }
     let mut seqs = Vec::new();
     while seqs.len() < 50 {
-        let event = bob.expect("message.created").await;
+        let event = expect_skipping(&mut bob, "message.created", &["conversation.read"]).await;
         assert_eq!(
             event["message"]["content"],
             format!("pipelined {}", seqs.len())
@@ -285,7 +337,10 @@ async fn requests_are_answered_with_ack_or_error_frames(store: Store) {
             "content": "idempotent", "client_message_id": "c-1",
         }))
         .await;
-    let first = alice.expect_unordered(&["ack", "message.created"]).await[0].clone();
+    let first = alice
+        .expect_unordered(&["ack", "message.created", "conversation.read"])
+        .await[0]
+        .clone();
     assert_eq!(first["created"], true);
     alice
         .send_json(json!({
@@ -453,7 +508,11 @@ async fn a_slow_consumer_is_closed_with_4008_while_a_fast_one_gets_everything(st
     // Now the slow client reads: what was buffered, then the close.
     let (frames, ending) = slow.read_to_end().await;
     assert_eq!(ending, Ending::Closed(4008));
-    assert!(frames.len() < sent, "{} of {sent}", frames.len());
+    let created = frames
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .count();
+    assert!(created < sent, "{created} of {sent}");
     reader.abort();
     node.stop().await;
 }
@@ -559,17 +618,30 @@ async fn rule_acks_queued_before_a_close_are_flushed() {
             .unwrap();
     }
     bob.socket.flush().await.unwrap();
-    bob.expect("message.created").await;
+    let first = bob.next_json().await;
     node.realtime.shut_down();
-    let (frames, ending) = bob.read_to_end().await;
+    let (mut frames, ending) = bob.read_to_end().await;
     assert_eq!(ending, Ending::Closed(1001), "{frames:#?}");
-    let created = frames
-        .iter()
-        .filter(|f| f["type"] == "message.created")
-        .count()
-        + 1;
+    frames.insert(0, first);
     let acked = frames.iter().filter(|f| f["type"] == "ack").count();
-    assert_eq!(acked, created, "every committed send is acked: {frames:#?}");
+    // Events come from the relay, after the commit: the store says what committed.
+    let (status, page) = rest(
+        &node,
+        1,
+        reqwest::Method::GET,
+        &format!("/api/v1/conversations/{group}/messages?limit=100"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page:#}");
+    let committed = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with('n')))
+        .count();
+    assert!(committed > 0);
+    assert_eq!(acked, committed, "every committed send is acked: {frames:#?}");
     node.stop().await;
 }
 
@@ -779,8 +851,10 @@ async fn rule_ws_frames_over_budget_get_rate_limited_errors_and_typing_is_droppe
     let mut bob = node.connect(2).await;
     // Something unread, so that marking read moves Alice's marker and tells everyone.
     node.say(2, group, "unread").await;
-    alice.expect("message.created").await;
-    bob.expect("message.created").await;
+    for client in [&mut alice, &mut bob] {
+        client.expect("message.created").await;
+        assert_eq!(client.expect("conversation.read").await["user_id"], 2);
+    }
 
     alice
         .send_json(
