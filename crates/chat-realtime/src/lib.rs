@@ -106,17 +106,20 @@ impl Fanout {
         self.bridge.as_ref().map(RedisBridge::status)
     }
 
-    /// Delivers `frame` on this node at once (in its conversation's order) and, when it
-    /// is ephemeral ([`Frame::crosses_nodes`]: typing), queues it for the other nodes.
-    /// Durable frames stay on this node: every node's relay publishes them from the
-    /// change feed, so forwarding them too would deliver them twice. Never waits.
+    /// Delivers `frame` on this node at once and, when it is ephemeral
+    /// ([`Frame::crosses_nodes`]: typing), queues it for the other nodes. Durable frames
+    /// stay on this node: every node's relay publishes them from the change feed, so
+    /// forwarding them too would deliver them twice. The caller hands a conversation's
+    /// durable frames over in commit order (the relay reads them in feed order), so they
+    /// are never held for a `seq` they skip ([`Sequencer::offer_in_order`]). Never waits.
     ///
     /// # Errors
     /// [`ForwardError`] when the frame could not be queued for the other nodes (Redis has
     /// been unreachable for a while); it has reached this node's connections regardless.
     pub fn publish(&self, frame: Frame) -> Result<(), ForwardError> {
         let frame = Arc::new(frame);
-        self.sequencer.offer(Arc::clone(&frame));
+        // This node's durable frames come from its relay, in commit order.
+        self.sequencer.offer_in_order(Arc::clone(&frame));
         if let Some(bridge) = self.bridge.as_ref().filter(|_| frame.crosses_nodes()) {
             bridge.forward(frame).map_err(ForwardError)?;
         }

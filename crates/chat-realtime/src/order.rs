@@ -1,12 +1,13 @@
-//! Per-conversation ordering between the publishers (local use cases and other nodes)
-//! and the hub. Concurrent sends on one node may publish a conversation's
-//! `message.created` events slightly out of `seq` order (the service does not hold a lock
-//! across the store call), and events of several nodes meet here over Redis, so a
-//! `message.created` that arrives ahead of its
-//! predecessor is held back for at most the reorder window, and every later event of
-//! the same conversation waits behind it. The first `message.created` of a conversation
-//! this node has no `seq` for goes out at once and becomes the baseline. Typing events
-//! are never held.
+//! Per-conversation ordering between the publishers and the hub. This node's durable
+//! events come from its relay, which reads the change feed in commit order: they are
+//! offered with [`Sequencer::offer_in_order`] and never held (a `seq` they skip belongs to
+//! a message deleted before it was relayed, which will never come). Durable frames that
+//! arrive over Redis come from nodes of an older version, whose publishers can overtake
+//! each other: a `message.created` among them that arrives ahead of its predecessor is
+//! held back ([`Sequencer::offer`]) for at most the reorder window, and every later event
+//! of the same conversation waits behind it. The first `message.created` of a
+//! conversation this node has no `seq` for goes out at once and becomes the baseline.
+//! Typing events are never held.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -161,6 +162,34 @@ impl Sequencer {
             .or_insert_with(|| Lane::new(now));
         lane.touched = now;
         if lane.held.is_empty() && lane.releasable(&event) {
+            lane.advance(&event);
+            self.hub.deliver(&event);
+            return;
+        }
+        lane.hold(event, now);
+        lane.drain(now, self.window, &self.hub);
+        self.arm(conversation, lane);
+    }
+
+    /// Delivers `event`, which its publisher hands over in commit order (this node's
+    /// relay, reading the change feed): at once, never held for a `seq` it skips. When
+    /// the lane already holds frames (an older node's, over Redis), it joins them as
+    /// [`Sequencer::offer`] would, so that the conversation's order stays (and a
+    /// `message.created` may fill the gap they wait for).
+    pub fn offer_in_order(self: &Arc<Self>, event: Arc<Frame>) {
+        if event.class == EventClass::Typing {
+            self.hub.deliver(&event);
+            return;
+        }
+        let now = Instant::now();
+        let conversation = event.conversation_id;
+        let mut shard = self.shard(conversation);
+        let lane = shard
+            .lanes
+            .entry(conversation)
+            .or_insert_with(|| Lane::new(now));
+        lane.touched = now;
+        if lane.held.is_empty() {
             lane.advance(&event);
             self.hub.deliver(&event);
             return;
@@ -325,5 +354,30 @@ mod tests {
         assert_eq!(f.received(), ["m4"]);
         f.offer(created(5), "m5");
         assert_eq!(f.received(), ["m5"]);
+    }
+
+    #[tokio::test]
+    async fn events_in_commit_order_go_out_at_once_even_past_a_seq_gap() {
+        let mut f = fixture(Duration::from_secs(60));
+        let in_order = |f: &Fixture, class, name: &str| {
+            f.sequencer.offer_in_order(Arc::new(Frame {
+                conversation_id: f.conversation,
+                class,
+                recipients: vec![UserId::new(1).unwrap()],
+                payload: ByteString::from(name.to_owned()),
+            }));
+        };
+        in_order(&f, created(1), "m1");
+        // m2 was deleted before it was relayed: m3 does not wait for it.
+        in_order(&f, created(3), "m3");
+        in_order(&f, EventClass::Ordered, "deleted-m2");
+        assert_eq!(f.received(), ["m1", "m3", "deleted-m2"]);
+        // Behind a frame held for its gap (an older node's, over Redis), the lane's order
+        // stays: the in-order frame waits behind it, and one may fill the gap.
+        f.offer(created(5), "m5-from-an-older-node");
+        in_order(&f, created(6), "m6");
+        assert!(f.received().is_empty(), "m6 waits behind the held m5");
+        in_order(&f, created(4), "m4");
+        assert_eq!(f.received(), ["m4", "m5-from-an-older-node", "m6"]);
     }
 }
