@@ -4,6 +4,8 @@
 //! on A are honoured on B; only typing travels over Redis; and a client that was away
 //! resumes on B from a token that A gave it, getting exactly the changes it missed.
 
+#![allow(clippy::unwrap_used)]
+
 mod ws_support;
 
 use std::collections::BTreeSet;
