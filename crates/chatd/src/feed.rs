@@ -163,6 +163,19 @@ impl FeedTasks {
     }
 }
 
+impl Drop for FeedTasks {
+    /// An application dropped without running (a test's, or a start-up that failed later)
+    /// leaves no task behind holding the store: the purge and a delayed relay start are
+    /// cancelled, and the relay stops with its handle.
+    fn drop(&mut self) {
+        self.stop_purge.send_replace(true);
+        self.purge.abort();
+        if let Some(start) = self.delayed_start.take() {
+            start.abort();
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -392,6 +405,33 @@ mod tests {
             published, expected,
             "every change after the start, once, in order"
         );
+    }
+
+    #[tokio::test]
+    async fn dropped_tasks_release_the_store() {
+        let (service, store, _) = service().await;
+        let tasks = FeedTasks::start(
+            service.clone(),
+            store.clone(),
+            Arc::new(chat_ports::SystemClock),
+            FeedSettings {
+                relay_start_delay: Some(Duration::from_secs(3600)),
+                ..FeedSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+        let held = Arc::strong_count(&store);
+        drop(tasks);
+        drop(service);
+        // The aborted tasks drop what they held once the runtime has run them down.
+        for _ in 0..100 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(Arc::strong_count(&store), 1, "was {held}");
     }
 
     #[tokio::test]
