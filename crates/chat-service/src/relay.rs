@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_domain::{Change, ChangeKind, ConversationId, Delivery, FeedPos, UserId};
-use chat_ports::{ChangeFeed, ConversationStore, StoreError};
+use chat_ports::{ChangeFeed, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -176,10 +176,11 @@ impl RelayState {
                 tracing::warn!(from = %self.last, to = %first.pos, "relay: changes purged before they were published");
             }
         }
-        self.members
-            .load_missing(&changes, &*ports.feed, &*ports.conversations)
-            .await?;
+        // One lookup of a conversation serves its members and its events.
         let mut hydrator = Hydrator::new(&*ports.messages, &*ports.conversations);
+        self.members
+            .load_missing(&changes, &*ports.feed, &mut hydrator)
+            .await?;
         for change in &changes {
             let event = hydrator.hydrate(change).await?;
             let recipients = self.members.apply(change);
@@ -272,7 +273,7 @@ impl MemberCache {
         &mut self,
         changes: &[Change],
         feed: &dyn ChangeFeed,
-        conversations: &dyn ConversationStore,
+        conversations: &mut Hydrator<'_>,
     ) -> Result<(), StoreError> {
         let in_batch: HashSet<ConversationId> = changes.iter().map(|c| c.conversation_id).collect();
         let missing: Vec<ConversationId> = in_batch
@@ -286,7 +287,7 @@ impl MemberCache {
         let mut loaded = Vec::with_capacity(missing.len());
         for id in &missing {
             let users: Vec<UserId> = conversations
-                .conversation_details(*id)
+                .conversation(*id)
                 .await?
                 .map(|details| details.active_user_ids())
                 .unwrap_or_default();

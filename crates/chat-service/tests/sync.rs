@@ -5,10 +5,16 @@
 
 mod support;
 
-use chat_domain::{ChatEvent, FeedId, FeedPos, MessageContent, Timestamp, UserId};
-use chat_ports::ChangeFeed;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_domain::{Change, ChatEvent, FeedId, FeedPos, MessageContent, Timestamp, UserId};
+use chat_memory::MemoryStore;
+use chat_ports::{ChangeFeed, FeedBounds, Purged, ReaderChanges, StoreError};
 use chat_service::{ChatService, ServiceError, SyncLimit, SyncPage, SyncToken, SyncedEvent};
-use support::{app, uid};
+use support::{app, ports, uid};
 
 fn limit(n: i64) -> SyncLimit {
     SyncLimit::new(n).unwrap()
@@ -250,5 +256,72 @@ async fn a_page_full_of_changes_the_reader_may_not_see_still_moves_the_token() {
     assert!(
         first.next.pos > start.pos,
         "the token moves past what was filtered"
+    );
+}
+
+/// The memory store's feed, purging everything just before it reads a reader's page when
+/// `purge_first` is set: a purge that races a sync, after its check of the token.
+struct RacingPurge {
+    store: Arc<MemoryStore>,
+    purge_first: AtomicBool,
+}
+
+#[async_trait]
+impl ChangeFeed for RacingPurge {
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.store.feed_bounds().await
+    }
+
+    async fn changes_after(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.store.changes_after(after, limit).await
+    }
+
+    async fn reader_changes(
+        &self,
+        reader: UserId,
+        after: FeedPos,
+        limit: usize,
+    ) -> Result<ReaderChanges, StoreError> {
+        if self.purge_first.swap(false, Ordering::SeqCst) {
+            let future = Timestamp::now_utc() + Duration::from_secs(86_400);
+            self.store.purge(future, 100).await?;
+        }
+        self.store.reader_changes(reader, after, limit).await
+    }
+
+    async fn wait_past(&self, after: FeedPos, timeout: Duration) -> Result<FeedPos, StoreError> {
+        self.store.wait_past(after, timeout).await
+    }
+
+    async fn purge(&self, older_than: Timestamp, batch: usize) -> Result<Purged, StoreError> {
+        self.store.purge(older_than, batch).await
+    }
+}
+
+#[tokio::test]
+async fn a_purge_that_races_a_sync_expires_the_token_rather_than_leaving_a_hole() {
+    let app = app().await;
+    let id = app.group(1, &[2]).await;
+    let old = app.service.feed_head().await.unwrap();
+    for i in 0..10 {
+        app.send(1, id, &format!("m{i}")).await;
+    }
+    let feed = Arc::new(RacingPurge {
+        store: app.memory(),
+        purge_first: AtomicBool::new(false),
+    });
+    let mut wired = ports(app.memory(), app.events.clone());
+    wired.feed = feed.clone();
+    let service = ChatService::new(wired);
+    // Without the purge, a page of three.
+    let page = service.sync(uid(2), Some(old), limit(3)).await.unwrap();
+    assert_eq!(page.events.len(), 3);
+    // The floor passes the token after it was checked and before the page is read: the
+    // answer is not a page with a hole (here: nothing, and the head as the next token),
+    // it is "expired".
+    feed.purge_first.store(true, Ordering::SeqCst);
+    assert_eq!(
+        service.sync(uid(2), Some(old), limit(3)).await.unwrap_err(),
+        ServiceError::SyncTokenExpired
     );
 }

@@ -4,7 +4,8 @@
 //! client-side model of its state, as a client would. From its latest token and from
 //! arbitrary earlier ones (with the state it had there) it must end with exactly the
 //! state a fresh load shows, and it must never receive an event of a conversation outside
-//! its membership window.
+//! its membership window. The relay, running throughout, must have sent the reader live
+//! exactly the changes sync serves it.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns assert by unwrapping too
 
 mod support;
@@ -12,8 +13,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chat_domain::{
-    ChatEvent, ConversationDetails, ConversationId, ConversationType, Emoji, FeedPos, GroupName,
-    MessageContent, MessageId, MessageView, Role, Seq, UserId,
+    ChangeKind, ChatEvent, ConversationDetails, ConversationId, ConversationType, Emoji, FeedPos,
+    GroupName, MessageContent, MessageId, MessageView, Role, Seq, UserId,
 };
 use chat_ports::{ChangeFeed, ConversationStore, MessageStore};
 use chat_service::{
@@ -593,6 +594,52 @@ async fn run(seed: u64) {
         })
         .count();
     assert!(reader_moves >= 4, "seed {seed}: the reader joined and left");
+
+    // Live events (the relay) and sync pages are the same changes for the reader: each
+    // change it may see reached it live, and nothing else did, but the creation and the
+    // edits of messages deleted by the time sync hydrated them (never served).
+    let live: BTreeSet<FeedPos> = app
+        .events
+        .take()
+        .await
+        .iter()
+        .filter(|d| d.recipients.contains(&uid(READER)))
+        .map(|d| d.pos.unwrap())
+        .collect();
+    let mut everything = Client {
+        token: start,
+        conversations: BTreeMap::new(),
+    };
+    let mut synced = BTreeSet::new();
+    loop {
+        let page = app
+            .service
+            .sync(uid(READER), Some(everything.token), SyncLimit::MAX)
+            .await
+            .unwrap();
+        synced.extend(page.events.iter().map(|e| e.pos));
+        everything.token = page.next;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert!(
+        synced.is_subset(&live),
+        "seed {seed}: a change sync serves was not live"
+    );
+    for pos in live.difference(&synced) {
+        let change = feed.iter().find(|c| c.pos == *pos).unwrap();
+        let message = match change.kind {
+            ChangeKind::MessageCreated { message_id }
+            | ChangeKind::MessageUpdated { message_id } => message_id,
+            ref other => panic!("seed {seed}: {} at {pos} went live only", other.name()),
+        };
+        let now = app.memory().find_message(message).await.unwrap().unwrap();
+        assert!(
+            now.message.is_deleted(),
+            "seed {seed}: {pos} went live only"
+        );
+    }
 
     let fresh = fresh_load(&app.service).await;
     assert!(!fresh.is_empty());
