@@ -44,9 +44,10 @@ const LEAD_RETRY: Duration = Duration::from_secs(1);
 /// How often `wait_past` reads the head when this node does not stamp.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
-/// How long a read waits for the entries committed before it to be numbered (see
-/// [`MySqlStore::catch_up`]); after that it answers with what is numbered.
-const CATCH_UP: Duration = Duration::from_millis(500);
+/// How long a read waits at most for the entries committed before it to be numbered
+/// (see [`MySqlStore::caught_up`]; and never more than half the call deadline); after
+/// that it answers with what is numbered.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// How often a read that waits for the stamper looks again.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
@@ -259,7 +260,7 @@ impl MySqlStore {
             return Ok(bounds);
         };
         self.feed.written();
-        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        let deadline = tokio::time::Instant::now() + CATCH_UP.min(self.call_timeout / 2);
         loop {
             tokio::time::sleep(CATCH_UP_POLL).await;
             let left: Option<u64> = sqlx::query_scalar(

@@ -572,6 +572,11 @@ async fn two_nodes_share_one_stamper_and_the_same_positions() {
     // The stamping node stops; the other takes over (within its retry of the lock).
     let (leader, survivor) = if a.stamps_feed() { (a, b) } else { (b, a) };
     assert!(leader.shut_down(Duration::from_secs(5)).await);
+    let start = Instant::now();
+    while !survivor.stamps_feed() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     survivor
         .append_message(message(conversation, 2, "after the failover"))
         .await
@@ -581,7 +586,6 @@ async fn two_nodes_share_one_stamper_and_the_same_positions() {
         .await
         .unwrap();
     assert!(past > head, "the surviving node numbers new entries");
-    assert!(survivor.stamps_feed());
     assert_gapless(&everything(&survivor).await);
     survivor.pool().close().await;
     chat_test_support::mysql::drop_database(&db.name).await;
