@@ -44,12 +44,18 @@ const LEAD_RETRY: Duration = Duration::from_secs(1);
 /// How often `wait_past` reads the head when this node does not stamp.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
-/// How long a read waits for the entries committed before it to be numbered (see
-/// [`MySqlStore::catch_up`]); after that it answers with what is numbered.
-const CATCH_UP: Duration = Duration::from_millis(500);
+/// How long a read waits at most for the entries committed before it to be numbered
+/// (see [`MySqlStore::caught_up`]; and never more than half the call deadline); after
+/// that it answers with what is numbered.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// How often a read that waits for the stamper looks again.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
+
+/// Positions a purge looks through for the first entry to keep, at most, per call (the
+/// created_at of each is read from its row): a purge's work is bounded even when a long
+/// stretch of the log has expired; it says `more` and the next call goes on.
+const PURGE_WINDOW: i64 = 10_000;
 
 /// Entries numbered per stamp transaction.
 const STAMP_BATCH: i64 = 1000;
@@ -259,7 +265,7 @@ impl MySqlStore {
             return Ok(bounds);
         };
         self.feed.written();
-        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        let deadline = tokio::time::Instant::now() + CATCH_UP.min(self.call_timeout / 2);
         loop {
             tokio::time::sleep(CATCH_UP_POLL).await;
             let left: Option<u64> = sqlx::query_scalar(
@@ -373,22 +379,31 @@ impl MySqlStore {
     }
 
     /// Moves the floor (never down) to just below the oldest entry written at or after
-    /// `older_than` (to the head when there is none), then deletes at most `batch` entries
-    /// at or below it, oldest first: a range of `uq_change_log_pos`, rows no writer
-    /// touches (writers insert unstamped rows; the stamper numbers them above the head).
+    /// `older_than` (to the head when there is none; looking through at most
+    /// [`PURGE_WINDOW`] positions per call, `more` when it stopped there), then deletes
+    /// at most `batch` entries at or below it, oldest first: a range of
+    /// `uq_change_log_pos`, rows no writer touches (writers insert unstamped rows; the
+    /// stamper numbers them above the head).
     async fn try_purge(&self, older_than: Timestamp, batch: usize) -> Outcome<Purged> {
         let mut conn = self.pool.acquire().await?;
         let current = bounds(&mut conn).await?;
+        let window_end = current
+            .head
+            .as_i64()
+            .min(current.floor.as_i64().saturating_add(PURGE_WINDOW));
         let kept: Option<i64> = sqlx::query_scalar(
             "SELECT pos FROM CHANGE_LOG FORCE INDEX (uq_change_log_pos) \
              WHERE pos > ? AND pos <= ? AND created_at >= ? ORDER BY pos LIMIT 1",
         )
         .bind(current.floor.as_i64())
-        .bind(current.head.as_i64())
+        .bind(window_end)
         .bind(older_than)
         .fetch_optional(&mut *conn)
         .await?;
-        let target = kept.map_or(current.head.as_i64(), |pos| pos - 1);
+        // Everything in the window is older: the floor moves to its end, and the next
+        // call looks further.
+        let target = kept.map_or(window_end, |pos| pos - 1);
+        let window_exhausted = kept.is_none() && window_end < current.head.as_i64();
         sqlx::query("UPDATE CHANGE_FEED SET floor = GREATEST(floor, ?)")
             .bind(target)
             .execute(&mut *conn)
@@ -412,7 +427,7 @@ impl MySqlStore {
         Ok(Purged {
             floor,
             deleted,
-            more: more.is_some(),
+            more: more.is_some() || window_exhausted,
         })
     }
 }

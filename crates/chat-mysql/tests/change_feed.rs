@@ -572,6 +572,11 @@ async fn two_nodes_share_one_stamper_and_the_same_positions() {
     // The stamping node stops; the other takes over (within its retry of the lock).
     let (leader, survivor) = if a.stamps_feed() { (a, b) } else { (b, a) };
     assert!(leader.shut_down(Duration::from_secs(5)).await);
+    let start = Instant::now();
+    while !survivor.stamps_feed() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     survivor
         .append_message(message(conversation, 2, "after the failover"))
         .await
@@ -581,7 +586,6 @@ async fn two_nodes_share_one_stamper_and_the_same_positions() {
         .await
         .unwrap();
     assert!(past > head, "the surviving node numbers new entries");
-    assert!(survivor.stamps_feed());
     assert_gapless(&everything(&survivor).await);
     survivor.pool().close().await;
     chat_test_support::mysql::drop_database(&db.name).await;
@@ -824,5 +828,40 @@ async fn the_previous_systems_messages_and_marker_moves_are_in_the_feed() {
         ]
     );
     assert!(changes.iter().all(|c| c.conversation_id == conversation));
+    db.finish().await;
+}
+
+/// A long expired stretch is purged over several calls, each looking through a bounded
+/// window of positions for the floor, and saying `more` until it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_expired_stretch_is_purged_in_bounded_calls() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    // 12 000 entries written long ago (the sequence engine makes the rows).
+    sqlx::query(
+        "INSERT INTO CHANGE_LOG (conversation_id, kind, created_at) \
+         SELECT ?, 8, '2020-01-01 00:00:00' FROM seq_1_to_12000",
+    )
+    .bind(ConversationId::new().to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(settled(&store).await, FeedPos::new(12_000));
+    let cut = OffsetDateTime::from_unix_timestamp(1_609_459_200).unwrap(); // 2021-01-01
+    let first = store.purge(cut, 100_000).await.unwrap();
+    assert_eq!(first.floor, FeedPos::new(10_000), "one window of positions");
+    assert_eq!(first.deleted, 10_000);
+    assert!(first.more, "more to purge");
+    let second = store.purge(cut, 100_000).await.unwrap();
+    assert_eq!(second.floor, FeedPos::new(12_000));
+    assert_eq!(second.deleted, 2_000);
+    assert!(!second.more);
+    let bounds = store.feed_bounds().await.unwrap();
+    assert_eq!(
+        (bounds.floor, bounds.head),
+        (FeedPos::new(12_000), FeedPos::new(12_000))
+    );
     db.finish().await;
 }
