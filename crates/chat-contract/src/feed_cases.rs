@@ -27,12 +27,21 @@ fn emoji(e: &str) -> Emoji {
     Emoji::parse(e).unwrap()
 }
 
-async fn head(ports: &Ports) -> FeedPos {
-    ports.feed.feed_bounds().await.unwrap().head
+/// The feed's bounds once every committed change is readable.
+async fn bounds(ports: &Ports) -> chat_ports::FeedBounds {
+    ports.fixtures.feed_settled().await;
+    ports.feed.feed_bounds().await.unwrap()
 }
 
-/// Every change after `after`, read in pages of 100.
+/// The head once every committed change is readable.
+async fn head(ports: &Ports) -> FeedPos {
+    bounds(ports).await.head
+}
+
+/// Every change after `after` once every committed change is readable, read in pages
+/// of 100.
 async fn all_after(ports: &Ports, after: FeedPos) -> Vec<Change> {
+    ports.fixtures.feed_settled().await;
     let mut out: Vec<Change> = Vec::new();
     let mut cursor = after;
     loop {
@@ -131,7 +140,7 @@ impl Follower {
 
 pub async fn feed_records_each_message_write(ports: Ports) {
     ports.users_up_to(4).await;
-    let start = ports.feed.feed_bounds().await.unwrap();
+    let start = bounds(&ports).await;
     assert_eq!(start.head, FeedPos::ZERO, "a fresh store's feed is empty");
     assert_eq!(start.floor, FeedPos::ZERO);
     assert!(
@@ -384,6 +393,28 @@ pub async fn feed_records_each_message_write(ports: Ports) {
             .is_err()
     );
     feed.nothing(&ports, "writes to a deleted message").await;
+    let last = ports.say(id, 1, "the end", at(10)).await.view.message;
+    feed.expect(
+        &ports,
+        "a send after the refused writes",
+        &[
+            (
+                id,
+                ChangeKind::MessageCreated {
+                    message_id: last.id,
+                },
+            ),
+            (
+                id,
+                ChangeKind::ConversationRead {
+                    user_id: user(1),
+                    last_read_seq: last.seq,
+                    last_read_at: at(10),
+                },
+            ),
+        ],
+    )
+    .await;
 }
 
 pub async fn feed_records_each_conversation_write(ports: Ports) {
@@ -675,6 +706,17 @@ pub async fn feed_records_each_conversation_write(ports: Ports) {
         .unwrap();
     assert!(!found.created);
     feed.nothing(&ports, "a DIRECT conversation found").await;
+    ports
+        .conversations
+        .rename_conversation(id, heir, crew2(), None)
+        .await
+        .unwrap();
+    feed.expect(
+        &ports,
+        "a rename after the no-ops",
+        &[(id, ChangeKind::ConversationUpdated)],
+    )
+    .await;
 }
 
 pub async fn feed_entries_per_send_do_not_grow_with_the_group(ports: Ports) {
@@ -1304,7 +1346,7 @@ pub async fn purge_raises_the_floor_first_and_keeps_the_head(ports: Ports) {
     for i in 0..5 {
         ports.say(id, 2 + i % 2, "old news", at(i)).await;
     }
-    let start = ports.feed.feed_bounds().await.unwrap();
+    let start = bounds(&ports).await;
     let old = all_after(&ports, FeedPos::ZERO).await;
     assert_eq!(old.len() as u64, start.head.get());
 
@@ -1352,10 +1394,10 @@ pub async fn purge_raises_the_floor_first_and_keeps_the_head(ports: Ports) {
         }
     }
     assert_eq!(deleted, 2);
-    let bounds = ports.feed.feed_bounds().await.unwrap();
-    assert_eq!(bounds.floor, top);
-    assert_eq!(bounds.head, top, "purging never lowers the head");
-    assert_eq!(bounds.feed_id, start.feed_id);
+    let after_purge = bounds(&ports).await;
+    assert_eq!(after_purge.floor, top);
+    assert_eq!(after_purge.head, top, "purging never lowers the head");
+    assert_eq!(after_purge.feed_id, start.feed_id);
     assert!(all_after(&ports, FeedPos::ZERO).await.is_empty());
     let page = ports
         .feed
@@ -1386,18 +1428,18 @@ pub async fn purge_raises_the_floor_first_and_keeps_the_head(ports: Ports) {
 
 pub async fn feed_identity_is_stable_and_wait_past_wakes_on_commit(ports: Ports) {
     ports.users_up_to(2).await;
-    let first = ports.feed.feed_bounds().await.unwrap();
+    let first = bounds(&ports).await;
     let id = ConversationId::new();
     create_group(&ports, id, 1, &[2], at(0)).await;
-    let bounds = ports.feed.feed_bounds().await.unwrap();
-    assert_eq!(bounds.feed_id, first.feed_id, "one feed, one identity");
+    let current = bounds(&ports).await;
+    assert_eq!(current.feed_id, first.feed_id, "one feed, one identity");
     if let Some(at_rest) = &ports.at_rest {
         let reopened = at_rest.reopen(None).await;
         let other = reopened.ports.feed.feed_bounds().await.unwrap();
-        assert_eq!(other.feed_id, bounds.feed_id, "the identity is the data's");
-        assert_eq!(other.head, bounds.head);
+        assert_eq!(other.feed_id, current.feed_id, "the identity is the data's");
+        assert_eq!(other.head, current.head);
     }
-    let top = bounds.head;
+    let top = current.head;
     let started = Instant::now();
     assert_eq!(
         ports

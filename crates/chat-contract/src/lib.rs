@@ -34,6 +34,12 @@ pub mod switch;
 pub trait Fixtures: Send + Sync {
     /// Makes the posting exist.
     async fn add_posting(&self, id: PostingId);
+
+    /// Waits until every change committed so far is readable in the change feed. An
+    /// adapter that numbers its changes after the commit (MySQL's stamper) waits for the
+    /// numbering here, so that the feed cases can tell which write appended what; one
+    /// that numbers them in the commit has nothing to wait for.
+    async fn feed_settled(&self) {}
 }
 
 /// What the encryption-at-rest cases need of an adapter's harness: the same data opened

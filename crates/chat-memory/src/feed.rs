@@ -75,7 +75,7 @@ impl Feed {
     fn after(&self, after: FeedPos) -> impl Iterator<Item = &Change> {
         // Positions are consecutive, so the first entry after `after` is found by index.
         let first = self.entries.front().map_or(0, |c| c.pos.get());
-        let skip = (after.get() + 1).saturating_sub(first);
+        let skip = after.get().saturating_add(1).saturating_sub(first);
         self.entries
             .iter()
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
@@ -279,6 +279,11 @@ mod tests {
         assert_eq!(positions, vec![1, 2, 3, 4, 5]);
         let page = store.changes_after(FeedPos::new(2), 2).await.unwrap();
         assert_eq!(page, all[2..4].to_vec());
+        let far = FeedPos::new(u64::MAX);
+        assert!(store.changes_after(far, 10).await.unwrap().is_empty());
+        let reader = store.reader_changes(user(1), far, 10).await.unwrap();
+        assert!(reader.changes.is_empty());
+        assert_eq!(reader.head, FeedPos::new(5));
 
         let future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
         let first = store.purge(future, 2).await.unwrap();
