@@ -178,7 +178,11 @@ async fn removal_stops_delivery_at_once_and_adding_starts_it(store: Store) {
     assert_eq!(removed["conversation_id"], group.to_string());
     // The SYSTEM record, which moves Alice's read marker.
     alice
-        .expect_unordered(&["participant.removed", "message.created", "conversation.read"])
+        .expect_unordered(&[
+            "participant.removed",
+            "message.created",
+            "conversation.read",
+        ])
         .await;
     node.say(1, group, "bob is gone").await;
     alice
@@ -235,7 +239,10 @@ async fn typing_reaches_only_the_others_and_read_markers_everyone(store: Store) 
         client.expect("message.created").await;
         // The sender's own marker moved with the send.
         let read = client.expect("conversation.read").await;
-        assert_eq!((&read["user_id"], &read["last_read_seq"]), (&json!(1), &json!(seq)));
+        assert_eq!(
+            (&read["user_id"], &read["last_read_seq"]),
+            (&json!(1), &json!(seq))
+        );
     }
     bob.send_json(json!({"type": "read", "request_id": 5, "conversation_id": group.to_string()}))
         .await;
@@ -641,7 +648,10 @@ async fn rule_acks_queued_before_a_close_are_flushed() {
         .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with('n')))
         .count();
     assert!(committed > 0);
-    assert_eq!(acked, committed, "every committed send is acked: {frames:#?}");
+    assert_eq!(
+        acked, committed,
+        "every committed send is acked: {frames:#?}"
+    );
     node.stop().await;
 }
 
