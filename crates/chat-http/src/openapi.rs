@@ -339,16 +339,16 @@ fn websocket_handshake(doc: &mut Value) {
         json!({"name": name, "in": "header", "required": true, "schema": schema,
                "description": description})
     };
-    let headers = json!([
+    let headers = [
         header(
             "Upgrade",
             json!({"type": "string", "enum": ["websocket"]}),
-            "`websocket`"
+            "`websocket`",
         ),
         header(
             "Connection",
             json!({"type": "string", "enum": ["Upgrade"]}),
-            "`Upgrade`"
+            "`Upgrade`",
         ),
         header(
             "Sec-WebSocket-Version",
@@ -360,11 +360,21 @@ fn websocket_handshake(doc: &mut Value) {
             json!({"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}),
             "16 random bytes, base64",
         ),
-    ]);
-    extend(
-        doc.pointer_mut("/paths/~1api~1v1~1ws/get"),
-        json!({"parameters": headers}),
-    );
+    ];
+    // Beside the query parameters the annotations declare (`since`).
+    let Some(operation) =
+        found(doc.pointer_mut("/paths/~1api~1v1~1ws/get")).and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    match operation
+        .entry("parameters")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
+        Some(parameters) => parameters.extend(headers),
+        None => tracing::error!("the WebSocket operation's parameters are not a list"),
+    }
 }
 
 /// Gives every `format: uuid` string the pattern the server parses.

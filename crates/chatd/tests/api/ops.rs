@@ -245,6 +245,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/messages/{id}/reactions/{emoji}"),
     ("get", "/api/v1/messages/{id}/receipts"),
     ("get", "/api/v1/unread"),
+    ("get", "/api/v1/sync"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
