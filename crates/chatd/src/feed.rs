@@ -49,6 +49,9 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 pub const PURGE_BATCH: usize = 1000;
 /// The pause between two purge batches, so that writers get the store in between.
 pub const PURGE_PAUSE: Duration = Duration::from_millis(50);
+/// The most purge calls of one run; a larger backlog (a retention just shortened) is
+/// worked off over the next runs.
+pub const PURGE_MAX_BATCHES: u64 = 1000;
 /// How often the stop waits look at the relay's position.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -214,7 +217,7 @@ pub struct PurgeRun {
 
 /// Deletes every change committed before `now - retention`: [`ChangeFeed::purge`] with
 /// `batch` entries at a time ([`PURGE_BATCH`] in production), again while it says there
-/// are more, pausing `pause` between two calls.
+/// are more (at most [`PURGE_MAX_BATCHES`] calls), pausing `pause` between two calls.
 ///
 /// # Errors
 /// The store's error; what was deleted before it stays deleted.
@@ -236,7 +239,7 @@ pub async fn purge_expired(
         run.deleted += deleted;
         run.batches += 1;
         run.floor = floor;
-        if !more {
+        if !more || run.batches >= PURGE_MAX_BATCHES {
             return Ok(run);
         }
         tokio::time::sleep(pause).await;
