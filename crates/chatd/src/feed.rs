@@ -8,6 +8,10 @@
 //! Every node runs both: each relay reads the shared log and delivers to its own
 //! connections (durable events never travel over Redis), and the purges of several nodes
 //! over one database only race to delete the same old rows, which the store allows.
+//!
+//! With metrics, a watch task sets every second the gauges `chat_feed_position{of="head"|
+//! "floor"|"relayed"}`: the feed's newest and oldest kept positions and the relay's (the
+//! relay's lag is `head - relayed`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,6 +20,7 @@ use anyhow::Context as _;
 use chat_domain::FeedPos;
 use chat_ports::{ChangeFeed, Clock, Purged, StoreError};
 use chat_service::{ChatService, Relay, RelayHandle};
+use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -54,6 +59,37 @@ pub const PURGE_PAUSE: Duration = Duration::from_millis(50);
 pub const PURGE_MAX_BATCHES: u64 = 1000;
 /// How often the stop waits look at the relay's position.
 const POLL: Duration = Duration::from_millis(10);
+/// How often the gauges are set.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The gauge `chat_feed_position{of="head"|"floor"|"relayed"}`.
+#[derive(Debug, Clone)]
+pub struct FeedGauges(IntGaugeVec);
+
+impl FeedGauges {
+    /// Registers the gauge in `registry`.
+    ///
+    /// # Errors
+    /// A `prometheus` error when it cannot be registered.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                "chat_feed_position",
+                "Positions in the change feed: the newest (head), the oldest kept (floor), \
+                 and the last this node's relay published (relayed)",
+            ),
+            &["of"],
+        )?;
+        registry.register(Box::new(gauge.clone()))?;
+        Ok(Self(gauge))
+    }
+
+    fn set(&self, of: &str, pos: FeedPos) {
+        self.0
+            .with_label_values(&[of])
+            .set(i64::try_from(pos.get()).unwrap_or(i64::MAX));
+    }
+}
 
 /// The relay and the purge of one application, started together and stopped together.
 pub struct FeedTasks {
@@ -61,12 +97,14 @@ pub struct FeedTasks {
     relay: Arc<Mutex<Option<RelayHandle>>>,
     delayed_start: Option<JoinHandle<()>>,
     purge: JoinHandle<()>,
+    watch: Option<JoinHandle<()>>,
     stop_purge: watch::Sender<bool>,
 }
 
 impl FeedTasks {
-    /// Starts the relay at the feed's head (now, or after the fault-injection delay) and
-    /// the purge (at once, then every [`PURGE_INTERVAL`]).
+    /// Starts the relay at the feed's head (now, or after the fault-injection delay), the
+    /// purge (at once, then every [`PURGE_INTERVAL`]) and, with `gauges`, the task that
+    /// sets them every [`WATCH_INTERVAL`].
     ///
     /// # Errors
     /// When the feed's head cannot be read.
@@ -75,6 +113,7 @@ impl FeedTasks {
         feed: Arc<dyn ChangeFeed>,
         clock: Arc<dyn Clock>,
         settings: FeedSettings,
+        gauges: Option<FeedGauges>,
     ) -> anyhow::Result<Self> {
         let head = feed
             .feed_bounds()
@@ -103,6 +142,14 @@ impl FeedTasks {
             }
         };
         let (stop_purge, stopped) = watch::channel(false);
+        let watch = gauges.map(|gauges| {
+            tokio::spawn(watch_positions(
+                Arc::clone(&feed),
+                Arc::clone(&relay),
+                gauges,
+                stopped.clone(),
+            ))
+        });
         let purge = tokio::spawn(purge_periodically(
             Arc::clone(&feed),
             clock,
@@ -114,6 +161,7 @@ impl FeedTasks {
             relay,
             delayed_start,
             purge,
+            watch,
             stop_purge,
         })
     }
@@ -130,6 +178,9 @@ impl FeedTasks {
     pub async fn stop(mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         self.stop_purge.send_replace(true);
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
         if let Some(start) = self.delayed_start.take() {
             // A relay that has not started yet (fault injection) never will.
             start.abort();
@@ -173,14 +224,44 @@ impl Drop for FeedTasks {
     fn drop(&mut self) {
         self.stop_purge.send_replace(true);
         self.purge.abort();
-        if let Some(start) = self.delayed_start.take() {
-            start.abort();
+        for task in [self.delayed_start.take(), self.watch.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets the gauges every [`WATCH_INTERVAL`] until `stopped`.
+async fn watch_positions(
+    feed: Arc<dyn ChangeFeed>,
+    relay: Arc<Mutex<Option<RelayHandle>>>,
+    gauges: FeedGauges,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(position) = lock(&relay).as_ref().map(RelayHandle::position) {
+            gauges.set("relayed", position);
+        }
+        match feed.feed_bounds().await {
+            Ok(bounds) => {
+                gauges.set("head", bounds.head);
+                gauges.set("floor", bounds.floor);
+            }
+            Err(err) => tracing::debug!(error = %err, "feed bounds unknown for the metrics"),
+        }
+    }
 }
 
 /// Waits until `relay` has published every change committed now, or `deadline`.
@@ -393,6 +474,7 @@ mod tests {
             store.clone(),
             Arc::new(chat_ports::SystemClock),
             FeedSettings::default(),
+            None,
         )
         .await
         .unwrap();
@@ -421,6 +503,7 @@ mod tests {
                 relay_start_delay: Some(Duration::from_secs(3600)),
                 ..FeedSettings::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -448,6 +531,7 @@ mod tests {
                 relay_start_delay: Some(Duration::from_secs(3600)),
                 ..FeedSettings::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -456,5 +540,45 @@ mod tests {
         assert_eq!(tasks.relay_position(), None);
         assert!(tasks.stop(Duration::from_secs(1)).await);
         assert!(lock(&recorder.0).is_empty(), "nothing published");
+    }
+
+    #[tokio::test]
+    async fn the_gauges_show_the_head_the_floor_and_the_relays_position() {
+        let (service, store, _) = service().await;
+        let registry = Registry::new();
+        let gauges = FeedGauges::register(&registry).unwrap();
+        let tasks = FeedTasks::start(
+            service.clone(),
+            store.clone(),
+            Arc::new(chat_ports::SystemClock),
+            FeedSettings::default(),
+            Some(gauges.clone()),
+        )
+        .await
+        .unwrap();
+        let head = changes(&service, &store, 3).await;
+        let value = |of: &str| gauges.0.with_label_values(&[of]).get();
+        let expected = i64::try_from(head.get()).unwrap();
+        for _ in 0..500 {
+            if value("head") == expected && value("relayed") == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((value("head"), value("relayed")), (expected, expected));
+        assert_eq!(value("floor"), 0);
+        let text = {
+            use prometheus::Encoder as _;
+            let mut buffer = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&registry.gather(), &mut buffer)
+                .unwrap();
+            String::from_utf8(buffer).unwrap()
+        };
+        assert!(
+            text.contains(&format!("chat_feed_position{{of=\"relayed\"}} {expected}")),
+            "{text}"
+        );
+        assert!(tasks.stop(Duration::from_secs(5)).await);
     }
 }

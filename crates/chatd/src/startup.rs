@@ -16,7 +16,7 @@ use chat_realtime::{Fanout, RealtimeSettings};
 use chat_service::{ChatService, Limits};
 
 pub use crate::feed::FeedSettings;
-use crate::feed::FeedTasks;
+use crate::feed::{FeedGauges, FeedTasks};
 use crate::storage::Storage;
 
 /// What an application is built from (`chatd serve` resolves it from flags and the
@@ -82,15 +82,18 @@ impl Application {
         prune_rate_limiters_periodically(Arc::downgrade(&service));
         // Before the server takes a request: the relay starts at the head, so every
         // change committed through this node from now on is published.
+        let metrics = Metrics::new()?;
+        let gauges = FeedGauges::register(metrics.registry())?;
         let feed = FeedTasks::start(
             service.clone(),
             storage.ports.feed.clone(),
             storage.ports.clock.clone(),
             config.feed,
+            Some(gauges),
         )
         .await?;
         let shutdown_timeout = config.http.shutdown_timeout;
-        let bound = match bind(config, &storage, &service, &realtime, fanout) {
+        let bound = match bind(config, &storage, &service, &realtime, fanout, metrics) {
             Ok(bound) => bound,
             Err(err) => {
                 feed.stop(shutdown_timeout).await;
@@ -168,16 +171,16 @@ struct Bound {
     metrics: Arc<Metrics>,
 }
 
-/// Registers the metrics, puts the HTTP state together and binds the server.
+/// Completes the metrics, puts the HTTP state together and binds the server.
 fn bind(
     config: AppConfig,
     storage: &Storage,
     service: &Arc<ChatService>,
     realtime: &Arc<Realtime>,
     fanout: Arc<Fanout>,
+    mut metrics: Metrics,
 ) -> anyhow::Result<Bound> {
     let users = storage.ports.users.clone();
-    let mut metrics = Metrics::new()?;
     if let Some(probe) = storage.pool.clone() {
         metrics = metrics.with_pool(probe)?;
     }

@@ -162,6 +162,15 @@ async fn a_node_starts_while_redis_is_unreachable_serves_and_joins_when_redis_re
         metrics.contains("chat_redis_bridge_up{direction=\"subscribe\"} 1"),
         "{metrics}"
     );
+    // The relay's position is shown beside the feed's head.
+    assert!(
+        metrics.contains("chat_feed_position{of=\"relayed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chat_feed_position{of=\"head\"}"),
+        "{metrics}"
+    );
 
     a.stop().await;
     b.stop().await;
