@@ -44,6 +44,28 @@ impl Fixtures for MySqlFixtures {
             .await
             .expect("insert posting");
     }
+
+    /// Waits until the stamper has numbered every committed entry (reads wait for it
+    /// too, but only boundedly: this is the test's unbounded-enough wait on a loaded
+    /// machine).
+    async fn feed_settled(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
+                    .fetch_one(self.0.pool())
+                    .await
+                    .expect("count unstamped entries");
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "{pending} entries still unstamped after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
 }
 
 /// The same database opened with another key ring, and its text columns read and written
