@@ -91,14 +91,15 @@ impl FeedGauges {
     }
 }
 
-/// The relay and the purge of one application, started together and stopped together.
+/// The relay, the purge and the gauges of one application, started together and stopped
+/// together.
 pub struct FeedTasks {
     feed: Arc<dyn ChangeFeed>,
     relay: Arc<Mutex<Option<RelayHandle>>>,
     delayed_start: Option<JoinHandle<()>>,
     purge: JoinHandle<()>,
     watch: Option<JoinHandle<()>>,
-    stop_purge: watch::Sender<bool>,
+    stop_tasks: watch::Sender<bool>,
 }
 
 impl FeedTasks {
@@ -141,7 +142,7 @@ impl FeedTasks {
                 }))
             }
         };
-        let (stop_purge, stopped) = watch::channel(false);
+        let (stop_tasks, stopped) = watch::channel(false);
         let watch = gauges.map(|gauges| {
             tokio::spawn(watch_positions(
                 Arc::clone(&feed),
@@ -162,7 +163,7 @@ impl FeedTasks {
             delayed_start,
             purge,
             watch,
-            stop_purge,
+            stop_tasks,
         })
     }
 
@@ -177,7 +178,7 @@ impl FeedTasks {
     /// relay caught up with the head in time.
     pub async fn stop(mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
-        self.stop_purge.send_replace(true);
+        self.stop_tasks.send_replace(true);
         if let Some(watch) = self.watch.take() {
             watch.abort();
         }
@@ -222,7 +223,7 @@ impl Drop for FeedTasks {
     /// leaves no task behind holding the store: the purge and a delayed relay start are
     /// cancelled, and the relay stops with its handle.
     fn drop(&mut self) {
-        self.stop_purge.send_replace(true);
+        self.stop_tasks.send_replace(true);
         self.purge.abort();
         for task in [self.delayed_start.take(), self.watch.take()]
             .into_iter()
