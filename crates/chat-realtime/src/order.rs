@@ -42,6 +42,24 @@ struct Shard {
     offers: u64,
 }
 
+impl Shard {
+    /// The lane of `conversation`, touched now; every [`PRUNE_EVERY`] offers, lanes idle
+    /// for [`LANE_IDLE`] with nothing held are forgotten first.
+    fn lane(&mut self, conversation: ConversationId, now: Instant) -> &mut Lane {
+        self.offers += 1;
+        if self.offers % PRUNE_EVERY == 0 {
+            self.lanes
+                .retain(|_, lane| !lane.held.is_empty() || lane.touched + LANE_IDLE > now);
+        }
+        let lane = self
+            .lanes
+            .entry(conversation)
+            .or_insert_with(|| Lane::new(now));
+        lane.touched = now;
+        lane
+    }
+}
+
 #[derive(Debug)]
 struct Lane {
     /// The newest `message.created` seq delivered.
@@ -150,17 +168,7 @@ impl Sequencer {
         let now = Instant::now();
         let conversation = event.conversation_id;
         let mut shard = self.shard(conversation);
-        shard.offers += 1;
-        if shard.offers % PRUNE_EVERY == 0 {
-            shard
-                .lanes
-                .retain(|_, lane| !lane.held.is_empty() || lane.touched + LANE_IDLE > now);
-        }
-        let lane = shard
-            .lanes
-            .entry(conversation)
-            .or_insert_with(|| Lane::new(now));
-        lane.touched = now;
+        let lane = shard.lane(conversation, now);
         if lane.held.is_empty() && lane.releasable(&event) {
             lane.advance(&event);
             self.hub.deliver(&event);
@@ -184,11 +192,7 @@ impl Sequencer {
         let now = Instant::now();
         let conversation = event.conversation_id;
         let mut shard = self.shard(conversation);
-        let lane = shard
-            .lanes
-            .entry(conversation)
-            .or_insert_with(|| Lane::new(now));
-        lane.touched = now;
+        let lane = shard.lane(conversation, now);
         if lane.held.is_empty() {
             lane.advance(&event);
             self.hub.deliver(&event);
@@ -379,5 +383,45 @@ mod tests {
         assert!(f.received().is_empty(), "m6 waits behind the held m5");
         in_order(&f, created(4), "m4");
         assert_eq!(f.received(), ["m4", "m5-from-an-older-node", "m6"]);
+    }
+
+    #[tokio::test]
+    async fn idle_lanes_are_forgotten_whichever_way_frames_come() {
+        let f = fixture(Duration::from_millis(50));
+        let lanes = |f: &Fixture| -> usize {
+            f.sequencer
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().lanes.len())
+                .sum()
+        };
+        for n in 0..100 {
+            f.sequencer.offer_in_order(Arc::new(Frame {
+                conversation_id: ConversationId::new(),
+                class: created(n),
+                recipients: vec![UserId::new(1).unwrap()],
+                payload: ByteString::from_static("x"),
+            }));
+        }
+        assert_eq!(lanes(&f), 100);
+        // Ten minutes and more pass for these lanes.
+        let long_ago = Instant::now()
+            .checked_sub(LANE_IDLE + Duration::from_secs(1))
+            .expect("the clock runs since more than ten minutes");
+        for shard in &f.sequencer.shards {
+            for lane in shard.lock().unwrap().lanes.values_mut() {
+                lane.touched = long_ago;
+            }
+        }
+        let one = ConversationId::new();
+        for _ in 0..(PRUNE_EVERY * SHARDS as u64) {
+            f.sequencer.offer_in_order(Arc::new(Frame {
+                conversation_id: one,
+                class: EventClass::Ordered,
+                recipients: vec![UserId::new(1).unwrap()],
+                payload: ByteString::from_static("y"),
+            }));
+        }
+        assert!(lanes(&f) < 100, "idle lanes forgotten: {}", lanes(&f));
     }
 }
