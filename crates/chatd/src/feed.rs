@@ -190,20 +190,26 @@ impl FeedTasks {
         let caught_up = match relay {
             Some(relay) => {
                 let caught_up = catch_up(&*self.feed, &relay, deadline).await;
-                if caught_up {
+                let position = relay.position();
+                // Stopping finishes the batch in hand: bounded like the rest.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let stopped = tokio::time::timeout(left.max(POLL), relay.stop())
+                    .await
+                    .is_ok();
+                if caught_up && stopped {
                     tracing::info!(
-                        position = %relay.position(),
+                        %position,
                         "relay stopped: every committed change was published"
                     );
                 } else {
                     tracing::warn!(
-                        position = %relay.position(),
+                        %position,
+                        stopped,
                         "the relay did not publish every committed change before the \
                          shutdown timeout; clients catch up with their token"
                     );
                 }
-                relay.stop().await;
-                caught_up
+                caught_up && stopped
             }
             None => true,
         };
