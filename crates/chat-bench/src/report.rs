@@ -178,6 +178,26 @@ pub(crate) fn with_targets(mut results: Value) -> Value {
             true,
             String::new(),
         ));
+        let sync = &s["sync"];
+        if !sync.is_null() {
+            targets.push(target(
+                format!(
+                    "{store}: sync p99, {} missed messages in 1,000 conversations",
+                    sync["missed_messages"]
+                ),
+                num(&sync["sync"]["p99_ms"]),
+                "ms",
+                10.0,
+                true,
+                format!(
+                    "p50 {} ms, {} events listed; log growth {} bytes and {} rows per message",
+                    sync["sync"]["p50_ms"],
+                    sync["events_listed"],
+                    sync["log_growth"]["bytes_per_message"],
+                    sync["log_growth"]["rows_per_message"]
+                ),
+            ));
+        }
         targets.push(target(
             format!("{store}: server memory per idle WebSocket"),
             num(&s["connections"]["kib_per_connection"]),
@@ -406,6 +426,20 @@ pub(crate) fn markdown(results: &Value) -> String {
             out.push_str(&format!(
                 "| {store} | inbox, {} conversations | page p99 {} ms, badge p99 {} ms |\n",
                 i["conversations"], i["inbox_page"]["p99_ms"], i["unread_badge"]["p99_ms"]
+            ));
+        }
+        let y = &s["sync"];
+        if !y.is_null() {
+            out.push_str(&format!(
+                "| {store} | sync after {} missed messages, {} conversations | p50 {} ms, p99 {} ms, {} events; change log {} bytes, {} rows per message (over {} sends) |\n",
+                y["missed_messages"],
+                y["conversations"],
+                y["sync"]["p50_ms"],
+                y["sync"]["p99_ms"],
+                y["events_listed"],
+                y["log_growth"]["bytes_per_message"],
+                y["log_growth"]["rows_per_message"],
+                y["log_growth"]["messages"]
             ));
         }
         let c = &s["connections"];
