@@ -35,7 +35,8 @@ fn text(conversation: ConversationId, sender: i64, second: i64) -> NewMessage {
             MessageType::Text,
             None,
             None,
-        ),
+        )
+        .unwrap(),
         reply_to_id: None,
         client_message_id: None,
         created_at: at(second),
