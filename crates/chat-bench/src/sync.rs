@@ -23,8 +23,8 @@ use crate::server::{Server, Store};
 use crate::stats::{Latencies, round};
 
 /// The reader and the writer of the scenario (their own user numbers).
-const READER: i64 = 600_001;
-const WRITER: i64 = 600_002;
+const READER: i64 = 800_001;
+const WRITER: i64 = 800_002;
 
 /// How many changes the reader missed before each measured sync.
 pub(crate) const MISSED_MESSAGES: usize = 10;
