@@ -31,14 +31,12 @@ pub(crate) const MISSED_MESSAGES: usize = 10;
 
 /// The `message.created` events of a sync page.
 fn created_in(page: &Value) -> usize {
-    page["events"]
-        .as_array()
-        .map_or(0, |events| {
-            events
-                .iter()
-                .filter(|e| e["type"] == "message.created")
-                .count()
-        })
+    page["events"].as_array().map_or(0, |events| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "message.created")
+            .count()
+    })
 }
 
 /// `GET /sync` from `since` (none: the current token), with a page size.
@@ -86,8 +84,8 @@ async fn drain(api: &Api, since: String, wanted: usize) -> anyhow::Result<String
     Ok(token)
 }
 
-/// The change log's size in bytes as the store reports it, or `None` for the in-memory
-/// store (or when the store cannot say; the reason is logged).
+/// The change log's size in bytes as the store reports it and its row count, or `None` for
+/// the in-memory store (or when the store cannot say; the reason is logged).
 async fn log_bytes(store: &Store) -> anyhow::Result<Option<(f64, i64)>> {
     match store {
         Store::MySql { url } | Store::MySqlEncrypted { url } => {
@@ -96,7 +94,9 @@ async fn log_bytes(store: &Store) -> anyhow::Result<Option<(f64, i64)>> {
                 .connect(url)
                 .await?;
             // Fresh statistics first: information_schema reports what the last ANALYZE saw.
-            sqlx::query("ANALYZE TABLE CHANGE_LOG").execute(&pool).await?;
+            sqlx::query("ANALYZE TABLE CHANGE_LOG")
+                .execute(&pool)
+                .await?;
             let row = sqlx::query(
                 "SELECT CAST(DATA_LENGTH + INDEX_LENGTH AS DOUBLE) AS bytes, \
                    (SELECT COUNT(*) FROM CHANGE_LOG) AS row_count \
@@ -229,6 +229,7 @@ pub(crate) async fn sync_and_log_growth(server: &Server, plan: &Plan) -> anyhow:
     drain(&api, start, log_messages).await?;
     let size_after = log_bytes(&server.store).await?;
     let growth = match (size_before, size_after) {
+        // Rows are counted on every store; bytes only where the store reports them.
         (Some((bytes_before, rows_before)), Some((bytes_after, rows_after))) => json!({
             "messages": log_messages,
             "bytes_before": bytes_before,

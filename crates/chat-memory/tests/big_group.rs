@@ -92,7 +92,11 @@ async fn receipts_stay_one_per_reader_when_every_member_of_a_big_group_sends_in_
     // Message k of the first round (sender k) was passed by senders k+1..=1000 in the first
     // round, at their send, and by senders 1..k in the second round: every other member,
     // exactly once, at the first pass.
-    for (index, (sender, message)) in sent.iter().take(usize::try_from(MEMBERS).unwrap()).enumerate() {
+    for (index, (sender, message)) in sent
+        .iter()
+        .take(usize::try_from(MEMBERS).unwrap())
+        .enumerate()
+    {
         if index % 97 != 0 {
             continue;
         }

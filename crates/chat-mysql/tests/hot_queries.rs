@@ -251,7 +251,10 @@ async fn hot_queries_are_served_by_indexes() {
     print_table("Unread badge (user in 1000 conversations)", &summary);
     assert_eq!(key_of(&summary, "p"), vec!["idx_participants_badge"]);
     assert_eq!(key_of(&summary, "k"), vec!["PRIMARY"]);
-    assert!(key_of(&summary, "c").is_empty(), "no CONVERSATIONS row is read");
+    assert!(
+        key_of(&summary, "c").is_empty(),
+        "no CONVERSATIONS row is read"
+    );
     assert!(key_of(&summary, "m").is_empty(), "no message is counted");
     let badge_extra = extra_of(&summary, "p")[0];
     assert!(badge_extra.contains("Using index"), "{badge_extra}");

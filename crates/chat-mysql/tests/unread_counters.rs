@@ -89,7 +89,10 @@ async fn check(store: &MySqlStore, conversation: ConversationId, step: &str) -> 
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert!(copied, "{step}: CONVERSATION_COUNTERS differs from CONVERSATIONS");
+    assert!(
+        copied,
+        "{step}: CONVERSATION_COUNTERS differs from CONVERSATIONS"
+    );
     let mut unread = BTreeMap::new();
     for (user_id, stored, counted, activity_matches) in rows {
         assert!(
