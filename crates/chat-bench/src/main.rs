@@ -5,7 +5,7 @@
 //! `results.json` and `results.md`.
 //!
 //! Usage: `chat-bench --chatd PATH [--quick|--full] [--database-url URL | --no-mysql]
-//! [--only send,hot,biggroup,fanout,history,inbox,connections] [--out DIR]`.
+//! [--only send,hot,biggroup,fanout,history,inbox,sync,connections] [--out DIR]`.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ mod report;
 mod scenarios;
 mod server;
 mod stats;
+mod sync;
 mod ws;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub(crate) struct Plan {
     pub(crate) fanout_rate: f64,
     pub(crate) history_messages: usize,
     pub(crate) inbox_conversations: usize,
+    /// Messages sent to measure the change log's growth per message (`sync`).
+    pub(crate) sync_log_messages: usize,
     pub(crate) samples: usize,
     pub(crate) idle_connections: usize,
     /// Rounds of the encryption comparison (each a durable send without, then with, the
@@ -59,6 +62,7 @@ impl Plan {
             fanout_rate: 20.0,
             history_messages: 5_000,
             inbox_conversations: 1_000,
+            sync_log_messages: 2_000,
             samples: 200,
             idle_connections: 1_000,
             encryption_rounds: 3,
@@ -72,6 +76,7 @@ impl Plan {
             send_seconds: 20,
             fanout_messages: 200,
             history_messages: 100_000,
+            sync_log_messages: 20_000,
             samples: 1_000,
             idle_connections: 5_000,
             crypto_iterations: 10_000,
@@ -86,7 +91,7 @@ struct Args {
     database_url: Option<String>,
     out: PathBuf,
     /// Run only these scenarios (`send`, `hot`, `biggroup`, `fanout`, `history`, `inbox`,
-    /// `connections`).
+    /// `sync`, `connections`).
     only: Vec<String>,
 }
 
@@ -261,6 +266,13 @@ async fn run_store(args: &Args, store: &Store) -> anyhow::Result<Value> {
         })
         .await?;
         results.insert("inbox".into(), inbox);
+    }
+    if args.wants("sync") {
+        let sync = with_server(args, store, "sync", |s| async move {
+            Ok((sync::sync_and_log_growth(&s, plan).await?, s))
+        })
+        .await?;
+        results.insert("sync".into(), sync);
     }
     if args.wants("connections") {
         let connections = with_server(args, store, "connections", |s| async move {

@@ -178,6 +178,26 @@ pub(crate) fn with_targets(mut results: Value) -> Value {
             true,
             String::new(),
         ));
+        let sync = &s["sync"];
+        if !sync.is_null() {
+            targets.push(target(
+                format!(
+                    "{store}: sync p99, {} missed messages in 1,000 conversations",
+                    sync["missed_messages"]
+                ),
+                num(&sync["sync"]["p99_ms"]),
+                "ms",
+                10.0,
+                true,
+                format!(
+                    "p50 {} ms, {} events listed; log growth per message: {} bytes, {} rows",
+                    sync["sync"]["p50_ms"],
+                    sync["events_listed"],
+                    sync["log_growth"]["bytes_per_message"],
+                    sync["log_growth"]["rows_per_message"]
+                ),
+            ));
+        }
         targets.push(target(
             format!("{store}: server memory per idle WebSocket"),
             num(&s["connections"]["kib_per_connection"]),
@@ -408,6 +428,26 @@ pub(crate) fn markdown(results: &Value) -> String {
                 i["conversations"], i["inbox_page"]["p99_ms"], i["unread_badge"]["p99_ms"]
             ));
         }
+        let y = &s["sync"];
+        if !y.is_null() {
+            let g = &y["log_growth"];
+            let growth = if g.is_null() {
+                "change log size not measured on this store".to_owned()
+            } else {
+                format!(
+                    "change log {} bytes, {} rows per message (over {} sends)",
+                    g["bytes_per_message"], g["rows_per_message"], g["messages"]
+                )
+            };
+            out.push_str(&format!(
+                "| {store} | sync after {} missed messages, {} conversations | p50 {} ms, p99 {} ms, {} events; {growth} |\n",
+                y["missed_messages"],
+                y["conversations"],
+                y["sync"]["p50_ms"],
+                y["sync"]["p99_ms"],
+                y["events_listed"],
+            ));
+        }
         let c = &s["connections"];
         if !c.is_null() {
             out.push_str(&format!(
@@ -467,7 +507,7 @@ pub(crate) fn markdown(results: &Value) -> String {
 mod tests {
     use serde_json::json;
 
-    use super::{encryption_cost, spread};
+    use super::{encryption_cost, markdown, spread, with_targets};
 
     #[test]
     fn spread_gives_the_median_and_the_range_in_percent_of_it() {
@@ -501,5 +541,40 @@ mod tests {
         assert_eq!(slower["throughput_cost_percent"], 50.0);
         assert_eq!(slower["within_noise"], false);
         assert!(slower["longest_seal_open_percent_of_insert_p50"].is_null());
+    }
+
+    #[test]
+    fn the_sync_scenario_is_a_target_and_a_row_per_store_that_ran_it() {
+        let sync = |growth: serde_json::Value| {
+            json!({"missed_messages": 10, "conversations": 1000, "events_listed": 20,
+                   "sync": {"count": 200, "p50_ms": 2.0, "p99_ms": 12.5, "max_ms": 13.0},
+                   "log_growth": growth})
+        };
+        let results = with_targets(json!({
+            "limits": {},
+            "stores": {
+                "memory": {"sync": sync(serde_json::Value::Null)},
+                "mysql": {"sync": sync(json!({"messages": 2000, "bytes_per_message": 180.5,
+                                             "rows_per_message": 2.0}))},
+                "sqlite": {},
+            },
+        }));
+        let targets = results["targets"].as_array().unwrap();
+        let sync_targets: Vec<_> = targets
+            .iter()
+            .filter(|t| t["target"].as_str().unwrap().contains("sync p99"))
+            .collect();
+        assert_eq!(sync_targets.len(), 2, "only the stores that ran it");
+        assert!(
+            sync_targets
+                .iter()
+                .all(|t| t["met"] == false && t["limit"] == 10.0)
+        );
+        let text = markdown(&results);
+        assert!(text.contains("p99 12.5 ms, 20 events; change log 180.5 bytes, 2.0 rows per message (over 2000 sends)"), "{text}");
+        assert!(
+            text.contains("change log size not measured on this store"),
+            "{text}"
+        );
     }
 }

@@ -41,6 +41,8 @@ impl Store {
 /// A running `chatd serve`.
 pub(crate) struct Server {
     child: Child,
+    /// The store it runs on (a scenario may read the store's own figures).
+    pub(crate) store: Store,
     pub(crate) base: String,
     pub(crate) ws_url: String,
     pid: u32,
@@ -97,6 +99,7 @@ impl Server {
         let pid = child.id().context("chatd exited at once")?;
         let server = Self {
             child,
+            store: store.clone(),
             base: format!("http://127.0.0.1:{port}"),
             ws_url: format!("ws://127.0.0.1:{port}/api/v1/ws"),
             pid,

@@ -304,7 +304,7 @@ fn spawn_appender(
 pub mod hot_queries {
     /// The inbox page (first page, active conversations). Binds: user, limit, user.
     pub fn inbox_first_page() -> String {
-        crate::read_state::inbox_sql("AND c.is_archived IS NOT TRUE")
+        crate::read_state::inbox_sql("AND NOT k.is_archived")
     }
 
     /// The unread badge. Binds: user.

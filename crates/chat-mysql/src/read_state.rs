@@ -1,7 +1,8 @@
 //! [`ReadStateStore`] on MySQL: forward-only read markers under the participant's row lock,
 //! and the inbox and unread badge, which read each unread count as the difference of the
 //! conversation's `counted_total` and the membership's `unread_base` and order the inbox by
-//! the conversations' `activity_key` (see docs/schema.md).
+//! the conversations' `activity_key`, both read from the narrow `CONVERSATION_COUNTERS`
+//! (see docs/schema.md).
 
 use std::collections::HashMap;
 
@@ -41,26 +42,33 @@ struct InboxRows {
     last_key: Option<i64>,
 }
 
+/// The key of `CONVERSATION_COUNTERS` for a membership's `conversation_id`: the same text in
+/// `ascii_bin`, so that the probe compares bytes (see docs/schema.md, "The conversation
+/// counters").
+const COUNTERS_KEY: &str =
+    "CAST(p.conversation_id AS CHAR(36) CHARACTER SET ascii) COLLATE ascii_bin";
+
 /// The inbox query: first the page's conversations alone (a derived table: the caller's
-/// active memberships, a range of their index, each joined to its conversation by key,
-/// sorted by `activity_key` — exact commit order, see docs/schema.md — and cut at the page
-/// size), then, for those rows only, the conversation and membership columns, the unread
-/// count (`counted_total - unread_base`) and the newest live message (a subquery per page
-/// row). Sorting only narrow rows keeps the per-row subquery off the caller's other
-/// memberships. `filter` narrows the memberships (aliases `p` and `c`). Binds: user, the
-/// filter's, limit, user.
+/// active memberships, a range of their index, each joined by key to its row of the narrow
+/// `CONVERSATION_COUNTERS`, sorted by `activity_key` — exact commit order, see
+/// docs/schema.md — and cut at the page size), then, for those rows only, the conversation
+/// and membership columns, the unread count (`counted_total - unread_base`) and the newest
+/// live message (a subquery per page row). Sorting only narrow rows keeps the per-row
+/// subquery off the caller's other memberships. `filter` narrows the memberships (aliases
+/// `p` and `k`). Binds: user, the filter's, limit, user.
 pub(crate) fn inbox_sql(filter: &str) -> String {
     format!(
         "SELECT {CONVERSATION_COLUMNS}, {PARTICIPANT_COLUMNS}, \
-           c.counted_total - p.unread_base AS unread_count, c.activity_key, \
+           page.page_total - p.unread_base AS unread_count, page.page_key AS activity_key, \
            (SELECT m.id FROM MESSAGES m WHERE m.conversation_id = p.conversation_id \
               AND m.seq IS NOT NULL AND m.deleted_at IS NULL \
               ORDER BY m.seq DESC LIMIT 1) AS last_message_id \
-         FROM (SELECT p.conversation_id AS page_id, c.activity_key AS page_key \
+         FROM (SELECT k.conversation_id AS page_id, k.activity_key AS page_key, \
+                 k.counted_total AS page_total \
                FROM CONVERSATION_PARTICIPANTS p \
-               JOIN CONVERSATIONS c ON c.id = p.conversation_id \
+               JOIN CONVERSATION_COUNTERS k ON k.conversation_id = {COUNTERS_KEY} \
                WHERE p.user_id = ? AND p.left_at IS NULL {filter} \
-               ORDER BY c.activity_key DESC, c.id DESC LIMIT ?) page \
+               ORDER BY k.activity_key DESC, k.conversation_id DESC LIMIT ?) page \
          JOIN CONVERSATIONS c ON c.id = page.page_id \
          JOIN CONVERSATION_PARTICIPANTS p ON p.conversation_id = page.page_id AND p.user_id = ? \
          ORDER BY page.page_key DESC, page.page_id DESC"
@@ -68,13 +76,15 @@ pub(crate) fn inbox_sql(filter: &str) -> String {
 }
 
 /// The unread badge query: the caller's active memberships with unread messages, each a
-/// row of `idx_participants_badge` joined to its conversation's counter by key (no message
-/// is counted).
+/// row of `idx_participants_badge` joined by key to its conversation's row of the narrow
+/// `CONVERSATION_COUNTERS` (no message is counted, no `CONVERSATIONS` row is read).
 pub(crate) fn unread_summary_sql() -> String {
-    "SELECT p.conversation_id, p.is_muted, c.counted_total - p.unread_base AS unread_count \
-     FROM CONVERSATION_PARTICIPANTS p JOIN CONVERSATIONS c ON c.id = p.conversation_id \
-     WHERE p.user_id = ? AND p.left_at IS NULL AND c.counted_total > p.unread_base"
-        .to_owned()
+    format!(
+        "SELECT p.conversation_id, p.is_muted, k.counted_total - p.unread_base AS unread_count \
+         FROM CONVERSATION_PARTICIPANTS p \
+         JOIN CONVERSATION_COUNTERS k ON k.conversation_id = {COUNTERS_KEY} \
+         WHERE p.user_id = ? AND p.left_at IS NULL AND k.counted_total > p.unread_base"
+    )
 }
 
 /// An activity key (microseconds) as the cursor's instant.
@@ -247,13 +257,13 @@ impl MySqlStore {
             InboxScope::One(_) => ("AND p.conversation_id = ?".to_owned(), 1),
             InboxScope::Page(query) => {
                 let archived = match query.archived {
-                    ArchivedFilter::Active => "AND c.is_archived IS NOT TRUE",
-                    ArchivedFilter::Archived => "AND c.is_archived IS TRUE",
+                    ArchivedFilter::Active => "AND NOT k.is_archived",
+                    ArchivedFilter::Archived => "AND k.is_archived",
                     ArchivedFilter::Any => "",
                 };
                 let cursor = if query.after.is_some() {
-                    " AND (c.activity_key < ? \
-                       OR (c.activity_key = ? AND c.id < ?))"
+                    " AND (k.activity_key < ? \
+                       OR (k.activity_key = ? AND k.conversation_id < ?))"
                 } else {
                     ""
                 };

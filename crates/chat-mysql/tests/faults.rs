@@ -266,6 +266,23 @@ async fn commit_cut(when: Cut) -> Option<Vec<Result<Appended, StoreError>>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!store.stamps_feed());
+    // The receipts task commits the move of that send on a connection of its own through
+    // the proxy: wait until it has, so that the next COMMIT is the batch's.
+    let drained = Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM READ_MARKER_MOVES")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            drained.elapsed() < Duration::from_secs(10),
+            "moves not drained"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     proxy.cut_on(MYSQL_COMMIT, when);
     let news: Vec<NewMessage> = (0..8)
         .map(|i| message(conversation, 1 + i % 5, &format!("cut {i}")))

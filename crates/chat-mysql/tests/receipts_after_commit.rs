@@ -276,3 +276,77 @@ async fn the_receipts_lag_stays_bounded_under_load() {
     assert_eq!(missing, 0, "receipts missing once the lag has passed");
     db.finish().await;
 }
+
+/// The benchmark's big-group shape, scaled down: every member of a group of 100 sends in
+/// turn (32 in flight), so each send moves its sender's marker past the ~99 messages since
+/// their previous one. The send writes one move; the receipts it owes (~99 rows) are the
+/// materializer's. Once it has drained, `MESSAGE_READ_RECEIPTS` holds every receipt; the
+/// send rate, the receipts owed per second and the time to drain are printed for
+/// docs/benchmarks.md (the lag is bounded only while the receipts owed per second stay
+/// within what the materializer writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_group_owes_a_receipt_per_member_per_message_and_they_all_arrive() {
+    const MEMBERS: i64 = 100;
+    const SENDS: i64 = 2 * MEMBERS;
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=MEMBERS {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let members: Vec<i64> = (2..=MEMBERS).collect();
+    let c = group(&store, &members).await;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let started = Instant::now();
+    let loops = (0..32).map(|_| {
+        let store = store.clone();
+        let next = next.clone();
+        async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= SENDS {
+                    return;
+                }
+                store
+                    .append_message(message(c, 1 + n % MEMBERS, 1 + n))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    join_all(loops).await;
+    let sending = started.elapsed();
+    let pending_after_sends = pending_moves(&store).await;
+    let drained = settle(&store, Duration::from_secs(300)).await;
+    let receipts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM MESSAGE_READ_RECEIPTS")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let missing: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM CONVERSATION_PARTICIPANTS p JOIN MESSAGES m \
+           ON m.conversation_id = p.conversation_id AND m.seq <= p.last_read_seq \
+           AND m.sender_id <> p.user_id AND m.deleted_at IS NULL \
+         WHERE NOT EXISTS (SELECT 1 FROM MESSAGE_READ_RECEIPTS r \
+           WHERE r.message_id = m.id AND r.user_id = p.user_id)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(missing, 0, "receipts missing once the moves are drained");
+    // The second round's senders each passed the MEMBERS - 1 messages sent since their own.
+    assert!(
+        receipts >= (MEMBERS - 1) * MEMBERS,
+        "{receipts} receipts for {SENDS} sends into {MEMBERS} members"
+    );
+    let total = sending + drained;
+    println!(
+        "{SENDS} sends into a group of {MEMBERS} in {sending:?} ({:.0}/s), {:.0} receipts owed \
+         per send; {pending_after_sends} moves pending after the sends, drained {drained:?} \
+         later; {receipts} receipts in {total:?}: {:.0} receipt rows/s",
+        SENDS as f64 / sending.as_secs_f64(),
+        receipts as f64 / SENDS as f64,
+        receipts as f64 / total.as_secs_f64(),
+    );
+    db.finish().await;
+}

@@ -78,6 +78,21 @@ async fn check(store: &MySqlStore, conversation: ConversationId, step: &str) -> 
     .fetch_all(store.pool())
     .await
     .unwrap();
+    // The narrow copy the badge and the inbox read (20251201000020) equals the conversation.
+    let copied: bool = sqlx::query_scalar(
+        "SELECT COUNT(*) = 1 FROM CONVERSATIONS c JOIN CONVERSATION_COUNTERS k \
+           ON k.conversation_id = c.id AND k.counted_total = c.counted_total \
+           AND k.activity_key = c.activity_key AND k.is_archived = COALESCE(c.is_archived, FALSE) \
+         WHERE c.id = ?",
+    )
+    .bind(conversation.to_string())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        copied,
+        "{step}: CONVERSATION_COUNTERS differs from CONVERSATIONS"
+    );
     let mut unread = BTreeMap::new();
     for (user_id, stored, counted, activity_matches) in rows {
         assert!(
@@ -396,11 +411,51 @@ async fn counters_follow_the_previous_systems_writes() {
     check(&store, c, "legacy activity").await;
     assert!(key().await > before, "activity_key moved");
 
+    // Archived and unarchived by plain SQL: the copy follows (the inbox filters on it).
+    sql("UPDATE CONVERSATIONS SET is_archived = TRUE WHERE id = ?").await;
+    check(&store, c, "legacy archive").await;
+    sql("UPDATE CONVERSATIONS SET is_archived = NULL WHERE id = ?").await;
+    check(&store, c, "legacy unarchive to NULL").await;
+
     // A hard delete of a live message.
     sql("DELETE FROM MESSAGES WHERE conversation_id = ? AND content = 'legacy'").await;
     assert_eq!(
         check(&store, c, "legacy purge").await,
         expect(&[(1, 0), (2, 2), (3, 1), (4, 2)])
     );
+
+    // A conversation created and removed by plain SQL has its copy created and removed.
+    let legacy = ConversationId::new();
+    sqlx::query(
+        "INSERT INTO CONVERSATIONS (id, type, name, created_by) VALUES (?, 'GROUP', 'old', 1)",
+    )
+    .bind(legacy.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let copies = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM CONVERSATION_COUNTERS k JOIN CONVERSATIONS c \
+               ON c.id = k.conversation_id AND c.activity_key = k.activity_key \
+             WHERE k.conversation_id = ?",
+        )
+        .bind(legacy.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(copies().await, 1, "copied on insert");
+    sqlx::query("DELETE FROM CONVERSATIONS WHERE id = ?")
+        .bind(legacy.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM CONVERSATION_COUNTERS WHERE conversation_id = ?")
+            .bind(legacy.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "removed with the conversation");
     db.finish().await;
 }
