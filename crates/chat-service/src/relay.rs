@@ -39,6 +39,8 @@ const WAIT: Duration = Duration::from_secs(1);
 /// The first and the longest pause after a store error.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The pause after a wait that promised changes and a read that found none.
+const IDLE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Publishing from the committed log.
 #[derive(Debug)]
@@ -118,6 +120,14 @@ async fn run(
             match result {
                 Ok(relayed) => {
                     backoff = BACKOFF_MIN;
+                    if relayed == 0 {
+                        // The head said there was more but nothing was readable yet:
+                        // never spin on it.
+                        if pause(&mut { IDLE_PAUSE }, &mut stopped).await {
+                            return;
+                        }
+                        break;
+                    }
                     if relayed < RELAY_BATCH || *stopped.borrow() {
                         break;
                     }
@@ -169,6 +179,19 @@ impl RelayState {
     ) -> Result<usize, StoreError> {
         let ports = &service.ports;
         let changes = ports.feed.changes_after(self.last, RELAY_BATCH).await?;
+        if changes.is_empty() {
+            // The head is past the relay but nothing is readable after it: retention
+            // purged the rest while the relay was behind. Move up to the floor (what was
+            // purged is lost to live delivery; clients catch up from a token, or get 410
+            // and reload), so that the next wait sleeps instead of spinning.
+            let bounds = ports.feed.feed_bounds().await?;
+            if bounds.floor > self.last {
+                tracing::warn!(from = %self.last, to = %bounds.floor, "relay: changes purged before they were published");
+                self.last = bounds.floor;
+                position.store(bounds.floor.get(), Ordering::Release);
+            }
+            return Ok(0);
+        }
         if let Some(first) = changes.first() {
             if first.pos > self.last.next() {
                 // Positions are gapless: only retention makes a hole, when the relay fell

@@ -416,3 +416,35 @@ async fn stop_ends_a_waiting_relay_at_once_and_nothing_is_published_after() {
         .collect();
     assert_eq!(texts, vec!["seen".to_owned()]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_relay_behind_the_floor_moves_up_to_it_and_goes_on_relaying() {
+    // On a single-threaded runtime a relay that spins (head past it, nothing readable)
+    // would starve this test: it must move up to the floor and wait like any relay.
+    let app = app().await;
+    let store = app.memory();
+    let id = app.group(1, &[2]).await;
+    app.send(1, id, "purged before it was relayed").await;
+    let far_future = Timestamp::now_utc() + Duration::from_secs(86_400);
+    while store.purge(far_future, 1000).await.unwrap().more {}
+    let bounds = store.feed_bounds().await.unwrap();
+    assert!(bounds.floor > FeedPos::ZERO);
+    assert_eq!(bounds.floor, bounds.head);
+
+    let published = Arc::new(Published::default());
+    let service = Arc::new(ChatService::new(ports(store.clone(), published.clone())));
+    let relay = Relay::spawn(service.clone(), FeedPos::ZERO);
+    caught_up(&relay, bounds.floor).await;
+    app.send(2, id, "after the purge").await;
+    caught_up(&relay, service.feed_head().await.unwrap().pos).await;
+    let texts: Vec<String> = published
+        .all()
+        .iter()
+        .filter_map(|d| match &d.event {
+            ChatEvent::MessageCreated(view) => Some(view.message.content.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["after the purge".to_owned()]);
+    relay.stop().await;
+}
