@@ -156,21 +156,13 @@ pub async fn feed_records_each_message_write(ports: Ports) {
     let created = create_group(&ports, id, 1, &[2, 3], at(0)).await;
     feed.expect(
         &ports,
-        "a group's creation: the conversation, its announcement, the creator's marker",
+        "a group's creation: the conversation and its announcement (the creator's marker is implied)",
         &[
             (id, ChangeKind::ConversationCreated),
             (
                 id,
                 ChangeKind::MessageCreated {
                     message_id: created,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(1),
-                    last_read_seq: seq(1),
-                    last_read_at: at(0),
                 },
             ),
         ],
@@ -180,18 +172,8 @@ pub async fn feed_records_each_message_write(ports: Ports) {
     let hi = ports.say(id, 2, "hi 👋", at(1)).await.view.message;
     feed.expect(
         &ports,
-        "a send: the message, then the sender's marker",
-        &[
-            (id, ChangeKind::MessageCreated { message_id: hi.id }),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(2),
-                    last_read_seq: hi.seq,
-                    last_read_at: at(1),
-                },
-            ),
-        ],
+        "a send: the message only (the sender's marker is implied)",
+        &[(id, ChangeKind::MessageCreated { message_id: hi.id })],
     )
     .await;
 
@@ -206,22 +188,12 @@ pub async fn feed_records_each_message_write(ports: Ports) {
     feed.expect(
         &ports,
         "a send with a client message id",
-        &[
-            (
-                id,
-                ChangeKind::MessageCreated {
-                    message_id: once.id,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(3),
-                    last_read_seq: once.seq,
-                    last_read_at: at(2),
-                },
-            ),
-        ],
+        &[(
+            id,
+            ChangeKind::MessageCreated {
+                message_id: once.id,
+            },
+        )],
     )
     .await;
     let mut repeat = keyed;
@@ -397,22 +369,12 @@ pub async fn feed_records_each_message_write(ports: Ports) {
     feed.expect(
         &ports,
         "a send after the refused writes",
-        &[
-            (
-                id,
-                ChangeKind::MessageCreated {
-                    message_id: last.id,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(1),
-                    last_read_seq: last.seq,
-                    last_read_at: at(10),
-                },
-            ),
-        ],
+        &[(
+            id,
+            ChangeKind::MessageCreated {
+                message_id: last.id,
+            },
+        )],
     )
     .await;
 }
@@ -461,21 +423,13 @@ pub async fn feed_records_each_conversation_write(ports: Ports) {
     assert_eq!(announced.id, announcement_id);
     feed.expect(
         &ports,
-        "a rename with its announcement: the change, the announcement, its sender's marker",
+        "a rename with its announcement: the change and the announcement",
         &[
             (id, ChangeKind::ConversationUpdated),
             (
                 id,
                 ChangeKind::MessageCreated {
                     message_id: announcement_id,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(1),
-                    last_read_seq: announced.seq,
-                    last_read_at: at(2),
                 },
             ),
         ],
@@ -633,6 +587,7 @@ pub async fn feed_records_each_conversation_write(ports: Ports) {
         .unwrap();
     assert_eq!(removed.promoted, None);
     let announced = removed.announcement.unwrap().message;
+    assert_eq!(announced.id, announcement_id);
     feed.expect(
         &ports,
         "a removal with its announcement",
@@ -642,14 +597,6 @@ pub async fn feed_records_each_conversation_write(ports: Ports) {
                 id,
                 ChangeKind::MessageCreated {
                     message_id: announcement_id,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(1),
-                    last_read_seq: announced.seq,
-                    last_read_at: at(6),
                 },
             ),
         ],
@@ -728,30 +675,20 @@ pub async fn feed_entries_per_send_do_not_grow_with_the_group(ports: Ports) {
     let creation = all_after(&ports, start).await;
     assert_eq!(
         creation.len(),
-        3,
-        "creating a group of 201 appends the creation, the announcement and one marker"
+        2,
+        "creating a group of 201 appends the creation and the announcement"
     );
     let mut feed = Follower::start(&ports).await;
     let sent = ports.say(id, 7, "to everyone", at(1)).await.view.message;
     feed.expect(
         &ports,
         "a send into a group of 201",
-        &[
-            (
-                id,
-                ChangeKind::MessageCreated {
-                    message_id: sent.id,
-                },
-            ),
-            (
-                id,
-                ChangeKind::ConversationRead {
-                    user_id: user(7),
-                    last_read_seq: sent.seq,
-                    last_read_at: at(1),
-                },
-            ),
-        ],
+        &[(
+            id,
+            ChangeKind::MessageCreated {
+                message_id: sent.id,
+            },
+        )],
     )
     .await;
     // Ten senders at once (one batch where an adapter groups commits).
@@ -763,7 +700,7 @@ pub async fn feed_entries_per_send_do_not_grow_with_the_group(ports: Ports) {
         .map(|a| a.view.message.id)
         .collect();
     let burst = all_after(&ports, before).await;
-    assert_eq!(burst.len(), 20, "two entries per send, whatever the group");
+    assert_eq!(burst.len(), 10, "one entry per send, whatever the group");
     let created: HashSet<MessageId> = burst
         .iter()
         .filter_map(|c| match c.kind {
@@ -772,16 +709,14 @@ pub async fn feed_entries_per_send_do_not_grow_with_the_group(ports: Ports) {
         })
         .collect();
     assert_eq!(created, ids);
-    let readers: HashSet<UserId> = burst
-        .iter()
-        .filter_map(|c| match c.kind {
-            ChangeKind::ConversationRead { user_id, .. } => Some(user_id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(readers, (10..20).map(user).collect::<HashSet<_>>());
+    assert!(
+        burst
+            .iter()
+            .all(|c| matches!(c.kind, ChangeKind::MessageCreated { .. })),
+        "a send's marker move is implied by its message.created, not logged"
+    );
     let after_burst = head(&ports).await;
-    assert_eq!(after_burst.get(), before.get() + 20);
+    assert_eq!(after_burst.get(), before.get() + 10);
     ports
         .read_state
         .mark_read(id, user(150), None, at(3))
@@ -806,8 +741,8 @@ async fn write_mix(ports: Ports, id: ConversationId, writer: i64, rounds: i64) -
                 let sent = ports.say(id, writer, "race 🏁", at(round)).await;
                 mine = Some(sent.view.message.id);
                 reacted = false;
-                // The message and the sender's marker.
-                entries += 2;
+                // The message only: the sender's marker move is implied by it.
+                entries += 1;
             }
             (1, Some(message)) => {
                 let change = if reacted {
@@ -1360,8 +1295,9 @@ pub async fn purge_raises_the_floor_first_and_keeps_the_head(ports: Ports) {
     // Newer entries, in a later second.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     ports.say(id, 3, "fresh", at(9)).await;
+    ports.say(id, 2, "fresher", at(9)).await;
     let fresh = all_after(&ports, start.head).await;
-    assert_eq!(fresh.len(), 2);
+    assert_eq!(fresh.len(), 2, "one entry per send");
     assert!(fresh[0].at > old.last().unwrap().at);
     let split = ports.feed.purge(fresh[0].at, 1_000).await.unwrap();
     assert_eq!(
@@ -1413,7 +1349,7 @@ pub async fn purge_raises_the_floor_first_and_keeps_the_head(ports: Ports) {
         .view
         .message;
     let after = all_after(&ports, FeedPos::ZERO).await;
-    assert_eq!(after.len(), 2);
+    assert_eq!(after.len(), 1, "one entry per send");
     assert_eq!(after[0].pos, top.next(), "positions are never reused");
     assert_eq!(
         after[0].kind,

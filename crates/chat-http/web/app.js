@@ -251,7 +251,11 @@ function onMessage(message, created) {
       conv.last_message_at = message.created_at;
     }
     const seen = message.conversation_id === state.open && visible();
-    if (message.sender_id !== state.me.id && !seen && !(last && last.id === message.id)) {
+    if (message.sender_id === state.me.id) {
+      // A send moves its sender's marker to it, with no conversation.read of its own.
+      conv.membership.unread_count = 0;
+      conv.membership.last_read_seq = Math.max(conv.membership.last_read_seq || 0, message.seq);
+    } else if (!seen && !(last && last.id === message.id)) {
       conv.membership.unread_count += 1;
     }
     renderInbox();
@@ -260,6 +264,10 @@ function onMessage(message, created) {
     renderInbox();
   }
   if (message.conversation_id !== state.open) return;
+  if (created) {
+    // A message.created from X at seq N means X's marker is at least N (websocket.md §3).
+    state.readSeq.set(message.sender_id, Math.max(state.readSeq.get(message.sender_id) || 0, message.seq));
+  }
   const known = state.messages.get(message.id);
   if (!created && !known) return; // an edit of a message not shown
   state.messages.set(message.id, message); // keyed by id: a repeated event changes nothing

@@ -281,7 +281,9 @@ impl State {
             new.conversation_id,
             ChangeKind::MessageCreated { message_id: new.id },
         );
-        self.advance_marker(new.conversation_id, new.sender_id, seq, at);
+        // The sender's marker move is implied by the `message.created` (its sender has read
+        // up to it), so it is not logged: one entry per send (port doc of `ChangeFeed`).
+        self.advance_marker(new.conversation_id, new.sender_id, seq, at, false);
         let view = self.view(new.id).ok_or(StoreError::NotFound)?;
         Ok(Appended {
             view,
@@ -291,13 +293,16 @@ impl State {
     }
 
     /// Moves `user`'s marker forward to `up_to` (never back), recording receipts for the
-    /// others' live messages it passes and the move in the feed. Returns whether it moved.
+    /// others' live messages it passes and, when `log` is set, the move in the feed (an
+    /// append's move of its sender's marker is implied by its `message.created` and not
+    /// logged). Returns whether it moved.
     pub(crate) fn advance_marker(
         &mut self,
         conversation: ConversationId,
         user: UserId,
         up_to: Seq,
         at: Timestamp,
+        log: bool,
     ) -> bool {
         let at = to_stored_precision(at);
         let Some(stored) = self.conversations.get_mut(&conversation) else {
@@ -314,14 +319,16 @@ impl State {
         let to = usize::try_from(up_to.get()).unwrap_or(usize::MAX);
         participant.last_read_seq = up_to;
         participant.last_read_at = Some(at);
-        self.feed.record(
-            conversation,
-            ChangeKind::ConversationRead {
-                user_id: user,
-                last_read_seq: up_to,
-                last_read_at: at,
-            },
-        );
+        if log {
+            self.feed.record(
+                conversation,
+                ChangeKind::ConversationRead {
+                    user_id: user,
+                    last_read_seq: up_to,
+                    last_read_at: at,
+                },
+            );
+        }
         let passed: Vec<MessageId> = stored
             .by_seq
             .get(from..to)

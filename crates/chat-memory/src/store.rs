@@ -769,7 +769,7 @@ impl ReadStateStore for MemoryStore {
             .filter(|c| c.active_participant(user).is_some())
             .ok_or(StoreError::NotFound)?
             .last_seq();
-        let moved = state.advance_marker(conversation, user, up_to.unwrap_or(last), at);
+        let moved = state.advance_marker(conversation, user, up_to.unwrap_or(last), at, true);
         let stored = state
             .conversations
             .get(&conversation)

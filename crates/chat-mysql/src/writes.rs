@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chat_crypto::MessageCipher;
-use chat_domain::{ChangeKind, ConversationId, MessageId, Seq};
+use chat_domain::{ChangeKind, ConversationId, MessageId};
 use chat_ports::NewMessage;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 use time::OffsetDateTime;
@@ -166,38 +166,23 @@ pub(crate) async fn write_sends(
     // The receipts themselves are written after the commit (crate::receipts).
     record_moves(conn, receipts).await?;
     update_memberships(conn, &by_conversation).await?;
-    change_log::record(conn, &send_changes(created, receipts)).await
+    change_log::record(conn, &send_changes(created)).await
 }
 
-/// The feed's changes of stored sends, in order: each message's `message.created`, then
-/// its sender's `conversation.read` when their marker moved to it (the sender has a
-/// membership: `receipts` holds their range up to just below the message).
-fn send_changes(created: &[(&NewMessage, i64)], receipts: &[ReceiptRange]) -> Vec<NewChange> {
-    let mut changes = Vec::with_capacity(created.len() * 2);
-    for (new, seq) in created {
-        changes.push(NewChange::new(
-            new.conversation_id,
-            ChangeKind::MessageCreated { message_id: new.id },
-        ));
-        let sender = new.sender_id.get();
-        let moved = receipts.iter().find(|r| {
-            r.conversation == new.conversation_id
-                && r.reader == sender
-                && r.up_to == seq - 1
-                && r.after < *seq
-        });
-        if let (Some(range), Ok(last_read_seq)) = (moved, Seq::new(*seq)) {
-            changes.push(NewChange::new(
+/// The feed's changes of stored sends, in order: each message's `message.created`, and
+/// nothing else. The sender's marker move to it is implied (a `message.created` from X at
+/// seq N means X's marker is at least N), so it is not logged: one row per send, and one
+/// live frame per send to every member instead of two (`ChangeFeed` port doc).
+fn send_changes(created: &[(&NewMessage, i64)]) -> Vec<NewChange> {
+    created
+        .iter()
+        .map(|(new, _)| {
+            NewChange::new(
                 new.conversation_id,
-                ChangeKind::ConversationRead {
-                    user_id: new.sender_id,
-                    last_read_seq,
-                    last_read_at: range.at,
-                },
-            ));
-        }
-    }
-    changes
+                ChangeKind::MessageCreated { message_id: new.id },
+            )
+        })
+        .collect()
 }
 
 /// Stores `new` as message `seq` of a conversation whose row the caller holds locked with

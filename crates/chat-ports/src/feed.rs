@@ -3,11 +3,14 @@
 //! Every write port method that changes durable state (see [`ChangeKind`] for the list)
 //! MUST append its changes to the feed in the same atomic unit of work as the change
 //! itself (one transaction on a database, under the lock in memory), a fixed number of
-//! entries per change whatever the group size: `append_message` one `message.created`;
+//! entries per change whatever the group size: `append_message` exactly one
+//! `message.created` (for announcements too, whoever their sender): the move of the
+//! sender's marker it implies is NOT logged, as a `message.created` from X at seq N means
+//! X's marker is at least N (readers apply that rule; one row and one live frame per send);
 //! `edit_message` one `message.updated`; `delete_message` one `message.deleted`;
 //! `add_reaction` / `remove_reaction` one `reaction.added` / `reaction.removed` when the
-//! reaction set changed (nothing for a repeat); `mark_read` (and an append's move of the
-//! sender's marker) one `conversation.read` when the marker moved; `create_conversation`
+//! reaction set changed (nothing for a repeat); `mark_read` one `conversation.read` when
+//! the marker moved; `create_conversation`
 //! and a `get_or_create_direct` that created one `conversation.created`;
 //! `rename_conversation`, `archive_conversation`, `unarchive_conversation` one
 //! `conversation.updated` when something changed; `add_participants` one

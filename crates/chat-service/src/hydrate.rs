@@ -1,8 +1,10 @@
 //! Hydration: turning a change of the feed (references and small facts) into the
 //! [`ChatEvent`] of the same name, as the WebSocket frame shows it, from the current rows.
 //! Shared by `sync` (a page for one reader) and the relay (live publishing). A message
-//! that is gone or deleted is never served: its `message.created` / `message.updated`
-//! are skipped (its `message.deleted` still goes out).
+//! that is gone or deleted is never served: its `message.updated` is skipped and its
+//! `message.created` is served as what it still tells, the move of its sender's marker
+//! (`conversation.read` at its `seq` and time: a send's marker move has no entry of its
+//! own, see the `ChangeFeed` port doc); its `message.deleted` still goes out.
 
 use std::collections::HashMap;
 
@@ -44,10 +46,21 @@ impl<'a> Hydrator<'a> {
     ) -> Result<Option<ChatEvent>, StoreError> {
         let conversation_id = change.conversation_id;
         Ok(match &change.kind {
-            ChangeKind::MessageCreated { message_id } => self
-                .live_message(*message_id)
-                .await?
-                .map(ChatEvent::MessageCreated),
+            ChangeKind::MessageCreated { message_id } => {
+                self.message(*message_id).await?.map(|view| {
+                    if view.message.is_deleted() {
+                        // The content is not served; the sender's implied marker move is.
+                        ChatEvent::ConversationRead {
+                            conversation_id,
+                            user_id: view.message.sender_id,
+                            last_read_seq: view.message.seq,
+                            last_read_at: view.message.created_at,
+                        }
+                    } else {
+                        ChatEvent::MessageCreated(view)
+                    }
+                })
+            }
             ChangeKind::MessageUpdated { message_id } => self
                 .live_message(*message_id)
                 .await?
@@ -116,14 +129,18 @@ impl<'a> Hydrator<'a> {
 
     /// The message as it is now, when it exists and is not deleted.
     async fn live_message(&mut self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        Ok(self
+            .message(id)
+            .await?
+            .filter(|view| !view.message.is_deleted()))
+    }
+
+    /// The message as it is now (deleted or not), when it exists.
+    async fn message(&mut self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         if let Some(cached) = self.message_cache.get(&id) {
             return Ok(cached.clone());
         }
-        let found = self
-            .messages
-            .find_message(id)
-            .await?
-            .filter(|view| !view.message.is_deleted());
+        let found = self.messages.find_message(id).await?;
         self.message_cache.insert(id, found.clone());
         Ok(found)
     }
@@ -233,7 +250,10 @@ mod tests {
         for change in &changes {
             match hydrator.hydrate(change).await.unwrap() {
                 Some(event) => {
-                    assert_eq!(event.name(), change.kind.name());
+                    // A deleted message's creation is served as its sender's marker move.
+                    let deleted_send = matches!(change.kind, ChangeKind::MessageCreated { .. })
+                        && matches!(event, ChatEvent::ConversationRead { .. });
+                    assert!(event.name() == change.kind.name() || deleted_send);
                     assert_eq!(event.conversation_id(), change.conversation_id);
                     served.push(event);
                 }
@@ -254,14 +274,13 @@ mod tests {
                 _ => None,
             })
             .collect();
-        // Creation announcement, "first" (as it is now), "gone" skipped, the edit (as it
-        // is now), the role change's announcement.
+        // Creation announcement, "first" (as it is now), "gone" served without its text
+        // (below), the edit (as it is now), the role change's announcement.
         assert_eq!(
             texts,
             vec![
                 Some("User 1 created the group \u{201c}Team\u{201d}".to_owned()),
                 Some("edited".to_owned()),
-                None,
                 Some("edited".to_owned()),
                 Some("User 1 made user 2 ADMIN".to_owned()),
             ]
@@ -280,6 +299,12 @@ mod tests {
         assert!(served.iter().any(|e| matches!(
             e,
             ChatEvent::MessageDeleted { message_id, seq, .. } if (*message_id, *seq) == deleted
+        )));
+        // "gone"'s creation: its sender's marker at its seq, the text nowhere.
+        assert!(served.iter().any(|e| matches!(
+            e,
+            ChatEvent::ConversationRead { user_id, last_read_seq, .. }
+                if (*user_id, *last_read_seq) == (uid(2), deleted.1)
         )));
         assert_eq!(deleted.1, Seq::new(3).unwrap());
     }

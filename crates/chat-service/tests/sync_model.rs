@@ -162,7 +162,16 @@ fn apply_inside(c: &mut ConversationModel, event: ChatEvent) {
                 *held = role;
             }
         }
-        ChatEvent::MessageCreated(view) | ChatEvent::MessageUpdated(view) => {
+        ChatEvent::MessageCreated(view) => {
+            // The inference rule: a `message.created` from X at seq N means X's marker is
+            // at least N (a send's marker move has no `conversation.read` of its own).
+            if let Some(marker) = c.markers.get_mut(&view.message.sender_id.get()) {
+                let seq = view.message.seq.get();
+                *marker = Some(marker.map_or(seq, |m| m.max(seq)));
+            }
+            c.messages.insert(view.message.id, MessageModel::of(&view));
+        }
+        ChatEvent::MessageUpdated(view) => {
             c.messages.insert(view.message.id, MessageModel::of(&view));
         }
         ChatEvent::MessageDeleted { message_id, .. } => {

@@ -60,8 +60,8 @@ pub(crate) async fn conversation_state(
 /// Stores `new` as message `seq` of a conversation whose `last_seq` is `seq - 1`: inserts it,
 /// advances the conversation, records the receipts the sender passes (from `sender_marker`,
 /// their marker when they have a membership) and updates the memberships (see
-/// [`update_memberships`]). Its changes go in the feed: `message.created`, and
-/// `conversation.read` when an active sender's marker moves to it.
+/// [`update_memberships`]). Its change goes in the feed: one `message.created` (the
+/// sender's marker move it implies is not logged).
 pub(crate) async fn insert_message(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
@@ -136,8 +136,8 @@ pub(crate) const ACTIVITY_KEY_NEXT: &str = "MAX(\
 /// moves to `seq`, their count becomes 0 (`seq` is the newest message, so nothing above the
 /// marker remains) and their base the conversation's new `counted_total`. (A sender with no
 /// membership has no row; a sender who left has theirs updated, harmlessly, as on MySQL.)
-/// An active sender's marker move is a change of the feed (`conversation.read`); `seq` is
-/// the newest message, so the marker always moves.
+/// The sender's marker move is not a change of the feed: the send's `message.created`
+/// implies it (its sender has read up to it), so a send logs one entry (`ChangeFeed` doc).
 async fn update_memberships(
     conn: &mut SqliteConnection,
     new: &NewMessage,
@@ -145,30 +145,21 @@ async fn update_memberships(
     at: i64,
 ) -> Outcome<()> {
     let sender = new.sender_id.get();
-    let active: Option<bool> = sqlx::query_scalar(
+    sqlx::query(
         "UPDATE CONVERSATION_PARTICIPANTS SET \
            unread_count = 0, \
            unread_base = (SELECT c.counted_total FROM CONVERSATIONS c WHERE c.id = ?5), \
            last_read_seq = MAX(last_read_seq, ?3), \
            last_read_at = ?4 \
-         WHERE conversation_id = ?5 AND user_id = ?1 \
-         RETURNING left_at IS NULL",
+         WHERE conversation_id = ?5 AND user_id = ?1",
     )
     .bind(sender)
     .bind(0_i64)
     .bind(seq)
     .bind(at)
     .bind(new.conversation_id.to_string())
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    if active == Some(true) {
-        let moved = ChangeKind::ConversationRead {
-            user_id: new.sender_id,
-            last_read_seq: rows::seq(seq)?,
-            last_read_at: rows::from_db_time(at)?,
-        };
-        record(conn, new.conversation_id, &moved).await?;
-    }
     Ok(())
 }
 

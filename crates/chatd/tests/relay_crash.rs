@@ -215,7 +215,7 @@ async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
 }
 
 /// The `message.created` of `text` within [`WAIT`], passing over other events (those of
-/// the group's creation, read-marker moves).
+/// the group's creation).
 async fn created(socket: &mut Socket, text: &str) -> Value {
     loop {
         let frame = next_json(socket, WAIT)

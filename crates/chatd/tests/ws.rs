@@ -83,8 +83,7 @@ fn without_pos(mut event: Value) -> Value {
     event
 }
 
-/// Reads up to the next frame of `kind`, passing over frames of the `skipped` kinds only
-/// (a send is followed by its sender's `conversation.read`, published by the relay).
+/// Reads up to the next frame of `kind`, passing over frames of the `skipped` kinds only.
 async fn expect_skipping(client: &mut WsClient, kind: &str, skipped: &[&str]) -> Value {
     loop {
         let frame = client.next_json().await;
@@ -118,14 +117,13 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else(stor
     assert_eq!(node.metrics.open_websockets().get(), 4);
 
     alice.send_json(send_frame("r1", group, "hello")).await;
-    // The sending connection gets both the ack and the event.
-    // And the change of its read marker that the send made.
-    let [own, read, ack]: [Value; 3] = alice
-        .expect_unordered(&["message.created", "conversation.read", "ack"])
+    // The sending connection gets both the ack and the event, and nothing else: the move
+    // of its read marker is implied by the `message.created` (one frame per send).
+    let [own, ack]: [Value; 2] = alice
+        .expect_unordered(&["message.created", "ack"])
         .await
         .try_into()
         .unwrap();
-    assert_eq!(read["user_id"], 1);
     assert_eq!(ack["request_id"], "r1");
     assert_eq!(ack["created"], true);
     let message = ack["message"].clone();
@@ -143,10 +141,11 @@ async fn events_reach_every_connection_of_every_participant_and_nobody_else(stor
             without_pos(event),
             json!({"type": "message.created", "message": message})
         );
-        assert_eq!(client.expect("conversation.read").await["user_id"], 1);
     }
     outsider.expect_nothing_pending().await;
-    bob.expect_nothing_pending().await;
+    for client in [&mut alice, &mut alice_phone, &mut bob] {
+        client.expect_nothing_pending().await;
+    }
 
     drop(outsider);
     tokio::time::timeout(WAIT, async {
@@ -176,18 +175,13 @@ async fn removal_stops_delivery_at_once_and_adding_starts_it(store: Store) {
     let removed = bob.expect("participant.removed").await;
     assert_eq!(removed["user_id"], 2);
     assert_eq!(removed["conversation_id"], group.to_string());
-    // The SYSTEM record, which moves Alice's read marker.
+    // The SYSTEM record (its move of Alice's read marker is implied, not a frame).
     alice
-        .expect_unordered(&[
-            "participant.removed",
-            "message.created",
-            "conversation.read",
-        ])
+        .expect_unordered(&["participant.removed", "message.created"])
         .await;
     node.say(1, group, "bob is gone").await;
-    alice
-        .expect_unordered(&["message.created", "conversation.read"])
-        .await;
+    alice.expect("message.created").await;
+    alice.expect_nothing_pending().await;
     bob.expect_nothing_pending().await;
 
     node.service
@@ -236,13 +230,14 @@ async fn typing_reaches_only_the_others_and_read_markers_everyone(store: Store) 
 
     let seq = node.say(1, group, "read me").await;
     for client in [&mut alice, &mut alice_phone, &mut bob] {
-        client.expect("message.created").await;
-        // The sender's own marker moved with the send.
-        let read = client.expect("conversation.read").await;
+        // The sender's own marker moved with the send: the `message.created` tells it
+        // (its sender has read up to its seq); no `conversation.read` follows.
+        let created = client.expect("message.created").await;
         assert_eq!(
-            (&read["user_id"], &read["last_read_seq"]),
+            (&created["message"]["sender_id"], &created["message"]["seq"]),
             (&json!(1), &json!(seq))
         );
+        client.expect_nothing_pending().await;
     }
     bob.send_json(json!({"type": "read", "request_id": 5, "conversation_id": group.to_string()}))
         .await;
@@ -296,7 +291,7 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order(store: Store) {
     }
     let mut seqs = Vec::new();
     while seqs.len() < 50 {
-        let event = expect_skipping(&mut bob, "message.created", &["conversation.read"]).await;
+        let event = expect_skipping(&mut bob, "message.created", &[]).await;
         seqs.push(event["message"]["seq"].as_i64().unwrap());
     }
     for task in tasks {
@@ -321,7 +316,7 @@ async fn a_burst_of_concurrent_sends_arrives_in_seq_order(store: Store) {
     }
     let mut seqs = Vec::new();
     while seqs.len() < 50 {
-        let event = expect_skipping(&mut bob, "message.created", &["conversation.read"]).await;
+        let event = expect_skipping(&mut bob, "message.created", &[]).await;
         assert_eq!(
             event["message"]["content"],
             format!("pipelined {}", seqs.len())
@@ -344,10 +339,7 @@ async fn requests_are_answered_with_ack_or_error_frames(store: Store) {
             "content": "idempotent", "client_message_id": "c-1",
         }))
         .await;
-    let first = alice
-        .expect_unordered(&["ack", "message.created", "conversation.read"])
-        .await[0]
-        .clone();
+    let first = alice.expect_unordered(&["ack", "message.created"]).await[0].clone();
     assert_eq!(first["created"], true);
     alice
         .send_json(json!({
@@ -862,8 +854,10 @@ async fn rule_ws_frames_over_budget_get_rate_limited_errors_and_typing_is_droppe
     // Something unread, so that marking read moves Alice's marker and tells everyone.
     node.say(2, group, "unread").await;
     for client in [&mut alice, &mut bob] {
-        client.expect("message.created").await;
-        assert_eq!(client.expect("conversation.read").await["user_id"], 2);
+        assert_eq!(
+            client.expect("message.created").await["message"]["sender_id"],
+            2
+        );
     }
 
     alice

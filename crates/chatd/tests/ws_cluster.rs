@@ -19,18 +19,19 @@ use ws_support::{
     Node, WsClient, redis_or_skip, shared_store, spawn_node_on, test_config, token, uid,
 };
 
-/// The next frame that is not a read-marker move (the sender's marker moves with every
-/// send, and that `conversation.read` reaches every member too).
+/// The next frame, which is no read-marker move: these tests never mark read, and a send
+/// publishes no `conversation.read` (its sender's marker move is implied by its
+/// `message.created`).
 async fn next_but_reads(client: &mut WsClient) -> Value {
-    loop {
-        let frame = client.next_json().await;
-        if frame["type"] != "conversation.read" {
-            return frame;
-        }
-    }
+    let frame = client.next_json().await;
+    assert_ne!(
+        frame["type"], "conversation.read",
+        "a send's marker move went out: {frame:#}"
+    );
+    frame
 }
 
-/// Proves that nothing but read-marker moves was queued for `client` before now.
+/// Proves that nothing was queued for `client` before now.
 async fn nothing_pending_but_reads(client: &mut WsClient) {
     client
         .send_json(json!({"type": "ping", "request_id": "check"}))

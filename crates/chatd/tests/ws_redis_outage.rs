@@ -162,14 +162,6 @@ async fn a_node_that_loses_redis_keeps_every_durable_event_and_gets_typing_back(
             json!({"type": "typing", "conversation_id": group.to_string(), "is_typing": true}),
         )
         .await;
-    let lost = tokio::time::timeout(
-        Duration::from_millis(500),
-        bob_on_a.expect("conversation.read"),
-    );
-    assert_eq!(
-        lost.await.expect("the read-marker move of A's send")["user_id"],
-        2
-    );
     let nothing = tokio::time::timeout(Duration::from_millis(300), bob_on_a.next_json()).await;
     assert!(
         nothing.is_err(),
@@ -186,7 +178,6 @@ async fn a_node_that_loses_redis_keeps_every_durable_event_and_gets_typing_back(
         // Typing frames still in flight from the retries are passed over.
         let created = client.expect_created().await;
         assert_eq!(created["message"]["content"], "after");
-        assert_eq!(client.expect("conversation.read").await["user_id"], 1);
     }
     // Nobody was asked to reconnect (a close frame would have failed a read above) and
     // no event came twice.

@@ -616,13 +616,13 @@ impl Node {
 }
 
 impl WsClient {
-    /// The next `message.created`, passing over the frames a send also causes or that may
-    /// cross it: the sender's read-marker move (`conversation.read`) and `typing`.
+    /// The next `message.created`, passing over the frames that may cross it: `typing`
+    /// (a send causes no other frame: its sender's marker move is implied by it).
     pub async fn expect_created(&mut self) -> Value {
         loop {
             let frame = self.next_json().await;
             match frame["type"].as_str() {
-                Some("conversation.read" | "typing") => {}
+                Some("typing") => {}
                 _ => {
                     assert_eq!(frame["type"], "message.created", "{frame:#}");
                     return frame;
@@ -643,13 +643,12 @@ pub async fn typing_crosses(typer: &mut WsClient, watcher: &mut WsClient, group:
             )
             .await;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-        while let Ok(frame) = tokio::time::timeout_at(deadline, watcher.next_json()).await {
-            match frame["type"].as_str() {
-                Some("typing") => return,
-                // The read-marker moves of the sends before.
-                Some("conversation.read") => {}
-                _ => panic!("only typing was expected here: {frame:#}"),
-            }
+        if let Ok(frame) = tokio::time::timeout_at(deadline, watcher.next_json()).await {
+            assert_eq!(
+                frame["type"], "typing",
+                "only typing was expected here: {frame:#}"
+            );
+            return;
         }
     }
     panic!("typing never crossed the nodes again");
