@@ -1277,10 +1277,8 @@ async fn a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready(
     let old = head["next"].as_str().unwrap().to_owned();
     let mut live = node.connect(1).await;
     node.say(1, group, "then purged").await;
-    // The relay has published both changes of the send before the purge (a relay left
-    // below the floor by a purge is another matter, reported separately).
+    // The relay has published the send's one change before the purge.
     live.expect("message.created").await;
-    live.expect("conversation.read").await;
     let later = node.storage.ports.clock.now() + Duration::from_secs(3600);
     for round in 0.. {
         let purged = node.storage.ports.feed.purge(later, 1000).await.unwrap();
