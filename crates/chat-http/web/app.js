@@ -524,7 +524,8 @@ function renderSeen() {
   const mine = sorted().filter((m) => m.sender_id === state.me.id && !m.is_system_message);
   for (let i = mine.length - 1; i >= 0; i -= 1) {
     const m = mine[i];
-    const readers = [...state.readSeq.entries()].filter(([, seq]) => seq >= m.seq).map(([u]) => nameOf(u));
+    const readers = [...state.readSeq.entries()]
+      .filter(([u, seq]) => u !== state.me.id && seq >= m.seq).map(([u]) => nameOf(u));
     if (readers.length) {
       const el = list.querySelector(`.msg[data-id="${CSS.escape(m.id)}"] .seen`);
       if (el) el.textContent = `Seen by ${readers.join(', ')}`;
