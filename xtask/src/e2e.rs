@@ -173,6 +173,9 @@ impl Chatd {
             .args(["serve", "--dev", "--bind"])
             .arg(format!("127.0.0.1:{}", self.port))
             .env("DATABASE_URL", &self.database_url)
+            // chatd's stop has three steps (HTTP drain, the relay's catch-up, the store),
+            // each bounded by this: 15 s in all, inside the 20 s `stop` allows.
+            .env("CHAT_SHUTDOWN_TIMEOUT", "5")
             .env_remove("REDIS_URL")
             .env_remove("CHAT_JWT_SECRET")
             .env_remove("CHAT_BIND")
