@@ -4,14 +4,16 @@
 //! fresh MySQL/MariaDB database, so a restart keeps the data), starts Debian's
 //! `chromedriver` and drives two headless Chromium sessions over WebDriver
 //! (`fantoccini`) as two users: they exchange messages in real time, see unread badges
-//! rise and clear, typing and "seen by", react, edit and delete, and survive a restart of
-//! `chatd` with catch-up (nothing missing, nothing doubled). Screenshots of the key steps
-//! go to `target/e2e/`.
+//! rise and clear, typing and "seen by", react, edit and delete, survive a restart of
+//! `chatd` with catch-up (nothing missing, nothing doubled), and come back from the
+//! browser's network cut (DevTools' offline mode) by resuming from the sync token: what
+//! changed meanwhile shows from the replay alone, and a token the server cannot resume
+//! from makes the page reload. Screenshots of the key steps go to `target/e2e/`.
 //!
 //! Without `chromium` and `chromedriver` the run is skipped loudly, and fails under
 //! `CI=true`. `cargo xtask test` runs it at its end.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -331,8 +333,7 @@ fn http(
     request.push_str("\r\n");
     request.push_str(&body);
     stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let response = read_response(&mut stream)?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -346,11 +347,46 @@ fn http(
     Ok((status, json))
 }
 
+/// One HTTP/1.1 response, head and body: up to its `Content-Length` when it has one (some
+/// servers, chromedriver among them, keep the connection open after it despite
+/// `Connection: close`), else to the end of the stream.
+fn read_response(stream: &mut impl std::io::Read) -> Result<String> {
+    let mut response = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    loop {
+        let head = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4);
+        if let Some(head) = head {
+            let length = String::from_utf8_lossy(&response[..head])
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                });
+            if length.is_some_and(|length| response.len() >= head + length) {
+                break;
+            }
+        }
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8(response).context("a response that is not UTF-8")
+}
+
 /// One browser session: one user in one window.
 struct Page {
     name: &'static str,
     client: Client,
     profile: PathBuf,
+    /// chromedriver's port, for the commands fantoccini does not have (the network).
+    driver_port: u16,
 }
 
 impl Page {
@@ -381,7 +417,40 @@ impl Page {
             name,
             client,
             profile,
+            driver_port,
         })
+    }
+
+    /// Cuts (or restores) the browser's network as DevTools' "Offline" does: the page gets
+    /// `offline` (`online`) events and `navigator.onLine` follows. Open sockets are not cut
+    /// by it: the page closes its own on `offline`, and opens none until `online`.
+    async fn set_offline(&self, offline: bool) -> Result<()> {
+        let session = self
+            .client
+            .session_id()
+            .await?
+            .context("no WebDriver session")?;
+        let command = json!({
+            "cmd": "Network.emulateNetworkConditions",
+            "params": {
+                "offline": offline, "latency": 0,
+                "downloadThroughput": -1, "uploadThroughput": -1,
+            },
+        });
+        let path = format!("/session/{session}/goog/cdp/execute");
+        let (status, reply) = http(self.driver_port, "POST", &path, None, Some(&command))?;
+        if status != 200 {
+            bail!(
+                "{}: chromedriver answered {status} to {command}: {reply}",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `script` in the page and answers what it returns.
+    async fn eval(&self, script: &str) -> Result<Value> {
+        Ok(self.client.execute(script, Vec::new()).await?)
     }
 
     async fn close(self) {
@@ -754,6 +823,8 @@ async fn conversation(
         t.iter().any(|t| t == "🔕")
     })
     .await?;
+    offline_and_back(chatd, alice, bob).await?;
+
     alice.click("#members-toggle").await?;
     alice
         .until_texts("the members", "#member-list li", |t| t.len() == 2)
@@ -783,6 +854,233 @@ async fn conversation(
     Ok(())
 }
 
+/// Bob's page goes offline while Alice changes the group open on it (an edit, a delete, a
+/// 🎉 reaction, a rename); back online, it resumes from its sync token and shows all of it
+/// from the replay alone: no page reload, no history re-read. Then a token the server
+/// cannot resume from (another deployment's): the page reloads what it shows and goes on.
+async fn offline_and_back(chatd: &Chatd, alice: &Page, bob: &Page) -> Result<()> {
+    step("Alice says two more things in the group; Bob sees them");
+    alice.send("Lunch at noon?").await?;
+    alice.send("Wrong chat, sorry").await?;
+    let before = ["Welcome to Team", "Lunch at noon?", "Wrong chat, sorry"];
+    bob.until_messages(&before).await?;
+
+    step("Bob goes offline; meanwhile Alice edits, deletes, reacts 🎉 and renames the group");
+    // Both vanish if the page reloads; the resource timings list the history reads.
+    bob.eval("window.e2eSamePage = true; performance.clearResourceTimings(); return true;")
+        .await?;
+    bob.set_offline(true).await?;
+    bob.until_texts("offline", "#status", |t| t == ["offline"])
+        .await?;
+    let port = chatd.port;
+    let token = chatd.token(1, "Alice")?;
+    let group = conversation_named(port, &token, "Team")?;
+    let lunch = message_with(port, &token, &group, "Lunch at noon?")?;
+    let wrong = message_with(port, &token, &group, "Wrong chat, sorry")?;
+    let welcome = message_with(port, &token, &group, "Welcome to Team")?;
+    let edit = json!({"content": "Lunch at one?"});
+    call(
+        port,
+        &token,
+        "PATCH",
+        &format!("/api/v1/messages/{lunch}"),
+        Some(&edit),
+    )?;
+    call(
+        port,
+        &token,
+        "DELETE",
+        &format!("/api/v1/messages/{wrong}"),
+        None,
+    )?;
+    let party = percent_encode("🎉");
+    let path = format!("/api/v1/messages/{welcome}/reactions/{party}");
+    call(port, &token, "PUT", &path, None)?;
+    let rename = json!({"name": "Team Rocket"});
+    call(
+        port,
+        &token,
+        "PATCH",
+        &format!("/api/v1/conversations/{group}"),
+        Some(&rename),
+    )?;
+    alice
+        .until_texts("the new name, live", "#conv-title", |t| {
+            t == ["Team Rocket"]
+        })
+        .await?;
+    // Offline, nothing reaches Bob's page: it closed its socket and opens none.
+    let shown = bob.texts(".msg:not(.system) .text").await?;
+    let title = bob.texts("#conv-title").await?;
+    if shown != before || title != ["Team"] {
+        bail!("bob: changes reached the page while offline: {shown:?} under {title:?}");
+    }
+    bob.screenshot("07-offline").await?;
+
+    step("Bob is back online: his page resumes from its token and shows it all, without a reload");
+    bob.set_offline(false).await?;
+    bob.until_texts("online again", "#status", |t| t == ["online"])
+        .await?;
+    bob.until_messages(&["Welcome to Team", "Lunch at one?"])
+        .await?;
+    bob.until_texts("the edited marker", ".msg .edited", |t| t == ["(edited)"])
+        .await?;
+    bob.until_texts("the 🎉 reaction", ".msg:not(.system) .reaction", |t| {
+        t == ["🎉 1"]
+    })
+    .await?;
+    bob.until_texts("the new name", "#conv-title", |t| t == ["Team Rocket"])
+        .await?;
+    bob.until_texts(
+        "the new name in the inbox",
+        ".inbox-item.active .inbox-title",
+        |t| t.iter().any(|t| t.starts_with("Team Rocket")),
+    )
+    .await?;
+    bob.screenshot("07-resumed").await?;
+    let seen = bob.eval(CONNECTION_FACTS).await?;
+    println!("e2e: Bob's page after the resume: {seen}");
+    let last = &seen["last"];
+    let since = last["since"].as_str().unwrap_or_default();
+    if seen["samePage"] != true {
+        bail!("bob: the page was reloaded: {seen}");
+    }
+    if !is_sync_token(since) || last["resumed"] != true {
+        bail!("bob: the reconnect did not resume from a token: {seen}");
+    }
+    // The edit, the delete, the reaction and the rename, at least.
+    if last["replayed"].as_u64().unwrap_or(0) < 4 {
+        bail!("bob: the resume replayed too little: {seen}");
+    }
+    if seen["historyReads"] != json!([]) {
+        bail!("bob: the page re-read the history instead of applying the replay: {seen}");
+    }
+    let moved = position_of(seen["token"].as_str().unwrap_or_default())
+        .zip(position_of(since))
+        .is_some_and(|(now, then)| now > then);
+    if !moved {
+        bail!("bob: the sync token did not move past the replay: {seen}");
+    }
+
+    step("a token the server cannot resume from: Bob's page reloads what it shows, then goes on");
+    bob.set_offline(true).await?;
+    bob.until_texts("offline", "#status", |t| t == ["offline"])
+        .await?;
+    // The same position in another deployment's feed: the server answers
+    // sync_token_expired, then a fresh token.
+    bob.eval(
+        "const live = window.chatLive; \
+         live.syncToken = live.syncToken.replace(/^v1\\.[0-9a-f]{32}\\./, `v1.${'0'.repeat(32)}.`); \
+         performance.clearResourceTimings(); \
+         document.getElementById('toast').textContent = ''; \
+         return live.syncToken;",
+    )
+    .await?;
+    let text = json!({"content": "Back to work"});
+    let path = format!("/api/v1/conversations/{group}/messages");
+    call(port, &token, "POST", &path, Some(&text))?;
+    bob.set_offline(false).await?;
+    bob.until_texts("online again", "#status", |t| t == ["online"])
+        .await?;
+    bob.until_messages(&["Welcome to Team", "Lunch at one?", "Back to work"])
+        .await?;
+    let seen = bob.eval(CONNECTION_FACTS).await?;
+    println!("e2e: Bob's page after the expired token: {seen}");
+    let last = &seen["last"];
+    let since = last["since"].as_str().unwrap_or_default();
+    let token_now = seen["token"].as_str().unwrap_or_default();
+    if seen["samePage"] != true {
+        bail!("bob: the page was reloaded: {seen}");
+    }
+    if !since.starts_with(&format!("v1.{}.", "0".repeat(32))) || last["resumed"] != false {
+        bail!("bob: the foreign token was not refused: {seen}");
+    }
+    if !is_sync_token(token_now) || token_now.starts_with("v1.000000") {
+        bail!("bob: the page did not take the fresh token: {seen}");
+    }
+    if seen["historyReads"].as_array().is_none_or(Vec::is_empty) {
+        bail!("bob: the page did not reload the conversation: {seen}");
+    }
+    if seen["toast"] != "" {
+        bail!("bob: the expired token was shown to the user: {seen}");
+    }
+    Ok(())
+}
+
+/// What the page's connection tells (`live.js`): its last connection, its sync token, the
+/// history reads since the timings were cleared, the toast, and whether the page is the
+/// one marked before going offline.
+const CONNECTION_FACTS: &str = "const live = window.chatLive; \
+    return { \
+      samePage: window.e2eSamePage === true, \
+      last: live.connections[live.connections.length - 1], \
+      token: live.syncToken, \
+      historyReads: performance.getEntriesByType('resource').map((e) => e.name) \
+        .filter((name) => name.includes('/messages?')), \
+      toast: document.getElementById('toast').textContent, \
+    };";
+
+/// Whether `text` has the shape of a sync token, `v1.<32 hex digits>.<position>`.
+fn is_sync_token(text: &str) -> bool {
+    let mut parts = text.split('.');
+    parts.next() == Some("v1")
+        && parts
+            .next()
+            .is_some_and(|feed| feed.len() == 32 && feed.bytes().all(|b| b.is_ascii_hexdigit()))
+        && position_of(text).is_some()
+        && parts.count() == 1
+}
+
+/// The position a sync token names (its last part).
+fn position_of(token: &str) -> Option<u64> {
+    token.rsplit_once('.').and_then(|(_, pos)| pos.parse().ok())
+}
+
+/// `text` as one URL path segment (every byte but the unreserved ones as `%XX`).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One REST call that must succeed (2xx): its JSON answer.
+fn call(port: u16, token: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    let (status, reply) = http(port, method, path, Some(token), body)?;
+    if !(200..300).contains(&status) {
+        bail!("{method} {path} answered {status}: {reply}");
+    }
+    Ok(reply)
+}
+
+/// The id of the caller's conversation named `name`.
+fn conversation_named(port: u16, token: &str, name: &str) -> Result<String> {
+    let inbox = call(port, token, "GET", "/api/v1/conversations", None)?;
+    inbox["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no conversation named {name:?} in {inbox}"))
+}
+
+/// The id of the newest message of `conversation` whose text is `content`.
+fn message_with(port: u16, token: &str, conversation: &str, content: &str) -> Result<String> {
+    let path = format!("/api/v1/conversations/{conversation}/messages?limit=50");
+    let history = call(port, token, "GET", &path, None)?;
+    history["items"]
+        .as_array()
+        .and_then(|items| items.iter().rev().find(|m| m["content"] == content))
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no message {content:?} in {history}"))
+}
+
 fn step(title: &str) {
     println!("e2e: {title}");
 }
@@ -790,6 +1088,58 @@ fn step(title: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection the server keeps open: it hands out `data` a few bytes at a time,
+    /// then would block (as a read timeout does) instead of ending.
+    struct KeptOpen {
+        data: Vec<u8>,
+        at: usize,
+    }
+
+    impl std::io::Read for KeptOpen {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.data.len() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(5).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_response_ends_at_its_content_length_or_at_the_end_of_the_stream() {
+        let data = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"a\":\"\xc3\xa9\"}".to_vec();
+        let mut open = KeptOpen { data, at: 0 };
+        let sized = read_response(&mut open).unwrap();
+        assert!(sized.ends_with("{\"a\":\"é\"}"), "{sized}");
+        // Without a length, the body ends with the stream.
+        let mut closed = std::io::Cursor::new(b"HTTP/1.1 200 OK\r\n\r\n[1]".to_vec());
+        assert!(read_response(&mut closed).unwrap().ends_with("[1]"));
+        // A kept-open connection without a length is an error (the read timeout), not a hang.
+        let data = b"HTTP/1.1 200 OK\r\n\r\n[1]".to_vec();
+        assert!(read_response(&mut KeptOpen { data, at: 0 }).is_err());
+    }
+
+    #[test]
+    fn percent_encode_keeps_unreserved_and_encodes_the_rest() {
+        assert_eq!(percent_encode("🎉"), "%F0%9F%8E%89");
+        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn sync_tokens_are_recognised_by_shape() {
+        let feed = "0123456789abcdef0123456789abcdef";
+        assert!(is_sync_token(&format!("v1.{feed}.42")));
+        assert_eq!(position_of(&format!("v1.{feed}.42")), Some(42));
+        assert!(!is_sync_token(&format!("v2.{feed}.42")));
+        assert!(!is_sync_token(&format!("v1.{feed}.")));
+        assert!(!is_sync_token("v1.abc.42"));
+        assert!(!is_sync_token(&format!("v1.{feed}.42.1")));
+        assert!(!is_sync_token(""));
+    }
 
     #[test]
     fn once_counts_exact_matches() {

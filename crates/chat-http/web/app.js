@@ -70,10 +70,13 @@ function signedIn(token, dev) {
   $('me').textContent = `${who.name || 'User'} (#${who.id})`;
   state.live = new Live(freshToken, {
     onEvent: (frame) => (state.catchingUp ? state.buffered.push(frame) : applyEvent(frame)),
-    onReady: () => catchUp(),
+    onReady: ({ resumed }) => (resumed ? afterResume() : catchUp()),
     onStatus: showStatus,
     onAuthFailed: (reason) => toast(`Signed out by the server: ${reason || 'token refused'}`),
   });
+  // The connection, for the browser tests (its `connections` tell whether a reconnect
+  // resumed from a token) and for the console.
+  window.chatLive = state.live;
   state.live.start();
   refreshInbox();
 }
@@ -105,7 +108,9 @@ function signOut() {
 function showStatus(status) {
   const el = $('status');
   el.dataset.state = status;
-  el.textContent = { online: 'online', connecting: 'connecting…', reconnecting: 'reconnecting…' }[status] || '';
+  el.textContent = {
+    online: 'online', connecting: 'connecting…', reconnecting: 'reconnecting…', offline: 'offline',
+  }[status] || '';
 }
 
 let toastTimer;
@@ -128,16 +133,21 @@ async function attempt(action) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Catching up. With the change feed (GET /api/v1/sync) this becomes one call from the last
-// cursor; until then: the inbox, then the open conversation's messages after the last seq
-// seen and a re-fetch of what is shown (edits, deletions, reactions).
+// Catching up (docs/websocket.md §6). A connection that resumed from the sync token has
+// already replayed every change missed (messages, edits, deletes, reactions, read markers,
+// membership, renames) through applyEvent, like live events: only what the feed does not
+// carry is re-read. A connection that did not resume (first start, a token the server could
+// not resume from) reloads what is shown, holding events back until it is loaded.
 
 async function catchUp() {
   state.catchingUp = true;
   try {
-    await refreshInbox();
+    if (!await refreshInbox()) throw new Error('the inbox could not be read');
     if (state.open) await reloadShown();
   } catch (err) {
+    // The token now points past what the page shows: forget it, so that the next
+    // connection reloads instead of resuming on top of a stale page.
+    if (state.live) state.live.syncToken = null;
     toast(`Catching up failed: ${err.message}`);
   } finally {
     state.catchingUp = false;
@@ -146,13 +156,30 @@ async function catchUp() {
   }
 }
 
+/** Reloads the inbox; answers whether it could. */
 async function refreshInbox() {
   const items = await attempt(() => state.api.inbox(state.showArchived));
-  if (!items) return;
+  if (!items) return false;
   state.conversations = new Map(items.map((c) => [c.id, c]));
   if (state.open && !state.conversations.has(state.open)) {
     const conv = await state.api.conversation(state.open).catch(() => null);
     if (conv) state.conversations.set(conv.id, conv); else closeConversation();
+  }
+  renderInbox();
+  if (state.open) renderHeader();
+  return true;
+}
+
+/**
+ * After a resume: the feed does not carry mute, a per-user setting that is not announced
+ * live either, so a change made on another device is read here.
+ */
+async function afterResume() {
+  const items = await state.api.inbox(state.showArchived).catch(() => null);
+  if (!items) return;
+  for (const fresh of items) {
+    const conv = state.conversations.get(fresh.id);
+    if (conv) conv.membership.is_muted = fresh.membership.is_muted;
   }
   renderInbox();
   if (state.open) renderHeader();
@@ -225,8 +252,34 @@ function applyEvent(frame) {
   }
 }
 
+// Conversations being re-read, each with whether an event came after its read began.
+const refreshing = new Map();
+
+/**
+ * Re-reads a conversation (an event's frame lacks the per-user fields). A replay can bring
+ * many events of one conversation at once: while a read is in flight, later events ask for
+ * one more read after it rather than one each.
+ */
 async function refreshConversation(id) {
   if (!id) return;
+  const pending = refreshing.get(id);
+  if (pending) {
+    pending.again = true;
+    return;
+  }
+  const entry = { again: true };
+  refreshing.set(id, entry);
+  try {
+    while (entry.again) {
+      entry.again = false;
+      await readConversation(id);
+    }
+  } finally {
+    refreshing.delete(id);
+  }
+}
+
+async function readConversation(id) {
   const conv = await state.api.conversation(id).catch(() => null);
   if (!conv) {
     state.conversations.delete(id);
@@ -255,7 +308,9 @@ function onMessage(message, created) {
       // A send moves its sender's marker to it, with no conversation.read of its own.
       conv.membership.unread_count = 0;
       conv.membership.last_read_seq = Math.max(conv.membership.last_read_seq || 0, message.seq);
-    } else if (!seen && !(last && last.id === message.id)) {
+    } else if (!seen && !(last && last.seq >= message.seq)) {
+      // A conversation read after this message was sent (a replay's events are all
+      // committed before they arrive) already counts it.
       conv.membership.unread_count += 1;
     }
     renderInbox();
