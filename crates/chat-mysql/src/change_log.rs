@@ -27,7 +27,9 @@ impl NewChange {
     }
 }
 
-/// The stored code of a kind (`CHANGE_LOG.kind`, listed in the migration).
+/// The stored code of a kind (`CHANGE_LOG.kind`, listed in the migration). The triggers
+/// that append the previous system's writes (migrations `20251201000013` and
+/// `20251201000021`) write the same codes and columns in SQL: change them together.
 pub(crate) fn code(kind: &ChangeKind) -> u8 {
     match kind {
         ChangeKind::MessageCreated { .. } => 1,

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_crypto::MessageCipher;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, migrate::Migrator};
 
 pub use appender::AppendStats;
@@ -65,6 +65,24 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrationError> {
         .run(pool)
         .await
         .map_err(|e| MigrationError(e.to_string()))
+}
+
+/// Prepares a connection for the store, once, when it is opened: UTC (`time_zone =
+/// '+00:00'`, which the adapter's instants rely on), READ COMMITTED (the adapter takes the
+/// locks it needs explicitly), and the mark `@chat_service_session = 1`. The mark is how
+/// the triggers of migration `20251201000021` tell the service's writes (which append their
+/// own change-feed entries) from the previous system's (for which the triggers append
+/// them): see docs/schema.md, "Writes of the previous system". [`MySqlStore::connect`]
+/// runs it on every connection of its pool; a pool handed to [`MySqlStore::new`] must too.
+///
+/// # Errors
+/// The driver's error when a statement fails (the connection is then unusable).
+pub async fn prepare_session(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    conn.execute("SET time_zone = '+00:00', @chat_service_session = 1")
+        .await?;
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    Ok(())
 }
 
 /// How busy the pool is, for metrics.
@@ -101,7 +119,7 @@ pub struct MySqlStore {
 
 impl MySqlStore {
     /// Opens a pool with `settings`. Each connection gets the session settings the adapter
-    /// relies on: `time_zone = '+00:00'` and READ COMMITTED isolation.
+    /// relies on when it is opened (see [`prepare_session`]).
     ///
     /// # Errors
     /// [`ConnectError`] when the URL is invalid or the server does not answer within the
@@ -119,14 +137,7 @@ impl MySqlStore {
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(settings.idle_timeout)
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("SET time_zone = '+00:00'").await?;
-                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .await?;
-                    Ok(())
-                })
-            })
+            .after_connect(|conn, _meta| Box::pin(prepare_session(conn)))
             .connect_with(options)
             .await
             .map_err(|e| ConnectError(error::translate(&e).to_string()))?;
@@ -138,8 +149,10 @@ impl MySqlStore {
     }
 
     /// Wraps an existing pool, with the default statement timeout and append queue (see
-    /// [`MySqlSettings`]). Its connections MUST use `time_zone = '+00:00'`; READ COMMITTED
-    /// is recommended (the adapter takes the locks it needs explicitly). Called within a
+    /// [`MySqlSettings`]). Its connections MUST be prepared with [`prepare_session`] when
+    /// they are opened (`MySqlPoolOptions::after_connect`): without its mark, the triggers
+    /// take the store's edits, deletes, reactions and membership changes for the previous
+    /// system's and append each of them to the change feed a second time. Called within a
     /// tokio runtime, the append workers are spawned on it: it must outlive the store (or
     /// [`MySqlStore::shut_down`] be awaited before it stops).
     pub fn new(pool: MySqlPool) -> Self {

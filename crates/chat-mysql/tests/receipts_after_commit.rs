@@ -19,7 +19,6 @@ use chat_ports::{
     ConversationStore, MessageStore, NewConversation, NewMessage, ReadStateStore, UserDirectory,
 };
 use futures::future::join_all;
-use sqlx::Executor;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use time::OffsetDateTime;
 
@@ -131,14 +130,7 @@ async fn pending_moves_answer_like_receipts_and_are_repaired_by_the_next_store()
     let options: MySqlConnectOptions = common::database_url(&name).parse().unwrap();
     let pool = MySqlPoolOptions::new()
         .max_connections(4)
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET time_zone = '+00:00'").await?;
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                Ok(())
-            })
-        })
+        .after_connect(|conn, _meta| Box::pin(chat_mysql::prepare_session(conn)))
         .connect_with(options)
         .await
         .unwrap();
