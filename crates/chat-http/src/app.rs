@@ -48,7 +48,8 @@ pub struct HttpSettings {
     pub allowed_origins: Vec<String>,
     /// Worker threads (default: one per core).
     pub workers: Option<usize>,
-    /// How long in-flight requests may take to finish after a shutdown signal.
+    /// How long, after a shutdown signal, the server waits for the requests in flight to
+    /// be answered and the WebSockets to close before it stops anyway.
     pub shutdown_timeout: Duration,
     /// Whether SIGINT/SIGTERM stop the server (off in tests that run many servers).
     pub handle_signals: bool,
@@ -173,9 +174,9 @@ fn cors(origins: &[String]) -> Cors {
 
 /// Starts serving on `listener`; the returned server runs until it is stopped or, when
 /// `settings.handle_signals`, until SIGINT or SIGTERM, after which it drains
-/// ([`crate::drain`]: new requests `503`, the ones in flight answered, within
-/// `settings.shutdown_timeout`) and then stops gracefully (open connections get
-/// `settings.shutdown_timeout` more to close).
+/// ([`crate::drain`]: new requests `503`, WebSockets closed with 1001, the requests in
+/// flight answered and the close handshakes done, within `settings.shutdown_timeout`)
+/// and then stops, dropping the connections left (idle keep-alive ones).
 ///
 /// # Errors
 /// An I/O error when the listener cannot be used.
@@ -185,6 +186,7 @@ pub fn serve(
     settings: HttpSettings,
 ) -> std::io::Result<Server> {
     let origins = settings.allowed_origins.clone();
+    let realtime = state.realtime.clone();
     let drain = Drain::default();
     let gate_state = web::Data::new(drain.clone());
     let mut server = HttpServer::new(move || {
@@ -208,7 +210,7 @@ pub fn serve(
     // Signals are handled here, not by actix: drain first, then stop (see `drain`).
     let server = server.disable_signals().run();
     if settings.handle_signals {
-        crate::drain::stop_on_signal(drain, server.handle(), settings.shutdown_timeout);
+        crate::drain::stop_on_signal(drain, server.handle(), realtime, settings.shutdown_timeout);
     }
     Ok(server)
 }

@@ -1,39 +1,48 @@
 //! Graceful shutdown that answers every request it took. On SIGTERM (or SIGINT) the server
 //! first *drains*: requests that arrive from then on are answered `503` at once (with
-//! `Connection: close`), and the server waits, at most its shutdown timeout, until the
-//! requests already inside the application have their responses; only then does it ask
-//! actix to stop.
+//! `Connection: close`), every WebSocket is asked to close (1001), and the server waits,
+//! at most its shutdown timeout, until every response it started has been sent to the
+//! end: a request's once its body is written, a WebSocket's once its close handshake is
+//! over (or its close timeout has passed) and the connection ends. Then it stops actix
+//! at once: what is left are idle keep-alive connections, which a graceful stop would
+//! wait for (each until its keep-alive timer fires, looked at once a second) although
+//! no answer is owed on them.
 //!
 //! Why not actix's own signal handling: on a graceful stop actix-server 2 tells its accept
 //! thread to stop before it tells the workers, and the accept thread, as it exits, drops
 //! its end of each worker's connection channel; a worker that sees that channel close
 //! before its stop message returns at once, dropping its connections with requests in
 //! flight (observed in `chatd/tests/shutdown.rs`: a stored message's `201` lost, about one
-//! run in ten). Once drained, no request is inside the application when actix stops, so
+//! run in ten). Once drained, no response is being produced or sent when actix stops, so
 //! whichever way a worker stops, no accepted request loses its answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{Error, ResponseError, web};
 use chat_service::ServiceError;
 use tokio::time::Instant;
 
 use crate::error::ApiError;
+use crate::realtime::Realtime;
 
 /// How often [`Drain::wait_idle`] looks at the count of requests in flight.
 const POLL: Duration = Duration::from_millis(5);
 
-/// How long the server waits, once no request is in flight, before stopping: covers a
-/// response the application has produced that its connection is still writing.
+/// How long the server waits, once no response is left to send, before stopping: the
+/// last bytes of a body (or a `503` of the drain, which is not counted) may still sit in
+/// the connection's write buffer.
 const FLUSH_GRACE: Duration = Duration::from_millis(50);
 
-/// The requests inside the application, and whether the server is draining.
+/// The requests whose response is not sent yet, and whether the server is draining.
 #[derive(Debug, Clone, Default)]
 pub struct Drain(Arc<Inner>);
 
@@ -52,6 +61,33 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its request counted in flight until the body has been
+/// sent to its end (or dropped, with its connection). A WebSocket's body is its stream
+/// of frames, which ends when the connection closes: a WebSocket counts until then.
+struct Counted {
+    body: BoxBody,
+    guard: Option<InFlight>,
+}
+
+impl MessageBody for Counted {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let next = Pin::new(&mut self.body).poll_next(cx);
+        if matches!(next, Poll::Ready(None | Some(Err(_)))) {
+            self.guard = None;
+        }
+        next
+    }
+}
+
 impl Drain {
     /// From now on, new requests are answered `503`.
     pub fn close(&self) {
@@ -63,7 +99,7 @@ impl Drain {
         self.0.closing.load(Ordering::SeqCst)
     }
 
-    /// Requests inside the application now.
+    /// Requests whose response is not sent to its end yet (open WebSockets included).
     pub fn in_flight(&self) -> usize {
         self.0.in_flight.load(Ordering::SeqCst)
     }
@@ -77,7 +113,8 @@ impl Drain {
         (!self.is_closing()).then_some(guard)
     }
 
-    /// Waits until no request is in flight, at most `bound`. Whether none is.
+    /// Waits until no request is in flight (every response sent, every WebSocket
+    /// closed), at most `bound`. Whether none is.
     pub async fn wait_idle(&self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         loop {
@@ -91,29 +128,44 @@ impl Drain {
         }
     }
 
-    /// Drains, then stops the server gracefully: new requests answered `503`, the ones in
-    /// flight answered (within `bound`), then `server.stop(true)`.
-    pub async fn drain_and_stop(&self, server: &ServerHandle, bound: Duration) {
+    /// Drains, then stops the server: new requests answered `503`, every WebSocket
+    /// asked to close (1001) through `realtime`, then, once every response started has
+    /// been sent and every WebSocket has closed (within `bound`), `server.stop(false)`,
+    /// which drops the connections left: idle ones once drained, and at the bound also
+    /// those still busy (the shutdown timeout is the most the stop waits for them).
+    pub async fn drain_and_stop(
+        &self,
+        server: &ServerHandle,
+        realtime: Option<&Realtime>,
+        bound: Duration,
+    ) {
         self.close();
+        if let Some(realtime) = realtime {
+            realtime.shut_down();
+        }
         let started = Instant::now();
         if self.wait_idle(bound).await {
             tracing::info!(
                 waited_ms = started.elapsed().as_millis(),
-                "every request in flight answered; stopping the HTTP server"
+                "every response sent and every WebSocket closed; stopping the HTTP server"
             );
             tokio::time::sleep(FLUSH_GRACE).await;
         } else {
             tracing::warn!(
                 in_flight = self.in_flight(),
-                "requests still in flight at the shutdown timeout; stopping the HTTP server"
+                "responses (or WebSockets) still open at the shutdown timeout; stopping the \
+                 HTTP server, which drops them"
             );
         }
-        server.stop(true).await;
+        // Not a graceful stop: actix would wait for every connection still open, idle
+        // keep-alive ones included, up to its own shutdown timeout.
+        server.stop(false).await;
     }
 }
 
-/// The middleware: counts each request in flight, and answers `503` (closing the
-/// connection) once the server drains.
+/// The middleware: counts each request in flight until its response has been sent (a
+/// WebSocket until it closes), and answers `503` (closing the connection) once the server
+/// drains.
 ///
 /// # Errors
 /// The inner service's errors.
@@ -136,9 +188,13 @@ pub async fn gate(
         },
         None => None,
     };
-    let response = next.call(req).await;
-    drop(guard);
-    Ok(response?.map_into_left_body())
+    let response = next.call(req).await?;
+    Ok(response.map_body(|_, body| {
+        EitherBody::left(Counted {
+            body: body.boxed(),
+            guard,
+        })
+    }))
 }
 
 /// A signal that asks the process to stop.
@@ -174,21 +230,32 @@ pub async fn stop_signal() -> StopSignal {
     }
 }
 
-/// On SIGTERM or SIGINT: [`Drain::drain_and_stop`] with `bound`.
-pub(crate) fn stop_on_signal(drain: Drain, server: ServerHandle, bound: Duration) {
+/// On SIGTERM or SIGINT: [`Drain::drain_and_stop`] with `bound`, closing the WebSockets
+/// of `realtime`.
+pub(crate) fn stop_on_signal(
+    drain: Drain,
+    server: ServerHandle,
+    realtime: Option<Arc<Realtime>>,
+    bound: Duration,
+) {
     tokio::spawn(async move {
         let signal = stop_signal().await;
-        tracing::info!(?signal, "stop signal received; draining, then stopping");
-        drain.drain_and_stop(&server, bound).await;
+        tracing::info!(
+            ?signal,
+            "stop signal received; draining (WebSockets closed with 1001), then stopping"
+        );
+        drain
+            .drain_and_stop(&server, realtime.as_deref(), bound)
+            .await;
     });
 }
 
 #[cfg(test)]
 mod tests {
     use actix_web::middleware::from_fn;
-    use actix_web::test::{TestRequest, call_service, init_service};
+    use actix_web::test::{TestRequest, call_service, init_service, read_body};
     use actix_web::{App, HttpResponse, http::StatusCode};
-    use tokio::sync::Notify;
+    use tokio::sync::{Notify, mpsc};
 
     use super::*;
 
@@ -204,7 +271,7 @@ mod tests {
                 .wrap(from_fn(gate))
                 .route(
                     "/fast",
-                    web::get().to(|| async { HttpResponse::Ok().finish() }),
+                    web::get().to(|| async { HttpResponse::Ok().body("fast") }),
                 )
                 .route(
                     "/slow",
@@ -222,6 +289,9 @@ mod tests {
         let app = std::rc::Rc::new(app);
         let fast = call_service(&*app, TestRequest::get().uri("/fast").to_request()).await;
         assert_eq!(fast.status(), StatusCode::OK);
+        // Answered, but its body is not sent yet.
+        assert_eq!(drain.in_flight(), 1);
+        assert_eq!(read_body(fast).await, "fast");
         assert_eq!(drain.in_flight(), 0);
 
         // A slow request inside the application, then the drain begins.
@@ -243,7 +313,50 @@ mod tests {
         assert!(!drain.wait_idle(Duration::from_millis(30)).await);
 
         release.notify_one();
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status(), StatusCode::OK);
+        // A body that is never sent (its connection gone) counts no more once dropped.
+        drop(slow);
         assert!(drain.wait_idle(Duration::from_secs(5)).await);
-        assert_eq!(slow.await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[actix_web::test]
+    async fn a_streamed_response_such_as_a_websocket_counts_until_its_stream_ends() {
+        let drain = Drain::default();
+        let (frames, stream) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let stream = Arc::new(std::sync::Mutex::new(Some(stream)));
+        let app = init_service(
+            App::new()
+                .app_data(web::Data::new(drain.clone()))
+                .wrap(from_fn(gate))
+                .route(
+                    "/stream",
+                    web::get().to(move || {
+                        let stream = stream.lock().unwrap().take().unwrap();
+                        async move {
+                            HttpResponse::Ok().streaming(futures::stream::unfold(
+                                stream,
+                                |mut stream| async move {
+                                    stream.recv().await.map(|frame| (frame, stream))
+                                },
+                            ))
+                        }
+                    }),
+                ),
+        )
+        .await;
+        let streaming = call_service(&app, TestRequest::get().uri("/stream").to_request()).await;
+        assert_eq!(streaming.status(), StatusCode::OK);
+        frames.send(Ok(Bytes::from_static(b"frame"))).await.unwrap();
+        let reading = actix_web::rt::spawn(read_body(streaming));
+        drain.close();
+        // The stream is open: the drain waits for it.
+        assert!(!drain.wait_idle(Duration::from_millis(30)).await);
+        assert_eq!(drain.in_flight(), 1);
+
+        // The connection closes (a WebSocket's last handle dropped): the stream ends.
+        drop(frames);
+        assert!(drain.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(reading.await.unwrap(), "frame");
     }
 }

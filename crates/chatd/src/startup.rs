@@ -46,7 +46,6 @@ pub struct AppConfig {
 pub struct Application {
     address: SocketAddr,
     server: Server,
-    handle_signals: bool,
     service: Arc<ChatService>,
     realtime: Arc<Realtime>,
     metrics: Arc<Metrics>,
@@ -103,7 +102,6 @@ impl Application {
         Ok(Self {
             address: bound.address,
             server: bound.server,
-            handle_signals: bound.handle_signals,
             service,
             realtime,
             metrics: bound.metrics,
@@ -139,19 +137,17 @@ impl Application {
     }
 
     /// Serves until the server is stopped through its [`handle`](Self::handle) or, when
-    /// the HTTP settings handle signals, until SIGINT or SIGTERM; then every WebSocket is
-    /// closed with 1001 while in-flight requests finish. Once the server has stopped (no
-    /// request in flight), the relay publishes every change committed until then and
-    /// stops, then the store is shut down (its queued and in-flight sends finished and
-    /// answered), each within the HTTP shutdown timeout: the caller's runtime, which runs
-    /// the store's workers, must not stop before this returns.
+    /// the HTTP settings handle signals, until SIGINT or SIGTERM; then the HTTP side
+    /// drains (`chat_http::drain`: every WebSocket closed with 1001, the requests in
+    /// flight answered). Once the server has stopped (no request in flight), the relay
+    /// publishes every change committed until then and stops, then the store is shut down
+    /// (its queued and in-flight sends finished and answered), each within the HTTP
+    /// shutdown timeout: the caller's runtime, which runs the store's workers, must not
+    /// stop before this returns.
     ///
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        if self.handle_signals {
-            close_websockets_on_signal(self.realtime);
-        }
         let served = self.server.await;
         if !self.feed.stop(self.shutdown_timeout).await {
             tracing::warn!("the relay did not publish every committed change before stopping");
@@ -167,7 +163,6 @@ impl Application {
 struct Bound {
     address: SocketAddr,
     server: Server,
-    handle_signals: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -199,12 +194,10 @@ fn bind(
     let listener = TcpListener::bind(&config.bind[..])
         .with_context(|| format!("cannot listen on {:?}", config.bind))?;
     let address = listener.local_addr()?;
-    let handle_signals = config.http.handle_signals;
     let server = chat_http::serve(listener, state, config.http)?;
     Ok(Bound {
         address,
         server,
-        handle_signals,
         metrics,
     })
 }
@@ -226,14 +219,5 @@ fn prune_rate_limiters_periodically(service: std::sync::Weak<ChatService>) {
             let remaining = service.prune_rate_limiters();
             tracing::debug!(remaining, "rate limiters pruned");
         }
-    });
-}
-
-/// On SIGTERM or SIGINT, closes every WebSocket with 1001 while actix drains the rest.
-fn close_websockets_on_signal(realtime: Arc<Realtime>) {
-    tokio::spawn(async move {
-        chat_http::drain::stop_signal().await;
-        tracing::info!("closing WebSocket connections (1001)");
-        realtime.shut_down();
     });
 }

@@ -58,6 +58,8 @@ on_every_store!(
     unanswered_pings_close_with_4000_and_answered_ones_keep_it_open,
     #[tokio::test]
     shutting_down_closes_every_socket_with_1001,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_server_ends_the_tcp_connection_after_the_close_handshake_or_the_close_timeout,
     #[tokio::test]
     handshakes_are_checked_before_upgrading,
     #[tokio::test]
@@ -556,6 +558,82 @@ async fn shutting_down_closes_every_socket_with_1001(store: Store) {
     node.realtime.shut_down();
     alice.expect_close(1001).await;
     bob.expect_close(1001).await;
+    node.stop().await;
+}
+
+async fn the_server_ends_the_tcp_connection_after_the_close_handshake_or_the_close_timeout(
+    store: Store,
+) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio::io::AsyncReadExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let close_timeout = Duration::from_secs(3);
+    let node = spawn_node(
+        store,
+        WsConfig {
+            close_timeout,
+            ..test_config()
+        },
+    )
+    .await;
+    let mut alice = node.connect(1).await;
+    let mut bob = node.connect(2).await;
+    let closing = tokio::time::Instant::now();
+    node.realtime.shut_down();
+
+    // Alice answers the close frame (tungstenite sends its answer on the flush), then
+    // only reads: the server ends the connection, not her.
+    let alice = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(WAIT, alice.socket.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+        let _ = alice.socket.flush().await;
+        let mut rest = [0_u8; 16];
+        let read = tokio::time::timeout(WAIT, alice.socket.get_mut().read(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the server ended the connection: {read:?}"
+        );
+        closing.elapsed()
+    });
+    // Bob reads the bytes on the wire and never answers: the server waits for his close
+    // frame up to the close timeout, then ends the connection all the same.
+    let bob = tokio::spawn(async move {
+        let mut wire = Vec::new();
+        let read = tokio::time::timeout(
+            close_timeout + WAIT,
+            bob.socket.get_mut().read_to_end(&mut wire),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "the server ended the connection: {read:?}"
+        );
+        // An unmasked close frame carrying 1001 (0x03E9).
+        assert_eq!(wire.get(..1), Some(&[0x88][..]), "{wire:?}");
+        assert_eq!(wire.get(2..4), Some(&[0x03, 0xE9][..]), "{wire:?}");
+        closing.elapsed()
+    });
+    let (answered, silent) = (alice.await.unwrap(), bob.await.unwrap());
+    assert!(
+        answered < close_timeout,
+        "an answered close ends the connection at once, not after {answered:?}"
+    );
+    assert!(
+        silent >= close_timeout,
+        "an unanswered close is waited for {close_timeout:?}, not {silent:?}"
+    );
     node.stop().await;
 }
 
