@@ -14,6 +14,8 @@ pub(crate) mod code {
     pub(crate) const LOCK_WAIT_TIMEOUT: u16 = 1205;
     /// The transaction was chosen as a deadlock victim and rolled back.
     pub(crate) const DEADLOCK: u16 = 1213;
+    /// The table does not exist (yet: the migrations have not run).
+    pub(crate) const NO_SUCH_TABLE: u16 = 1146;
 }
 
 /// An adapter-internal failure: a driver error not yet interpreted, or a port error decided
@@ -75,6 +77,11 @@ impl Failure {
     /// timeout): the transaction was rolled back by the server.
     pub(crate) fn is_transient_conflict(&self) -> bool {
         matches!(self, Failure::Db(e) if matches!(db_code(e), Some(code::DEADLOCK | code::LOCK_WAIT_TIMEOUT)))
+    }
+
+    /// Whether a table the statement names does not exist: before the migrations ran.
+    pub(crate) fn is_missing_table(&self) -> bool {
+        matches!(self, Failure::Db(e) if db_code(e) == Some(code::NO_SUCH_TABLE))
     }
 
     /// The port error. Driver details go to the log, not to the caller.

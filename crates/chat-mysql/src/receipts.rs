@@ -113,6 +113,11 @@ pub(crate) fn spawn_materializer(pool: &MySqlPool) {
             match outcome {
                 Ok(done) if done > 0 => continue,
                 Ok(_) => {}
+                // Started with the store, before chatd runs the migrations: the table
+                // comes soon, and the connection is fine.
+                Err(failure) if failure.is_missing_table() => {
+                    tracing::debug!("read receipts wait for the migrations");
+                }
                 Err(failure) => {
                     own = None;
                     if !pool.is_closed() {

@@ -31,7 +31,11 @@ pub fn init_tracing(format: config::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: a supervisor that went away) is
+        // dropped; reporting it with `eprintln!` would panic the task that logged, the
+        // signal handler among them, and chatd would then ignore SIGTERM.
+        .log_internal_errors(false);
     if format == config::LogFormat::Json {
         builder.json().init();
     } else {
