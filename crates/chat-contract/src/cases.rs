@@ -2242,3 +2242,115 @@ pub async fn unread_matches_a_model_under_sends_deletes_marks_and_rejoins(ports:
         }
     }
 }
+
+/// `find_messages` answers a page of ids as `find_message` answers each: the deleted one
+/// included, the missing one left out, reactions grouped per emoji (code point by code
+/// point), text opened as stored (sealed at rest in the key-ring pass); more than
+/// [`chat_ports::FIND_MESSAGES_MAX`] ids still answer.
+pub async fn find_messages_answers_a_page_as_find_message_does(ports: Ports) {
+    let harness = at_rest(&ports);
+    ports.users_up_to(3).await;
+    let group = ports.group(1, &[2, 3], at(0)).await;
+    let id = group.conversation.id;
+    let plain = ports
+        .say(id, 1, "plain words 🌍", at(1))
+        .await
+        .view
+        .message
+        .id;
+    let deleted = ports.say(id, 2, "soon gone", at(2)).await.view.message.id;
+    let reacted = ports.say(id, 3, "lunch?", at(3)).await.view.message.id;
+    for (who, emoji, when) in [(2, "👍🏽", 4), (3, "❤️", 5), (3, "👍🏽", 6), (1, "👍", 7)]
+    {
+        ports
+            .messages
+            .add_reaction(reacted, user(who), Emoji::parse(emoji).unwrap(), at(when))
+            .await
+            .unwrap();
+    }
+    ports
+        .messages
+        .delete_message(deleted, user(2), at(8))
+        .await
+        .unwrap();
+    let missing = chat_domain::MessageId::new();
+
+    // The same id twice is answered once.
+    let page = [plain, missing, deleted, reacted, plain];
+    let found = ports.messages.find_messages(&page).await.unwrap();
+    let mut ids: Vec<_> = found.iter().map(|v| v.message.id).collect();
+    ids.sort();
+    let mut expected = vec![plain, deleted, reacted];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "each existing id once, the missing one left out"
+    );
+    for view in &found {
+        let alone = ports
+            .messages
+            .find_message(view.message.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*view, alone, "as find_message answers it");
+    }
+    let by_id = |id| found.iter().find(|v| v.message.id == id).unwrap();
+    assert!(by_id(deleted).message.is_deleted());
+    let plain_view = by_id(plain);
+    assert_eq!(plain_view.message.content, "plain words 🌍");
+    assert!(!plain_view.message.undecryptable);
+    assert_eq!(plain_view.sender_name.as_deref(), Some("User 1"));
+    let reactions: Vec<(&str, u32, Vec<i64>)> = by_id(reacted)
+        .reactions
+        .iter()
+        .map(|r| {
+            let users = r.user_ids.iter().map(|u| u.get()).collect();
+            (r.emoji.as_str(), r.count, users)
+        })
+        .collect();
+    assert_eq!(
+        reactions,
+        vec![
+            ("👍🏽", 2, vec![2, 3]),
+            ("❤️", 1, vec![3]),
+            ("👍", 1, vec![1])
+        ],
+        "per emoji in order of first use; a skin tone is another emoji"
+    );
+    let stored = harness.stored(plain).await;
+    if crate::switch::enabled() {
+        assert_eq!(stored.key_id.as_deref(), Some(crate::switch::KEY_ID));
+        assert!(!stored.fields.content.contains("plain"), "{stored:?}");
+    } else {
+        assert_eq!(stored.key_id, None);
+    }
+
+    assert!(ports.messages.find_messages(&[]).await.unwrap().is_empty());
+    assert!(
+        ports
+            .messages
+            .find_messages(&[missing])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Past the bound (the ids a caller should send at most): still every message once.
+    let mut many: Vec<_> = (0..chat_ports::FIND_MESSAGES_MAX)
+        .map(|_| chat_domain::MessageId::new())
+        .collect();
+    many.insert(0, reacted);
+    many.push(plain);
+    let mut found: Vec<_> = ports
+        .messages
+        .find_messages(&many)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.message.id)
+        .collect();
+    found.sort();
+    let mut expected = vec![plain, reacted];
+    expected.sort();
+    assert_eq!(found, expected);
+}

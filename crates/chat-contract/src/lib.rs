@@ -157,6 +157,7 @@ macro_rules! contract_suite {
             concurrent_adds_never_pass_the_participant_limit,
             change_recipients_exclude_a_participant_removed_before_the_change,
             undecryptable_rows_are_reported_and_the_page_served,
+            find_messages_answers_a_page_as_find_message_does,
         );
         $crate::contract_suite!(@cases $factory, feed_cases;
             feed_records_each_message_write,

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the port implementations, each one lock-hold of the shared state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -510,6 +510,16 @@ impl MessageStore for MemoryStore {
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         Ok(self.lock().view(id))
+    }
+
+    async fn find_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageView>, StoreError> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| seen.insert(**id))
+            .filter_map(|id| state.view(*id))
+            .collect())
     }
 
     async fn edit_message(

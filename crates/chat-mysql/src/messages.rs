@@ -8,8 +8,8 @@ use chat_domain::{
     Receipt, Timestamp, UserId,
 };
 use chat_ports::{
-    Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
-    StoreConflict, StoreError,
+    Appended, Deleted, Edited, FIND_MESSAGES_MAX, HistoryPage, HistoryQuery, MessageStore,
+    NewMessage, ReactionChange, StoreConflict, StoreError,
 };
 use sqlx::MySqlConnection;
 
@@ -17,7 +17,9 @@ use crate::MySqlStore;
 use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome, is_duplicate_of};
 use crate::guard::{MessageChange, lock_message_for};
-use crate::rows::{self, db_time, find_view, message_columns, reactions_of, with_reactions};
+use crate::rows::{
+    self, db_time, find_view, message_columns, reactions_of, views_by_id, with_reactions,
+};
 use crate::send::{Reply, append_alone, original};
 
 /// Counts the message's reactions (under the message's exclusive lock): `false` when the
@@ -277,6 +279,25 @@ impl MessageStore for MySqlStore {
         let find = async {
             let mut conn = self.pool.acquire().await?;
             find_view(&mut conn, &self.cipher, id).await
+        };
+        self.bounded(find).await
+    }
+
+    async fn find_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageView>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let find = async {
+            let mut conn = self.pool.acquire().await?;
+            let mut views = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(FIND_MESSAGES_MAX) {
+                views.extend(
+                    views_by_id(&mut conn, &self.cipher, chunk)
+                        .await?
+                        .into_values(),
+                );
+            }
+            Ok::<_, Failure>(views)
         };
         self.bounded(find).await
     }

@@ -4,8 +4,6 @@
 //! the conversations' `activity_key`, both read from the narrow `CONVERSATION_COUNTERS`
 //! (see docs/schema.md).
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chat_crypto::MessageCipher;
 use chat_domain::{ChangeKind, ConversationId, MessageId, Participant, Seq, Timestamp, UserId};
@@ -20,7 +18,7 @@ use crate::change_log::{self, NewChange};
 use crate::error::{Failure, Outcome};
 use crate::rows::{
     self, CONVERSATION_COLUMNS, PARTICIPANT_COLUMNS, UNREAD_COUNT_SQL, count, db_time,
-    message_columns, participants_of, placeholders, with_reactions,
+    participants_of,
 };
 use crate::writes::{ReceiptRange, record_moves};
 
@@ -309,7 +307,7 @@ impl MySqlStore {
         let ids: Vec<ConversationId> = heads.iter().map(|h| h.0.id).collect();
         let mut participants = participants_of(conn, &ids).await?;
         let last_ids: Vec<MessageId> = heads.iter().filter_map(|h| h.3).collect();
-        let mut last_messages = Self::views_by_id(conn, cipher, &last_ids).await?;
+        let mut last_messages = rows::views_by_id(conn, cipher, &last_ids).await?;
         let items = heads
             .into_iter()
             .map(|(conversation, membership, unread_count, last)| InboxItem {
@@ -327,37 +325,6 @@ impl MySqlStore {
             has_more,
             last_key,
         })
-    }
-
-    async fn views_by_id(
-        conn: &mut MySqlConnection,
-        cipher: &MessageCipher,
-        ids: &[MessageId],
-    ) -> Outcome<HashMap<MessageId, chat_domain::MessageView>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let sql = format!(
-            "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id \
-             WHERE m.id IN ({})",
-            message_columns(),
-            placeholders(ids.len())
-        );
-        let mut query = sqlx::query(&sql);
-        for id in ids {
-            query = query.bind(id.to_string());
-        }
-        let views = query
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| rows::message_view(row, cipher))
-            .collect::<Outcome<Vec<_>>>()?;
-        Ok(with_reactions(conn, views)
-            .await?
-            .into_iter()
-            .map(|v| (v.message.id, v))
-            .collect())
     }
 
     /// Runs `inbox_items` in a read-only REPEATABLE READ snapshot, so that its few queries

@@ -307,25 +307,47 @@ pub(crate) async fn with_reactions(
     Ok(views)
 }
 
-/// A message, deleted or not, with sender name and reactions.
+/// A message, deleted or not, with sender name and reactions ([`views_by_id`] of one).
 pub(crate) async fn find_view(
     conn: &mut MySqlConnection,
     cipher: &MessageCipher,
     id: MessageId,
 ) -> Outcome<Option<MessageView>> {
+    Ok(views_by_id(conn, cipher, &[id]).await?.remove(&id))
+}
+
+/// Messages by id, deleted or not, with sender names and reactions, their text opened
+/// with `cipher` ([`message_view`]): one query for the rows and one for their reactions,
+/// whatever the number of ids (the caller bounds it: every id is a placeholder).
+pub(crate) async fn views_by_id(
+    conn: &mut MySqlConnection,
+    cipher: &MessageCipher,
+    ids: &[MessageId],
+) -> Outcome<HashMap<MessageId, MessageView>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     let sql = format!(
-        "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id WHERE m.id = ?",
-        message_columns()
+        "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id \
+         WHERE m.id IN ({})",
+        message_columns(),
+        placeholders(ids.len())
     );
-    let Some(row) = sqlx::query(&sql)
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    let views = query
+        .fetch_all(&mut *conn)
         .await?
-    else {
-        return Ok(None);
-    };
-    let view = message_view(&row, cipher)?;
-    Ok(with_reactions(conn, vec![view]).await?.pop())
+        .iter()
+        .map(|row| message_view(row, cipher))
+        .collect::<Outcome<Vec<_>>>()?;
+    Ok(with_reactions(conn, views)
+        .await?
+        .into_iter()
+        .map(|v| (v.message.id, v))
+        .collect())
 }
 
 /// The count of `reader`'s unread messages above `after`: from others, live, not SYSTEM.

@@ -23,9 +23,10 @@ pub use events::{DiscardingPublisher, EventPublisher};
 pub use feed::{ChangeFeed, FeedBounds, Purged, ReaderChanges};
 pub use store::{
     Appended, ArchivedFilter, ConversationChanged, ConversationStore, Deleted, DirectConversation,
-    Edited, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage, InboxQuery, MessageStore,
-    NewConversation, NewMessage, PageLimit, ParticipantRemoved, ParticipantsAdded, ReactionChange,
-    ReadState, ReadStateStore, UnreadConversation, UnreadSummary,
+    Edited, FIND_MESSAGES_MAX, HistoryPage, HistoryQuery, InboxCursor, InboxItem, InboxPage,
+    InboxQuery, MessageStore, NewConversation, NewMessage, PageLimit, ParticipantRemoved,
+    ParticipantsAdded, ReactionChange, ReadState, ReadStateStore, UnreadConversation,
+    UnreadSummary,
 };
 
 #[cfg(feature = "mock")]

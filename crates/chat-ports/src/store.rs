@@ -37,6 +37,11 @@ impl PageLimit {
     }
 }
 
+/// The most ids one [`MessageStore::find_messages`] call takes: a page of the change feed
+/// (a `sync` page or a relay batch holds at most 500 changes). A store may answer more,
+/// in chunks of this size.
+pub const FIND_MESSAGES_MAX: usize = 500;
+
 /// A message to append (a user's, or an announcement: a SYSTEM message of the service).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
@@ -455,6 +460,21 @@ pub trait MessageStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] when the store fails.
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError>;
+
+    /// Many messages at once, each exactly as [`MessageStore::find_message`] answers it
+    /// (deleted ones included, with sender name and reactions): every id that exists
+    /// once, in no particular order; ids that do not exist are left out. It serves the
+    /// readers of the change feed, which hydrate a page of changes at a time.
+    ///
+    /// Callers pass at most [`FIND_MESSAGES_MAX`] ids (one page). A store MUST answer
+    /// them with a fixed number of round trips, whatever their number (one lock; one
+    /// query for the rows and one for their reactions), never one per id. (No default
+    /// method: one looping over `find_message` would bring back the per-message round
+    /// trips this method exists to remove, unnoticed.)
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store fails.
+    async fn find_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageView>, StoreError>;
 
     /// Replaces a live message's content and sets `edited_at`. In one step, under the
     /// lock that membership changes take, it MUST check that `actor` is an active

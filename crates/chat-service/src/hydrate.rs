@@ -5,16 +5,21 @@
 //! `message.created` is served as what it still tells, the move of its sender's marker
 //! (`conversation.read` at its `seq` and time: a send's marker move has no entry of its
 //! own, see the `ChangeFeed` port doc); its `message.deleted` still goes out.
+//!
+//! A reader first hands the hydrator its whole page ([`Hydrator::prefetch`]): the
+//! messages the page names are loaded with one `find_messages` call, so a page costs the
+//! store a fixed number of round trips, not one per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chat_domain::{
     Change, ChangeKind, ChatEvent, ConversationDetails, ConversationId, MessageId, MessageView,
 };
-use chat_ports::{ConversationStore, MessageStore, StoreError};
+use chat_ports::{ConversationStore, FIND_MESSAGES_MAX, MessageStore, StoreError};
 
 /// Hydrates the changes of one page (or one batch), looking each message and each
-/// conversation up at most once.
+/// conversation up at most once: the page's messages all at once after
+/// [`Hydrator::prefetch`], any other one (and each conversation) when first met.
 pub(crate) struct Hydrator<'a> {
     messages: &'a dyn MessageStore,
     conversations: &'a dyn ConversationStore,
@@ -33,6 +38,34 @@ impl<'a> Hydrator<'a> {
             message_cache: HashMap::new(),
             conversation_cache: HashMap::new(),
         }
+    }
+
+    /// Loads, in one [`MessageStore::find_messages`] call per [`FIND_MESSAGES_MAX`] of
+    /// them, every message `changes` will need (those of `message.created` and
+    /// `message.updated`) that is not known yet; one the store does not have is
+    /// remembered as gone. [`Hydrator::hydrate`] then finds them without a lookup.
+    ///
+    /// # Errors
+    /// The store's error when the lookup fails; nothing is remembered for the ids of the
+    /// failed call.
+    pub(crate) async fn prefetch(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut asked = HashSet::new();
+        let wanted: Vec<MessageId> = changes
+            .iter()
+            .filter_map(message_needed)
+            .filter(|id| !self.message_cache.contains_key(id) && asked.insert(*id))
+            .collect();
+        for ids in wanted.chunks(FIND_MESSAGES_MAX) {
+            let found = self.messages.find_messages(ids).await?;
+            let mut by_id: HashMap<MessageId, MessageView> = found
+                .into_iter()
+                .map(|view| (view.message.id, view))
+                .collect();
+            for id in ids {
+                self.message_cache.insert(*id, by_id.remove(id));
+            }
+        }
+        Ok(())
     }
 
     /// The event `change` is announced as, or `None` when there is nothing to serve (the
@@ -135,7 +168,8 @@ impl<'a> Hydrator<'a> {
             .filter(|view| !view.message.is_deleted()))
     }
 
-    /// The message as it is now (deleted or not), when it exists.
+    /// The message as it is now (deleted or not), when it exists: from what
+    /// [`Hydrator::prefetch`] loaded, else looked up alone.
     async fn message(&mut self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         if let Some(cached) = self.message_cache.get(&id) {
             return Ok(cached.clone());
@@ -156,6 +190,16 @@ impl<'a> Hydrator<'a> {
         let found = self.conversations.conversation_details(id).await?;
         self.conversation_cache.insert(id, found.clone());
         Ok(found)
+    }
+}
+
+/// The message whose current row `change`'s event is made of, if any.
+fn message_needed(change: &Change) -> Option<MessageId> {
+    match change.kind {
+        ChangeKind::MessageCreated { message_id } | ChangeKind::MessageUpdated { message_id } => {
+            Some(message_id)
+        }
+        _ => None,
     }
 }
 
@@ -309,18 +353,30 @@ mod tests {
         assert_eq!(deleted.1, Seq::new(3).unwrap());
     }
 
-    #[tokio::test]
-    async fn a_page_looks_each_message_and_conversation_up_once() {
-        let (store, changes) = fixture().await;
-        let message_lookups = Arc::new(AtomicUsize::new(0));
-        let conversation_lookups = Arc::new(AtomicUsize::new(0));
+    /// The distinct messages the changes' events are made of.
+    fn named_messages(changes: &[Change]) -> HashSet<MessageId> {
+        changes.iter().filter_map(message_needed).collect()
+    }
+
+    /// A message store over `store` that counts single lookups and fails none.
+    fn counting_single(store: &Arc<MemoryStore>, count: &Arc<AtomicUsize>) -> MockMessageStore {
         let mut messages = MockMessageStore::new();
-        let (finder, count) = (store.clone(), message_lookups.clone());
+        let (finder, count) = (store.clone(), count.clone());
         messages.expect_find_message().returning(move |id| {
             count.fetch_add(1, Ordering::SeqCst);
             let store = finder.clone();
             futures::executor::block_on(async move { store.find_message(id).await })
         });
+        messages
+    }
+
+    #[tokio::test]
+    async fn without_a_prefetch_each_message_and_conversation_is_looked_up_once() {
+        let (store, changes) = fixture().await;
+        let message_lookups = Arc::new(AtomicUsize::new(0));
+        let conversation_lookups = Arc::new(AtomicUsize::new(0));
+        let mut messages = counting_single(&store, &message_lookups);
+        messages.expect_find_messages().never();
         let mut conversations = MockConversationStore::new();
         let (finder, count) = (store.clone(), conversation_lookups.clone());
         conversations
@@ -335,19 +391,54 @@ mod tests {
         for change in changes.iter().chain(changes.iter()) {
             hydrator.hydrate(change).await.unwrap();
         }
-        let distinct_messages: std::collections::HashSet<MessageId> = changes
-            .iter()
-            .filter_map(|c| match c.kind {
-                ChangeKind::MessageCreated { message_id }
-                | ChangeKind::MessageUpdated { message_id } => Some(message_id),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
             message_lookups.load(Ordering::SeqCst),
-            distinct_messages.len()
+            named_messages(&changes).len()
         );
         assert_eq!(conversation_lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_page_costs_one_lookup_and_hydrates_as_one_by_one() {
+        let (store, changes) = fixture().await;
+        let batches: Arc<std::sync::Mutex<Vec<Vec<MessageId>>>> = Arc::default();
+        let mut messages = MockMessageStore::new();
+        messages.expect_find_message().never();
+        let (finder, asked) = (store.clone(), batches.clone());
+        messages
+            .expect_find_messages()
+            .returning(move |ids: &[MessageId]| {
+                asked.lock().unwrap().push(ids.to_vec());
+                let (store, ids) = (finder.clone(), ids.to_vec());
+                futures::executor::block_on(async move { store.find_messages(&ids).await })
+            });
+        // A message the store does not have: remembered as gone, not asked again.
+        let missing = Change {
+            kind: ChangeKind::MessageUpdated {
+                message_id: MessageId::new(),
+            },
+            ..changes[0].clone()
+        };
+        let page: Vec<Change> = changes.iter().cloned().chain([missing.clone()]).collect();
+        let mut prefetched = Hydrator::new(&messages, &*store);
+        prefetched.prefetch(&page).await.unwrap();
+        // Again (the next page of the same reader): everything is known already.
+        prefetched.prefetch(&page).await.unwrap();
+        let mut one_by_one = Hydrator::new(&*store, &*store);
+        for change in &page {
+            assert_eq!(
+                prefetched.hydrate(change).await.unwrap(),
+                one_by_one.hydrate(change).await.unwrap(),
+                "{}",
+                change.kind.name()
+            );
+        }
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "one lookup for the page: {batches:?}");
+        let asked: HashSet<MessageId> = batches[0].iter().copied().collect();
+        assert_eq!(asked.len(), batches[0].len(), "each message asked once");
+        assert_eq!(asked, named_messages(&page));
+        assert_eq!(prefetched.hydrate(&missing).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -369,6 +460,37 @@ mod tests {
             .unwrap();
         let mut hydrator = Hydrator::new(&messages, &*store);
         assert!(hydrator.hydrate(created).await.is_err());
+        assert!(matches!(
+            hydrator.hydrate(created).await.unwrap(),
+            Some(ChatEvent::MessageCreated(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_prefetch_is_an_error_and_remembers_nothing() {
+        let (store, changes) = fixture().await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut messages = MockMessageStore::new();
+        let (finder, count) = (store.clone(), calls.clone());
+        messages
+            .expect_find_messages()
+            .returning(move |ids: &[MessageId]| {
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(StoreError::Unavailable("down".to_owned()));
+                }
+                let (store, ids) = (finder.clone(), ids.to_vec());
+                futures::executor::block_on(async move { store.find_messages(&ids).await })
+            });
+        messages.expect_find_message().never();
+        let mut hydrator = Hydrator::new(&messages, &*store);
+        assert!(hydrator.prefetch(&changes).await.is_err());
+        // Nothing was remembered as gone: the next prefetch asks again and serves it.
+        hydrator.prefetch(&changes).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let created = changes
+            .iter()
+            .find(|c| matches!(c.kind, ChangeKind::MessageCreated { .. }))
+            .unwrap();
         assert!(matches!(
             hydrator.hydrate(created).await.unwrap(),
             Some(ChatEvent::MessageCreated(_))

@@ -204,6 +204,9 @@ impl RelayState {
         self.members
             .load_missing(&changes, &*ports.feed, &mut hydrator)
             .await?;
+        // The batch's messages in one lookup, not one per message: a lookup that fails
+        // fails the batch before anything of it is published.
+        hydrator.prefetch(&changes).await?;
         for change in &changes {
             let event = hydrator.hydrate(change).await?;
             let recipients = self.members.apply(change);

@@ -128,7 +128,10 @@ impl ChatService {
                 // conversations up to its head: the head is scanned too.
                 _ => page.head.max(last.unwrap_or(scanned)).max(scanned),
             };
-            for change in visible_changes(user, page.changes, &page.windows) {
+            let visible = visible_changes(user, page.changes, &page.windows);
+            // The page's messages in one lookup, not one per message.
+            hydrator.prefetch(&visible).await?;
+            for change in visible {
                 if let Some(event) = hydrator.hydrate(&change).await? {
                     events.push(SyncedEvent {
                         pos: change.pos,

@@ -335,7 +335,8 @@ async fn a_store_error_delays_a_change_and_never_skips_it() {
     let second = app.send(2, id, "two").await.message.id;
     let third = app.send(1, id, "three").await.message.id;
 
-    // The feed fails twice, then looking up the second message fails once: mid-batch.
+    // The feed fails twice, then looking up the batch's messages (the second's among
+    // them) fails once, after the batch was read.
     let feed = Arc::new(FlakyFeed {
         store: store.clone(),
         failures: AtomicUsize::new(2),
@@ -346,14 +347,16 @@ async fn a_store_error_delays_a_change_and_never_skips_it() {
     let finder = store.clone();
     let counter = lookups.clone();
     messages
-        .expect_find_message()
-        .returning(move |m: MessageId| {
-            if m == second && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+        .expect_find_messages()
+        .returning(move |ids: &[MessageId]| {
+            if ids.contains(&second) && counter.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(StoreError::Unavailable("lookup failed".to_owned()));
             }
-            let store = finder.clone();
-            futures::executor::block_on(async move { store.find_message(m).await })
+            let (store, ids) = (finder.clone(), ids.to_vec());
+            futures::executor::block_on(async move { store.find_messages(&ids).await })
         });
+    // The relay looks a batch's messages up together, never one by one.
+    messages.expect_find_message().never();
     let published = Arc::new(Published::default());
     let mut wired = ports(store.clone(), published.clone());
     wired.feed = feed.clone();

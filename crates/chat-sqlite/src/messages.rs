@@ -8,8 +8,8 @@ use chat_domain::{
     Receipt, Timestamp, UserId,
 };
 use chat_ports::{
-    Appended, Deleted, Edited, HistoryPage, HistoryQuery, MessageStore, NewMessage, ReactionChange,
-    StoreConflict, StoreError,
+    Appended, Deleted, Edited, FIND_MESSAGES_MAX, HistoryPage, HistoryQuery, MessageStore,
+    NewMessage, ReactionChange, StoreConflict, StoreError,
 };
 use sqlx::{Row, SqliteConnection};
 
@@ -19,7 +19,7 @@ use crate::feed::record;
 use crate::guard::authorize_on_message;
 use crate::rows::{
     self, NAME_EXPR, db_time, find_view, message_columns, reactions_of, record_receipts,
-    with_reactions,
+    views_by_id, with_reactions,
 };
 
 /// The state of a conversation a write reads before changing it. (The single writer makes
@@ -456,6 +456,25 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(view)
     }
+
+    /// [`views_by_id`] in chunks of [`FIND_MESSAGES_MAX`], in one read transaction (one
+    /// snapshot for the rows and their reactions).
+    async fn try_find_many(&self, ids: &[MessageId]) -> Outcome<Vec<MessageView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.read_pool().begin().await?;
+        let mut views = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(FIND_MESSAGES_MAX) {
+            views.extend(
+                views_by_id(&mut tx, &self.cipher, chunk)
+                    .await?
+                    .into_values(),
+            );
+        }
+        tx.commit().await?;
+        Ok(views)
+    }
 }
 
 #[async_trait]
@@ -468,6 +487,10 @@ impl MessageStore for SqliteStore {
 
     async fn find_message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         self.try_find(id).await.map_err(Failure::into_store)
+    }
+
+    async fn find_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageView>, StoreError> {
+        self.try_find_many(ids).await.map_err(Failure::into_store)
     }
 
     async fn edit_message(

@@ -286,28 +286,18 @@ pub(crate) async fn with_reactions(
     Ok(views)
 }
 
-/// A message, deleted or not, with sender name and reactions.
+/// A message, deleted or not, with sender name and reactions ([`views_by_id`] of one).
 pub(crate) async fn find_view(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
     id: MessageId,
 ) -> Outcome<Option<MessageView>> {
-    let sql = format!(
-        "SELECT {} FROM MESSAGES m LEFT JOIN app_users u ON u.id = m.sender_id WHERE m.id = ?",
-        message_columns()
-    );
-    let Some(row) = sqlx::query(&sql)
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let view = message_view(&row, cipher)?;
-    Ok(with_reactions(conn, vec![view]).await?.pop())
+    Ok(views_by_id(conn, cipher, &[id]).await?.remove(&id))
 }
 
-/// Messages by id, with sender names and reactions.
+/// Messages by id, deleted or not, with sender names and reactions, their text opened
+/// with `cipher` ([`message_view`]): one query for the rows and one for their reactions,
+/// whatever the number of ids (the caller bounds it: every id is a placeholder).
 pub(crate) async fn views_by_id(
     conn: &mut SqliteConnection,
     cipher: &MessageCipher,
