@@ -6,16 +6,18 @@
 //! One stamper per deployment (the node whose dedicated connection holds
 //! `GET_LOCK('<db>.chat_feed_stamper')`) repeatedly reads the ids of the committed
 //! unstamped entries (a plain READ COMMITTED read sees committed rows only) and numbers
-//! them `head + 1, …` in id order, in one short transaction; stamp transactions never run
-//! side by side, so positions are gapless, and a reader, which reads stamped entries only
-//! (`pos <= head`), never skips one that commits later: it will be numbered above the head.
-//! Other nodes' stampers retry the lock every second; a stamper whose connection dies
-//! releases it with the connection. This node's writes wake the stamper at once; other
-//! nodes' entries are found by polling every [`POLL`].
+//! them `head + 1, …` in id order, with one autocommit statement (the head kept in memory
+//! while it holds the lock); stamps never run side by side, so positions are gapless, and
+//! a reader, which reads stamped entries only (`pos <= head`), never skips one that
+//! commits later: it will be numbered above the head. Other nodes' stampers retry the
+//! lock every second; a stamper whose connection dies releases it with the connection.
+//! This node's writes wake the stamper (which then lets commits gather for [`GATHER`]);
+//! other nodes' entries are found by polling, every [`POLL`] while entries come, backing
+//! off to [`POLL_IDLE`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,9 +27,7 @@ use chat_domain::{
 };
 use chat_ports::{ChangeFeed, FeedBounds, Purged, ReaderChanges, StoreError};
 use sqlx::mysql::MySqlRow;
-use sqlx::{
-    ConnectOptions, Connection, Executor, MySql, MySqlConnection, MySqlPool, QueryBuilder, Row,
-};
+use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{Notify, watch};
 
 use crate::MySqlStore;
@@ -35,30 +35,48 @@ use crate::change_log::move_of;
 use crate::error::{Failure, Outcome};
 use crate::rows;
 
-/// How often the stamper looks for entries when nothing woke it (other nodes' writes).
+/// How often the stamper looks for entries when nothing woke it (other nodes' writes)
+/// while it finds some; each look that finds none doubles the pause, up to [`POLL_IDLE`].
 const POLL: Duration = Duration::from_millis(10);
+
+/// The longest pause between two looks of an idle stamper: how long, at most, another
+/// node's first entry after a quiet spell waits to be found.
+const POLL_IDLE: Duration = Duration::from_millis(50);
+
+/// How long the stamper lets commits gather after a pass that numbered entries, before it
+/// looks again: under load one statement then numbers many commits instead of one
+/// statement (and one fsync) per commit; an entry waits at most this much longer.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// How often a stamper that does not hold the lock tries again.
 const LEAD_RETRY: Duration = Duration::from_secs(1);
 
-/// How often `wait_past` reads the head when this node does not stamp.
+/// How often `wait_past` first reads the head when this node does not stamp; each read
+/// that finds it unchanged doubles the pause, up to [`WAIT_POLL_IDLE`].
 const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// The longest pause of `wait_past` between two reads of the head on a node that does
+/// not stamp.
+const WAIT_POLL_IDLE: Duration = Duration::from_millis(80);
 
 /// How long a read waits at most for the entries committed before it to be numbered
 /// (see [`MySqlStore::caught_up`]; and never more than half the call deadline); after
 /// that it answers with what is numbered.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// How often a read that waits for the stamper looks again.
+/// How often a read that waits for another node's stamper looks again.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
+
+/// How often a read that waits for this node's stamper checks that it still stamps.
+const CATCH_UP_LEADING_CHECK: Duration = Duration::from_millis(20);
 
 /// Positions a purge looks through for the first entry to keep, at most, per call (the
 /// created_at of each is read from its row): a purge's work is bounded even when a long
 /// stretch of the log has expired; it says `more` and the next call goes on.
 const PURGE_WINDOW: i64 = 10_000;
 
-/// Entries numbered per stamp transaction.
-const STAMP_BATCH: i64 = 1000;
+/// Entries numbered per stamp, at most.
+const STAMP_BATCH: usize = 1000;
 
 /// Below this many positions between a reader's position and the head, a reader's page is
 /// read along the positions (each entry checked against the reader's memberships);
@@ -70,7 +88,16 @@ const SCAN_BY_POS: u64 = 4096;
 /// [`LEAD_RETRY`].
 const STAMPER_IDLE_TIMEOUT_S: u32 = 10;
 
-/// This store's side of the feed: the stamper's wake-up, and the head it last stamped.
+/// What this store's stamper has numbered since the store started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StampStats {
+    /// Stamps that numbered entries (one statement each).
+    pub stamps: u64,
+    /// Entries numbered.
+    pub entries: u64,
+}
+
+/// This store's side of the feed: the stamper's wake-up, and what it last stamped.
 #[derive(Debug)]
 pub(crate) struct Feed {
     /// Woken after this node's writes commit.
@@ -79,6 +106,15 @@ pub(crate) struct Feed {
     stamped: watch::Sender<u64>,
     /// Whether this node's stamper holds the lock.
     leading: AtomicBool,
+    /// How many passes (a look for unstamped entries, and their numbering) have begun.
+    begun: AtomicU64,
+    /// The number of the last pass that numbered every entry it found (fewer than
+    /// [`STAMP_BATCH`]): every entry committed before it began is numbered.
+    drained: watch::Sender<u64>,
+    /// [`StampStats::stamps`].
+    stamps: AtomicU64,
+    /// [`StampStats::entries`].
+    numbered: AtomicU64,
 }
 
 impl Feed {
@@ -87,6 +123,10 @@ impl Feed {
             wake: Notify::new(),
             stamped: watch::Sender::new(0),
             leading: AtomicBool::new(false),
+            begun: AtomicU64::new(0),
+            drained: watch::Sender::new(0),
+            stamps: AtomicU64::new(0),
+            numbered: AtomicU64::new(0),
         }
     }
 
@@ -105,8 +145,13 @@ impl Feed {
 const ENTRY_COLUMNS: &str = "l.pos, l.conversation_id, l.kind, l.message_id, l.user_id, l.seq, \
      l.role, l.emoji, l.read_at, l.created_at";
 
-/// The head: the newest stamped position, or the floor when everything was purged.
-/// With it, the newest unstamped entry committed (`pending`, NULL when none).
+/// The head alone: the newest stamped position, or the floor when everything was purged
+/// (the purge moves the floor up to the head at most, so the stamper's head stays right).
+const HEAD_ONLY_SQL: &str = "SELECT GREATEST(f.floor, COALESCE((SELECT MAX(pos) FROM CHANGE_LOG), 0)) \
+     FROM CHANGE_FEED f";
+
+/// The head (as [`HEAD_ONLY_SQL`]), with the feed's identity and floor and the newest
+/// unstamped entry committed (`pending`, NULL when none).
 const HEAD_SQL: &str = "SELECT f.feed_id, f.floor, \
      GREATEST(f.floor, COALESCE((SELECT MAX(pos) FROM CHANGE_LOG), 0)) AS head, \
      (SELECT MAX(id) FROM CHANGE_LOG WHERE pos IS NULL) AS pending FROM CHANGE_FEED f";
@@ -258,24 +303,40 @@ impl MySqlStore {
     /// The bounds once every entry committed before the call is numbered (waiting at most
     /// [`CATCH_UP`], waking this node's stamper, when some are not): a reader then sees
     /// every change that committed before it asked, its own writes included. Nothing
-    /// pending, the usual case, costs nothing more than reading the bounds.
+    /// pending, the usual case, costs nothing more than reading the bounds. When this
+    /// node stamps, the wait asks the stamper, not the database: a pass that began after
+    /// the bounds were read and numbered everything it found has numbered them.
     async fn caught_up(&self, conn: &mut MySqlConnection) -> Outcome<FeedBounds> {
         let (bounds, pending) = bounds_and_pending(conn).await?;
         let Some(newest) = pending else {
             return Ok(bounds);
         };
+        let mut drained = self.feed.drained.subscribe();
+        let covering = self.feed.begun.load(Ordering::SeqCst) + 1;
         self.feed.written();
         let deadline = tokio::time::Instant::now() + CATCH_UP.min(self.call_timeout / 2);
         loop {
-            tokio::time::sleep(CATCH_UP_POLL).await;
-            let left: Option<u64> = sqlx::query_scalar(
-                "SELECT id FROM CHANGE_LOG WHERE pos IS NULL AND id <= ? LIMIT 1",
-            )
-            .bind(newest)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if left.is_none() {
-                break;
+            if self.feed.is_leading() {
+                if *drained.borrow_and_update() >= covering {
+                    break;
+                }
+                // Looks again whether this node still stamps, now and then.
+                let check = deadline.min(tokio::time::Instant::now() + CATCH_UP_LEADING_CHECK);
+                tokio::select! {
+                    _ = drained.changed() => {}
+                    () = tokio::time::sleep_until(check) => {}
+                }
+            } else {
+                tokio::time::sleep(CATCH_UP_POLL).await;
+                let left: Option<u64> = sqlx::query_scalar(
+                    "SELECT id FROM CHANGE_LOG WHERE pos IS NULL AND id <= ? LIMIT 1",
+                )
+                .bind(newest)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if left.is_none() {
+                    break;
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::debug!("change feed entries not numbered yet; answering without them");
@@ -375,7 +436,16 @@ impl MySqlStore {
 
     async fn try_head(&self) -> Outcome<FeedPos> {
         let mut conn = self.pool.acquire().await?;
-        Ok(bounds(&mut conn).await?.head)
+        Ok(FeedPos::new(read_head(&mut conn).await?))
+    }
+
+    /// What this store's stamper has numbered since the store started (zero on a store
+    /// whose stamper never held the lock). For metrics and tests.
+    pub fn stamp_stats(&self) -> StampStats {
+        StampStats {
+            stamps: self.feed.stamps.load(Ordering::Relaxed),
+            entries: self.feed.numbered.load(Ordering::Relaxed),
+        }
     }
 
     /// Moves the floor (never down) to just below the oldest entry written at or after
@@ -455,6 +525,7 @@ impl ChangeFeed for MySqlStore {
     async fn wait_past(&self, after: FeedPos, timeout: Duration) -> Result<FeedPos, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut stamped = self.feed.stamped.subscribe();
+        let mut idle_poll = WAIT_POLL;
         loop {
             let local = *stamped.borrow_and_update();
             if local > after.get() {
@@ -464,11 +535,15 @@ impl ChangeFeed for MySqlStore {
             if head > after || tokio::time::Instant::now() >= deadline {
                 return Ok(head);
             }
-            // This node's stamper announces every stamp; otherwise the head is polled.
+            // This node's stamper announces every stamp; otherwise the head is polled, less
+            // often the longer it stands still (a caller that got news calls again and
+            // starts over at `WAIT_POLL`).
             let poll = if self.feed.leading.load(Ordering::Relaxed) {
                 WAIT_POLL * 10
             } else {
-                WAIT_POLL
+                let poll = idle_poll;
+                idle_poll = (idle_poll * 2).min(WAIT_POLL_IDLE);
+                poll
             };
             let until = deadline.min(tokio::time::Instant::now() + poll);
             tokio::select! {
@@ -501,6 +576,11 @@ pub(crate) fn spawn_stamper(pool: &MySqlPool, call_timeout: Duration) -> Arc<Fee
 
 async fn run_stamper(pool: MySqlPool, feed: Arc<Feed>, call_timeout: Duration) {
     let mut own: Option<MySqlConnection> = None;
+    // The head as this stamper left it. Nobody else numbers while it holds the lock, so
+    // it reads the head from the table only after taking the lock and after a pass whose
+    // outcome it does not know (`None` then).
+    let mut head: Option<u64> = None;
+    let mut poll = POLL;
     while !pool.is_closed() {
         let Some(conn) = own.as_mut() else {
             match tokio::time::timeout(call_timeout, connect(&pool)).await {
@@ -517,6 +597,7 @@ async fn run_stamper(pool: MySqlPool, feed: Arc<Feed>, call_timeout: Duration) {
             match tokio::time::timeout(call_timeout, take_lock(conn)).await {
                 Ok(Ok(true)) => {
                     tracing::info!("this node stamps the change feed");
+                    head = None;
                     feed.leading.store(true, Ordering::Relaxed);
                     continue;
                 }
@@ -526,14 +607,17 @@ async fn run_stamper(pool: MySqlPool, feed: Arc<Feed>, call_timeout: Duration) {
             tokio::time::sleep(LEAD_RETRY).await;
             continue;
         }
-        match tokio::time::timeout(call_timeout, stamp(conn)).await {
-            Ok(Ok(Some((count, head)))) => {
-                feed.stamped.send_replace(head);
+        match tokio::time::timeout(call_timeout, stamp(conn, &feed, &mut head)).await {
+            Ok(Ok(0)) => poll = (poll * 2).min(POLL_IDLE),
+            Ok(Ok(count)) => {
+                poll = POLL;
                 if count >= STAMP_BATCH {
                     continue;
                 }
+                // Commits arriving meanwhile are numbered together by the next pass (their
+                // wake-ups wait as one permit of `wake`).
+                tokio::time::sleep(GATHER).await;
             }
-            Ok(Ok(None)) => {}
             Ok(Err(failure)) => {
                 // Before the migrations ran (no table yet) the connection is fine: keep it
                 // and the lock. A connection that fails is dropped with the lock.
@@ -554,17 +638,16 @@ async fn run_stamper(pool: MySqlPool, feed: Arc<Feed>, call_timeout: Duration) {
         }
         tokio::select! {
             () = feed.wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(poll) => {}
         }
     }
     if let Some(mut conn) = own {
         if feed.leading.load(Ordering::Relaxed) {
             // What committed before the store closed is numbered now rather than at the
             // next start.
-            while let Ok(Ok(Some((count, head)))) =
-                tokio::time::timeout(call_timeout, stamp(&mut conn)).await
+            while let Ok(Ok(count)) =
+                tokio::time::timeout(call_timeout, stamp(&mut conn, &feed, &mut head)).await
             {
-                feed.stamped.send_replace(head);
                 if count < STAMP_BATCH {
                     break;
                 }
@@ -601,50 +684,134 @@ async fn take_lock(conn: &mut MySqlConnection) -> Outcome<bool> {
     Ok(got == Some(1))
 }
 
-/// Numbers up to [`STAMP_BATCH`] committed unstamped entries, in id order, from the head
-/// on, in one transaction. How many, and the head after; `None` when there were none.
-async fn stamp(conn: &mut MySqlConnection) -> Outcome<Option<(i64, u64)>> {
+/// The head as the table says: [`HEAD_ONLY_SQL`].
+async fn read_head(conn: &mut MySqlConnection) -> Outcome<u64> {
+    let head: i64 = sqlx::query_scalar(HEAD_ONLY_SQL)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(position(head)?.get())
+}
+
+/// One pass of the stamper: numbers up to [`STAMP_BATCH`] committed unstamped entries, in
+/// id order, `head + 1, …`, with one autocommit statement ([`numbering_sql`]); `head` is
+/// the stamper's (read from the table when unknown, unknown while the statement is out).
+/// How many it numbered (0 when none were waiting).
+async fn stamp(conn: &mut MySqlConnection, feed: &Feed, head: &mut Option<u64>) -> Outcome<usize> {
+    let pass = feed.begun.fetch_add(1, Ordering::SeqCst) + 1;
     // A plain READ COMMITTED read: committed rows only (an entry whose transaction is
     // still open is numbered by a later pass, above whatever this one numbers). The
-    // UPDATE below goes by primary key, so that it locks exactly these rows and never
-    // waits for a writer's uncommitted entry (the range `pos IS NULL` holds those too).
+    // UPDATE goes by primary key, so that it locks exactly these rows and never waits for
+    // a writer's uncommitted entry (the range `pos IS NULL` holds those too).
     let ids: Vec<u64> = sqlx::query_scalar(
         "SELECT id FROM CHANGE_LOG FORCE INDEX (uq_change_log_pos) \
          WHERE pos IS NULL ORDER BY id LIMIT ?",
     )
-    .bind(STAMP_BATCH)
+    .bind(i64::try_from(STAMP_BATCH).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
     if ids.is_empty() {
-        return Ok(None);
+        feed.drained.send_replace(pass);
+        return Ok(0);
     }
-    let mut tx = conn.begin().await?;
-    let head: i64 = sqlx::query_scalar(
-        "SELECT GREATEST(f.floor, COALESCE((SELECT MAX(pos) FROM CHANGE_LOG), 0)) \
-         FROM CHANGE_FEED f",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("SET @chat_feed_pos = ?")
-        .bind(head)
-        .execute(&mut *tx)
-        .await?;
-    let mut update = QueryBuilder::<MySql>::new(
-        "UPDATE CHANGE_LOG FORCE INDEX (PRIMARY) \
-         SET pos = (@chat_feed_pos := @chat_feed_pos + 1) WHERE id IN (",
+    let from = match *head {
+        Some(known) => known,
+        None => read_head(conn).await?,
+    };
+    // Until the statement answers, whether it committed is unknown (a connection lost
+    // meanwhile): the table says, next time.
+    *head = None;
+    let numbered = conn
+        .execute(numbering_sql(&ids, from).as_str())
+        .await?
+        .rows_affected();
+    let count = ids.len();
+    if numbered != count as u64 {
+        // The guard makes the statement number all of them or none: none, so the head
+        // moved behind this stamper's back (only one stamper runs at a time: not
+        // expected). The next pass reads the head again.
+        tracing::warn!(
+            numbered,
+            count,
+            "change feed: the head moved under the stamper; reading it again"
+        );
+        return Err(Failure::Store(StoreError::Unavailable(
+            "the change feed's head moved under its stamper".into(),
+        )));
+    }
+    let to = from + count as u64;
+    *head = Some(to);
+    feed.stamps.fetch_add(1, Ordering::Relaxed);
+    feed.numbered.fetch_add(count as u64, Ordering::Relaxed);
+    feed.stamped.send_replace(to);
+    if count < STAMP_BATCH {
+        feed.drained.send_replace(pass);
+    }
+    Ok(count)
+}
+
+/// The autocommit statement that numbers `ids` (ascending, unstamped when read)
+/// `head + 1, …` in their order: all of them, or none when an entry was numbered above
+/// `head` meanwhile (the guard on `MAX(pos)`, read at the end of `uq_change_log_pos`) or
+/// one of them is no longer unstamped. Each run of consecutive ids is one `CASE` branch
+/// (ids are mostly consecutive: one or a few branches). The numbers are inlined, so the
+/// text protocol sends it in one round trip (bound, each batch size would be a statement
+/// of its own to prepare); they are integers this module computed.
+fn numbering_sql(ids: &[u64], head: u64) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(128 + ids.len() * 8);
+    sql.push_str("UPDATE CHANGE_LOG FORCE INDEX (PRIMARY) SET pos = CASE");
+    let mut next = head + 1;
+    let mut start = 0;
+    while start < ids.len() {
+        let mut end = start;
+        while end + 1 < ids.len() && ids[end + 1] == ids[end] + 1 {
+            end += 1;
+        }
+        // `id` is unsigned: the offset may be negative.
+        let offset = i128::from(next) - i128::from(ids[start]);
+        let _ = write!(
+            sql,
+            " WHEN id <= {} THEN CAST(id AS SIGNED) + {offset}",
+            ids[end]
+        );
+        next += (end - start + 1) as u64;
+        start = end + 1;
+    }
+    sql.push_str(" END WHERE id IN (");
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            sql.push(',');
+        }
+        let _ = write!(sql, "{id}");
+    }
+    let _ = write!(
+        sql,
+        ") AND pos IS NULL AND (SELECT COALESCE(MAX(pos), 0) FROM CHANGE_LOG) <= {head}"
     );
-    let mut list = update.separated(", ");
-    for id in &ids {
-        list.push_bind(*id);
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbering_sql;
+
+    #[test]
+    fn runs_of_consecutive_ids_are_one_branch_each() {
+        assert_eq!(
+            numbering_sql(&[3, 4, 5, 9, 11, 12], 10),
+            "UPDATE CHANGE_LOG FORCE INDEX (PRIMARY) SET pos = CASE \
+             WHEN id <= 5 THEN CAST(id AS SIGNED) + 8 \
+             WHEN id <= 9 THEN CAST(id AS SIGNED) + 5 \
+             WHEN id <= 12 THEN CAST(id AS SIGNED) + 4 \
+             END WHERE id IN (3,4,5,9,11,12) AND pos IS NULL \
+             AND (SELECT COALESCE(MAX(pos), 0) FROM CHANGE_LOG) <= 10"
+        );
+        assert_eq!(
+            numbering_sql(&[100], 0),
+            "UPDATE CHANGE_LOG FORCE INDEX (PRIMARY) SET pos = CASE \
+             WHEN id <= 100 THEN CAST(id AS SIGNED) + -99 \
+             END WHERE id IN (100) AND pos IS NULL \
+             AND (SELECT COALESCE(MAX(pos), 0) FROM CHANGE_LOG) <= 0"
+        );
     }
-    update.push(") AND pos IS NULL ORDER BY id");
-    let numbered = update.build().execute(&mut *tx).await?.rows_affected();
-    let count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    if numbered != ids.len() as u64 {
-        // Only one stamper runs at a time: not expected. Nothing is numbered.
-        tx.rollback().await?;
-        return Err(Failure::corrupt("unstamped entries changed while numbered"));
-    }
-    tx.commit().await?;
-    Ok(Some((count, u64::try_from(head + count).unwrap_or(0))))
 }

@@ -40,6 +40,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::{Executor, migrate::Migrator};
 
 pub use appender::AppendStats;
+pub use feed::StampStats;
 pub use settings::{MySqlSettings, SettingsError};
 
 /// The schema migrations, embedded at compile time from the workspace's `migrations/`.

@@ -5,7 +5,9 @@
 //! ring seals it; entries left unstamped by a stopped process are numbered by the next
 //! store; two stores ("nodes") on one database have one stamper and read the same
 //! positions; a reader in 1000 conversations gets its page quickly, by the planned
-//! indexes.
+//! indexes. The stamper's head kept in memory stays right across a purge to the head and
+//! is read again when stale; a stamper cut mid-stamp is taken over without a gap or a
+//! duplicate; under load one stamp numbers many commits.
 #![allow(clippy::unwrap_used)] // Test code: a failed expectation panics.
 
 mod common;
@@ -21,11 +23,13 @@ use chat_domain::{
     Change, ConversationId, ConversationType, Emoji, FeedPos, GroupName, MessageContent, MessageId,
     Role, UserId, visible_changes,
 };
-use chat_mysql::MySqlStore;
+use chat_mysql::{MySqlSettings, MySqlStore};
 use chat_ports::{
     ChangeFeed, ConversationStore, MessageStore, NewConversation, NewMessage, ReadStateStore,
     UserDirectory,
 };
+use chat_test_support::mysql::{database_url_via, server_address};
+use chat_test_support::proxy::{Cut, FaultProxy};
 use futures::future::join_all;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use time::OffsetDateTime;
@@ -866,4 +870,295 @@ async fn a_long_expired_stretch_is_purged_in_bounded_calls() {
         (FeedPos::new(12_000), FeedPos::new(12_000))
     );
     db.finish().await;
+}
+
+/// Under many concurrent sends, one stamp numbers the entries of many commits (the
+/// stamper lets commits gather for a moment after each stamp), and the counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_load_one_stamp_numbers_many_commits() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=33 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let mut conversations = Vec::new();
+    for writer in 1..=32 {
+        conversations.push(group(&store, writer, &[33]).await);
+    }
+    let before = settled(&store).await;
+    assert!(store.stamps_feed(), "the only store stamps");
+    let stats_before = stamp_stats_at(&store, before).await;
+    let started = Instant::now();
+    let sends = conversations.iter().enumerate().map(|(index, c)| {
+        let store = store.clone();
+        let conversation = *c;
+        let writer = i64::try_from(index).unwrap() + 1;
+        async move {
+            for _ in 0..SENDS_PER_WRITER {
+                store
+                    .append_message(message(conversation, writer, "load"))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    join_all(sends).await;
+    let elapsed = started.elapsed();
+    let head = settled(&store).await;
+    let stats = stamp_stats_at(&store, head).await;
+    let (stamps, entries) = (
+        stats.stamps - stats_before.stamps,
+        stats.entries - stats_before.entries,
+    );
+    eprintln!(
+        "{entries} entries in {stamps} stamps over {elapsed:?}: {:.1} stamps/s, {:.1} entries \
+         per stamp, {:.0} sends/s",
+        stamps as f64 / elapsed.as_secs_f64(),
+        entries as f64 / stamps.max(1) as f64,
+        entries as f64 / elapsed.as_secs_f64(),
+    );
+    assert_eq!(entries, 32 * SENDS_PER_WRITER, "one entry per send");
+    assert!(
+        stamps * 2 <= entries,
+        "{stamps} stamps for {entries} entries: at least two entries per stamp on average"
+    );
+    assert_gapless(&everything(&store).await);
+    db.finish().await;
+}
+
+const SENDS_PER_WRITER: u64 = 40;
+
+/// The stamp counts of the only store on its database once they account for every entry
+/// up to `head` (the counts move just after the numbering commits).
+async fn stamp_stats_at(store: &MySqlStore, head: FeedPos) -> chat_mysql::StampStats {
+    let start = Instant::now();
+    loop {
+        let stats = store.stamp_stats();
+        if stats.entries == head.get() {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{stats:?}: this store numbered every entry up to {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The stamper keeps the head in memory while it holds the lock; a purge that moved the
+/// floor up to the head (and deleted every entry) leaves it right, and so does the head a
+/// new stamper reads from the table then (the floor, not `MAX(pos)` of an empty log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbering_goes_on_above_a_floor_purged_up_to_the_head() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=2 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&store, 1, &[2]).await;
+    for _ in 0..3 {
+        store
+            .append_message(message(conversation, 2, "before"))
+            .await
+            .unwrap();
+    }
+    let head = settled(&store).await;
+    assert_eq!(head, FeedPos::new(5));
+    purge_everything(&store, head).await;
+
+    // The same stamper (its head in memory) numbers on from the head.
+    store
+        .append_message(message(conversation, 2, "after the purge"))
+        .await
+        .unwrap();
+    assert_eq!(settled(&store).await, FeedPos::new(6));
+    let after = everything(&store).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].pos, FeedPos::new(6));
+
+    // A new stamper (another store, after this one stopped) reads the head from the
+    // table: the floor, the log being empty again.
+    purge_everything(&store, FeedPos::new(6)).await;
+    let name = db.name.clone();
+    assert!(store.shut_down(Duration::from_secs(5)).await);
+    let store = common::open(&name).await;
+    store
+        .append_message(message(conversation, 2, "after the restart"))
+        .await
+        .unwrap();
+    assert_eq!(settled(&store).await, FeedPos::new(7));
+    let after = everything(&store).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].pos, FeedPos::new(7));
+    store.pool().close().await;
+    common::TestDb { store, name }.finish().await;
+}
+
+/// Purges every entry: the floor moves to `head`, the log is empty, the head stays.
+async fn purge_everything(store: &MySqlStore, head: FeedPos) {
+    let future = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let purged = store.purge(future, 100_000).await.unwrap();
+    assert_eq!((purged.floor, purged.more), (head, false));
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every entry purged");
+    let bounds = store.feed_bounds().await.unwrap();
+    assert_eq!((bounds.floor, bounds.head), (head, head));
+}
+
+/// A position taken behind the stamper's back (as another stamper would, were the lock
+/// broken) makes its remembered head stale: its next stamp numbers nothing, and the one
+/// after reads the head again and numbers above it, without a duplicate or a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_head_is_noticed_and_read_again() {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    let store = db.store.clone();
+    for id in 1..=2 {
+        store.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&store, 1, &[2]).await;
+    let head = settled(&store).await;
+    let intruder = MessageId::new();
+    sqlx::query(
+        "INSERT INTO CHANGE_LOG (pos, conversation_id, kind, message_id) VALUES (?, ?, 2, ?)",
+    )
+    .bind(head.next().as_i64())
+    .bind(conversation.to_string())
+    .bind(intruder.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let sent = store
+        .append_message(message(conversation, 2, "after the intruder"))
+        .await
+        .unwrap()
+        .view
+        .message;
+    assert_eq!(settled(&store).await, head.next().next());
+    let all = everything(&store).await;
+    assert_gapless(&all);
+    let kinds: Vec<_> = all[all.len() - 2..]
+        .iter()
+        .map(|c| c.kind.clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            chat_domain::ChangeKind::MessageUpdated {
+                message_id: intruder
+            },
+            chat_domain::ChangeKind::MessageCreated {
+                message_id: sent.id
+            },
+        ]
+    );
+    db.finish().await;
+}
+
+/// The stamping node loses its connection in the middle of a stamp: its statement reached
+/// the server (and committed) or not, the client cannot tell. Another node takes the lock
+/// over, reads the head from the table and numbers on: every entry exactly once, no gap,
+/// whichever way the cut statement went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stamper_cut_mid_stamp_is_taken_over_without_a_gap_or_a_duplicate() {
+    for (cut, frozen) in [
+        (Cut::BeforeForwarding, true),
+        (Cut::AfterForwarding, true),
+        // Unfrozen: the cut node may reconnect and take the lock back itself.
+        (Cut::AfterForwarding, false),
+    ] {
+        cut_mid_stamp(cut, frozen).await;
+    }
+}
+
+async fn cut_mid_stamp(cut: Cut, frozen: bool) {
+    let Some(db) = common::fresh_store().await else {
+        return;
+    };
+    // Node A reaches the database through the proxy; it starts first and stamps.
+    db.store.pool().close().await;
+    let proxy = FaultProxy::start(server_address()).await.unwrap();
+    let mut settings = MySqlSettings::new(database_url_via(&db.name, proxy.address()));
+    settings.max_connections = 4;
+    let a = MySqlStore::connect(&settings).await.unwrap();
+    let start = Instant::now();
+    while !a.stamps_feed() {
+        assert!(start.elapsed() < Duration::from_secs(5), "A does not stamp");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = common::open(&db.name).await;
+    for id in 1..=2 {
+        b.upsert_user(user(id), None).await.unwrap();
+    }
+    let conversation = group(&b, 1, &[2]).await;
+    let head = settled(&b).await;
+
+    // A's next numbering statement (text protocol: `COM_QUERY`) is cut.
+    proxy.cut_on(b"\x03UPDATE CHANGE_LOG", cut);
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(
+            b.append_message(message(conversation, 2, "cut"))
+                .await
+                .unwrap()
+                .view
+                .message
+                .id,
+        );
+    }
+    let start = Instant::now();
+    while proxy.cuts() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no stamp was cut");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if frozen {
+        // A cannot come back: B takes the lock over (within its retry).
+        proxy.freeze();
+        let start = Instant::now();
+        while !b.stamps_feed() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "B does not take over"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for _ in 0..2 {
+        sent.push(
+            b.append_message(message(conversation, 1, "after the cut"))
+                .await
+                .unwrap()
+                .view
+                .message
+                .id,
+        );
+    }
+    let settled_head = settled(&b).await;
+    assert_eq!(
+        settled_head.get() - head.get(),
+        5,
+        "{cut:?}: five entries numbered above the head"
+    );
+    let all = everything(&b).await;
+    assert_gapless(&all);
+    let numbered: Vec<MessageId> = all[all.len() - 5..]
+        .iter()
+        .map(|c| match c.kind {
+            chat_domain::ChangeKind::MessageCreated { message_id } => message_id,
+            ref other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(numbered, sent, "{cut:?}: each entry once, in commit order");
+    proxy.unfreeze();
+    a.pool().close().await;
+    b.pool().close().await;
+    chat_test_support::mysql::drop_database(&db.name).await;
 }
