@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{system, text};
+use common::{at, group, message, settled, text, user};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,82 +20,18 @@ use std::time::{Duration, Instant};
 
 use chat_crypto::{KeyId, KeyRing, MessageCipher};
 use chat_domain::{
-    Change, ConversationId, ConversationType, Emoji, FeedPos, GroupName, MessageContent, MessageId,
-    Role, UserId, visible_changes,
+    Change, ConversationId, Emoji, FeedPos, GroupName, MessageContent, MessageId, Role,
+    visible_changes,
 };
 use chat_mysql::{MySqlSettings, MySqlStore};
 use chat_ports::{
-    ChangeFeed, ConversationStore, MessageStore, NewConversation, NewMessage, ReadStateStore,
-    UserDirectory,
+    ChangeFeed, ConversationStore, MessageStore, NewMessage, ReadStateStore, UserDirectory,
 };
 use chat_test_support::mysql::{database_url_via, server_address};
 use chat_test_support::proxy::{Cut, FaultProxy};
 use futures::future::join_all;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use time::OffsetDateTime;
-
-fn user(id: i64) -> UserId {
-    UserId::new(id).unwrap()
-}
-
-fn at(second: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).unwrap()
-}
-
-fn message(conversation: ConversationId, sender: i64, content: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conversation,
-        sender_id: user(sender),
-        body: text(content),
-        reply_to_id: None,
-        client_message_id: None,
-        created_at: at(1),
-    }
-}
-
-async fn group(store: &MySqlStore, creator: i64, members: &[i64]) -> ConversationId {
-    let id = ConversationId::new();
-    store
-        .create_conversation(
-            NewConversation {
-                id,
-                kind: ConversationType::Group,
-                name: Some(GroupName::parse("feed").unwrap()),
-                posting_id: None,
-                created_by: user(creator),
-                members: members.iter().map(|m| user(*m)).collect(),
-                created_at: at(0),
-            },
-            NewMessage {
-                body: system("created"),
-                ..message(id, creator, "created")
-            },
-        )
-        .await
-        .unwrap();
-    id
-}
-
-async fn unstamped(store: &MySqlStore) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-}
-
-/// Waits until every committed entry is numbered; the head then.
-async fn settled(store: &MySqlStore) -> FeedPos {
-    let start = Instant::now();
-    while unstamped(store).await > 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "entries still unstamped after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    store.feed_bounds().await.unwrap().head
-}
 
 /// Every entry, in position order.
 async fn everything(feed: &dyn ChangeFeed) -> Vec<Change> {

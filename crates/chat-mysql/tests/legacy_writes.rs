@@ -8,18 +8,13 @@
 
 mod common;
 
-use common::{system, text};
+use common::{at, group, message, settled, user};
 
 use std::time::{Duration, Instant};
 
-use chat_domain::{
-    ChangeKind, ConversationId, ConversationType, Emoji, FeedPos, GroupName, MessageId, Role, Seq,
-    UserId, visible_changes,
-};
+use chat_domain::{ChangeKind, ConversationId, Emoji, MessageId, Role, Seq, visible_changes};
 use chat_mysql::MySqlStore;
-use chat_ports::{
-    ChangeFeed, ConversationStore, MessageStore, NewConversation, NewMessage, UserDirectory,
-};
+use chat_ports::{ChangeFeed, MessageStore, UserDirectory};
 use sqlx::{Connection, Executor, MySqlConnection};
 use time::OffsetDateTime;
 
@@ -27,68 +22,6 @@ use time::OffsetDateTime;
 /// without them (every statement is `CREATE OR REPLACE`).
 const MIGRATION: &str =
     include_str!("../../../migrations/20251201000021_change_log_all_legacy_writes.sql");
-
-fn user(id: i64) -> UserId {
-    UserId::new(id).unwrap()
-}
-
-fn at(second: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).unwrap()
-}
-
-fn message(conversation: ConversationId, sender: i64, content: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conversation,
-        sender_id: user(sender),
-        body: text(content),
-        reply_to_id: None,
-        client_message_id: None,
-        created_at: at(1),
-    }
-}
-
-async fn group(store: &MySqlStore, creator: i64, members: &[i64]) -> ConversationId {
-    let id = ConversationId::new();
-    store
-        .create_conversation(
-            NewConversation {
-                id,
-                kind: ConversationType::Group,
-                name: Some(GroupName::parse("legacy").unwrap()),
-                posting_id: None,
-                created_by: user(creator),
-                members: members.iter().map(|m| user(*m)).collect(),
-                created_at: at(0),
-            },
-            NewMessage {
-                body: system("created"),
-                ..message(id, creator, "created")
-            },
-        )
-        .await
-        .unwrap();
-    id
-}
-
-/// Waits until every committed entry is numbered; the head then.
-async fn settled(store: &MySqlStore) -> FeedPos {
-    let start = Instant::now();
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        if pending == 0 {
-            return store.feed_bounds().await.unwrap().head;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "entries still unstamped after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A connection of the previous system: opened plainly, without the service's session
 /// preparation (so without its mark).

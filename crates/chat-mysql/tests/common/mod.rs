@@ -6,9 +6,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_contract::{AtRest, AtRestPorts, Fixtures, Ports};
 use chat_crypto::{KeyRing, MessageCipher, MessageFields, StoredFields};
-use chat_domain::{MessageId, PostingId};
+use chat_domain::{
+    ConversationId, ConversationType, FeedPos, GroupName, MessageId, PostingId, UserId,
+};
 use chat_mysql::MySqlStore;
+use chat_ports::{ChangeFeed, ConversationStore, NewConversation, NewMessage};
 use sqlx::{MySqlConnection, Row};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 /// What happens to these tests without a server.
 const SKIPPED: &str = "chat-mysql tests are SKIPPED";
@@ -158,4 +163,70 @@ pub fn system(content: &str) -> chat_domain::MessageBody {
         chat_domain::MessageContent::parse(content).unwrap(),
         chat_domain::MediaMetadata::parse(r#"{"event":"test"}"#).unwrap(),
     )
+}
+
+// The change feed's tests (`change_feed.rs`, `legacy_writes.rs`): a user, an instant, a
+// message, a group, and waiting for the stamper.
+
+pub fn user(id: i64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+pub fn at(second: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).unwrap()
+}
+
+pub fn message(conversation: ConversationId, sender: i64, content: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        conversation_id: conversation,
+        sender_id: user(sender),
+        body: text(content),
+        reply_to_id: None,
+        client_message_id: None,
+        created_at: at(1),
+    }
+}
+
+pub async fn group(store: &MySqlStore, creator: i64, members: &[i64]) -> ConversationId {
+    let id = ConversationId::new();
+    store
+        .create_conversation(
+            NewConversation {
+                id,
+                kind: ConversationType::Group,
+                name: Some(GroupName::parse("feed").unwrap()),
+                posting_id: None,
+                created_by: user(creator),
+                members: members.iter().map(|m| user(*m)).collect(),
+                created_at: at(0),
+            },
+            NewMessage {
+                body: system("created"),
+                ..message(id, creator, "created")
+            },
+        )
+        .await
+        .unwrap();
+    id
+}
+
+pub async fn unstamped(store: &MySqlStore) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM CHANGE_LOG WHERE pos IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits until every committed entry is numbered; the head then.
+pub async fn settled(store: &MySqlStore) -> FeedPos {
+    let start = Instant::now();
+    while unstamped(store).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "entries still unstamped after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.feed_bounds().await.unwrap().head
 }
