@@ -1,6 +1,7 @@
 //! Test support shared by the workspace's test suites (a dev-dependency only): a fresh,
 //! migrated MySQL database per test ([`mysql`]), a fresh SQLite file per test ([`sqlite`]),
-//! a TCP proxy that freezes or cuts connections to inject database faults ([`proxy`]), and
+//! a TCP proxy that freezes or cuts connections to inject database faults ([`proxy`]), a
+//! `chatd` process and the address it announces ([`process`]), and
 //! the rule every suite follows when a server it needs is absent: skip loudly, and fail
 //! when the run requires the server ([`skip_or_fail`]). The stores built here follow the
 //! key-ring switch ([`key_ring`], `CHAT_TEST_KEY_RING=1`): sealed at rest in the key-ring
@@ -11,6 +12,7 @@
 pub use chat_contract::switch as key_ring;
 
 pub mod mysql;
+pub mod process;
 pub mod proxy;
 pub mod sqlite;
 

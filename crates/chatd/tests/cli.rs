@@ -8,13 +8,15 @@
 mod fresh_shell;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use chat_test_support::process::spawn_announced;
 
 use serde_json::{Value, json};
 
@@ -140,35 +142,12 @@ struct Running {
 
 /// Spawns `command` (a `chatd serve`) and waits until it announces its address.
 fn start(mut command: Command) -> Running {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no address announced: {seen:#?}"));
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-        seen.push(line);
-    };
+    let (child, announced) = spawn_announced(&mut command, Duration::from_secs(30));
     Running {
         child,
-        address,
-        seen,
-        lines: received,
+        address: announced.address,
+        seen: announced.seen,
+        lines: announced.lines,
     }
 }
 

@@ -9,11 +9,11 @@
 
 mod fresh_shell;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use chat_test_support::process::spawn_announced;
 
 use serde_json::Value;
 
@@ -165,33 +165,11 @@ impl Server {
         if let Some(ring) = ring {
             command.env("CHAT_ENCRYPTION_KEYS", ring);
         }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (lines, received) = mpsc::channel();
-        // Drains stderr for the server's whole life: a closed pipe would fail its logging.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let address = loop {
-            let line = received
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no address announced: {seen:#?}"));
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            seen.push(line);
-        };
+        let (child, announced) = spawn_announced(&mut command, Duration::from_secs(30));
         Self {
             child,
-            address,
-            seen,
+            address: announced.address,
+            seen: announced.seen,
         }
     }
 

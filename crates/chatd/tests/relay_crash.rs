@@ -8,10 +8,11 @@
 
 mod fresh_shell;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use chat_test_support::process::spawn_announced;
 
 use chat_domain::UserId;
 use chat_http::{MintClaims, mint_hs256};
@@ -58,35 +59,12 @@ struct Process {
 
 impl Process {
     fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (lines, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let address = loop {
-            let line = log
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no address announced: {seen:#?}"));
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            seen.push(line);
-        };
+        let (child, announced) = spawn_announced(&mut command, WAIT);
         Self {
             child,
-            address,
-            seen,
-            _log: log,
+            address: announced.address,
+            seen: announced.seen,
+            _log: announced.lines,
         }
     }
 

@@ -5,11 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use chat_test_support::process::{Announced, spawn_announced};
 
 use chat_domain::UserId;
 use chat_http::{MintClaims, mint_hs256};
@@ -43,7 +44,8 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
     else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    command
         .args(["serve", "--dev", "--bind", "127.0.0.1:0"])
         .env(
             "DATABASE_URL",
@@ -56,28 +58,13 @@ async fn sigterm_under_load_answers_every_request_and_stores_each_acknowledged_m
         .envs(chat_test_support::key_ring::chatd_env())
         .env_remove("REDIS_URL")
         .env_remove("CHAT_JWT_SECRET")
-        .env_remove("CHAT_BIND")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(60))
-            .expect("chatd announces its address");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+        .env_remove("CHAT_BIND");
+    let (mut child, announced) = spawn_announced(&mut command, Duration::from_secs(60));
+    let Announced {
+        address,
+        lines: received,
+        ..
+    } = announced;
     let base = format!("http://{address}/api/v1");
     let tokens: HashMap<i64, String> = (1..=USERS).map(|u| (u, token(u))).collect();
     let setup = reqwest::Client::new();

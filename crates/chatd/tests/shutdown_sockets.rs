@@ -8,10 +8,11 @@
 
 mod fresh_shell;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use chat_test_support::process::spawn_announced;
 
 use chat_domain::UserId;
 use chat_http::{MintClaims, mint_hs256};
@@ -139,7 +140,7 @@ impl Process {
         for name in fresh_shell::CHATD_SETTINGS {
             command.env_remove(name);
         }
-        let mut child = command
+        command
             .env("DATABASE_URL", database_url)
             .env(
                 "CHAT_SHUTDOWN_TIMEOUT",
@@ -148,39 +149,13 @@ impl Process {
             // Connections spread over two workers, as on a small production machine.
             .env("CHAT_WORKERS", "2")
             .env("RUST_LOG", "info")
-            .envs(chat_test_support::key_ring::chatd_env())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let address = loop {
-            let line = lines
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no address announced: {seen:#?}"));
-            let address = line
-                .split("http://")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
-            seen.push(line);
-            if let Some(address) = address {
-                break address;
-            }
-        };
+            .envs(chat_test_support::key_ring::chatd_env());
+        let (child, announced) = spawn_announced(&mut command, WAIT);
         Self {
             child,
-            address,
-            lines,
-            seen,
+            address: announced.address,
+            lines: announced.lines,
+            seen: announced.seen,
         }
     }
 
