@@ -1,7 +1,7 @@
 //! The outbound port for real-time delivery of domain events.
 
 use async_trait::async_trait;
-use chat_domain::Delivery;
+use chat_domain::{Delivery, UserId};
 
 use crate::PublishError;
 
@@ -18,6 +18,16 @@ pub trait EventPublisher: Send + Sync {
     /// [`PublishError`] when the event could not be handed over (for example the cluster
     /// bus is down). The change it announces is stored regardless.
     async fn publish(&self, delivery: Delivery) -> Result<(), PublishError>;
+
+    /// Whether an event for `recipients` published now could reach anyone (for the
+    /// real-time adapter: one of them has a connection open on this node). The relay looks
+    /// up and publishes only the changes that could: most members of most conversations
+    /// are offline, and an event nobody receives is a message lookup wasted. It MUST NOT
+    /// answer `false` for a recipient who could receive the event; a publisher that cannot
+    /// tell answers `true`, the default.
+    fn reaches_any(&self, recipients: &[UserId]) -> bool {
+        !recipients.is_empty()
+    }
 }
 
 /// An [`EventPublisher`] that drops every event: for a service without real-time

@@ -160,6 +160,15 @@ impl Hub {
             .map_or(0, Vec::len)
     }
 
+    /// Whether any of `users` has a connection on this node.
+    pub fn any_connected(&self, users: &[UserId]) -> bool {
+        let by_user = self
+            .by_user
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !by_user.is_empty() && users.iter().any(|user| by_user.contains_key(user))
+    }
+
     /// Stops delivering to `connection` (idempotent).
     pub fn detach(&self, user: UserId, connection: &Connection) {
         let mut by_user = self
@@ -294,6 +303,19 @@ mod tests {
         assert_eq!(drain(&mut a1_rx), vec![]);
         assert_eq!(drain(&mut a2_rx), vec![text("f")]);
         assert_eq!(hub.connection_count(), 3);
+    }
+
+    #[test]
+    fn any_connected_answers_for_the_users_with_a_connection_here_only() {
+        let hub = Hub::default();
+        assert!(!hub.any_connected(&[user(1), user(2)]));
+        let (c, _rx) = hub.connection(4);
+        hub.attach(user(2), &c);
+        assert!(hub.any_connected(&[user(1), user(2)]));
+        assert!(!hub.any_connected(&[user(1), user(3)]));
+        assert!(!hub.any_connected(&[]));
+        hub.detach(user(2), &c);
+        assert!(!hub.any_connected(&[user(2)]));
     }
 
     #[test]

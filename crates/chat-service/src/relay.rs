@@ -204,24 +204,75 @@ impl RelayState {
         self.members
             .load_missing(&changes, &*ports.feed, &mut hydrator)
             .await?;
-        // The batch's messages in one lookup, not one per message: a lookup that fails
-        // fails the batch before anything of it is published.
-        hydrator.prefetch(&changes).await?;
-        for change in &changes {
-            let event = hydrator.hydrate(change).await?;
-            let recipients = self.members.apply(change);
-            if change.kind.membership_move().is_some() {
-                service.forget_active_members(change.conversation_id);
+        // Who hears of each change, in feed order (the member cache follows every
+        // membership change, heard or not); then only the changes that can reach someone
+        // (a recipient connected on this node) are looked up, in one lookup for the batch,
+        // and published.
+        let addressed: Vec<Vec<UserId>> = changes
+            .iter()
+            .map(|change| {
+                let recipients = self.members.apply(change);
+                if change.kind.membership_move().is_some() {
+                    service.forget_active_members(change.conversation_id);
+                }
+                if ports.events.reaches_any(&recipients) {
+                    recipients
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let heard: Vec<Change> = changes
+            .iter()
+            .zip(&addressed)
+            .filter(|(_, recipients)| !recipients.is_empty())
+            .map(|(change, _)| change.clone())
+            .collect();
+        if let Err(err) = self
+            .publish(
+                service,
+                &mut hydrator,
+                &changes,
+                addressed,
+                &heard,
+                position,
+            )
+            .await
+        {
+            // The cache has applied the whole batch, but the batch is read again from the
+            // change that failed: the batch's conversations are loaded afresh then, as of
+            // that change.
+            for change in &changes {
+                self.members.forget(change.conversation_id);
             }
-            if let Some(event) = event {
-                if !recipients.is_empty() {
+            return Err(err);
+        }
+        Ok(changes.len())
+    }
+
+    /// Looks up `heard` (the changes of `changes` someone can hear, in one lookup) and
+    /// publishes each change of `changes` to its `addressed` recipients in order, moving
+    /// the relay's position past each. A store error stops at the change it happened on.
+    async fn publish(
+        &mut self,
+        service: &ChatService,
+        hydrator: &mut Hydrator<'_>,
+        changes: &[Change],
+        addressed: Vec<Vec<UserId>>,
+        heard: &[Change],
+        position: &AtomicU64,
+    ) -> Result<(), StoreError> {
+        hydrator.prefetch(heard).await?;
+        for (change, recipients) in changes.iter().zip(addressed) {
+            if !recipients.is_empty() {
+                if let Some(event) = hydrator.hydrate(change).await? {
                     let name = event.name();
                     let delivery = Delivery {
                         event,
                         recipients,
                         pos: Some(change.pos),
                     };
-                    if let Err(err) = ports.events.publish(delivery).await {
+                    if let Err(err) = service.ports.events.publish(delivery).await {
                         // The hub's business from here: live clients catch up from the
                         // feed with their token.
                         tracing::warn!(event = name, pos = %change.pos, error = %err, "event not published");
@@ -231,7 +282,7 @@ impl RelayState {
             self.last = change.pos;
             position.store(change.pos.get(), Ordering::Release);
         }
-        Ok(changes.len())
+        Ok(())
     }
 }
 
@@ -396,6 +447,11 @@ impl MemberCache {
             }
             _ => members.users.clone(),
         }
+    }
+
+    /// Drops what is known of `conversation`'s members (loaded again when next needed).
+    fn forget(&mut self, conversation: ConversationId) {
+        self.entries.remove(&conversation);
     }
 
     #[cfg(test)]

@@ -2,24 +2,26 @@
 //! number of messages in it: `sync` and the relay look a page's messages up with one
 //! `find_messages` call, never one `find_message` per message. Counted through a wrapper
 //! around the in-memory store's message and feed ports (on MySQL each call is a pool
-//! acquire and one or two statements).
+//! acquire and one or two statements). And the relay looks up only what someone connected
+//! can hear.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns assert by unwrapping too
 
 mod support;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chat_domain::{
-    Change, ChatEvent, ConversationId, Emoji, FeedPos, MessageContent, MessageId, MessageView,
-    Receipt, Timestamp, UserId,
+    Change, ChatEvent, ConversationId, Delivery, Emoji, FeedPos, MessageContent, MessageId,
+    MessageView, Receipt, Timestamp, UserId,
 };
 use chat_memory::MemoryStore;
 use chat_ports::{
-    Appended, ChangeFeed, Deleted, Edited, FeedBounds, HistoryPage, HistoryQuery, MessageStore,
-    NewMessage, Purged, ReactionChange, ReaderChanges, StoreError,
+    Appended, ChangeFeed, Deleted, Edited, EventPublisher, FeedBounds, HistoryPage, HistoryQuery,
+    MessageStore, NewMessage, PublishError, Purged, ReactionChange, ReaderChanges, StoreError,
 };
 use chat_service::{ChatService, Relay, SyncLimit, SyncToken};
 use support::{TestApp, app, ports, uid};
@@ -307,5 +309,74 @@ async fn the_relay_makes_one_lookup_per_batch() {
             (0, batches, ids),
             "{messages} messages in {batches} batches"
         );
+    }
+}
+
+/// A publisher on whose node only `online` have a connection: it records what it is given.
+struct Online {
+    online: HashSet<UserId>,
+    published: Mutex<Vec<Delivery>>,
+}
+
+#[async_trait]
+impl EventPublisher for Online {
+    async fn publish(&self, delivery: Delivery) -> Result<(), PublishError> {
+        self.published.lock().unwrap().push(delivery);
+        Ok(())
+    }
+
+    fn reaches_any(&self, recipients: &[UserId]) -> bool {
+        recipients.iter().any(|user| self.online.contains(user))
+    }
+}
+
+#[tokio::test]
+async fn the_relay_looks_up_and_publishes_only_what_a_connected_member_can_hear() {
+    let app = app().await;
+    // User 9 is online and in `heard` only; nobody of `unheard` is online.
+    let heard = app.group(1, &[2, 3, 4, 5, 9]).await;
+    let unheard = app.group(2, &[1, 3, 4, 5]).await;
+    for (online, expected_ids) in [(vec![9], 5), (vec![], 0)] {
+        // Ten sends alternating between the two, a reaction and an edit in `heard`.
+        let since = traffic(&app, &[heard, unheard], 10).await;
+        let publisher = Arc::new(Online {
+            online: online.into_iter().map(uid).collect(),
+            published: Mutex::new(Vec::new()),
+        });
+        let counting = Arc::new(Counting {
+            store: app.memory(),
+            calls: Calls::default(),
+        });
+        let mut wired = ports(app.memory(), publisher.clone());
+        wired.messages = counting.clone();
+        wired.feed = counting.clone();
+        let service = Arc::new(ChatService::new(wired));
+        let relay = Relay::spawn(service, since.pos);
+        let head = app.service.feed_head().await.unwrap().pos;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay.position() < head {
+            assert!(Instant::now() < deadline, "the relay did not catch up");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        relay.stop().await;
+        let [find_message, _, ids_asked, ..] = counting.calls.take();
+        assert_eq!(
+            (find_message, ids_asked),
+            (0, expected_ids),
+            "only the messages of the conversation someone online is in are looked up"
+        );
+        let published = publisher.published.lock().unwrap();
+        let conversations: HashSet<ConversationId> = published
+            .iter()
+            .map(|d| d.event.conversation_id())
+            .collect();
+        if expected_ids == 0 {
+            assert!(published.is_empty(), "nobody online, nothing published");
+        } else {
+            // Five sends, the reaction and the edit, each to every member.
+            assert_eq!(published.len(), 7);
+            assert_eq!(conversations, HashSet::from([heard]));
+            assert!(published.iter().all(|d| d.recipients.contains(&uid(9))));
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_domain::Delivery;
+use chat_domain::{Delivery, UserId};
 use chat_ports::{EventPublisher, PublishError};
 use chat_realtime::{Fanout, Hub};
 
@@ -69,5 +69,13 @@ impl EventPublisher for Realtime {
         self.fanout
             .publish(frame)
             .map_err(|err| PublishError(err.to_string()))
+    }
+
+    /// Durable events reach this node's connections only (every node relays the feed
+    /// itself; only typing crosses nodes), so a recipient without a connection here cannot
+    /// receive one. A client that connects later resumes from a token taken after it
+    /// attached, which covers every change the relay has already passed.
+    fn reaches_any(&self, recipients: &[UserId]) -> bool {
+        self.hub().any_connected(recipients)
     }
 }
