@@ -21,6 +21,10 @@ pub struct WsConfig {
     /// events are dropped once the queue is half full; a full queue closes the connection
     /// with 4008.
     pub outbound_queue: usize,
+    /// How long one replayed frame of a resume (`since`) may wait for room in the
+    /// connection's queue; past it the client, which stopped reading mid-replay, is closed
+    /// with 4008 instead of holding its connection and its replay for ever.
+    pub replay_frame_deadline: Duration,
     /// How long the server tries to get a close frame out before dropping the connection.
     pub close_timeout: Duration,
     /// The most WebSockets one user may have open on this node; one more is closed with
@@ -40,6 +44,7 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 2,
             outbound_queue: 256,
+            replay_frame_deadline: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             max_connections_per_user: 20,
             allowed_origins: Vec::new(),

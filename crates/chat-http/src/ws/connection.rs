@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::web;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
@@ -40,11 +39,6 @@ const HELD_FRAMES: usize = 10_000;
 
 /// How many replay frames may wait for the writer before the replay waits in turn.
 const STEER_QUEUE: usize = 64;
-
-/// How long one replayed frame may wait for room in the writer's queue before the client
-/// is closed as a slow consumer (4008): a client that stops reading mid-replay does not
-/// hold its connection, its replay and its held frames for ever.
-const REPLAY_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Close codes of the protocol (see `docs/websocket.md`).
 pub(crate) mod close {
@@ -463,9 +457,10 @@ impl Link {
                     unavailable()
                 })?;
                 // A client that stops reading mid-replay blocks the writer, then this
-                // send: it is dropped as a slow consumer, not waited for.
+                // send: past `replay_frame_deadline` it is dropped as a slow consumer, not
+                // waited for; its connection, its replay and its held frames go with it.
                 match tokio::time::timeout(
-                    REPLAY_FRAME_DEADLINE,
+                    self.config.replay_frame_deadline,
                     self.steer.send(Steer::Send(ByteString::from(text))),
                 )
                 .await
