@@ -74,6 +74,8 @@ on_every_store!(
     a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_client_that_stops_reading_mid_replay_is_closed_with_4008_within_the_replay_deadline,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_without_4008,
 );
 
 /// An event frame without its `pos`, after checking that it has one.
@@ -1469,6 +1471,113 @@ async fn a_client_that_stops_reading_mid_replay_is_closed_with_4008_within_the_r
         late_frames.len(),
     );
     node.stop().await;
+}
+
+async fn a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_without_4008(
+    store: Store,
+) {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::{Instant, sleep, sleep_until};
+
+    // Far more sends than a connection's outbound queue holds (256 frames); bob resumes
+    // from before them once half are stored, and the other half is published live while
+    // his replay runs. Small messages: the replay is long in frames, cheap in bytes (and
+    // in sealing, with a key ring).
+    const BURST: usize = 3000;
+    // Chunks of 20 concurrent sends (SQLite commits each chunk at once), at most one
+    // chunk every 5 ms (4000 sends a second), each stored before the next starts: the
+    // relay keeps up and hands the hub a steady stream, never a pile of more than 256 at
+    // once, which would fill the queue of any connection whose writer is not scheduled at
+    // that moment (on a loaded machine), replay or not.
+    const CHUNK: usize = 20;
+    const EVERY: Duration = Duration::from_millis(5);
+    let node = Arc::new(spawn_node(store, test_config()).await);
+    let group = node.group(1, &[2]).await;
+    let (_, head) = rest(&node, 2, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap().to_owned();
+    let stored = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let burst = {
+        let node = Arc::clone(&node);
+        let stored = Arc::clone(&stored);
+        tokio::spawn(async move {
+            let (node, stored) = (&node, &stored);
+            let numbers: Vec<usize> = (0..BURST).collect();
+            for (k, chunk) in (0_u32..).zip(numbers.chunks(CHUNK)) {
+                sleep_until(started + EVERY * k).await;
+                futures::future::join_all(chunk.iter().map(|i| async move {
+                    node.say(1, group, &format!("{i:04} {}", "€".repeat(50)))
+                        .await;
+                    stored.fetch_add(1, Ordering::Relaxed);
+                }))
+                .await;
+            }
+        })
+    };
+    while stored.load(Ordering::Relaxed) < BURST / 2 {
+        assert!(started.elapsed() < 2 * WAIT, "the burst is too slow");
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Bob reads as fast as he can. A close (the 4008 of a full queue) fails `next_json`,
+    // which expects text frames.
+    let mut bob = node
+        .handshake(Some(&token(2)), None, &format!("?since={since}"))
+        .await
+        .unwrap();
+    let (mut frames, ready) = replay_until_ready(&mut bob).await;
+    assert_eq!(ready["resumed"], true, "{ready:#}");
+    let replayed = frames.len();
+    let at_ready = stored.load(Ordering::Relaxed);
+    let created = |frames: &[Value]| {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "message.created")
+            .count()
+    };
+    while created(&frames) < BURST {
+        frames.push(bob.next_json().await);
+    }
+    burst.await.unwrap();
+    let elapsed = started.elapsed();
+
+    // Every message of the burst once, in order: positions and `seq`s rise throughout,
+    // across the replay and the live frames, and the positions are exactly those that
+    // GET /sync serves from the same token; nothing else is pending.
+    let positions: Vec<u64> = frames.iter().map(|f| f["pos"].as_u64().unwrap()).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions rise: {positions:?}"
+    );
+    let messages: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .map(|f| &f["message"])
+        .collect();
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs rise: {seqs:?}");
+    let numbers: BTreeSet<usize> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap()[..4].parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..BURST).collect::<BTreeSet<_>>());
+    let (served, _) = sync_all(&node, 2, &since, 500).await;
+    let served: Vec<u64> = served.iter().map(|e| e["pos"].as_u64().unwrap()).collect();
+    assert_eq!(positions, served);
+    bob.expect_nothing_pending().await;
+    eprintln!(
+        "{replayed} frames replayed, then `ready` with {at_ready} of the {BURST} sends stored; \
+         all {BURST} read {elapsed:?} after the burst began"
+    );
+    drop(bob);
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.stop().await,
+        Err(_) => panic!("the node is still shared"),
+    }
 }
 
 async fn a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready(store: Store) {

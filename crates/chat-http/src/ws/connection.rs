@@ -8,7 +8,10 @@
 //! missed since its token page by page straight to the writer, sends `ready` with the
 //! token to keep, then releases the held frames. The writer drops every frame whose
 //! position it has already sent or that the replay covered ([`SentPositions`]): no gap,
-//! no duplicate.
+//! no duplicate. While it holds frames (until the last held one is written) the writer
+//! keeps moving what the hub queues into its hold, also while it waits on the socket, so
+//! a burst of live events during a replay waits there (up to [`HELD_FRAMES`]) instead of
+//! filling the hub's queue of a client that reads.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -246,30 +249,28 @@ enum Steer {
 /// and releases the hub's frames and carries the replay.
 async fn write_loop(
     session: Session,
-    mut queue: mpsc::Receiver<Outgoing>,
+    queue: mpsc::Receiver<Outgoing>,
     mut steer: mpsc::Receiver<Steer>,
     mut drain: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut writer = Writer {
         session,
+        queue,
         held: None,
         sent: SentPositions::default(),
     };
     loop {
-        let room = writer
-            .held
-            .as_ref()
-            .is_none_or(|held| held.len() < HELD_FRAMES);
+        let room = writer.has_room();
         let done = tokio::select! {
             biased;
             Some(command) = steer.recv() => writer.steer(command).await,
-            item = queue.recv(), if room => match item {
+            item = writer.queue.recv(), if room => match item {
                 Some(item) => writer.take(item).await,
                 None => return,
             },
             _ = &mut drain => {
                 if writer.held.is_none() {
-                    while let Ok(item) = queue.try_recv() {
+                    while let Ok(item) = writer.queue.try_recv() {
                         if writer.take(item).await.is_err() {
                             return;
                         }
@@ -287,13 +288,22 @@ async fn write_loop(
 /// The writer's state.
 struct Writer {
     session: Session,
-    /// What the hub queued while a replay runs.
+    /// What the hub queues for this connection.
+    queue: mpsc::Receiver<Outgoing>,
+    /// What the hub queued while a replay runs, until the release has written it all.
     held: Option<VecDeque<Outgoing>>,
     /// The stored changes sent.
     sent: SentPositions,
 }
 
 impl Writer {
+    /// Whether the hub's frames may be taken now: always, unless the hold is full.
+    fn has_room(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|held| held.len() < HELD_FRAMES)
+    }
+
     async fn steer(&mut self, command: Steer) -> Result<(), actix_ws::Closed> {
         match command {
             Steer::Hold => {
@@ -303,9 +313,13 @@ impl Writer {
             Steer::Send(text) => self.send(Outgoing::Text(text)).await,
             Steer::Release(covered) => {
                 self.sent.raise_floor(covered);
-                for item in self.held.take().unwrap_or_default() {
-                    self.take(item).await?;
+                // Oldest first; what the hub queues meanwhile joins the hold at the back
+                // (see `send`), so it goes out after them, and then the hub's frames go
+                // straight out again.
+                while let Some(item) = self.held.as_mut().and_then(VecDeque::pop_front) {
+                    self.send(item).await?;
                 }
+                self.held = None;
                 Ok(())
             }
         }
@@ -320,7 +334,10 @@ impl Writer {
         self.send(item).await
     }
 
-    /// Writes `item` unless it is a stored change already sent.
+    /// Writes `item` unless it is a stored change already sent. While frames are held,
+    /// what the hub has queued is moved into the hold first, and what it queues while the
+    /// write waits (for the client to read) too, up to [`HELD_FRAMES`]: a replay, however
+    /// long, does not fill the hub's queue of a client that reads.
     async fn send(&mut self, item: Outgoing) -> Result<(), actix_ws::Closed> {
         if let Outgoing::Text(text) = &item {
             if let Some(pos) = frame::pos_of(text) {
@@ -329,7 +346,29 @@ impl Writer {
                 }
             }
         }
-        write(&mut self.session, item).await
+        let Self {
+            session,
+            queue,
+            held,
+            ..
+        } = self;
+        let Some(held) = held else {
+            return write(session, item).await;
+        };
+        while held.len() < HELD_FRAMES {
+            match queue.try_recv() {
+                Ok(queued) => held.push_back(queued),
+                Err(_) => break,
+            }
+        }
+        let mut written = std::pin::pin!(write(session, item));
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut written => return done,
+                Some(queued) = queue.recv(), if held.len() < HELD_FRAMES => held.push_back(queued),
+            }
+        }
     }
 }
 
