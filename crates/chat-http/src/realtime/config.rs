@@ -21,9 +21,11 @@ pub struct WsConfig {
     /// events are dropped once the queue is half full; a full queue closes the connection
     /// with 4008.
     pub outbound_queue: usize,
-    /// How long one replayed frame of a resume (`since`) may wait for room in the
-    /// connection's queue; past it the client, which stopped reading mid-replay, is closed
-    /// with 4008 instead of holding its connection and its replay for ever.
+    /// How long each frame of a resume (`since`): a replayed event, an `error`, `ready`,
+    /// and the release of the live events held back meanwhile, may wait for room in the
+    /// connection's writer; past it the client, which stopped reading while it resumed,
+    /// is closed with 4008 instead of holding its connection, its replay and its held
+    /// events for ever.
     pub replay_frame_deadline: Duration,
     /// How long the server tries to get a close frame out before dropping the connection.
     pub close_timeout: Duration,

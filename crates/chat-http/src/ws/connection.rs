@@ -12,9 +12,16 @@
 //! keeps moving what the hub queues into its hold, also while it waits on the socket, so
 //! a burst of live events during a replay waits there (up to [`HELD_FRAMES`]) instead of
 //! filling the hub's queue of a client that reads.
+//!
+//! The controller steers the writer through [`Steering`]: each command (a replayed
+//! frame, an `error`, `ready`, the release) waits at most
+//! [`WsConfig::replay_frame_deadline`] for room, so a client that stops reading while it
+//! resumes is closed as a slow consumer (4008) instead of holding its connection, its
+//! replay and its held frames for ever.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
@@ -122,7 +129,11 @@ pub(crate) async fn run(
     let hub = Arc::clone(realtime.hub());
     let (connection, queue) = hub.connection(config.outbound_queue);
     let (drain, drain_signal) = tokio::sync::oneshot::channel();
-    let (steer, steering) = mpsc::channel(STEER_QUEUE);
+    let (sender, steering) = mpsc::channel(STEER_QUEUE);
+    let steer = Steering {
+        sender,
+        deadline: config.replay_frame_deadline,
+    };
     let writer = actix_web::rt::spawn(write_loop(session.clone(), queue, steering, drain_signal));
     let mut messages = stream
         .max_frame_size(config.max_frame_bytes)
@@ -381,6 +392,28 @@ async fn write(session: &mut Session, item: Outgoing) -> Result<(), actix_ws::Cl
     }
 }
 
+/// The controller's end of the writer's steering. Every command waits at most `deadline`
+/// ([`WsConfig::replay_frame_deadline`]) for room: the writer makes room as the client
+/// reads, so a client that stops reading while it resumes (mid-replay, or at its `error`,
+/// its `ready` or the release) is closed as a slow consumer (4008) instead of holding its
+/// connection, its replay and its held frames for ever.
+struct Steering {
+    sender: mpsc::Sender<Steer>,
+    deadline: Duration,
+}
+
+impl Steering {
+    /// Hands `command` to the writer: 4008 past the deadline, 1001 once the writer is
+    /// gone (the connection is closing anyway).
+    async fn send(&self, command: Steer) -> Result<(), CloseReason> {
+        match tokio::time::timeout(self.deadline, self.sender.send(command)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(reason(close::GOING_AWAY, "the connection is closing")),
+            Err(_) => Err(reason(close::SLOW_CONSUMER, "slow consumer")),
+        }
+    }
+}
+
 /// The controller's state.
 struct Link {
     state: web::Data<AppState>,
@@ -388,7 +421,7 @@ struct Link {
     config: WsConfig,
     connection: Arc<Connection>,
     /// The writer's steering.
-    steer: mpsc::Sender<Steer>,
+    steer: Steering,
     /// The handshake's sync token.
     since: Option<SyncToken>,
     /// Set once authenticated.
@@ -418,8 +451,7 @@ impl Link {
         caller: Authenticated,
         since: Option<String>,
     ) -> Result<(), CloseReason> {
-        let gone = || reason(close::GOING_AWAY, "the connection is closing");
-        self.steer.send(Steer::Hold).await.map_err(|_| gone())?;
+        self.steer.send(Steer::Hold).await?;
         if !self.hub.try_attach(
             caller.user,
             &self.connection,
@@ -439,16 +471,10 @@ impl Link {
         };
         let (resumed, next) = self.catch_up(caller.user, since).await?;
         let ready = Reply::ready(caller.user, resumed, next.as_ref().map(sync_token::encode));
-        self.steer
-            .send(Steer::Send(ready.encode()))
-            .await
-            .map_err(|_| gone())?;
+        self.steer.send(Steer::Send(ready.encode())).await?;
         // Without a position (the feed was unreadable) nothing is taken as covered.
         let covered = next.map_or(FeedPos::ZERO, |token| token.pos);
-        self.steer
-            .send(Steer::Release(covered))
-            .await
-            .map_err(|_| gone())
+        self.steer.send(Steer::Release(covered)).await
     }
 
     /// Replays what `user` missed since `since` to the writer; answers whether it did and
@@ -467,7 +493,6 @@ impl Link {
                 "missed events cannot be read now; retry later",
             )
         };
-        let gone = || reason(close::GOING_AWAY, "the connection is closing");
         let service = &self.state.service;
         let mut token = match since {
             None => return Ok((false, self.head().await)),
@@ -496,17 +521,8 @@ impl Link {
                     unavailable()
                 })?;
                 // A client that stops reading mid-replay blocks the writer, then this
-                // send: past `replay_frame_deadline` it is dropped as a slow consumer, not
-                // waited for; its connection, its replay and its held frames go with it.
-                match tokio::time::timeout(
-                    self.config.replay_frame_deadline,
-                    self.steer.send(Steer::Send(ByteString::from(text))),
-                )
-                .await
-                {
-                    Ok(sent) => sent.map_err(|_| gone())?,
-                    Err(_) => return Err(reason(close::SLOW_CONSUMER, "slow consumer")),
-                }
+                // send: past `replay_frame_deadline` it is dropped as a slow consumer.
+                self.steer.send(Steer::Send(ByteString::from(text))).await?;
             }
             token = page.next;
             if !page.has_more {
@@ -535,7 +551,6 @@ impl Link {
         self.steer
             .send(Steer::Send(Reply::error(None, error).encode()))
             .await
-            .map_err(|_| reason(close::GOING_AWAY, "the connection is closing"))
     }
 
     async fn on_message(
@@ -690,5 +705,73 @@ impl Link {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A steering whose writer takes `room` commands and reads none.
+    fn stalled(room: usize, deadline: Duration) -> (Steering, mpsc::Receiver<Steer>) {
+        let (sender, writer) = mpsc::channel(room);
+        (Steering { sender, deadline }, writer)
+    }
+
+    fn code(refused: &CloseReason) -> u16 {
+        u16::from(refused.code)
+    }
+
+    #[tokio::test]
+    async fn a_command_the_writer_has_no_room_for_is_a_slow_consumer_at_the_deadline() {
+        let deadline = Duration::from_millis(200);
+        let (steer, _writer) = stalled(1, deadline);
+        steer.send(Steer::Send("replayed".into())).await.unwrap();
+        // `ready`, the release and an `error` wait like a replayed frame.
+        for command in [
+            Steer::Send("ready".into()),
+            Steer::Release(FeedPos::ZERO),
+            Steer::Send("error".into()),
+        ] {
+            let asked = Instant::now();
+            let refused = tokio::time::timeout(Duration::from_secs(5), steer.send(command))
+                .await
+                .expect("answered at the deadline, not waited on for ever")
+                .unwrap_err();
+            assert_eq!(code(&refused), close::SLOW_CONSUMER);
+            assert!(asked.elapsed() >= deadline, "{:?}", asked.elapsed());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_passes_once_the_writer_makes_room_within_the_deadline() {
+        let (steer, mut writer) = stalled(1, Duration::from_secs(5));
+        steer.send(Steer::Hold).await.unwrap();
+        let reading = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut taken = Vec::new();
+            while let Some(command) = writer.recv().await {
+                taken.push(command);
+            }
+            taken
+        });
+        steer.send(Steer::Release(FeedPos::ZERO)).await.unwrap();
+        drop(steer);
+        let taken = reading.await.unwrap();
+        assert!(
+            matches!(taken[..], [Steer::Hold, Steer::Release(_)]),
+            "{taken:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_gone_closes_with_1001_at_once() {
+        let (steer, writer) = stalled(1, Duration::from_secs(60));
+        drop(writer);
+        let refused = tokio::time::timeout(Duration::from_secs(5), steer.send(Steer::Hold))
+            .await
+            .expect("at once")
+            .unwrap_err();
+        assert_eq!(code(&refused), close::GOING_AWAY);
     }
 }
