@@ -72,6 +72,10 @@ on_every_store!(
     no_duplicate_and_no_gap_between_replay_and_live_under_a_burst,
     #[tokio::test]
     a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_client_that_stops_reading_mid_replay_is_closed_with_4008_within_the_replay_deadline,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_without_4008,
 );
 
 /// An event frame without its `pos`, after checking that it has one.
@@ -1067,6 +1071,17 @@ fn token_pos(token: &str) -> u64 {
     token.rsplit('.').next().unwrap().parse().unwrap()
 }
 
+/// Where `node`'s relay stands, by its gauge (set every second): every change at or
+/// below it has been published.
+fn relayed(node: &Node) -> u64 {
+    let metrics = node.metrics.render();
+    let line = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("chat_feed_position{of=\"relayed\"} "))
+        .unwrap_or_else(|| panic!("no relay gauge in {metrics}"));
+    line.trim().parse().unwrap()
+}
+
 /// Reads a resumed connection up to its `ready`: the replayed events and the `ready`.
 async fn replay_until_ready(client: &mut WsClient) -> (Vec<Value>, Value) {
     let mut replayed = Vec::new();
@@ -1306,6 +1321,260 @@ async fn no_duplicate_and_no_gap_between_replay_and_live_under_a_burst(store: St
     assert_eq!(received, served);
     bob.expect_nothing_pending().await;
     match std::sync::Arc::try_unwrap(node) {
+        Ok(node) => node.stop().await,
+        Err(_) => panic!("the node is still shared"),
+    }
+}
+
+async fn a_client_that_stops_reading_mid_replay_is_closed_with_4008_within_the_replay_deadline(
+    store: Store,
+) {
+    use futures::StreamExt as _;
+    use tokio::time::{Instant, sleep};
+
+    // Missed sends of about 12 KB each (4000 three-byte characters): the first page of a
+    // replay (500 changes, 6 MB) alone is more than the socket buffers on loopback (about
+    // 3 MB), actix's channel and the connection's queues hold, so a client that does not
+    // read stalls its replay moments after the first bytes reach it, before the server
+    // reads (and, with a key ring, decrypts) another page.
+    const MISSED: usize = 1000;
+    let replay_frame_deadline = Duration::from_secs(1);
+    // How long after the first bytes of its replay a stalled client must be cut off: the
+    // deadline and some slack, well before the 10 s default would have run out.
+    let bound = replay_frame_deadline + Duration::from_secs(3);
+    let close_timeout = Duration::from_secs(2);
+    let node = spawn_node(
+        store,
+        WsConfig {
+            replay_frame_deadline,
+            close_timeout,
+            ..test_config()
+        },
+    )
+    .await;
+    let at = &node;
+    let group = node.group(1, &[2, 3, 4]).await;
+    let (_, head) = rest(&node, 2, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap().to_owned();
+    futures::stream::iter(0..MISSED)
+        .map(|i| async move {
+            at.say(1, group, &format!("{i:04} {}", "€".repeat(3995)))
+                .await
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    // The relay publishes them live after their commits; the resumes start once it has
+    // (its gauge is set every second), so that no live burst, which kicks even a fast
+    // reader off its full queue, crosses their replays.
+    let (_, now) = rest(&node, 1, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let head = token_pos(now["next"].as_str().unwrap());
+    let relaying = Instant::now() + WAIT;
+    while relayed(&node) < head {
+        assert!(Instant::now() < relaying, "the relay never reached {head}");
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    // `user` resumes from the token through a tiny receive buffer and reads nothing: the
+    // client, and how long after the first bytes of its replay the server let go of it.
+    let stall = |user: i64| {
+        let query = format!("?since={since}");
+        async move {
+            let connected = Instant::now();
+            let client = at.handshake_small_buffer(user, &query).await;
+            client.wait_for_bytes().await;
+            let first_bytes = Instant::now();
+            let hub = at.realtime.hub();
+            assert_eq!(hub.connections_of(uid(user)), 1, "attached while replaying");
+            while hub.connections_of(uid(user)) > 0 {
+                assert!(
+                    first_bytes.elapsed() < bound,
+                    "user {user} is still attached {bound:?} into a replay it does not read"
+                );
+                sleep(Duration::from_millis(10)).await;
+            }
+            // Not before a replayed frame had waited its deadline.
+            assert!(connected.elapsed() >= replay_frame_deadline);
+            (client, first_bytes.elapsed())
+        }
+    };
+    // Every connection's handler ends (the open-WebSockets gauge drops to 0) by `by`.
+    let all_ended = |by: Instant| async move {
+        while at.metrics.open_websockets().get() > 0 {
+            assert!(Instant::now() < by, "a connection is still open");
+            sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    // One reads again as soon as it is cut off, while the server still tries to get the
+    // close frame out (for the close timeout): it gets the start of the replay (never
+    // `ready`), then the 4008, behind it.
+    let (mut early, early_cut) = stall(2).await;
+    let cut = Instant::now();
+    let (early_frames, early_ending) = early.read_to_end().await;
+    assert_eq!(
+        early_ending,
+        Ending::Closed(4008),
+        "after {} frames",
+        early_frames.len()
+    );
+    drop(early);
+    all_ended(cut + close_timeout + Duration::from_secs(2)).await;
+
+    // The other reads nothing within the close timeout: the server gives up on its close
+    // frame (queued behind the frames it does not read) and ends the connection. When the
+    // client reads at last, it gets the start of the replay, what its socket had taken
+    // before the cut, then the end of the connection without a close frame: a socket that
+    // is not read cannot carry the 4008, and that end is what the server guarantees.
+    let (mut late, late_cut) = stall(3).await;
+    let cut = Instant::now();
+    all_ended(cut + close_timeout + Duration::from_secs(2)).await;
+    let ended = cut.elapsed();
+    let (late_frames, late_ending) = late.read_to_end().await;
+    assert_eq!(
+        late_ending,
+        Ending::Dropped,
+        "after {} frames",
+        late_frames.len()
+    );
+
+    // The replay works for a client that reads, from the same token: every send, in
+    // order, then `ready`; the stalled ones had the start of that very replay.
+    let resuming = Instant::now();
+    let (_fast, replayed, ready) = node.resume(4, &since).await;
+    let fast = resuming.elapsed();
+    assert_eq!(replayed.len(), MISSED, "{ready:#}");
+    let positions: Vec<u64> = replayed
+        .iter()
+        .map(|e| e["pos"].as_u64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(positions[MISSED - 1] <= token_pos(ready["next"].as_str().unwrap()));
+    let contents: std::collections::BTreeSet<&str> = replayed
+        .iter()
+        .map(|e| e["message"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents.len(), MISSED);
+    for frames in [&early_frames, &late_frames] {
+        assert!(
+            !frames.is_empty() && frames.len() < MISSED,
+            "{}",
+            frames.len()
+        );
+        assert_eq!(frames[..], replayed[..frames.len()]);
+    }
+    eprintln!(
+        "cut off {early_cut:?} and {late_cut:?} after their replays' first bytes ({} and {} \
+         frames read, the second connection ended {ended:?} after its cut); the fast client \
+         had all {MISSED} in {fast:?}",
+        early_frames.len(),
+        late_frames.len(),
+    );
+    node.stop().await;
+}
+
+async fn a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_without_4008(
+    store: Store,
+) {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::{Instant, sleep, sleep_until};
+
+    // Far more sends than a connection's outbound queue holds (256 frames); bob resumes
+    // from before them once half are stored, and the other half is published live while
+    // his replay runs. Small messages: the replay is long in frames, cheap in bytes (and
+    // in sealing, with a key ring).
+    const BURST: usize = 3000;
+    // Chunks of 20 concurrent sends (SQLite commits each chunk at once), at most one
+    // chunk every 5 ms (4000 sends a second), each stored before the next starts: the
+    // relay keeps up and hands the hub a steady stream, never a pile of more than 256 at
+    // once, which would fill the queue of any connection whose writer is not scheduled at
+    // that moment (on a loaded machine), replay or not.
+    const CHUNK: usize = 20;
+    const EVERY: Duration = Duration::from_millis(5);
+    let node = Arc::new(spawn_node(store, test_config()).await);
+    let group = node.group(1, &[2]).await;
+    let (_, head) = rest(&node, 2, reqwest::Method::GET, "/api/v1/sync", None).await;
+    let since = head["next"].as_str().unwrap().to_owned();
+    let stored = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let burst = {
+        let node = Arc::clone(&node);
+        let stored = Arc::clone(&stored);
+        tokio::spawn(async move {
+            let (node, stored) = (&node, &stored);
+            let numbers: Vec<usize> = (0..BURST).collect();
+            for (k, chunk) in (0_u32..).zip(numbers.chunks(CHUNK)) {
+                sleep_until(started + EVERY * k).await;
+                futures::future::join_all(chunk.iter().map(|i| async move {
+                    node.say(1, group, &format!("{i:04} {}", "€".repeat(50)))
+                        .await;
+                    stored.fetch_add(1, Ordering::Relaxed);
+                }))
+                .await;
+            }
+        })
+    };
+    while stored.load(Ordering::Relaxed) < BURST / 2 {
+        assert!(started.elapsed() < 2 * WAIT, "the burst is too slow");
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Bob reads as fast as he can. A close (the 4008 of a full queue) fails `next_json`,
+    // which expects text frames.
+    let mut bob = node
+        .handshake(Some(&token(2)), None, &format!("?since={since}"))
+        .await
+        .unwrap();
+    let (mut frames, ready) = replay_until_ready(&mut bob).await;
+    assert_eq!(ready["resumed"], true, "{ready:#}");
+    let replayed = frames.len();
+    let at_ready = stored.load(Ordering::Relaxed);
+    let created = |frames: &[Value]| {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "message.created")
+            .count()
+    };
+    while created(&frames) < BURST {
+        frames.push(bob.next_json().await);
+    }
+    burst.await.unwrap();
+    let elapsed = started.elapsed();
+
+    // Every message of the burst once, in order: positions and `seq`s rise throughout,
+    // across the replay and the live frames, and the positions are exactly those that
+    // GET /sync serves from the same token; nothing else is pending.
+    let positions: Vec<u64> = frames.iter().map(|f| f["pos"].as_u64().unwrap()).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions rise: {positions:?}"
+    );
+    let messages: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .map(|f| &f["message"])
+        .collect();
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs rise: {seqs:?}");
+    let numbers: BTreeSet<usize> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap()[..4].parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..BURST).collect::<BTreeSet<_>>());
+    let (served, _) = sync_all(&node, 2, &since, 500).await;
+    let served: Vec<u64> = served.iter().map(|e| e["pos"].as_u64().unwrap()).collect();
+    assert_eq!(positions, served);
+    bob.expect_nothing_pending().await;
+    eprintln!(
+        "{replayed} frames replayed, then `ready` with {at_ready} of the {BURST} sends stored; \
+         all {BURST} read {elapsed:?} after the burst began"
+    );
+    drop(bob);
+    match Arc::try_unwrap(node) {
         Ok(node) => node.stop().await,
         Err(_) => panic!("the node is still shared"),
     }

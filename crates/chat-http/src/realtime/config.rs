@@ -21,6 +21,12 @@ pub struct WsConfig {
     /// events are dropped once the queue is half full; a full queue closes the connection
     /// with 4008.
     pub outbound_queue: usize,
+    /// How long each frame of a resume (`since`): a replayed event, an `error`, `ready`,
+    /// and the release of the live events held back meanwhile, may wait for room in the
+    /// connection's writer; past it the client, which stopped reading while it resumed,
+    /// is closed with 4008 instead of holding its connection, its replay and its held
+    /// events for ever.
+    pub replay_frame_deadline: Duration,
     /// How long the server tries to get a close frame out before dropping the connection.
     pub close_timeout: Duration,
     /// The most WebSockets one user may have open on this node; one more is closed with
@@ -40,6 +46,7 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 2,
             outbound_queue: 256,
+            replay_frame_deadline: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             max_connections_per_user: 20,
             allowed_origins: Vec::new(),

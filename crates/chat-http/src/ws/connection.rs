@@ -8,7 +8,16 @@
 //! missed since its token page by page straight to the writer, sends `ready` with the
 //! token to keep, then releases the held frames. The writer drops every frame whose
 //! position it has already sent or that the replay covered ([`SentPositions`]): no gap,
-//! no duplicate.
+//! no duplicate. While it holds frames (until the last held one is written) the writer
+//! keeps moving what the hub queues into its hold, also while it waits on the socket, so
+//! a burst of live events during a replay waits there (up to [`HELD_FRAMES`]) instead of
+//! filling the hub's queue of a client that reads.
+//!
+//! The controller steers the writer through [`Steering`]: each command (a replayed
+//! frame, an `error`, `ready`, the release) waits at most
+//! [`WsConfig::replay_frame_deadline`] for room, so a client that stops reading while it
+//! resumes is closed as a slow consumer (4008) instead of holding its connection, its
+//! replay and its held frames for ever.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,11 +49,6 @@ const HELD_FRAMES: usize = 10_000;
 
 /// How many replay frames may wait for the writer before the replay waits in turn.
 const STEER_QUEUE: usize = 64;
-
-/// How long one replayed frame may wait for room in the writer's queue before the client
-/// is closed as a slow consumer (4008): a client that stops reading mid-replay does not
-/// hold its connection, its replay and its held frames for ever.
-const REPLAY_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Close codes of the protocol (see `docs/websocket.md`).
 pub(crate) mod close {
@@ -125,7 +129,11 @@ pub(crate) async fn run(
     let hub = Arc::clone(realtime.hub());
     let (connection, queue) = hub.connection(config.outbound_queue);
     let (drain, drain_signal) = tokio::sync::oneshot::channel();
-    let (steer, steering) = mpsc::channel(STEER_QUEUE);
+    let (sender, steering) = mpsc::channel(STEER_QUEUE);
+    let steer = Steering {
+        sender,
+        deadline: config.replay_frame_deadline,
+    };
     let writer = actix_web::rt::spawn(write_loop(session.clone(), queue, steering, drain_signal));
     let mut messages = stream
         .max_frame_size(config.max_frame_bytes)
@@ -252,30 +260,28 @@ enum Steer {
 /// and releases the hub's frames and carries the replay.
 async fn write_loop(
     session: Session,
-    mut queue: mpsc::Receiver<Outgoing>,
+    queue: mpsc::Receiver<Outgoing>,
     mut steer: mpsc::Receiver<Steer>,
     mut drain: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut writer = Writer {
         session,
+        queue,
         held: None,
         sent: SentPositions::default(),
     };
     loop {
-        let room = writer
-            .held
-            .as_ref()
-            .is_none_or(|held| held.len() < HELD_FRAMES);
+        let room = writer.has_room();
         let done = tokio::select! {
             biased;
             Some(command) = steer.recv() => writer.steer(command).await,
-            item = queue.recv(), if room => match item {
+            item = writer.queue.recv(), if room => match item {
                 Some(item) => writer.take(item).await,
                 None => return,
             },
             _ = &mut drain => {
                 if writer.held.is_none() {
-                    while let Ok(item) = queue.try_recv() {
+                    while let Ok(item) = writer.queue.try_recv() {
                         if writer.take(item).await.is_err() {
                             return;
                         }
@@ -293,13 +299,22 @@ async fn write_loop(
 /// The writer's state.
 struct Writer {
     session: Session,
-    /// What the hub queued while a replay runs.
+    /// What the hub queues for this connection.
+    queue: mpsc::Receiver<Outgoing>,
+    /// What the hub queued while a replay runs, until the release has written it all.
     held: Option<VecDeque<Outgoing>>,
     /// The stored changes sent.
     sent: SentPositions,
 }
 
 impl Writer {
+    /// Whether the hub's frames may be taken now: always, unless the hold is full.
+    fn has_room(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|held| held.len() < HELD_FRAMES)
+    }
+
     async fn steer(&mut self, command: Steer) -> Result<(), actix_ws::Closed> {
         match command {
             Steer::Hold => {
@@ -309,9 +324,13 @@ impl Writer {
             Steer::Send(text) => self.send(Outgoing::Text(text)).await,
             Steer::Release(covered) => {
                 self.sent.raise_floor(covered);
-                for item in self.held.take().unwrap_or_default() {
-                    self.take(item).await?;
+                // Oldest first; what the hub queues meanwhile joins the hold at the back
+                // (see `send`), so it goes out after them, and then the hub's frames go
+                // straight out again.
+                while let Some(item) = self.held.as_mut().and_then(VecDeque::pop_front) {
+                    self.send(item).await?;
                 }
+                self.held = None;
                 Ok(())
             }
         }
@@ -326,7 +345,10 @@ impl Writer {
         self.send(item).await
     }
 
-    /// Writes `item` unless it is a stored change already sent.
+    /// Writes `item` unless it is a stored change already sent. While frames are held,
+    /// what the hub has queued is moved into the hold first, and what it queues while the
+    /// write waits (for the client to read) too, up to [`HELD_FRAMES`]: a replay, however
+    /// long, does not fill the hub's queue of a client that reads.
     async fn send(&mut self, item: Outgoing) -> Result<(), actix_ws::Closed> {
         if let Outgoing::Text(text) = &item {
             if let Some(pos) = frame::pos_of(text) {
@@ -335,7 +357,29 @@ impl Writer {
                 }
             }
         }
-        write(&mut self.session, item).await
+        let Self {
+            session,
+            queue,
+            held,
+            ..
+        } = self;
+        let Some(held) = held else {
+            return write(session, item).await;
+        };
+        while held.len() < HELD_FRAMES {
+            match queue.try_recv() {
+                Ok(queued) => held.push_back(queued),
+                Err(_) => break,
+            }
+        }
+        let mut written = std::pin::pin!(write(session, item));
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut written => return done,
+                Some(queued) = queue.recv(), if held.len() < HELD_FRAMES => held.push_back(queued),
+            }
+        }
     }
 }
 
@@ -348,6 +392,28 @@ async fn write(session: &mut Session, item: Outgoing) -> Result<(), actix_ws::Cl
     }
 }
 
+/// The controller's end of the writer's steering. Every command waits at most `deadline`
+/// ([`WsConfig::replay_frame_deadline`]) for room: the writer makes room as the client
+/// reads, so a client that stops reading while it resumes (mid-replay, or at its `error`,
+/// its `ready` or the release) is closed as a slow consumer (4008) instead of holding its
+/// connection, its replay and its held frames for ever.
+struct Steering {
+    sender: mpsc::Sender<Steer>,
+    deadline: Duration,
+}
+
+impl Steering {
+    /// Hands `command` to the writer: 4008 past the deadline, 1001 once the writer is
+    /// gone (the connection is closing anyway).
+    async fn send(&self, command: Steer) -> Result<(), CloseReason> {
+        match tokio::time::timeout(self.deadline, self.sender.send(command)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(reason(close::GOING_AWAY, "the connection is closing")),
+            Err(_) => Err(reason(close::SLOW_CONSUMER, "slow consumer")),
+        }
+    }
+}
+
 /// The controller's state.
 struct Link {
     state: web::Data<AppState>,
@@ -355,7 +421,7 @@ struct Link {
     config: WsConfig,
     connection: Arc<Connection>,
     /// The writer's steering.
-    steer: mpsc::Sender<Steer>,
+    steer: Steering,
     /// The handshake's sync token.
     since: Option<SyncToken>,
     /// Set once authenticated.
@@ -385,8 +451,7 @@ impl Link {
         caller: Authenticated,
         since: Option<String>,
     ) -> Result<(), CloseReason> {
-        let gone = || reason(close::GOING_AWAY, "the connection is closing");
-        self.steer.send(Steer::Hold).await.map_err(|_| gone())?;
+        self.steer.send(Steer::Hold).await?;
         if !self.hub.try_attach(
             caller.user,
             &self.connection,
@@ -406,16 +471,10 @@ impl Link {
         };
         let (resumed, next) = self.catch_up(caller.user, since).await?;
         let ready = Reply::ready(caller.user, resumed, next.as_ref().map(sync_token::encode));
-        self.steer
-            .send(Steer::Send(ready.encode()))
-            .await
-            .map_err(|_| gone())?;
+        self.steer.send(Steer::Send(ready.encode())).await?;
         // Without a position (the feed was unreadable) nothing is taken as covered.
         let covered = next.map_or(FeedPos::ZERO, |token| token.pos);
-        self.steer
-            .send(Steer::Release(covered))
-            .await
-            .map_err(|_| gone())
+        self.steer.send(Steer::Release(covered)).await
     }
 
     /// Replays what `user` missed since `since` to the writer; answers whether it did and
@@ -434,7 +493,6 @@ impl Link {
                 "missed events cannot be read now; retry later",
             )
         };
-        let gone = || reason(close::GOING_AWAY, "the connection is closing");
         let service = &self.state.service;
         let mut token = match since {
             None => return Ok((false, self.head().await)),
@@ -463,16 +521,8 @@ impl Link {
                     unavailable()
                 })?;
                 // A client that stops reading mid-replay blocks the writer, then this
-                // send: it is dropped as a slow consumer, not waited for.
-                match tokio::time::timeout(
-                    REPLAY_FRAME_DEADLINE,
-                    self.steer.send(Steer::Send(ByteString::from(text))),
-                )
-                .await
-                {
-                    Ok(sent) => sent.map_err(|_| gone())?,
-                    Err(_) => return Err(reason(close::SLOW_CONSUMER, "slow consumer")),
-                }
+                // send: past `replay_frame_deadline` it is dropped as a slow consumer.
+                self.steer.send(Steer::Send(ByteString::from(text))).await?;
             }
             token = page.next;
             if !page.has_more {
@@ -501,7 +551,6 @@ impl Link {
         self.steer
             .send(Steer::Send(Reply::error(None, error).encode()))
             .await
-            .map_err(|_| reason(close::GOING_AWAY, "the connection is closing"))
     }
 
     async fn on_message(
@@ -656,5 +705,73 @@ impl Link {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A steering whose writer takes `room` commands and reads none.
+    fn stalled(room: usize, deadline: Duration) -> (Steering, mpsc::Receiver<Steer>) {
+        let (sender, writer) = mpsc::channel(room);
+        (Steering { sender, deadline }, writer)
+    }
+
+    fn code(refused: &CloseReason) -> u16 {
+        u16::from(refused.code)
+    }
+
+    #[tokio::test]
+    async fn a_command_the_writer_has_no_room_for_is_a_slow_consumer_at_the_deadline() {
+        let deadline = Duration::from_millis(200);
+        let (steer, _writer) = stalled(1, deadline);
+        steer.send(Steer::Send("replayed".into())).await.unwrap();
+        // `ready`, the release and an `error` wait like a replayed frame.
+        for command in [
+            Steer::Send("ready".into()),
+            Steer::Release(FeedPos::ZERO),
+            Steer::Send("error".into()),
+        ] {
+            let asked = Instant::now();
+            let refused = tokio::time::timeout(Duration::from_secs(5), steer.send(command))
+                .await
+                .expect("answered at the deadline, not waited on for ever")
+                .unwrap_err();
+            assert_eq!(code(&refused), close::SLOW_CONSUMER);
+            assert!(asked.elapsed() >= deadline, "{:?}", asked.elapsed());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_passes_once_the_writer_makes_room_within_the_deadline() {
+        let (steer, mut writer) = stalled(1, Duration::from_secs(5));
+        steer.send(Steer::Hold).await.unwrap();
+        let reading = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut taken = Vec::new();
+            while let Some(command) = writer.recv().await {
+                taken.push(command);
+            }
+            taken
+        });
+        steer.send(Steer::Release(FeedPos::ZERO)).await.unwrap();
+        drop(steer);
+        let taken = reading.await.unwrap();
+        assert!(
+            matches!(taken[..], [Steer::Hold, Steer::Release(_)]),
+            "{taken:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_gone_closes_with_1001_at_once() {
+        let (steer, writer) = stalled(1, Duration::from_secs(60));
+        drop(writer);
+        let refused = tokio::time::timeout(Duration::from_secs(5), steer.send(Steer::Hold))
+            .await
+            .expect("at once")
+            .unwrap_err();
+        assert_eq!(code(&refused), close::GOING_AWAY);
     }
 }

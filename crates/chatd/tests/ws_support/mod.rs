@@ -302,20 +302,28 @@ impl Node {
     /// A header-authenticated client whose socket has a tiny receive buffer, so that a
     /// client that stops reading backs up quickly.
     pub async fn connect_small_buffer(&self, user: i64) -> WsClient {
+        let mut client = self.handshake_small_buffer(user, "").await;
+        assert_eq!(client.next_json().await["type"], "ready");
+        client
+    }
+
+    /// [`Node::connect_small_buffer`]'s handshake with `query` (such as `?since=…`),
+    /// upgraded and nothing read yet.
+    pub async fn handshake_small_buffer(&self, user: i64, query: &str) -> WsClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("rcvbuf");
         let stream = socket
             .connect(self.address.parse().expect("address"))
             .await
             .expect("tcp connect");
-        let mut request = self.url().into_client_request().expect("request");
+        let mut request = format!("{}{query}", self.url())
+            .into_client_request()
+            .expect("request");
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {}", token(user))).expect("header"),
         );
-        let mut client = self.upgrade(request, stream).await.expect("upgraded");
-        assert_eq!(client.next_json().await["type"], "ready");
-        client
+        self.upgrade(request, stream).await.expect("upgraded")
     }
 
     async fn upgrade(
@@ -437,6 +445,18 @@ impl WsClient {
             json!({"type": "pong", "request_id": marker}),
             "an unexpected frame was pending"
         );
+    }
+
+    /// Waits until bytes from the server wait in the socket, without reading them.
+    pub async fn wait_for_bytes(&self) {
+        let MaybeTlsStream::Plain(stream) = self.socket.get_ref() else {
+            panic!("a plain TCP client");
+        };
+        let mut byte = [0_u8; 1];
+        tokio::time::timeout(WAIT, stream.peek(&mut byte))
+            .await
+            .expect("bytes in time")
+            .expect("peeked");
     }
 
     /// Reads until the connection ends; the text frames seen on the way and the ending.
