@@ -163,14 +163,35 @@ impl ChangeFeed for Counting {
 
 /// A service over `app`'s store whose message and feed ports are counted.
 fn counted(app: &TestApp) -> (Arc<ChatService>, Arc<Counting>) {
+    counted_with(app, app.events.clone())
+}
+
+/// [`counted`], publishing to `events`.
+fn counted_with(
+    app: &TestApp,
+    events: Arc<dyn EventPublisher>,
+) -> (Arc<ChatService>, Arc<Counting>) {
     let counting = Arc::new(Counting {
         store: app.memory(),
         calls: Calls::default(),
     });
-    let mut wired = ports(app.memory(), app.events.clone());
+    let mut wired = ports(app.memory(), events);
     wired.messages = counting.clone();
     wired.feed = counting.clone();
     (Arc::new(ChatService::new(wired)), counting)
+}
+
+/// Runs a relay of `service` from `since` until it has passed the feed's head, then stops
+/// it.
+async fn relay_to_head(app: &TestApp, service: Arc<ChatService>, since: SyncToken) {
+    let relay = Relay::spawn(service, since.pos);
+    let head = app.service.feed_head().await.unwrap().pos;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.position() < head {
+        assert!(Instant::now() < deadline, "the relay did not catch up");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    relay.stop().await;
 }
 
 /// `messages` sends spread over `conversations` (users 1 to 5 take turns: a user's send
@@ -295,14 +316,7 @@ async fn the_relay_makes_one_lookup_per_batch() {
     for (messages, batches, ids) in [(10, 1, 10), (more, 2, more + 1)] {
         let since = traffic(&app, &conversations, messages).await;
         let (service, counting) = counted(&app);
-        let relay = Relay::spawn(service.clone(), since.pos);
-        let head = app.service.feed_head().await.unwrap().pos;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay.position() < head {
-            assert!(Instant::now() < deadline, "the relay did not catch up");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        relay.stop().await;
+        relay_to_head(&app, service, since).await;
         let [find_message, find_messages, ids_asked, ..] = counting.calls.take();
         assert_eq!(
             (find_message, find_messages, ids_asked),
@@ -343,22 +357,8 @@ async fn the_relay_looks_up_and_publishes_only_what_a_connected_member_can_hear(
             online: online.into_iter().map(uid).collect(),
             published: Mutex::new(Vec::new()),
         });
-        let counting = Arc::new(Counting {
-            store: app.memory(),
-            calls: Calls::default(),
-        });
-        let mut wired = ports(app.memory(), publisher.clone());
-        wired.messages = counting.clone();
-        wired.feed = counting.clone();
-        let service = Arc::new(ChatService::new(wired));
-        let relay = Relay::spawn(service, since.pos);
-        let head = app.service.feed_head().await.unwrap().pos;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay.position() < head {
-            assert!(Instant::now() < deadline, "the relay did not catch up");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        relay.stop().await;
+        let (service, counting) = counted_with(&app, publisher.clone());
+        relay_to_head(&app, service, since).await;
         let [find_message, _, ids_asked, ..] = counting.calls.take();
         assert_eq!(
             (find_message, ids_asked),
