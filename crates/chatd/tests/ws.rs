@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chat_http::WsConfig;
 use serde_json::{Value, json};
 use ws_support::{
-    ALLOWED_ORIGIN, Ending, Node, Refused, Store, WAIT, WsClient, spawn_node, test_config, token,
-    token_expiring, uid,
+    ALLOWED_ORIGIN, Ending, Node, Refused, Store, WAIT, WsClient, spawn_node,
+    spawn_node_with_late_relay, test_config, token, token_expiring, uid,
 };
 
 /// Runs a scenario on a node over the in-memory store and on one over a fresh SQLite file.
@@ -76,6 +76,8 @@ on_every_store!(
     a_client_that_stops_reading_mid_replay_is_closed_with_4008_within_the_replay_deadline,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_without_4008,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_live_client_gets_every_message_in_order_when_the_relay_catches_up_on_a_backlog,
 );
 
 /// An event frame without its `pos`, after checking that it has one.
@@ -1481,16 +1483,16 @@ async fn a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::time::{Instant, sleep, sleep_until};
 
-    // Far more sends than a connection's outbound queue holds (256 frames); bob resumes
+    // Far more sends than a connection's outbound queue holds (1,024 frames); bob resumes
     // from before them once half are stored, and the other half is published live while
     // his replay runs. Small messages: the replay is long in frames, cheap in bytes (and
     // in sealing, with a key ring).
     const BURST: usize = 3000;
     // Chunks of 20 concurrent sends (SQLite commits each chunk at once), at most one
     // chunk every 5 ms (4000 sends a second), each stored before the next starts: the
-    // relay keeps up and hands the hub a steady stream, never a pile of more than 256 at
-    // once, which would fill the queue of any connection whose writer is not scheduled at
-    // that moment (on a loaded machine), replay or not.
+    // relay keeps up and hands the hub a steady stream, never a pile larger than a
+    // connection's queue at once, which would fill the queue of any connection whose
+    // writer is not scheduled at that moment (on a loaded machine), replay or not.
     const CHUNK: usize = 20;
     const EVERY: Duration = Duration::from_millis(5);
     let node = Arc::new(spawn_node(store, test_config()).await);
@@ -1578,6 +1580,63 @@ async fn a_client_resuming_during_a_long_burst_gets_every_message_once_in_order_
         Ok(node) => node.stop().await,
         Err(_) => panic!("the node is still shared"),
     }
+}
+
+/// A relay that starts late (after a crash, an outage, a slow store) catches up on what was
+/// committed meanwhile in batches of up to 500 changes, published at once: a live client
+/// that reads gets them all, once and in order, and is not closed as a slow consumer.
+async fn a_live_client_gets_every_message_in_order_when_the_relay_catches_up_on_a_backlog(
+    store: Store,
+) {
+    use tokio::time::Instant;
+
+    // More than three relay batches (500 changes each), all committed before the relay
+    // starts; more than a connection's outbound queue holds (1,024 frames).
+    const BACKLOG: usize = 1600;
+    const CHUNK: usize = 50;
+    const DELAY: Duration = Duration::from_secs(4);
+    let started = Instant::now();
+    let node = spawn_node_with_late_relay(store, test_config(), DELAY).await;
+    let group = node.group(1, &[2]).await;
+    let mut bob = node.connect(2).await;
+    let numbers: Vec<usize> = (0..BACKLOG).collect();
+    for chunk in numbers.chunks(CHUNK) {
+        futures::future::join_all(chunk.iter().map(|i| {
+            let node = &node;
+            async move {
+                node.say(1, group, &format!("{i:04} 🎉 {}", "é".repeat(40)))
+                    .await
+            }
+        }))
+        .await;
+    }
+    assert!(
+        started.elapsed() < DELAY,
+        "the backlog was stored before the relay started ({:?})",
+        started.elapsed()
+    );
+    // Nothing was published yet: the relay has not started.
+    bob.expect_nothing_pending().await;
+
+    // Bob reads as fast as he can; a close (4008) fails `next_json`, which expects text.
+    let mut numbers_seen = Vec::with_capacity(BACKLOG);
+    let mut positions = Vec::with_capacity(BACKLOG);
+    while numbers_seen.len() < BACKLOG {
+        let frame = bob.next_json().await;
+        positions.push(frame["pos"].as_u64().unwrap());
+        if frame["type"] == "message.created" {
+            let content = frame["message"]["content"].as_str().unwrap();
+            numbers_seen.push(content[..4].parse::<usize>().unwrap());
+        }
+    }
+    assert_eq!(numbers_seen, (0..BACKLOG).collect::<Vec<_>>());
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions rise: {positions:?}"
+    );
+    bob.expect_nothing_pending().await;
+    assert_eq!(node.realtime.hub().connection_count(), 1);
+    node.stop().await;
 }
 
 async fn a_token_the_server_cannot_resume_from_gets_an_error_then_a_fresh_ready(store: Store) {

@@ -19,7 +19,11 @@ pub struct WsConfig {
     pub max_missed_pongs: u32,
     /// Frames queued for one connection before it counts as a slow consumer. Typing
     /// events are dropped once the queue is half full; a full queue closes the connection
-    /// with 4008.
+    /// with 4008. The default holds two whole relay batches
+    /// ([`chat_service::RELAY_BATCH`]): a relay catching up after an outage hands a
+    /// connection up to a batch at once, without waiting for its writer, and a client that
+    /// reads must not be taken for a slow one. (A queue allocates as it fills: an idle
+    /// connection costs the same whatever the bound.)
     pub outbound_queue: usize,
     /// How long each frame of a resume (`since`): a replayed event, an `error`, `ready`,
     /// and the release of the live events held back meanwhile, may wait for room in the
@@ -45,7 +49,7 @@ impl Default for WsConfig {
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 2,
-            outbound_queue: 256,
+            outbound_queue: 1024,
             replay_frame_deadline: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             max_connections_per_user: 20,
@@ -71,6 +75,11 @@ impl WsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_queue_holds_two_relay_batches() {
+        assert!(WsConfig::default().outbound_queue >= 2 * chat_service::RELAY_BATCH);
+    }
 
     #[test]
     fn origins_match_exactly_up_to_case_and_trailing_slash() {

@@ -17,7 +17,7 @@ use chat_realtime::{RealtimeSettings, RedisSettings};
 use chat_service::{ActionRates, ChatService, CreateConversation, Limits, Rate, SendMessage};
 use chat_test_support::mysql::TestDb;
 use chat_test_support::sqlite::TestFile;
-use chatd::{AppConfig, Application, Storage};
+use chatd::{AppConfig, Application, FeedSettings, Storage};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -96,7 +96,37 @@ pub async fn spawn_node(store: Store, config: WsConfig) -> Node {
 
 /// A node over the in-memory store with the given service limits.
 pub async fn spawn_node_limited(config: WsConfig, limits: Limits) -> Node {
-    spawn_node_with(Storage::memory(), config, None, limits).await
+    spawn_node_with(
+        Storage::memory(),
+        config,
+        None,
+        limits,
+        FeedSettings::default(),
+    )
+    .await
+}
+
+/// A node over its own store whose relay starts `delay` after the node (from the feed's
+/// head at the node's start, as after a crash or an outage): what is committed meanwhile
+/// is published in one catch-up, batch after batch.
+pub async fn spawn_node_with_late_relay(store: Store, config: WsConfig, delay: Duration) -> Node {
+    let feed = FeedSettings {
+        relay_start_delay: Some(delay),
+        ..FeedSettings::default()
+    };
+    match store {
+        Store::Memory => {
+            let storage = Storage::memory_with(chat_test_support::key_ring::cipher());
+            spawn_node_with(storage, config, None, generous_limits(), feed).await
+        }
+        Store::Sqlite => {
+            let file = chat_test_support::sqlite::fresh_store().await;
+            let storage = Storage::of(Arc::new(file.store.clone()));
+            let mut node = spawn_node_with(storage, config, None, generous_limits(), feed).await;
+            node.file = Some(file);
+            node
+        }
+    }
 }
 
 /// A node over `storage`, built as `chatd serve` builds it, bridged over Redis when
@@ -120,7 +150,14 @@ pub async fn spawn_node_unready(
     config: WsConfig,
     redis: Option<RedisSettings>,
 ) -> Node {
-    spawn_node_with(storage, config, redis, generous_limits()).await
+    spawn_node_with(
+        storage,
+        config,
+        redis,
+        generous_limits(),
+        FeedSettings::default(),
+    )
+    .await
 }
 
 async fn spawn_node_with(
@@ -128,6 +165,7 @@ async fn spawn_node_with(
     config: WsConfig,
     redis: Option<RedisSettings>,
     limits: Limits,
+    feed: FeedSettings,
 ) -> Node {
     let app_config = AppConfig {
         bind: vec!["127.0.0.1:0".parse().expect("an address")],
@@ -145,7 +183,7 @@ async fn spawn_node_with(
             ..RealtimeSettings::default()
         },
         dev_tokens: None,
-        feed: chatd::FeedSettings::default(),
+        feed,
     };
     let app = Application::build(app_config, storage.clone())
         .await
