@@ -791,48 +791,16 @@ pub async fn polling_reader_never_misses_a_committed_change(ports: Ports) {
     let start = head(&ports).await;
     // The number of entries the writers appended, once they are all answered.
     let target = Arc::new(AtomicUsize::new(usize::MAX));
-    let reader = {
-        let ports = ports.clone();
-        let target = target.clone();
-        tokio::spawn(async move {
-            let mut seen: Vec<Change> = Vec::new();
-            let mut cursor = start;
-            let mut deadline: Option<Instant> = None;
-            loop {
-                let expected = target.load(Ordering::SeqCst);
-                if seen.len() >= expected {
-                    return seen;
-                }
-                if expected != usize::MAX {
-                    // Every write has been answered; an adapter may need a moment before
-                    // a committed change is readable, but not for ever.
-                    let deadline =
-                        *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(30));
-                    assert!(
-                        Instant::now() < deadline,
-                        "committed changes stay unreadable: {} of {expected} seen",
-                        seen.len()
-                    );
-                }
-                let page = ports.feed.changes_after(cursor, 7).await.unwrap();
-                assert!(page.len() <= 7);
-                for (offset, change) in (1_u64..).zip(&page) {
-                    assert_eq!(
-                        change.pos.get(),
-                        cursor.get() + offset,
-                        "a page continues exactly where the last one ended"
-                    );
-                }
-                if let Some(last) = page.last() {
-                    cursor = last.pos;
-                }
-                if page.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                seen.extend(page);
-            }
+    // Two readers: one polls `changes_after`; the other reads `numbered_after` and waits
+    // with `wait_past` between pages, as the relay does.
+    let readers: Vec<_> = [false, true]
+        .into_iter()
+        .map(|relay_like| {
+            let ports = ports.clone();
+            let target = target.clone();
+            tokio::spawn(poll_feed(ports, start, target, relay_like))
         })
-    };
+        .collect();
     let writers = (1..=8).map(|writer| tokio::spawn(write_mix(ports.clone(), id, writer, 24)));
     let expected: usize = join_all(writers)
         .await
@@ -840,18 +808,83 @@ pub async fn polling_reader_never_misses_a_committed_change(ports: Ports) {
         .map(Result::unwrap)
         .sum();
     target.store(expected, Ordering::SeqCst);
-    let seen = reader.await.unwrap();
     let full = all_after(&ports, start).await;
     assert_eq!(full.len(), expected, "every write appended its entries");
     let positions: Vec<u64> = full.iter().map(|c| c.pos.get()).collect();
     let consecutive: Vec<u64> = (start.get() + 1..=start.get() + expected as u64).collect();
     assert_eq!(positions, consecutive, "positions are gapless");
-    assert_eq!(
-        seen.len(),
-        full.len(),
-        "the polling reader saw every committed change, once"
-    );
-    assert_eq!(seen, full, "the polling reader saw the feed as it stands");
+    for (reader, relay_like) in readers.into_iter().zip([false, true]) {
+        let seen = reader.await.unwrap();
+        assert_eq!(
+            seen.len(),
+            full.len(),
+            "the polling reader (relay-like: {relay_like}) saw every committed change, once"
+        );
+        assert_eq!(
+            seen, full,
+            "the polling reader (relay-like: {relay_like}) saw the feed as it stands"
+        );
+    }
+}
+
+/// Reads the feed from `start` in pages of 7 until it has seen `target` changes (once the
+/// writers have set it): with `changes_after`, or, `relay_like`, with `numbered_after`
+/// and `wait_past` between pages. Every page continues exactly where the last one ended.
+async fn poll_feed(
+    ports: Ports,
+    start: FeedPos,
+    target: Arc<AtomicUsize>,
+    relay_like: bool,
+) -> Vec<Change> {
+    let mut seen: Vec<Change> = Vec::new();
+    let mut cursor = start;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let expected = target.load(Ordering::SeqCst);
+        if seen.len() >= expected {
+            return seen;
+        }
+        if expected != usize::MAX {
+            // Every write has been answered; an adapter may need a moment before a
+            // committed change is readable, but not for ever.
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(30));
+            assert!(
+                Instant::now() < deadline,
+                "committed changes stay unreadable (relay-like: {relay_like}): {} of \
+                 {expected} seen",
+                seen.len()
+            );
+        }
+        let page = if relay_like {
+            ports.feed.numbered_after(cursor, 7).await.unwrap()
+        } else {
+            ports.feed.changes_after(cursor, 7).await.unwrap()
+        };
+        assert!(page.len() <= 7);
+        for (offset, change) in (1_u64..).zip(&page) {
+            assert_eq!(
+                change.pos.get(),
+                cursor.get() + offset,
+                "a page continues exactly where the last one ended"
+            );
+        }
+        if let Some(last) = page.last() {
+            cursor = last.pos;
+        }
+        if page.is_empty() {
+            if relay_like {
+                ports
+                    .feed
+                    .wait_past(cursor, Duration::from_millis(50))
+                    .await
+                    .unwrap();
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        seen.extend(page);
+    }
 }
 
 /// A reader following its own changes in pages of random size.

@@ -365,6 +365,26 @@ impl MySqlStore {
         rows.iter().map(change).collect()
     }
 
+    /// The entries numbered so far after `after`: one statement, without the bounds and
+    /// the catch-up of [`MySqlStore::try_changes_after`]. The stamper numbers each pass in
+    /// one transaction, above every position before it, so one snapshot holds a gapless
+    /// prefix of the positions.
+    async fn try_numbered_after(&self, after: FeedPos, limit: usize) -> Outcome<Vec<Change>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await?;
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM CHANGE_LOG l WHERE l.pos > ? ORDER BY l.pos LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.as_i64())
+            .bind(sql_limit(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(change).collect()
+    }
+
     /// A reader's page in one statement (the entries, the reader's memberships and
     /// membership moves of one snapshot), after the bounds.
     ///
@@ -510,6 +530,14 @@ impl ChangeFeed for MySqlStore {
 
     async fn changes_after(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, StoreError> {
         self.bounded(self.try_changes_after(after, limit)).await
+    }
+
+    async fn numbered_after(
+        &self,
+        after: FeedPos,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.bounded(self.try_numbered_after(after, limit)).await
     }
 
     async fn reader_changes(

@@ -86,6 +86,23 @@ pub trait ChangeFeed: Send + Sync {
     /// [`StoreError::Unavailable`] when the store cannot be reached.
     async fn changes_after(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, StoreError>;
 
+    /// [`ChangeFeed::changes_after`] for a reader that waits with
+    /// [`ChangeFeed::wait_past`] between reads (the relay): the same gap-free order, but
+    /// only the changes numbered so far. A store that numbers changes after their commit
+    /// does not wait here for those committed and not numbered yet, which
+    /// `changes_after` does so that a reader sees its own writes: the next `wait_past`
+    /// announces them. The default is `changes_after`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be reached.
+    async fn numbered_after(
+        &self,
+        after: FeedPos,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.changes_after(after, limit).await
+    }
+
     /// The changes after `after` of every conversation `reader` has (or had) a
     /// participant row in, oldest first, at most `limit`, with the reader's membership
     /// windows for them; the same gap-free order as [`ChangeFeed::changes_after`].

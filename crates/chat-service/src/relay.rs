@@ -1,5 +1,5 @@
 //! The relay: live events are published from the committed change feed, not by the use
-//! cases. One task reads the feed in position order (`wait_past`, then `changes_after`),
+//! cases. One task reads the feed in position order (`wait_past`, then `numbered_after`),
 //! hydrates each change into its event, addresses it to the conversation's members at
 //! that point of the feed, and hands it to the [`EventPublisher`](chat_ports::EventPublisher)
 //! with its position. A crash between a commit and its publishing delays the event (the
@@ -178,7 +178,7 @@ impl RelayState {
         position: &AtomicU64,
     ) -> Result<usize, StoreError> {
         let ports = &service.ports;
-        let changes = ports.feed.changes_after(self.last, RELAY_BATCH).await?;
+        let changes = ports.feed.numbered_after(self.last, RELAY_BATCH).await?;
         if changes.is_empty() {
             // The head is past the relay but nothing is readable after it: retention
             // purged the rest while the relay was behind. Move up to the floor (what was
@@ -299,6 +299,8 @@ async fn later_moves(
     let wanted: HashSet<ConversationId> = conversations.iter().copied().collect();
     let mut moves = Vec::new();
     for _ in 0..LOOKAHEAD_PAGES {
+        // `changes_after`, not `numbered_after`: the members were loaded before this read,
+        // so every move they reflect must be read here, numbered or not yet.
         let page = feed.changes_after(after, RELAY_BATCH).await?;
         let full = page.len() >= RELAY_BATCH;
         if let Some(last) = page.last() {
