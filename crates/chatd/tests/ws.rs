@@ -1594,7 +1594,8 @@ async fn a_live_client_gets_every_message_in_order_when_the_relay_catches_up_on_
     // starts; more than a connection's outbound queue holds (1,024 frames).
     const BACKLOG: usize = 1600;
     const CHUNK: usize = 50;
-    const DELAY: Duration = Duration::from_secs(4);
+    // Long enough for SQLite to store the backlog on a loaded machine (about 1 s alone).
+    const DELAY: Duration = Duration::from_secs(10);
     let started = Instant::now();
     let node = spawn_node_with_late_relay(store, test_config(), DELAY).await;
     let group = node.group(1, &[2]).await;
@@ -1610,10 +1611,10 @@ async fn a_live_client_gets_every_message_in_order_when_the_relay_catches_up_on_
         }))
         .await;
     }
+    let stored = started.elapsed();
     assert!(
-        started.elapsed() < DELAY,
-        "the backlog was stored before the relay started ({:?})",
-        started.elapsed()
+        stored < DELAY,
+        "the backlog was stored before the relay started ({stored:?})"
     );
     // Nothing was published yet: the relay has not started.
     bob.expect_nothing_pending().await;
@@ -1636,6 +1637,7 @@ async fn a_live_client_gets_every_message_in_order_when_the_relay_catches_up_on_
     );
     bob.expect_nothing_pending().await;
     assert_eq!(node.realtime.hub().connection_count(), 1);
+    eprintln!("{BACKLOG} sends stored in {stored:?}, then relayed at once and all read");
     node.stop().await;
 }
 
