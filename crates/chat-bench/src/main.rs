@@ -11,6 +11,7 @@
 
 mod api;
 mod crypto;
+mod floor;
 mod limits;
 mod report;
 mod scenarios;
@@ -161,7 +162,7 @@ fn machine() -> Value {
 }
 
 /// A fresh database for one scenario's server.
-async fn fresh_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn fresh_database(server_url: &str, name: &str) -> anyhow::Result<String> {
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(1)
         .connect(server_url)
@@ -298,6 +299,12 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let send_floor = match &args.database_url {
+        Some(url) if args.wants("send") => {
+            Some(floor::send_floor(url, &args.chatd, &args.plan).await?)
+        }
+        _ => None,
+    };
     let sqlite_dir = std::path::absolute(args.out.join("sqlite"))?;
     let raw_insert_sqlite = if args.wants("send") || args.wants("hot") || args.wants("biggroup") {
         Some(limits::raw_insert_sqlite(&sqlite_dir.join("raw"), &args.plan).await?)
@@ -378,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
         "limits": {
             "raw_insert": raw_insert,
             "raw_insert_sqlite": raw_insert_sqlite,
+            "send_floor": send_floor,
             "bare_broadcast": broadcast,
         },
         "stores": stores,

@@ -336,6 +336,33 @@ pub(crate) fn markdown(results: &Value) -> String {
             raw["latency"]["p99_ms"]
         ));
     }
+    let floor = &results["limits"]["send_floor"];
+    if let Some(variants) = floor["variants"].as_array() {
+        let each: Vec<String> = variants
+            .iter()
+            .map(|v| {
+                let shape = if v["set_based"] == true {
+                    "set-based, messages per transaction"
+                } else {
+                    "triggers, rows per INSERT"
+                };
+                format!(
+                    "{shape} {}: {}/s",
+                    v["rows_per_statement"], v["throughput_per_s"]
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "| the schema's floor for a send on MySQL, {} in flight: the message row, its conversation, the sender's membership and its log entry, through the schema's triggers or set-based (no idempotency or membership read, marker-move record, receipts, numbering or HTTP; best of the shapes) | {} messages/s, {:.3} × the raw INSERT ceiling ({}) |\n",
+            floor["concurrency"],
+            floor["throughput_per_s"],
+            num(&floor["throughput_per_s"]).unwrap_or(0.0)
+                / num(&results["limits"]["raw_insert"]["throughput_per_s"])
+                    .unwrap_or(0.0)
+                    .max(1.0),
+            each.join("; ")
+        ));
+    }
     if let Some(bare) = results["limits"]["bare_broadcast"].as_object() {
         for (members, b) in bare {
             out.push_str(&format!(
