@@ -362,6 +362,13 @@ pub(crate) fn markdown(results: &Value) -> String {
                     .max(1.0),
             each.join("; ")
         ));
+        let bare = &floor["set_based_without_log"];
+        if !bare.is_null() {
+            out.push_str(&format!(
+                "| the same floor without the change log's entry (set-based, {} per transaction) | {} messages/s |\n",
+                bare["rows_per_statement"], bare["throughput_per_s"]
+            ));
+        }
     }
     if let Some(bare) = results["limits"]["bare_broadcast"].as_object() {
         for (members, b) in bare {
