@@ -29,15 +29,15 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use futures::future::join_all;
 use serde_json::{Value, json};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder};
 
 use crate::Plan;
+use crate::closed_loop::run_for;
 use crate::stats::round;
 
 /// Members of each conversation.
@@ -74,63 +74,44 @@ pub(crate) async fn send_floor(
         .await
         .context("connecting for the schema floor")?;
     let conversations = fixtures(&pool, plan.send_groups).await?;
-    let mut variants = Vec::new();
-    let mut best = 0.0_f64;
-    for rows in ROWS_PER_STATEMENT {
-        let in_flight = (plan.concurrency / rows).max(1);
-        let (messages, errors, elapsed) =
-            insert_for(&pool, &conversations, rows, in_flight, plan.send_seconds).await?;
-        let per_second = messages as f64 / elapsed;
-        best = best.max(per_second);
-        variants.push(json!({
-            "rows_per_statement": rows,
-            "statements_in_flight": in_flight,
-            "messages": messages,
-            "errors": errors,
-            "throughput_per_s": round(per_second),
-        }));
-    }
-    // The last run leaves the log entry out: what the change feed's row costs on the floor
-    // (not a send of today's schema, so not a candidate for the floor).
-    let set_based = SET_BASED_ROWS
+    // Each shape: (set-based, rows per statement or transaction, with the log entry). The
+    // last leaves the log entry out: what the change feed's row costs on the floor (not a
+    // send of today's schema, so not a candidate for the floor).
+    let shapes = ROWS_PER_STATEMENT
         .iter()
-        .map(|rows| (*rows, true))
+        .map(|rows| (false, *rows, true))
+        .chain(SET_BASED_ROWS.iter().map(|rows| (true, *rows, true)))
         .chain(std::iter::once((
+            true,
             SET_BASED_ROWS[SET_BASED_ROWS.len() - 1],
             false,
         )));
+    let mut variants = Vec::new();
     let mut without_log = Value::Null;
-    for (rows, log) in set_based {
+    let mut best = 0.0_f64;
+    for (set_based, rows, log) in shapes {
         let in_flight = (plan.concurrency / rows).max(1);
-        let (messages, errors, elapsed) = batch_for(
-            &url,
-            &conversations,
-            rows,
-            in_flight,
-            plan.send_seconds,
-            log,
-        )
-        .await?;
+        let seconds = plan.send_seconds;
+        let (messages, errors, elapsed) = if set_based {
+            batch_for(&url, &conversations, rows, in_flight, seconds, log).await?
+        } else {
+            insert_for(&pool, &conversations, rows, in_flight, seconds).await?
+        };
         let per_second = messages as f64 / elapsed;
-        if !log {
-            without_log = json!({
-                "rows_per_statement": rows,
-                "statements_in_flight": in_flight,
-                "messages": messages,
-                "errors": errors,
-                "throughput_per_s": round(per_second),
-            });
-            continue;
-        }
-        best = best.max(per_second);
-        variants.push(json!({
-            "set_based": true,
+        let variant = json!({
+            "set_based": set_based,
             "rows_per_statement": rows,
             "statements_in_flight": in_flight,
             "messages": messages,
             "errors": errors,
             "throughput_per_s": round(per_second),
-        }));
+        });
+        if log {
+            best = best.max(per_second);
+            variants.push(variant);
+        } else {
+            without_log = variant;
+        }
     }
     pool.close().await;
     Ok(json!({
@@ -179,10 +160,61 @@ async fn fixtures(pool: &MySqlPool, groups: i64) -> anyhow::Result<Vec<String>> 
     Ok(ids)
 }
 
-/// Runs `in_flight` workers for `seconds`, each inserting `rows` messages per statement
-/// into conversations of its own (conversation `c` belongs to worker `c % in_flight`),
-/// one row per conversation in a statement, by one of its members in turn. Messages
-/// stored, failed statements, seconds.
+/// The messages of one write, one per conversation: (conversation index, conversation
+/// id, sender).
+type Picks = Vec<(usize, String, i64)>;
+
+/// Runs `in_flight` workers for `seconds`: each takes `rows` of its own conversations in
+/// turn (conversation `c` belongs to worker `c % in_flight`), a message into each from one
+/// of their members in turn, and hands them to `write`, which answers how many it stored.
+/// Messages stored, failed writes, seconds.
+async fn drive<W, Fut>(
+    conversations: &[String],
+    rows: usize,
+    in_flight: usize,
+    seconds: u64,
+    write: W,
+) -> anyhow::Result<(u64, u64, f64)>
+where
+    W: Fn(Picks) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers = (0..in_flight)
+        .map(|worker| {
+            let own = owned_by(conversations, in_flight, worker);
+            let stop = stop.clone();
+            let write = write.clone();
+            tokio::spawn(async move {
+                let (mut stored, mut errors, mut turn) = (0_u64, 0_u64, 0_usize);
+                let per_write = rows.min(own.len()).max(1);
+                while !stop.load(Ordering::Relaxed) {
+                    let member = (turn / own.len()) as i64 % MEMBERS;
+                    let picks: Picks = (0..per_write)
+                        .map(|k| {
+                            let (c, id) = &own[(turn + k) % own.len()];
+                            (*c, id.clone(), *c as i64 * MEMBERS + 1 + member)
+                        })
+                        .collect();
+                    turn += per_write;
+                    match write(picks).await {
+                        Ok(done) => stored += done,
+                        Err(_) => errors += 1,
+                    }
+                }
+                (stored, errors)
+            })
+        })
+        .collect();
+    let results = run_for(workers, &stop, seconds).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let stored = results.iter().map(|(s, _)| s).sum();
+    let errors = results.iter().map(|(_, e)| e).sum();
+    Ok((stored, errors, elapsed))
+}
+
+/// The triggers' variant: `rows` messages per `INSERT` without a `seq`.
 async fn insert_for(
     pool: &MySqlPool,
     conversations: &[String],
@@ -190,63 +222,27 @@ async fn insert_for(
     in_flight: usize,
     seconds: u64,
 ) -> anyhow::Result<(u64, u64, f64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers = (0..in_flight).map(|worker| {
-        let own: Vec<(usize, String)> = conversations
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| c % in_flight == worker)
-            .map(|(c, id)| (c, id.clone()))
-            .collect();
+    let pool = pool.clone();
+    drive(conversations, rows, in_flight, seconds, move |picks| {
         let pool = pool.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut stored, mut errors, mut turn) = (0_u64, 0_u64, 0_usize);
-            let per_statement = rows.min(own.len()).max(1);
-            while !stop.load(Ordering::Relaxed) {
-                let mut insert = QueryBuilder::<MySql>::new(
-                    "INSERT INTO MESSAGES (conversation_id, sender_id, content, message_type) ",
-                );
-                insert.push_values(0..per_statement, |mut row, k| {
-                    let (c, id) = &own[(turn + k) % own.len()];
-                    let member = (turn / own.len()) as i64 % MEMBERS;
-                    row.push_bind(id.clone())
-                        .push_bind(*c as i64 * MEMBERS + 1 + member)
-                        .push_bind(format!("floor {turn} {k}"))
-                        .push_bind("TEXT");
-                });
-                turn += per_statement;
-                match insert.build().execute(&pool).await {
-                    Ok(done) => stored += done.rows_affected(),
-                    Err(_) => errors += 1,
-                }
-            }
-            (stored, errors)
-        })
-    });
-    let timer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let results = join_all(workers).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    timer.await?;
-    let (mut stored, mut errors) = (0, 0);
-    for result in results {
-        let (s, e) = result?;
-        stored += s;
-        errors += e;
-    }
-    Ok((stored, errors, elapsed))
+        async move {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT INTO MESSAGES (conversation_id, sender_id, content, message_type) ",
+            );
+            insert.push_values(&picks, |mut row, (c, id, sender)| {
+                row.push_bind(id.clone())
+                    .push_bind(*sender)
+                    .push_bind(format!("floor {c} {sender}"))
+                    .push_bind("TEXT");
+            });
+            Ok(insert.build().execute(&pool).await?.rows_affected())
+        }
+    })
+    .await
 }
 
-/// The set-based variant: `in_flight` workers for `seconds`, each storing `rows` messages
-/// (one per conversation of its own) per transaction with the statements of a send batch.
-/// Messages stored, failed transactions, seconds.
+/// The set-based variant: `rows` messages per transaction with the statements of a send
+/// batch (and the log entries when `log`), on sessions marked as the service's.
 async fn batch_for(
     url: &str,
     conversations: &[String],
@@ -274,64 +270,26 @@ async fn batch_for(
         })
         .connect(url)
         .await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers = (0..in_flight).map(|worker| {
-        let own: Vec<(usize, String)> = conversations
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| c % in_flight == worker)
-            .map(|(c, id)| (c, id.clone()))
-            .collect();
-        let pool = pool.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut stored, mut errors, mut turn) = (0_u64, 0_u64, 0_usize);
-            let per_batch = rows.min(own.len()).max(1);
-            while !stop.load(Ordering::Relaxed) {
-                let mut batch: Vec<(usize, &str)> = (0..per_batch)
-                    .map(|k| {
-                        let (c, id) = &own[(turn + k) % own.len()];
-                        (*c, id.as_str())
-                    })
-                    .collect();
-                batch.sort_by(|a, b| a.1.cmp(b.1));
-                let member = (turn / own.len()) as i64 % MEMBERS;
-                turn += per_batch;
-                match store_batch(&pool, &batch, member, log).await {
-                    Ok(()) => stored += batch.len() as u64,
-                    Err(_) => errors += 1,
-                }
-            }
-            (stored, errors)
-        })
-    });
-    let timer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let results = join_all(workers).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    timer.await?;
+    let writer = pool.clone();
+    let outcome = drive(conversations, rows, in_flight, seconds, move |mut picks| {
+        let pool = writer.clone();
+        async move {
+            // Locked in id order, as the appender does.
+            picks.sort_by(|a, b| a.1.cmp(&b.1));
+            store_batch(&pool, &picks, log).await?;
+            Ok(picks.len() as u64)
+        }
+    })
+    .await;
     pool.close().await;
-    let (mut stored, mut errors) = (0, 0);
-    for result in results {
-        let (s, e) = result?;
-        stored += s;
-        errors += e;
-    }
-    Ok((stored, errors, elapsed))
+    outcome
 }
 
-/// One transaction of a send batch: a message from member `member` into each of `batch`
-/// (conversation index and id, in id order), with their log entries when `log`.
+/// One transaction of a send batch: a message into each conversation of `batch` (in id
+/// order) from its sender, with their log entries when `log`.
 async fn store_batch(
     pool: &MySqlPool,
-    batch: &[(usize, &str)],
-    member: i64,
+    batch: &[(usize, String, i64)],
     log: bool,
 ) -> anyhow::Result<()> {
     use sqlx::Row;
@@ -339,8 +297,8 @@ async fn store_batch(
     let mut lock =
         QueryBuilder::<MySql>::new("SELECT id, last_seq FROM CONVERSATIONS WHERE id IN (");
     let mut list = lock.separated(", ");
-    for (_, id) in batch {
-        list.push_bind(*id);
+    for (_, id, _) in batch {
+        list.push_bind(id.as_str());
     }
     lock.push(") ORDER BY id FOR UPDATE");
     let mut last = std::collections::HashMap::new();
@@ -353,10 +311,9 @@ async fn store_batch(
     // (conversation, message id, seq, sender)
     let sends: Vec<(&str, String, i64, i64)> = batch
         .iter()
-        .map(|(c, id)| {
-            let seq = last.get(*id).copied().unwrap_or(0) + 1;
-            let sender = *c as i64 * MEMBERS + 1 + member;
-            (*id, uuid::Uuid::now_v7().to_string(), seq, sender)
+        .map(|(_, id, sender)| {
+            let seq = last.get(id).copied().unwrap_or(0) + 1;
+            (id.as_str(), uuid::Uuid::now_v7().to_string(), seq, *sender)
         })
         .collect();
     let mut insert = QueryBuilder::<MySql>::new(
@@ -431,4 +388,15 @@ async fn store_batch(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The conversations of `worker` among `in_flight` (index and id): conversation `c` is
+/// worker `c % in_flight`'s, so no two statements in flight touch the same one.
+fn owned_by(conversations: &[String], in_flight: usize, worker: usize) -> Vec<(usize, String)> {
+    conversations
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| c % in_flight == worker)
+        .map(|(c, id)| (c, id.clone()))
+        .collect()
 }

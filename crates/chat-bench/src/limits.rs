@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Plan;
+use crate::closed_loop::run_for;
 use crate::scenarios::collect_arrivals;
 use crate::stats::{Latencies, round};
 use crate::ws;
@@ -180,21 +181,11 @@ where
             (latencies, errors)
         })
     });
-    let timer = {
-        let stop = stop.clone();
-        let seconds = plan.send_seconds;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let results = join_all(workers).await;
+    let results = run_for(workers.collect(), &stop, plan.send_seconds).await?;
     let elapsed = start.elapsed().as_secs_f64();
-    timer.await?;
     let mut latencies = Latencies::new();
     let mut errors = 0;
-    for result in results {
-        let (l, e) = result?;
+    for (l, e) in results {
         latencies.merge(&l);
         errors += e;
     }

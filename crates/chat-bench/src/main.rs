@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod closed_loop;
 mod crypto;
 mod floor;
 mod limits;

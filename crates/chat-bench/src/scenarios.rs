@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::Plan;
 use crate::api::Api;
+use crate::closed_loop::run_for;
 use crate::server::Server;
 use crate::stats::{Latencies, round};
 use crate::ws;
@@ -206,24 +207,15 @@ async fn closed_loop(
             (latencies, acked, errors)
         })
     });
-    let timer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let results = join_all(workers).await;
+    let results = run_for(workers.collect(), &stop, seconds).await?;
     let elapsed = start.elapsed();
-    timer.await?;
     let mut all = LoadResult {
         acked: Vec::new(),
         errors: 0,
         latencies: Latencies::new(),
         elapsed,
     };
-    for result in results {
-        let (latencies, acked, errors) = result?;
+    for (latencies, acked, errors) in results {
         all.latencies.merge(&latencies);
         all.acked.extend(acked);
         all.errors += errors;
