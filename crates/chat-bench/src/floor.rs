@@ -11,11 +11,12 @@
 //! what a send of the service writes (it also moves the sender's read marker and records
 //! the move, the receipts follow from it, and the log entry is numbered), without HTTP,
 //! JSON, tokens or the appender. So no send through `chatd` can store more messages a
-//! second than this figure (the best of the variants): it bounds what the durable-send target can ask for on this
-//! machine and this schema. Measured with 1, 4, 8, 16 and 32 rows per statement (the appender's
-//! batches are multi-row statements too), `concurrency` messages in flight in all of them;
-//! each statement in flight writes to conversations no other one touches, as the
-//! appender's shards do.
+//! second than this figure (the best of the variants): it bounds what the durable-send
+//! target can ask for on this machine and this schema. Measured with 1, 4, 8, 16 and 32
+//! rows per statement (the appender's batches are multi-row statements too),
+//! `concurrency` messages in flight in all of them; each statement in flight writes to
+//! conversations no other one touches, as the appender's shards do. A write that fails
+//! fails the measurement: a floor lowered by errors would bound nothing.
 //!
 //! A trigger works row by row, which set-based statements need not, so the floor is also
 //! measured the service's way (`set_based`): per transaction of 8 or 16 messages, the
@@ -97,6 +98,12 @@ pub(crate) async fn send_floor(
         } else {
             insert_for(&pool, &conversations, rows, in_flight, seconds).await?
         };
+        if errors > 0 {
+            bail!(
+                "the schema floor's writes failed {errors} times (set-based: {set_based}, \
+                 {rows} per statement, with the log entry: {log})"
+            );
+        }
         let per_second = messages as f64 / elapsed;
         let variant = json!({
             "set_based": set_based,

@@ -75,23 +75,7 @@ pub enum Store {
 
 /// A node over its own store (in memory, or a fresh SQLite file), without Redis.
 pub async fn spawn_node(store: Store, config: WsConfig) -> Node {
-    match store {
-        Store::Memory => {
-            spawn_node_on(
-                Storage::memory_with(chat_test_support::key_ring::cipher()),
-                config,
-                None,
-            )
-            .await
-        }
-        Store::Sqlite => {
-            let file = chat_test_support::sqlite::fresh_store().await;
-            let storage = Storage::of(Arc::new(file.store.clone()));
-            let mut node = spawn_node_on(storage, config, None).await;
-            node.file = Some(file);
-            node
-        }
-    }
+    spawn_own_node(store, config, FeedSettings::default()).await
 }
 
 /// A node over the in-memory store with the given service limits.
@@ -114,6 +98,12 @@ pub async fn spawn_node_with_late_relay(store: Store, config: WsConfig, delay: D
         relay_start_delay: Some(delay),
         ..FeedSettings::default()
     };
+    spawn_own_node(store, config, feed).await
+}
+
+/// A node over its own store (in memory, or a fresh SQLite file) with `feed`, without
+/// Redis.
+async fn spawn_own_node(store: Store, config: WsConfig, feed: FeedSettings) -> Node {
     match store {
         Store::Memory => {
             let storage = Storage::memory_with(chat_test_support::key_ring::cipher());
