@@ -413,8 +413,18 @@ mod tests {
                 lane.touched = long_ago;
             }
         }
-        let one = ConversationId::new();
-        for _ in 0..(PRUNE_EVERY * SHARDS as u64) {
+        // A busy conversation in a shard that holds idle lanes: its offers prune that
+        // shard (only the shard offered to prunes, and 100 lanes over 16 shards may leave
+        // one empty, so the conversation is picked, not drawn).
+        let shard_of =
+            |c: ConversationId| (f.sequencer.hasher.hash_one(c) % SHARDS as u64) as usize;
+        let idle_in = |index: usize| f.sequencer.shards[index].lock().unwrap().lanes.len();
+        let one = std::iter::repeat_with(ConversationId::new)
+            .find(|c| idle_in(shard_of(*c)) > 0)
+            .unwrap();
+        let shard = shard_of(one);
+        let others = lanes(&f) - idle_in(shard);
+        for _ in 0..PRUNE_EVERY {
             f.sequencer.offer_in_order(Arc::new(Frame {
                 conversation_id: one,
                 class: EventClass::Ordered,
@@ -422,6 +432,15 @@ mod tests {
                 payload: ByteString::from_static("y"),
             }));
         }
-        assert!(lanes(&f) < 100, "idle lanes forgotten: {}", lanes(&f));
+        assert_eq!(
+            idle_in(shard),
+            1,
+            "the shard's idle lanes are forgotten, `one` stays"
+        );
+        assert_eq!(
+            lanes(&f),
+            others + 1,
+            "the other shards are left as they were"
+        );
     }
 }
